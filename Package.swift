@@ -1,0 +1,134 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// One set of settings for every target: Swift 6 language mode (strict concurrency).
+let swiftSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "AutomatedFanfic",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ingester", targets: ["IngesterApp"]),
+        .executable(name: "coordinator", targets: ["CoordinatorApp"]),
+        .executable(name: "worker", targets: ["WorkerApp"]),
+        .executable(name: "fanfic", targets: ["FanficCLI"]),
+        .executable(name: "broker-bench", targets: ["BrokerBenchmark"]),
+        .library(name: "AMQP", targets: ["AMQP"]),
+        .library(name: "FanficCore", targets: ["FanficCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // MARK: C libraries
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
+
+        // MARK: Libraries
+        .target(
+            name: "AMQP",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FanficCore",
+            dependencies: [
+                .product(name: "TOMLKit", package: "TOMLKit")
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FanficBroker",
+            dependencies: [
+                "AMQP",
+                "FanficCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "AppSupport",
+            dependencies: [
+                "AMQP",
+                "FanficBroker",
+                "FanficCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables (thin: parse arguments, build, run)
+        .executableTarget(
+            name: "IngesterApp",
+            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "CoordinatorApp",
+            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "WorkerApp",
+            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "FanficCLI",
+            dependencies: [
+                "AppSupport", "FanficBroker", "FanficCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "BrokerBenchmark",
+            dependencies: [
+                "AMQP",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/BrokerBenchmark",
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "FanficCoreTests",
+            dependencies: ["FanficCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "AMQPTests",
+            dependencies: ["AMQP", "CCurl"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BrokerIntegrationTests",
+            dependencies: [
+                "AMQP", "FanficBroker", "FanficCore",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

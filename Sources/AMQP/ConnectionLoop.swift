@@ -1,0 +1,834 @@
+import CRabbitMQ
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The connection's own thread: the only code that touches rabbitmq-c state.
+///
+/// 1. Connects (TCP or TLS, login, a confirm-mode publish channel, an RPC channel), declares
+///    the remembered topology, re-subscribes every consumer.
+/// 2. Serves: runs queued commands, reads frames (confirms, deliveries, returns, closes), and
+///    sleeps in `poll` on the socket and the wake pipe, calling into rabbitmq-c at least once
+///    a second so heartbeats go out and a silent broker is noticed.
+/// 3. On any connection failure: fails unconfirmed publishes (the caller must publish again),
+///    marks outstanding deliveries stale, waits a capped exponential backoff, and starts over.
+///
+/// `@unchecked Sendable`: it is handed to its thread once; afterwards only that thread and the
+/// commands it runs touch its state.
+final class ConnectionLoop: @unchecked Sendable {
+    static let publishChannel: UInt16 = 1
+    static let rpcChannel: UInt16 = 2
+
+    let configuration: AMQPConfiguration
+    let logger: Logger
+    let inbox: Inbox
+    let onEvent: (@Sendable (AMQPConnectionEvent) -> Void)?
+    weak var owner: AMQPConnection?
+
+    private var connection: amqp_connection_state_t?
+    /// Set when a command or frame handler found the connection dead.
+    private var broken: AMQPError?
+    private var topology = AMQPTopology()
+    private var channelEpochs: [UInt16: UInt64] = [:]
+    private var epochCounter: UInt64 = 0
+    private var nextPublishTag: UInt64 = 1
+    private var pendingPublishes: [PendingPublish] = []
+    private var consumers: [UInt64: ConsumerState] = [:]
+    private var consumerByChannel: [UInt16: UInt64] = [:]
+    private var freeChannels: [UInt16] = []
+    private var nextChannel: UInt16 = 3
+
+    struct PendingPublish {
+        let tag: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+        var returned: AMQPError?
+    }
+
+    final class ConsumerState {
+        let id: UInt64
+        let queue: String
+        let prefetch: UInt16
+        let exclusive: Bool
+        let arguments: AMQPTable
+        let continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+        var channel: UInt16?
+        var consumerTag: String?
+        var unacked: Set<UInt64> = []
+        var cancelling = false
+
+        init(
+            id: UInt64, queue: String, prefetch: UInt16, exclusive: Bool, arguments: AMQPTable,
+            continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+        ) {
+            self.id = id
+            self.queue = queue
+            self.prefetch = prefetch
+            self.exclusive = exclusive
+            self.arguments = arguments
+            self.continuation = continuation
+        }
+    }
+
+    /// Thrown inside the loop when the connection itself is unusable.
+    struct ConnectionFailure: Error {
+        let error: AMQPError
+    }
+
+    init(
+        configuration: AMQPConfiguration, logger: Logger, inbox: Inbox,
+        onEvent: (@Sendable (AMQPConnectionEvent) -> Void)?
+    ) {
+        self.configuration = configuration
+        self.logger = logger
+        self.inbox = inbox
+        self.onEvent = onEvent
+    }
+
+    var isConnected: Bool { connection != nil && broken == nil }
+
+    // MARK: Main loop
+
+    func run() {
+        var attempt = 0
+        while !inbox.isStopRequested {
+            do {
+                try connect()
+                attempt = 0
+                try serve()
+            } catch {
+                let reason = (error as? ConnectionFailure)?.error ?? AMQPError(.library, "\(error)")
+                let wasConnected = inbox.state.withLock { $0.connected }
+                teardown(reason)
+                if inbox.isStopRequested { break }
+                let delay = configuration.reconnectBackoff.delay(attempt: attempt)
+                attempt += 1
+                let level: Logger.Level = (reason.code == .accessRefused || attempt > 3) ? .error : .warning
+                logger.log(
+                    level: level,
+                    wasConnected ? "broker connection lost; reconnecting" : "cannot connect to the broker; retrying",
+                    metadata: [
+                        "amqp.url": "\(configuration.redactedURL)",
+                        "amqp.error": "\(reason)",
+                        "amqp.retry_in_ms": "\(Int(delay.seconds * 1000))",
+                    ]
+                )
+                waitDisconnected(for: delay)
+            }
+        }
+        shutdown()
+    }
+
+    private func serve() throws {
+        let clock = ContinuousClock()
+        var lastTick = clock.now
+        while !inbox.isStopRequested {
+            runCommands(connected: true)
+            if let broken { throw ConnectionFailure(error: broken) }
+            try readFrames(timeoutMicroseconds: 0)
+            if clock.now - lastTick >= .seconds(1) {
+                // A real (if tiny) wait lets rabbitmq-c send a due heartbeat and notice a
+                // broker that has gone silent.
+                try readFrames(timeoutMicroseconds: 1000)
+                lastTick = clock.now
+            }
+            if let broken { throw ConnectionFailure(error: broken) }
+            guard let connection else { return }
+            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 || inbox.hasCommands {
+                continue
+            }
+            var fds = [
+                pollfd(fd: amqp_get_sockfd(connection), events: Int16(POLLIN), revents: 0),
+                pollfd(fd: inbox.wakeReadFD, events: Int16(POLLIN), revents: 0),
+            ]
+            _ = poll(&fds, 2, 1000)
+            inbox.drainWake()
+        }
+    }
+
+    private func runCommands(connected: Bool) {
+        let (run, expired) = inbox.takeCommands(connected: connected, now: .now)
+        for command in expired {
+            command.fail(AMQPError(.notConnected, "no broker connection within the call's timeout"))
+        }
+        for command in run {
+            if broken != nil && command.needsConnection {
+                command.fail(AMQPError(.connectionLost, broken!.message))
+                continue
+            }
+            command.perform(self)
+        }
+    }
+
+    /// Sleeps out a reconnect delay while still answering control commands and expiring
+    /// calls that waited too long for a connection.
+    private func waitDisconnected(for delay: Duration) {
+        let until = ContinuousClock.now + delay
+        while !inbox.isStopRequested {
+            runCommands(connected: false)
+            let now = ContinuousClock.now
+            guard now < until else { return }
+            var wakeAt = until
+            if let deadline = inbox.earliestDeadline, deadline < wakeAt { wakeAt = max(deadline, now) }
+            let milliseconds = Int32(max(1, min((wakeAt - now).seconds * 1000, 1000)))
+            var fds = [pollfd(fd: inbox.wakeReadFD, events: Int16(POLLIN), revents: 0)]
+            _ = poll(&fds, 1, milliseconds)
+            inbox.drainWake()
+        }
+    }
+
+    // MARK: Connect and tear down
+
+    private func connect() throws {
+        guard let connection = amqp_new_connection() else {
+            throw ConnectionFailure(error: AMQPError(.library, "amqp_new_connection failed"))
+        }
+        self.connection = connection
+        broken = nil
+        let arena = CArena()
+        let socket: OpaquePointer?
+        if let tls = configuration.tls {
+            socket = amqp_ssl_socket_new(connection)
+            guard let socket else { throw failure(.library, "cannot create a TLS socket") }
+            if let ca = tls.caCertificatePath {
+                try checkStatus(amqp_ssl_socket_set_cacert(socket, ca), "loading CA certificate \(ca)")
+            }
+            if let cert = tls.certificatePath, let key = tls.keyPath {
+                try checkStatus(amqp_ssl_socket_set_key(socket, cert, key), "loading client certificate \(cert)")
+            }
+            amqp_ssl_socket_set_verify_peer(socket, tls.verifyPeer ? 1 : 0)
+            amqp_ssl_socket_set_verify_hostname(socket, tls.verifyHostname ? 1 : 0)
+        } else {
+            socket = amqp_tcp_socket_new(connection)
+        }
+        guard let socket else { throw failure(.library, "cannot create a socket") }
+
+        var rpcTimeout = timeval(configuration.rpcTimeout)
+        _ = amqp_set_handshake_timeout(connection, &rpcTimeout)
+        _ = amqp_set_rpc_timeout(connection, &rpcTimeout)
+        var connectTimeout = timeval(configuration.connectTimeout)
+        let opened = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &connectTimeout)
+        guard opened == AMQP_STATUS_OK.rawValue else {
+            throw failure(
+                .notConnected,
+                "cannot reach \(configuration.host):\(configuration.port): \(Self.errorText(opened))")
+        }
+        tuneSocket(amqp_get_sockfd(connection))
+
+        var properties = arena.table(clientProperties)
+        let reply = fanfic_amqp_login_plain(
+            connection, arena.cString(configuration.virtualHost), 2047, 131_072,
+            Int32(configuration.heartbeat), &properties,
+            arena.cString(configuration.username), arena.cString(configuration.password))
+        try checkConnectionLevel(reply, doing: "login")
+
+        try openPublishChannel()
+        try openRPCChannel()
+        try declareNow(topology)
+        for consumer in consumers.values.sorted(by: { $0.id < $1.id }) {
+            try subscribeOrFinish(consumer)
+        }
+
+        let count = inbox.state.withLock { state -> UInt64 in
+            state.connected = true
+            state.connectCount += 1
+            return state.connectCount
+        }
+        logger.info(
+            "connected to the broker",
+            metadata: ["amqp.url": "\(configuration.redactedURL)", "amqp.connection_count": "\(count)"])
+        onEvent?(.connected(count: count))
+    }
+
+    private var clientProperties: AMQPTable {
+        [
+            "product": "AutomatedFanfic",
+            "connection_name": .string(configuration.connectionName),
+            "capabilities": .table([
+                "publisher_confirms": true,
+                "consumer_cancel_notify": true,
+                "exchange_exchange_bindings": true,
+                "basic.nack": true,
+                "connection.blocked": true,
+                "authentication_failure_close": true,
+            ]),
+        ]
+    }
+
+    /// Lets the kernel give up on a dead peer: rabbitmq-c 0.11 can otherwise block in a
+    /// write forever when the network silently drops.
+    private func tuneSocket(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        var userTimeout = UInt32(max(configuration.heartbeat * 2, 10) * 1000)
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, &userTimeout, socklen_t(MemoryLayout<UInt32>.size))
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    }
+
+    private func openPublishChannel() throws {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        amqp_channel_open(connection, Self.publishChannel)
+        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "open publish channel")
+        amqp_confirm_select(connection, Self.publishChannel)
+        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "confirm.select")
+        nextPublishTag = 1
+        markOpened(Self.publishChannel)
+    }
+
+    private func openRPCChannel() throws {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        amqp_channel_open(connection, Self.rpcChannel)
+        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "open channel")
+        markOpened(Self.rpcChannel)
+    }
+
+    private func markOpened(_ channel: UInt16) {
+        epochCounter += 1
+        channelEpochs[channel] = epochCounter
+    }
+
+    private func teardown(_ reason: AMQPError) {
+        failPendingPublishes(AMQPError(.connectionLost, "connection lost before the broker confirmed: \(reason.message)"))
+        if let connection {
+            amqp_destroy_connection(connection)
+        }
+        connection = nil
+        broken = nil
+        channelEpochs = [:]
+        consumerByChannel = [:]
+        freeChannels = []
+        nextChannel = 3
+        for (id, consumer) in consumers {
+            consumer.channel = nil
+            consumer.consumerTag = nil
+            consumer.unacked = []
+            if consumer.cancelling { consumers[id] = nil }
+        }
+        let wasConnected = inbox.state.withLock { state -> Bool in
+            defer { state.connected = false }
+            return state.connected
+        }
+        if wasConnected { onEvent?(.disconnected(reason)) }
+    }
+
+    private func shutdown() {
+        if let connection, broken == nil {
+            _ = amqp_connection_close(connection, AMQP_REPLY_SUCCESS)
+        }
+        let closed = AMQPError(.closed, "the connection was closed by its owner")
+        teardown(closed)
+        for consumer in consumers.values { consumer.continuation.finish() }
+        consumers = [:]
+        let (commands, waiters) = inbox.state.withLock { state in
+            state.stopped = true
+            defer {
+                state.commands = []
+                state.closeWaiters = []
+            }
+            return (state.commands, state.closeWaiters)
+        }
+        for command in commands { command.fail(closed) }
+        for waiter in waiters { waiter.resume() }
+        logger.debug("broker connection closed")
+    }
+
+    private func failPendingPublishes(_ error: AMQPError) {
+        let pending = pendingPublishes
+        pendingPublishes = []
+        for publish in pending { publish.continuation.resume(throwing: error) }
+    }
+
+    // MARK: Frames
+
+    private func readFrames(timeoutMicroseconds: Int) throws {
+        guard let connection else { return }
+        var timeout = timeval(tv_sec: 0, tv_usec: timeoutMicroseconds)
+        while broken == nil {
+            var frame = amqp_frame_t()
+            let status = amqp_simple_wait_frame_noblock(connection, &frame, &timeout)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { return }
+            guard status == AMQP_STATUS_OK.rawValue else {
+                throw failure(.connectionLost, Self.errorText(status))
+            }
+            do {
+                try handle(frame)
+            } catch let error as AMQPError {
+                throw ConnectionFailure(error: error)
+            }
+            amqp_maybe_release_buffers(connection)
+            timeout = timeval(tv_sec: 0, tv_usec: 0)
+        }
+    }
+
+    private func handle(_ frame: amqp_frame_t) throws {
+        guard frame.frame_type == UInt8(AMQP_FRAME_METHOD) else { return }
+        let method = frame.payload.method
+        let channel = frame.channel
+        switch method.id {
+        case fanfic_amqp_basic_deliver_method:
+            let deliver = method.decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            try handleDeliver(channel: channel, deliver)
+        case fanfic_amqp_basic_ack_method:
+            let ack = method.decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            confirm(upTo: ack.delivery_tag, multiple: ack.multiple != 0, nacked: false)
+        case fanfic_amqp_basic_nack_method:
+            let nack = method.decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            confirm(upTo: nack.delivery_tag, multiple: nack.multiple != 0, nacked: true)
+        case fanfic_amqp_basic_return_method:
+            let returned = method.decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            try handleReturn(channel: channel, returned)
+        case fanfic_amqp_basic_cancel_method:
+            let cancel = method.decoded.assumingMemoryBound(to: amqp_basic_cancel_t.self).pointee
+            handleServerCancel(channel: channel, tag: String(amqpBytes: cancel.consumer_tag))
+        case fanfic_amqp_channel_close_method:
+            let close = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            try handleChannelClose(channel: channel, code: close.reply_code, text: String(amqpBytes: close.reply_text))
+        case fanfic_amqp_connection_close_method:
+            let close = method.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            throw connectionClosedByBroker(close)
+        case fanfic_amqp_connection_blocked_method:
+            let blocked = method.decoded.assumingMemoryBound(to: amqp_connection_blocked_t.self).pointee
+            let reason = String(amqpBytes: blocked.reason)
+            logger.warning("the broker blocked publishing", metadata: ["amqp.reason": "\(reason)"])
+            onEvent?(.blocked(reason: reason))
+        case fanfic_amqp_connection_unblocked_method:
+            logger.info("the broker unblocked publishing")
+            onEvent?(.unblocked)
+        default:
+            logger.trace("ignored frame", metadata: ["amqp.method": "\(method.id)", "amqp.channel": "\(channel)"])
+        }
+    }
+
+    private func handleDeliver(channel: UInt16, _ deliver: amqp_basic_deliver_t) throws {
+        guard let connection else { return }
+        let tag = deliver.delivery_tag
+        let exchange = String(amqpBytes: deliver.exchange)
+        let routingKey = String(amqpBytes: deliver.routing_key)
+        let redelivered = deliver.redelivered != 0
+        var message = amqp_message_t()
+        try checkConnectionLevel(amqp_read_message(connection, channel, &message, 0), doing: "read delivery")
+        defer { amqp_destroy_message(&message) }
+
+        guard let id = consumerByChannel[channel], let consumer = consumers[id], let owner else {
+            _ = amqp_basic_reject(connection, channel, tag, 1)
+            return
+        }
+        if consumer.cancelling {
+            // Arrived between our basic.cancel and its cancel-ok: give it straight back.
+            _ = amqp_basic_reject(connection, channel, tag, 1)
+            return
+        }
+        consumer.unacked.insert(tag)
+        let delivery = AMQPDelivery(
+            body: Data(amqpBytes: message.body),
+            properties: CDecoding.properties(message.properties),
+            exchange: exchange,
+            routingKey: routingKey,
+            redelivered: redelivered,
+            deliveryTag: tag,
+            messageCount: nil,
+            token: DeliveryToken(channel: channel, channelEpoch: channelEpochs[channel] ?? 0, tag: tag, consumerID: id),
+            connection: owner
+        )
+        consumer.continuation.yield(delivery)
+    }
+
+    private func handleReturn(channel: UInt16, _ returned: amqp_basic_return_t) throws {
+        guard let connection else { return }
+        var message = amqp_message_t()
+        try checkConnectionLevel(amqp_read_message(connection, channel, &message, 0), doing: "read returned message")
+        defer { amqp_destroy_message(&message) }
+        let headers = CDecoding.properties(message.properties).headers
+        let text = String(amqpBytes: returned.reply_text)
+        let error = AMQPError(
+            .publishReturned,
+            "unroutable: exchange '\(String(amqpBytes: returned.exchange))' routing key "
+                + "'\(String(amqpBytes: returned.routing_key))': \(text)",
+            replyCode: returned.reply_code)
+        guard let tag = headers[Self.publishTagHeader]?.intValue,
+            let index = pendingPublishes.firstIndex(where: { $0.tag == UInt64(tag) })
+        else {
+            logger.warning("broker returned a message that no publish is waiting for", metadata: ["amqp.error": "\(error)"])
+            return
+        }
+        pendingPublishes[index].returned = error
+    }
+
+    private func confirm(upTo tag: UInt64, multiple: Bool, nacked: Bool) {
+        let settled: [PendingPublish]
+        if multiple {
+            let end = pendingPublishes.firstIndex(where: { $0.tag > tag }) ?? pendingPublishes.endIndex
+            settled = Array(pendingPublishes[..<end])
+            pendingPublishes.removeSubrange(..<end)
+        } else if let index = pendingPublishes.firstIndex(where: { $0.tag == tag }) {
+            settled = [pendingPublishes.remove(at: index)]
+        } else {
+            settled = []
+        }
+        for publish in settled {
+            if nacked {
+                publish.continuation.resume(throwing: AMQPError(.publishNacked, "the broker refused the message (basic.nack)"))
+            } else if let returned = publish.returned {
+                publish.continuation.resume(throwing: returned)
+            } else {
+                publish.continuation.resume()
+            }
+        }
+    }
+
+    private func handleServerCancel(channel: UInt16, tag: String) {
+        guard let id = consumerByChannel[channel], let consumer = consumers[id] else { return }
+        logger.warning("the broker cancelled a consumer", metadata: ["amqp.queue": "\(consumer.queue)"])
+        consumer.continuation.finish(
+            throwing: AMQPError(.consumerCancelled, "the broker cancelled the consumer of '\(consumer.queue)' (queue deleted?)"))
+        consumer.cancelling = true
+        consumer.consumerTag = nil
+        if consumer.unacked.isEmpty { closeConsumerChannel(consumer) }
+    }
+
+    /// The broker closed one channel (a failed ack, a consumer timeout, a precondition).
+    private func handleChannelClose(channel: UInt16, code: UInt16, text: String) throws {
+        sendChannelCloseOK(channel)
+        let error = AMQPError(.channelClosed, text, replyCode: code)
+        logger.warning("the broker closed a channel", metadata: ["amqp.channel": "\(channel)", "amqp.error": "\(error)"])
+        try reopenAfterClose(channel: channel, error: error)
+    }
+
+    private func reopenAfterClose(channel: UInt16, error: AMQPError) throws {
+        channelEpochs[channel] = nil
+        switch channel {
+        case Self.publishChannel:
+            failPendingPublishes(AMQPError(.channelClosed, "publish channel closed: \(error.message)", replyCode: error.replyCode))
+            try openPublishChannel()
+        case Self.rpcChannel:
+            try openRPCChannel()
+        default:
+            guard let id = consumerByChannel.removeValue(forKey: channel), let consumer = consumers[id] else {
+                freeChannels.append(channel)
+                return
+            }
+            freeChannels.append(channel)
+            consumer.channel = nil
+            consumer.unacked = []
+            if consumer.cancelling {
+                consumers[id] = nil
+            } else {
+                try subscribeOrFinish(consumer)  // e.g. after a delivery-ack timeout: carry on
+            }
+        }
+    }
+
+    private func sendChannelCloseOK(_ channel: UInt16) {
+        guard let connection else { return }
+        var closeOK = amqp_channel_close_ok_t(dummy: 0)
+        let status = amqp_send_method(connection, channel, fanfic_amqp_channel_close_ok_method, &closeOK)
+        if status != AMQP_STATUS_OK.rawValue { broken = AMQPError(.connectionLost, Self.errorText(status)) }
+    }
+
+    private func connectionClosedByBroker(_ close: amqp_connection_close_t) -> ConnectionFailure {
+        if let connection {
+            var closeOK = amqp_connection_close_ok_t(dummy: 0)
+            _ = amqp_send_method(connection, 0, fanfic_amqp_connection_close_ok_method, &closeOK)
+        }
+        let code = close.reply_code
+        let text = String(amqpBytes: close.reply_text)
+        let kind: AMQPError.Code = (code == 403 || code == 530) ? .accessRefused : .connectionLost
+        return ConnectionFailure(error: AMQPError(kind, "the broker closed the connection: \(text)", replyCode: code))
+    }
+
+    // MARK: Reply checks
+
+    /// Checks a reply where a server exception can only be connection-level (login, reads).
+    private func checkConnectionLevel(_ reply: amqp_rpc_reply_t, doing what: String) throws {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            throw failure(.connectionLost, "\(what): \(Self.errorText(-Int32(reply.library_error)))")
+        case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == fanfic_amqp_connection_close_method:
+            throw connectionClosedByBroker(reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee)
+        default:
+            throw failure(.connectionLost, "\(what): unexpected reply \(reply.reply.id)")
+        }
+    }
+
+    /// Checks a synchronous method's reply; a channel close becomes an `AMQPError` for the
+    /// caller (and the channel is reopened), anything else kills the connection.
+    private func checkChannelLevel(_ reply: amqp_rpc_reply_t, channel: UInt16, doing what: String) throws {
+        if reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == fanfic_amqp_channel_close_method {
+            let close = reply.reply.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            let error = AMQPError(.channelClosed, "\(what): \(String(amqpBytes: close.reply_text))", replyCode: close.reply_code)
+            sendChannelCloseOK(channel)
+            try reopenAfterClose(channel: channel, error: error)
+            throw error
+        }
+        try checkConnectionLevel(reply, doing: what)
+    }
+
+    private func checkStatus(_ status: Int32, _ what: String) throws {
+        guard status == AMQP_STATUS_OK.rawValue else { throw failure(.library, "\(what): \(Self.errorText(status))") }
+    }
+
+    private func failure(_ code: AMQPError.Code, _ message: String) -> ConnectionFailure {
+        ConnectionFailure(error: AMQPError(code, message))
+    }
+
+    static func errorText(_ status: Int32) -> String {
+        String(cString: amqp_error_string2(status))
+    }
+
+    static let publishTagHeader = "x-amqp-publish-tag"
+
+    // MARK: Operations (called by commands, on this thread)
+
+    func run<T>(_ body: () throws -> T) throws -> T {
+        guard isConnected else { throw AMQPError(.notConnected, "not connected to the broker") }
+        do {
+            return try body()
+        } catch let failure as ConnectionFailure {
+            broken = failure.error
+            throw AMQPError(.connectionLost, failure.error.message, replyCode: failure.error.replyCode)
+        }
+    }
+
+    func declare(_ topology: AMQPTopology, remember: Bool) throws {
+        try run { try declareNow(topology) }
+        if remember { self.topology = self.topology.merging(topology) }
+    }
+
+    private func declareNow(_ topology: AMQPTopology) throws {
+        for exchange in topology.exchanges { try declareExchange(exchange) }
+        for queue in topology.queues { _ = try declareQueue(queue, passive: false) }
+        for binding in topology.bindings { try bind(binding) }
+    }
+
+    private func declareExchange(_ spec: ExchangeSpec) throws {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        let arena = CArena()
+        amqp_exchange_declare(
+            connection, Self.rpcChannel, arena.bytes(spec.name), arena.bytes(spec.kind.rawValue),
+            0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
+        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare exchange '\(spec.name)'")
+    }
+
+    func declareQueue(_ spec: QueueSpec, passive: Bool) throws -> QueueState {
+        try run {
+            guard let connection else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            let ok = amqp_queue_declare(
+                connection, Self.rpcChannel, arena.bytes(spec.name), passive ? 1 : 0, spec.durable ? 1 : 0,
+                spec.exclusive ? 1 : 0, spec.autoDelete ? 1 : 0, arena.table(spec.arguments))
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare queue '\(spec.name)'")
+            guard let ok else { throw failure(.library, "queue.declare-ok missing") }
+            return QueueState(
+                name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count,
+                consumerCount: ok.pointee.consumer_count)
+        }
+    }
+
+    func bind(_ spec: BindingSpec) throws {
+        try run {
+            guard let connection else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            amqp_queue_bind(
+                connection, Self.rpcChannel, arena.bytes(spec.queue), arena.bytes(spec.exchange),
+                arena.bytes(spec.routingKey), arena.table(spec.arguments))
+            try checkChannelLevel(
+                amqp_get_rpc_reply(connection), channel: Self.rpcChannel,
+                doing: "bind '\(spec.queue)' to '\(spec.exchange)'")
+        }
+    }
+
+    func purgeQueue(_ name: String) throws -> UInt32 {
+        try run {
+            guard let connection else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            let ok = amqp_queue_purge(connection, Self.rpcChannel, arena.bytes(name))
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "purge '\(name)'")
+            return ok?.pointee.message_count ?? 0
+        }
+    }
+
+    func deleteQueue(_ name: String, ifUnused: Bool, ifEmpty: Bool) throws -> UInt32 {
+        try run {
+            guard let connection else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            let ok = amqp_queue_delete(connection, Self.rpcChannel, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete '\(name)'")
+            return ok?.pointee.message_count ?? 0
+        }
+    }
+
+    func deleteExchange(_ name: String) throws {
+        try run {
+            guard let connection else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            amqp_exchange_delete(connection, Self.rpcChannel, arena.bytes(name), 0)
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete exchange '\(name)'")
+        }
+    }
+
+    func publish(
+        body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
+        continuation: CheckedContinuation<Void, any Error>
+    ) {
+        do {
+            try run {
+                guard let connection else { throw failure(.connectionLost, "no connection") }
+                let arena = CArena()
+                let tag = nextPublishTag
+                var properties = properties
+                if mandatory { properties.headers[Self.publishTagHeader] = .int(Int64(tag)) }
+                var cProperties = arena.properties(properties)
+                let status = amqp_basic_publish(
+                    connection, Self.publishChannel, arena.bytes(exchange), arena.bytes(routingKey),
+                    mandatory ? 1 : 0, 0, &cProperties, arena.bytes(body))
+                guard status == AMQP_STATUS_OK.rawValue else {
+                    throw failure(.connectionLost, "publish: \(Self.errorText(status))")
+                }
+                nextPublishTag += 1
+                pendingPublishes.append(PendingPublish(tag: tag, continuation: continuation))
+            }
+        } catch {
+            continuation.resume(throwing: error)
+        }
+    }
+
+    func get(queue: String) throws -> AMQPDelivery? {
+        try run {
+            guard let connection, let owner else { throw failure(.connectionLost, "no connection") }
+            let arena = CArena()
+            let reply = amqp_basic_get(connection, Self.rpcChannel, arena.bytes(queue), 0)
+            try checkChannelLevel(reply, channel: Self.rpcChannel, doing: "get from '\(queue)'")
+            guard reply.reply.id == fanfic_amqp_basic_get_ok_method else { return nil }
+            let ok = reply.reply.decoded.assumingMemoryBound(to: amqp_basic_get_ok_t.self).pointee
+            let tag = ok.delivery_tag
+            let exchange = String(amqpBytes: ok.exchange)
+            let routingKey = String(amqpBytes: ok.routing_key)
+            let redelivered = ok.redelivered != 0
+            let remaining = ok.message_count
+            var message = amqp_message_t()
+            try checkConnectionLevel(amqp_read_message(connection, Self.rpcChannel, &message, 0), doing: "read message")
+            defer { amqp_destroy_message(&message) }
+            return AMQPDelivery(
+                body: Data(amqpBytes: message.body),
+                properties: CDecoding.properties(message.properties),
+                exchange: exchange, routingKey: routingKey, redelivered: redelivered, deliveryTag: tag,
+                messageCount: remaining,
+                token: DeliveryToken(
+                    channel: Self.rpcChannel, channelEpoch: channelEpochs[Self.rpcChannel] ?? 0, tag: tag, consumerID: nil),
+                connection: owner)
+        }
+    }
+
+    func settle(_ token: DeliveryToken, _ settlement: Settlement) throws {
+        guard let connection, broken == nil, let epoch = channelEpochs[token.channel], epoch == token.channelEpoch else {
+            throw AMQPError(
+                .staleDelivery, "the channel that carried this delivery is gone; the broker will deliver it again")
+        }
+        let status: Int32
+        switch settlement {
+        case .ack: status = amqp_basic_ack(connection, token.channel, token.tag, 0)
+        case .nack(let requeue): status = amqp_basic_nack(connection, token.channel, token.tag, 0, requeue ? 1 : 0)
+        case .reject(let requeue): status = amqp_basic_reject(connection, token.channel, token.tag, requeue ? 1 : 0)
+        }
+        guard status == AMQP_STATUS_OK.rawValue else {
+            broken = AMQPError(.connectionLost, Self.errorText(status))
+            throw AMQPError(.connectionLost, "settle: \(Self.errorText(status))")
+        }
+        if let id = token.consumerID, let consumer = consumers[id] {
+            consumer.unacked.remove(token.tag)
+            if consumer.cancelling && consumer.unacked.isEmpty { closeConsumerChannel(consumer) }
+        }
+    }
+
+    // MARK: Consumers
+
+    func addConsumer(_ consumer: ConsumerState) {
+        consumers[consumer.id] = consumer
+        guard isConnected else { return }  // subscribed on (re)connect
+        do {
+            try run { try subscribeOrFinish(consumer) }
+        } catch {
+            // The connection broke; the consumer stays registered and subscribes on reconnect.
+        }
+    }
+
+    /// Opens a channel and subscribes; a channel-level refusal (no such queue, exclusive
+    /// consumer elsewhere) ends the consumer's stream with the broker's reason.
+    private func subscribeOrFinish(_ consumer: ConsumerState) throws {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        let channel = freeChannels.popLast() ?? { () -> UInt16 in
+            defer { nextChannel += 1 }
+            return nextChannel
+        }()
+        do {
+            amqp_channel_open(connection, channel)
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "open channel")
+            markOpened(channel)
+            amqp_basic_qos(connection, channel, 0, consumer.prefetch, 0)
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "basic.qos")
+            let arena = CArena()
+            let ok = amqp_basic_consume(
+                connection, channel, arena.bytes(consumer.queue), amqp_bytes_t(len: 0, bytes: nil), 0, 0,
+                consumer.exclusive ? 1 : 0, arena.table(consumer.arguments))
+            consumerByChannel[channel] = consumer.id
+            consumer.channel = channel
+            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "consume '\(consumer.queue)'")
+            consumer.consumerTag = ok.map { String(amqpBytes: $0.pointee.consumer_tag) }
+            logger.debug("consuming", metadata: ["amqp.queue": "\(consumer.queue)", "amqp.channel": "\(channel)"])
+        } catch let error as AMQPError {
+            consumerByChannel[channel] = nil
+            channelEpochs[channel] = nil
+            consumer.channel = nil
+            consumers[consumer.id] = nil
+            consumer.continuation.finish(throwing: error)
+        }
+    }
+
+    func cancelConsumer(id: UInt64) {
+        guard let consumer = consumers[id] else { return }
+        guard isConnected, let channel = consumer.channel else {
+            consumers[id] = nil
+            return
+        }
+        consumer.cancelling = true
+        if let tag = consumer.consumerTag, let connection {
+            let arena = CArena()
+            amqp_basic_cancel(connection, channel, arena.bytes(tag))
+            do {
+                try run {
+                    try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "cancel consumer")
+                }
+            } catch {
+                return
+            }
+            consumer.consumerTag = nil
+        }
+        // Keep the channel while deliveries are unsettled so their acks still land.
+        if consumer.unacked.isEmpty { closeConsumerChannel(consumer) }
+    }
+
+    private func closeConsumerChannel(_ consumer: ConsumerState) {
+        consumers[consumer.id] = nil
+        guard let channel = consumer.channel, let connection else { return }
+        consumer.channel = nil
+        consumerByChannel[channel] = nil
+        channelEpochs[channel] = nil
+        let reply = amqp_channel_close(connection, channel, AMQP_REPLY_SUCCESS)
+        if reply.reply_type == AMQP_RESPONSE_NORMAL {
+            freeChannels.append(channel)
+        } else if reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION {
+            broken = AMQPError(.connectionLost, Self.errorText(-Int32(reply.library_error)))
+        }
+    }
+}
+
+extension timeval {
+    init(_ duration: Duration) {
+        let parts = duration.components
+        self.init(tv_sec: Int(parts.seconds), tv_usec: Int(parts.attoseconds / 1_000_000_000_000))
+    }
+}

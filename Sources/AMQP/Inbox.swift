@@ -1,0 +1,104 @@
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Work handed to the connection thread. `perform` runs on that thread and resumes the
+/// caller's continuation itself; `fail` resumes it when the command never runs.
+struct Command: Sendable {
+    let deadline: ContinuousClock.Instant
+    /// Control commands (registering a consumer, cancelling one) run while disconnected too.
+    let needsConnection: Bool
+    let perform: @Sendable (ConnectionLoop) -> Void
+    let fail: @Sendable (AMQPError) -> Void
+}
+
+/// The one place where callers' threads meet the connection thread: a locked command queue
+/// and a self-pipe that wakes the thread out of `poll`.
+final class Inbox: Sendable {
+    struct State {
+        var commands: [Command] = []
+        var stopRequested = false
+        var stopped = false
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
+        var connected = false
+        var connectCount: UInt64 = 0
+    }
+
+    let state = Mutex(State())
+    let wakeReadFD: Int32
+    let wakeWriteFD: Int32
+
+    init() {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { fatalError("pipe() failed: errno \(errno)") }
+        for fd in fds {
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        }
+        wakeReadFD = fds[0]
+        wakeWriteFD = fds[1]
+    }
+
+    deinit {
+        close(wakeReadFD)
+        close(wakeWriteFD)
+    }
+
+    func submit(_ command: Command) {
+        let accepted = state.withLock { state -> Bool in
+            guard !state.stopped && !state.stopRequested else { return false }
+            state.commands.append(command)
+            return true
+        }
+        if accepted {
+            wake()
+        } else {
+            command.fail(AMQPError(.closed, "the connection was closed by its owner"))
+        }
+    }
+
+    func wake() {
+        var byte: UInt8 = 1
+        _ = write(wakeWriteFD, &byte, 1)  // a full pipe already means "wake up"
+    }
+
+    func drainWake() {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while read(wakeReadFD, &buffer, buffer.count) > 0 {}
+    }
+
+    var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
+    var isStopRequested: Bool { state.withLock { $0.stopRequested } }
+
+    /// Takes what can run now; while disconnected, also takes the commands past their deadline.
+    func takeCommands(connected: Bool, now: ContinuousClock.Instant) -> (run: [Command], expired: [Command]) {
+        state.withLock { state in
+            if connected {
+                defer { state.commands.removeAll(keepingCapacity: true) }
+                return (state.commands, [])
+            }
+            var run: [Command] = []
+            var expired: [Command] = []
+            var kept: [Command] = []
+            for command in state.commands {
+                if !command.needsConnection {
+                    run.append(command)
+                } else if command.deadline <= now {
+                    expired.append(command)
+                } else {
+                    kept.append(command)
+                }
+            }
+            state.commands = kept
+            return (run, expired)
+        }
+    }
+
+    /// The earliest deadline among waiting commands, to bound a sleep while disconnected.
+    var earliestDeadline: ContinuousClock.Instant? {
+        state.withLock { $0.commands.filter(\.needsConnection).map(\.deadline).min() }
+    }
+}

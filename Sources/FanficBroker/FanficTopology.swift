@@ -1,0 +1,73 @@
+import AMQP
+import FanficCore
+
+/// The broker topology of DESIGN.md, in one place. Every process declares it at start
+/// (idempotently) and again after each reconnect.
+public enum FanficTopology {
+    // MARK: Names (an interface: scripts and other publishers rely on them)
+
+    /// Direct exchange and quorum queue where every new or retried task enters.
+    public static let ingress = "fanfic.ingress"
+    /// The routing key that binds `fanfic.ingress` (exchange) to `fanfic.ingress` (queue).
+    public static let taskRoutingKey = "task"
+    /// Worker -> coordinator: hello, heartbeat, task started, task finished.
+    public static let control = "fanfic.control"
+    /// Topic exchange of everything that happened (`task.queued`, `task.succeeded`, ...).
+    public static let events = "fanfic.events"
+    /// Direct exchange routing a failed task to its delay tier (routing key: the tier's name).
+    public static let retry = "fanfic.retry"
+    /// Tasks that exhausted every retry, or could not be decoded, with the reason.
+    public static let failed = "fanfic.failed"
+
+    /// A quorum queue redelivers a message at most this many times before dead-lettering it
+    /// to `fanfic.failed`: a message that crashes its consumer is parked, not looped on.
+    public static let ingressDeliveryLimit: Int64 = 20
+
+    /// `fanfic.retry.<tier>`: the delay queue of one tier.
+    public static func retryQueue(_ tier: RetryLadder.Tier) -> String { "\(retry).\(tier.name)" }
+
+    /// `fanfic.backlog.<site>`: tasks of a site that no worker holds yet.
+    public static func backlogQueue(site: String) -> String { "fanfic.backlog.\(site)" }
+
+    /// `fanfic.worker.<id>`: tasks of the site assigned to that worker.
+    public static func workerQueue(id: String) -> String { "fanfic.worker.\(id)" }
+
+    // MARK: Declarations
+
+    /// Everything that exists independently of which sites and workers there are.
+    public static func declarations(retry ladder: RetryLadder) -> AMQPTopology {
+        var topology = AMQPTopology(
+            exchanges: [
+                ExchangeSpec(name: ingress, kind: .direct),
+                ExchangeSpec(name: events, kind: .topic),
+                ExchangeSpec(name: retry, kind: .direct),
+            ],
+            queues: [
+                QueueSpec.quorum(ingress)
+                    .singleActiveConsumer()
+                    .deliveryLimit(ingressDeliveryLimit)
+                    .deadLetter(exchange: "", routingKey: failed),
+                QueueSpec.quorum(control).singleActiveConsumer(),
+                QueueSpec.quorum(failed),
+            ],
+            bindings: [BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey)]
+        )
+        for tier in ladder.tiers {
+            let name = retryQueue(tier)
+            // Classic queues: a per-queue TTL expires messages in order at the head, and a
+            // classic queue dead-letters on every RabbitMQ version we support.
+            topology.queues.append(
+                QueueSpec(name: name)
+                    .messageTTL(milliseconds: Int64(tier.delaySeconds) * 1000)
+                    .deadLetter(exchange: ingress, routingKey: taskRoutingKey))
+            topology.bindings.append(BindingSpec(queue: name, exchange: retry, routingKey: tier.name))
+        }
+        return topology
+    }
+
+    /// A site's backlog queue: durable, consumed by nobody, drained by the coordinator.
+    public static func backlog(site: String) -> QueueSpec { QueueSpec.quorum(backlogQueue(site: site)) }
+
+    /// A worker's own queue: durable, so a worker that restarts under the same id resumes it.
+    public static func worker(id: String) -> QueueSpec { QueueSpec.quorum(workerQueue(id: id)) }
+}

@@ -1,0 +1,42 @@
+import AMQP
+import FanficCore
+import Foundation
+
+/// Publishes tasks where DESIGN.md says they go, persistent and confirmed.
+public struct TaskPublisher: Sendable {
+    public let connection: AMQPConnection
+    /// How long a publish keeps retrying through reconnects before it gives up.
+    public var retryFor: Duration
+
+    public init(connection: AMQPConnection, retryFor: Duration = .seconds(30)) {
+        self.connection = connection
+        self.retryFor = retryFor
+    }
+
+    /// Sends a new task into `fanfic.ingress`; returns once the broker has it on disk.
+    public func submit(_ task: TaskMessage) async throws {
+        try await publish(task, exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey)
+    }
+
+    /// Sends a failed task to wait in a retry tier; it comes back to `fanfic.ingress` after the delay.
+    public func scheduleRetry(_ task: TaskMessage, tier: RetryLadder.Tier) async throws {
+        try await publish(task, exchange: FanficTopology.retry, routingKey: tier.name)
+    }
+
+    /// Parks a task in `fanfic.failed` with the reason it could not be done.
+    public func park(_ body: Data, reason: String, properties: AMQPMessageProperties = .persistentJSON()) async throws {
+        var properties = properties
+        properties.deliveryMode = 2
+        properties.headers["x-fanfic-failure-reason"] = .string(reason)
+        try await connection.publish(
+            body, exchange: "", routingKey: FanficTopology.failed, properties: properties, mandatory: true,
+            retryFor: retryFor)
+    }
+
+    private func publish(_ task: TaskMessage, exchange: String, routingKey: String) async throws {
+        // Mandatory: a task that no queue would take is an error here, not a silent loss.
+        try await connection.publish(
+            TaskCodec.encode(task), exchange: exchange, routingKey: routingKey,
+            properties: .persistentJSON(messageID: task.id), mandatory: true, retryFor: retryFor)
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+
+/// The configuration contract of DESIGN.md: every key, its type and its rules, in file order.
+/// Scripts, the compose file and the docs rely on these names; add keys, rename none.
+enum ConfigurationSchema {
+    static let sections = [
+        "broker", "email", "calibre", "fanficfare", "retry", "notifications", "worker", "run", "coordinator",
+    ]
+
+    static var fields: [ConfigurationField] {
+        [
+            .string("broker", "url", \.broker.url, secrecy: .urlPassword, rule: Rules.brokerURL),
+
+            .string("email", "server", \.email.server, rule: Rules.hostAndPort),
+            .string("email", "username", \.email.username),
+            .string("email", "password", \.email.password, secrecy: .whole),
+            .choice("email", "tls", \.email.tls),
+            .stringList("email", "folders", \.email.folders, rule: Rules.nonEmpty("a folder name")),
+            .integer("email", "sleep_time", \.email.sleepTime, range: 1...86_400),
+            .stringList("email", "disabled_sites", \.email.disabledSites, rule: Rules.nonEmpty("a site key")),
+            .stringList("email", "allowed_senders", \.email.allowedSenders, rule: Rules.emailAddress),
+            .string("email", "processed_folder", \.email.processedFolder),
+
+            .string("calibre", "library", \.calibre.library, rule: Rules.calibreLibrary),
+            .string("calibre", "username", \.calibre.username),
+            .string("calibre", "password", \.calibre.password, secrecy: .whole),
+            .choice("calibre", "update_method", \.calibre.updateMethod),
+            .choice("calibre", "metadata_mode", \.calibre.metadataMode),
+
+            .string("fanficfare", "command", \.fanficfare.command, rule: Rules.nonEmpty("a command name or path")),
+            .string("fanficfare", "personal_ini", \.fanficfare.personalIni),
+            .string("fanficfare", "defaults_ini", \.fanficfare.defaultsIni),
+            .stringList("fanficfare", "options", \.fanficfare.options, rule: Rules.fanficfareOption),
+            .integer("fanficfare", "timeout", \.fanficfare.timeout, range: 1...86_400),
+
+            .integerList("retry", "delays", \.retry.delays, range: 1...604_800),
+            .bool("retry", "hail_mary", \.retry.hailMary),
+            .integer("retry", "hail_mary_delay", \.retry.hailMaryDelay, range: 1...604_800),
+
+            .stringList("notifications", "apprise_urls", \.notifications.appriseURLs, secrecy: .whole, rule: Rules.appriseURL),
+
+            .string("worker", "id", \.worker.id, rule: Rules.workerID),
+            .integer("worker", "heartbeat", \.worker.heartbeat, range: 1...300),
+
+            .integer("run", "workers", \.run.workers, range: 1...64),
+
+            .integer("coordinator", "worker_timeout", \.coordinator.workerTimeout, range: 2...3600),
+            .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
+        ]
+    }
+}
+
+/// Value rules; each returns what is allowed, or nil when the value is fine.
+enum Rules {
+    static func nonEmpty(_ what: String) -> (String) -> String? {
+        { $0.trimmingCharacters(in: .whitespaces).isEmpty ? "must be \(what), not empty" : nil }
+    }
+
+    static func brokerURL(_ text: String) -> String? {
+        let lower = text.lowercased()
+        guard lower.hasPrefix("amqp://") || lower.hasPrefix("amqps://") else {
+            return "must be an amqp:// or amqps:// URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F"
+        }
+        guard let components = URLComponents(string: text), let host = components.host, !host.isEmpty else {
+            return "must name a host, e.g. amqp://user:password@broker:5672/%2F"
+        }
+        return nil
+    }
+
+    static func hostAndPort(_ text: String) -> String? {
+        if text.isEmpty { return nil }
+        if text.contains("://") || text.contains("/") {
+            return "must be a host or host:port (no scheme: TLS is chosen by email.tls)"
+        }
+        if let colon = text.lastIndex(of: ":"), !text.hasPrefix("[") {
+            guard let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port) else {
+                return "the port after ':' must be a number from 1 to 65535"
+            }
+        }
+        return nil
+    }
+
+    static func emailAddress(_ text: String) -> String? {
+        text.contains("@") && !text.contains(" ") ? nil : "must be email addresses like reader@example.com"
+    }
+
+    static func calibreLibrary(_ text: String) -> String? {
+        if text.isEmpty { return "must be a library folder or a Content Server URL http(s)://host:port/#library_id" }
+        if text.hasPrefix("http://") || text.hasPrefix("https://") {
+            guard let components = URLComponents(string: text), components.host != nil else {
+                return "must be a Content Server URL like http://127.0.0.1:8080/#library_id"
+            }
+        }
+        return nil
+    }
+
+    static func fanficfareOption(_ text: String) -> String? {
+        guard let equals = text.firstIndex(of: "="), equals != text.startIndex, !text.hasPrefix("-") else {
+            return "each option must be NAME=VALUE (passed as -o NAME=VALUE), e.g. is_adult=true"
+        }
+        return nil
+    }
+
+    static func appriseURL(_ text: String) -> String? {
+        text.contains("://") ? nil : "each must be an Apprise URL like mailto://user:pass@example.com or json://host/path"
+    }
+
+    static func workerID(_ text: String) -> String? {
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-"))
+        guard text.unicodeScalars.allSatisfy({ allowed.contains($0) && $0.isASCII }), text.count <= 64 else {
+            return "must be letters, digits, '.', '_' or '-' (it names the queue fanfic.worker.<id>), at most 64"
+        }
+        return nil
+    }
+}

@@ -1,0 +1,101 @@
+/// Everything any role reads from `config.toml`, with the defaults of DESIGN.md.
+///
+/// Defaults live here in code; the file and `FANFIC_<SECTION>_<KEY>` environment variables
+/// only override them. Load with ``ConfigurationLoader``.
+public struct FanficConfiguration: Sendable, Hashable {
+    public var broker = Broker()
+    public var email = Email()
+    public var calibre = Calibre()
+    public var fanficfare = FanFicFare()
+    public var retry = Retry()
+    public var notifications = Notifications()
+    public var worker = Worker()
+    public var run = Run()
+    public var coordinator = Coordinator()
+
+    public init() {}
+
+    public struct Broker: Sendable, Hashable {
+        /// `amqp://` or `amqps://` (TLS); the password is a secret.
+        public var url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    }
+
+    public struct Email: Sendable, Hashable {
+        public enum TLSMode: String, Sendable, Hashable, CaseIterable {
+            case implicit, starttls, none
+        }
+
+        /// `host` or `host:port`; empty means no ingester.
+        public var server = ""
+        public var username = ""
+        public var password = ""
+        public var tls = TLSMode.implicit
+        public var folders = ["INBOX"]
+        public var sleepTime = 60
+        public var disabledSites: [String] = []
+        public var allowedSenders: [String] = []
+        public var processedFolder = ""
+    }
+
+    public struct Calibre: Sendable, Hashable {
+        public enum UpdateMethod: String, Sendable, Hashable, CaseIterable {
+            case update
+            case updateAlways = "update_always"
+            case force
+            case updateNoForce = "update_no_force"
+        }
+
+        public enum MetadataMode: String, Sendable, Hashable, CaseIterable {
+            case removeAdd = "remove_add"
+            case preserveMetadata = "preserve_metadata"
+            case addFormat = "add_format"
+        }
+
+        /// A folder, or a Content Server URL `http(s)://host:port/#library_id`.
+        public var library = "./library"
+        public var username = ""
+        public var password = ""
+        public var updateMethod = UpdateMethod.update
+        public var metadataMode = MetadataMode.removeAdd
+    }
+
+    public struct FanFicFare: Sendable, Hashable {
+        public var command = "fanficfare"
+        public var personalIni = ""
+        public var defaultsIni = ""
+        /// Extra `-o NAME=VALUE` options.
+        public var options: [String] = []
+        /// Seconds per run.
+        public var timeout = 7200
+    }
+
+    public struct Retry: Sendable, Hashable {
+        public var delays = [60, 300, 900]
+        public var hailMary = true
+        public var hailMaryDelay = 3600
+
+        public var ladder: RetryLadder { RetryLadder(delays: delays, hailMary: hailMary, hailMaryDelay: hailMaryDelay) }
+    }
+
+    public struct Notifications: Sendable, Hashable {
+        public var appriseURLs: [String] = []
+    }
+
+    public struct Worker: Sendable, Hashable {
+        /// Empty: the host name plus an index.
+        public var id = ""
+        /// Seconds between heartbeats.
+        public var heartbeat = 5
+    }
+
+    public struct Run: Sendable, Hashable {
+        public var workers = 2
+    }
+
+    public struct Coordinator: Sendable, Hashable {
+        /// Seconds without a heartbeat before a worker is presumed dead.
+        public var workerTimeout = 20
+        /// Seconds between two tasks of one site.
+        public var sitePause = 0
+    }
+}

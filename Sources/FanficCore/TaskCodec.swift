@@ -1,0 +1,113 @@
+import Foundation
+
+/// Turns task messages into bytes and back, refusing what this build cannot trust.
+public enum TaskCodec {
+    /// Encodes a task as UTF-8 JSON with sorted keys (stable bytes for the same task).
+    public static func encode(_ task: TaskMessage) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Timestamp.format(date))
+        }
+        // Encoding a struct of strings, numbers and dates cannot fail.
+        return try! encoder.encode(task)
+    }
+
+    /// Decodes a task; the error says what is wrong, for the message's `fanfic.failed` record.
+    public static func decode(_ data: Data) throws(TaskDecodingError) -> TaskMessage {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data)
+        } catch {
+            let preview = String(decoding: data.prefix(80), as: UTF8.self)
+            throw TaskDecodingError(.notJSON, "the message is not JSON: \(preview.debugDescription)")
+        }
+        guard let fields = object as? [String: Any] else {
+            throw TaskDecodingError(.notJSON, "the message is JSON but not an object")
+        }
+        guard let version = fields["version"] as? Int else {
+            throw TaskDecodingError(.missingField, "the message has no integer 'version' field")
+        }
+        guard version == TaskMessage.currentVersion else {
+            throw TaskDecodingError(
+                .unsupportedVersion,
+                "schema version \(version) is not supported (this build reads version \(TaskMessage.currentVersion))")
+        }
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "'\(text)' is not an ISO 8601 date-time")
+            }
+            return date
+        }
+        let task: TaskMessage
+        do {
+            task = try decoder.decode(TaskMessage.self, from: data)
+        } catch let error as DecodingError {
+            throw TaskDecodingError(.invalidField, Self.describe(error))
+        } catch {
+            throw TaskDecodingError(.invalidField, "\(error)")
+        }
+        if task.url.isEmpty { throw TaskDecodingError(.invalidField, "'url' is empty") }
+        if task.site.isEmpty { throw TaskDecodingError(.invalidField, "'site' is empty") }
+        if task.attempt < 0 { throw TaskDecodingError(.invalidField, "'attempt' is negative") }
+        return task
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            context.codingPath.map(\.stringValue).joined(separator: ".")
+        }
+        switch error {
+        case .keyNotFound(let key, _): return "missing field '\(key.stringValue)'"
+        case .typeMismatch(let type, let context): return "field '\(path(context))' is not a \(type)"
+        case .valueNotFound(_, let context): return "field '\(path(context))' is null"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty
+                ? context.debugDescription : "field '\(path(context))': \(context.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// Why a message is not a task this build can run.
+public struct TaskDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable {
+        let name: String
+        public static let notJSON = Code(name: "notJSON")
+        public static let missingField = Code(name: "missingField")
+        public static let unsupportedVersion = Code(name: "unsupportedVersion")
+        public static let invalidField = Code(name: "invalidField")
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// ISO 8601 timestamps with fractional seconds, in UTC.
+enum Timestamp {
+    static func format(_ date: Date) -> String {
+        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
+            .timeSeparator(.colon).timeZone(separator: .omitted))
+    }
+
+    static func parse(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash)
+            .time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted))
+        {
+            return date
+        }
+        return try? Date(text, strategy: .iso8601)
+    }
+}
