@@ -79,17 +79,29 @@ let package = Package(
         // MARK: Executables (thin: parse arguments, build, run)
         .executableTarget(
             name: "IngesterApp",
-            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "AppSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "CoordinatorApp",
-            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "AppSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
             name: "WorkerApp",
-            dependencies: ["AppSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "AppSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -90,7 +90,9 @@ public struct AMQPConfiguration: Sendable {
         }
         self.init(host: host, port: components.port ?? (secure ? 5671 : 5672))
         if let user = components.percentEncodedUser { username = user.removingPercentEncoding ?? user }
-        if let password = components.percentEncodedPassword { self.password = password.removingPercentEncoding ?? password }
+        if let password = components.percentEncodedPassword {
+            self.password = password.removingPercentEncoding ?? password
+        }
         let path = components.percentEncodedPath
         if path.isEmpty || path == "/" {
             virtualHost = "/"

@@ -1,6 +1,6 @@
 import Foundation
-import Synchronization
 import Logging
+import Synchronization
 
 /// What happened to the connection, for logs, metrics and tests.
 public enum AMQPConnectionEvent: Sendable {
@@ -76,6 +76,9 @@ public final class AMQPConnection: Sendable {
 
     /// How many times the client has connected (1 until the first reconnect).
     public var connectionCount: UInt64 { inbox.state.withLock { $0.connectCount } }
+
+    /// Why the last connection attempt failed or the last connection dropped, if one did.
+    public var lastError: AMQPError? { inbox.state.withLock { $0.lastError } }
 
     /// Waits until the connection is up, or throws `.notConnected` after `timeout`.
     public func waitUntilConnected(timeout: Duration) async throws {

@@ -100,7 +100,10 @@ final class ConnectionLoop: @unchecked Sendable {
                 try serve()
             } catch {
                 let reason = (error as? ConnectionFailure)?.error ?? AMQPError(.library, "\(error)")
-                let wasConnected = inbox.state.withLock { $0.connected }
+                let wasConnected = inbox.state.withLock { state -> Bool in
+                    state.lastError = reason
+                    return state.connected
+                }
                 teardown(reason)
                 if inbox.isStopRequested { break }
                 let delay = configuration.reconnectBackoff.delay(attempt: attempt)
@@ -270,7 +273,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private func openPublishChannel() throws {
         guard let connection else { throw failure(.connectionLost, "no connection") }
         amqp_channel_open(connection, Self.publishChannel)
-        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "open publish channel")
+        try checkChannelLevel(
+            amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "open publish channel")
         amqp_confirm_select(connection, Self.publishChannel)
         try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "confirm.select")
         nextPublishTag = 1
@@ -290,7 +294,8 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func teardown(_ reason: AMQPError) {
-        failPendingPublishes(AMQPError(.connectionLost, "connection lost before the broker confirmed: \(reason.message)"))
+        failPendingPublishes(
+            AMQPError(.connectionLost, "connection lost before the broker confirmed: \(reason.message)"))
         if let connection {
             amqp_destroy_connection(connection)
         }
@@ -450,7 +455,8 @@ final class ConnectionLoop: @unchecked Sendable {
         guard let tag = headers[Self.publishTagHeader]?.intValue,
             let index = pendingPublishes.firstIndex(where: { $0.tag == UInt64(tag) })
         else {
-            logger.warning("broker returned a message that no publish is waiting for", metadata: ["amqp.error": "\(error)"])
+            logger.warning(
+                "broker returned a message that no publish is waiting for", metadata: ["amqp.error": "\(error)"])
             return
         }
         pendingPublishes[index].returned = error
@@ -469,7 +475,8 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         for publish in settled {
             if nacked {
-                publish.continuation.resume(throwing: AMQPError(.publishNacked, "the broker refused the message (basic.nack)"))
+                publish.continuation.resume(
+                    throwing: AMQPError(.publishNacked, "the broker refused the message (basic.nack)"))
             } else if let returned = publish.returned {
                 publish.continuation.resume(throwing: returned)
             } else {
@@ -482,7 +489,8 @@ final class ConnectionLoop: @unchecked Sendable {
         guard let id = consumerByChannel[channel], let consumer = consumers[id] else { return }
         logger.warning("the broker cancelled a consumer", metadata: ["amqp.queue": "\(consumer.queue)"])
         consumer.continuation.finish(
-            throwing: AMQPError(.consumerCancelled, "the broker cancelled the consumer of '\(consumer.queue)' (queue deleted?)"))
+            throwing: AMQPError(
+                .consumerCancelled, "the broker cancelled the consumer of '\(consumer.queue)' (queue deleted?)"))
         consumer.cancelling = true
         consumer.consumerTag = nil
         if consumer.unacked.isEmpty { closeConsumerChannel(consumer) }
@@ -492,7 +500,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private func handleChannelClose(channel: UInt16, code: UInt16, text: String) throws {
         sendChannelCloseOK(channel)
         let error = AMQPError(.channelClosed, text, replyCode: code)
-        logger.warning("the broker closed a channel", metadata: ["amqp.channel": "\(channel)", "amqp.error": "\(error)"])
+        logger.warning(
+            "the broker closed a channel", metadata: ["amqp.channel": "\(channel)", "amqp.error": "\(error)"])
         try reopenAfterClose(channel: channel, error: error)
     }
 
@@ -500,7 +509,8 @@ final class ConnectionLoop: @unchecked Sendable {
         channelEpochs[channel] = nil
         switch channel {
         case Self.publishChannel:
-            failPendingPublishes(AMQPError(.channelClosed, "publish channel closed: \(error.message)", replyCode: error.replyCode))
+            failPendingPublishes(
+                AMQPError(.channelClosed, "publish channel closed: \(error.message)", replyCode: error.replyCode))
             try openPublishChannel()
         case Self.rpcChannel:
             try openRPCChannel()
@@ -548,7 +558,8 @@ final class ConnectionLoop: @unchecked Sendable {
         case AMQP_RESPONSE_LIBRARY_EXCEPTION:
             throw failure(.connectionLost, "\(what): \(Self.errorText(-Int32(reply.library_error)))")
         case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == fanfic_amqp_connection_close_method:
-            throw connectionClosedByBroker(reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee)
+            throw connectionClosedByBroker(
+                reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee)
         default:
             throw failure(.connectionLost, "\(what): unexpected reply \(reply.reply.id)")
         }
@@ -559,7 +570,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private func checkChannelLevel(_ reply: amqp_rpc_reply_t, channel: UInt16, doing what: String) throws {
         if reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == fanfic_amqp_channel_close_method {
             let close = reply.reply.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
-            let error = AMQPError(.channelClosed, "\(what): \(String(amqpBytes: close.reply_text))", replyCode: close.reply_code)
+            let error = AMQPError(
+                .channelClosed, "\(what): \(String(amqpBytes: close.reply_text))", replyCode: close.reply_code)
             sendChannelCloseOK(channel)
             try reopenAfterClose(channel: channel, error: error)
             throw error
@@ -610,7 +622,8 @@ final class ConnectionLoop: @unchecked Sendable {
         amqp_exchange_declare(
             connection, Self.rpcChannel, arena.bytes(spec.name), arena.bytes(spec.kind.rawValue),
             0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
-        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare exchange '\(spec.name)'")
+        try checkChannelLevel(
+            amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare exchange '\(spec.name)'")
     }
 
     func declareQueue(_ spec: QueueSpec, passive: Bool) throws -> QueueState {
@@ -620,7 +633,8 @@ final class ConnectionLoop: @unchecked Sendable {
             let ok = amqp_queue_declare(
                 connection, Self.rpcChannel, arena.bytes(spec.name), passive ? 1 : 0, spec.durable ? 1 : 0,
                 spec.exclusive ? 1 : 0, spec.autoDelete ? 1 : 0, arena.table(spec.arguments))
-            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare queue '\(spec.name)'")
+            try checkChannelLevel(
+                amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare queue '\(spec.name)'")
             guard let ok else { throw failure(.library, "queue.declare-ok missing") }
             return QueueState(
                 name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count,
@@ -655,7 +669,8 @@ final class ConnectionLoop: @unchecked Sendable {
         try run {
             guard let connection else { throw failure(.connectionLost, "no connection") }
             let arena = CArena()
-            let ok = amqp_queue_delete(connection, Self.rpcChannel, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+            let ok = amqp_queue_delete(
+                connection, Self.rpcChannel, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
             try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete '\(name)'")
             return ok?.pointee.message_count ?? 0
         }
@@ -666,7 +681,8 @@ final class ConnectionLoop: @unchecked Sendable {
             guard let connection else { throw failure(.connectionLost, "no connection") }
             let arena = CArena()
             amqp_exchange_delete(connection, Self.rpcChannel, arena.bytes(name), 0)
-            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete exchange '\(name)'")
+            try checkChannelLevel(
+                amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete exchange '\(name)'")
         }
     }
 
@@ -718,13 +734,15 @@ final class ConnectionLoop: @unchecked Sendable {
                 exchange: exchange, routingKey: routingKey, redelivered: redelivered, deliveryTag: tag,
                 messageCount: remaining,
                 token: DeliveryToken(
-                    channel: Self.rpcChannel, channelEpoch: channelEpochs[Self.rpcChannel] ?? 0, tag: tag, consumerID: nil),
+                    channel: Self.rpcChannel, channelEpoch: channelEpochs[Self.rpcChannel] ?? 0, tag: tag,
+                    consumerID: nil),
                 connection: owner)
         }
     }
 
     func settle(_ token: DeliveryToken, _ settlement: Settlement) throws {
-        guard let connection, broken == nil, let epoch = channelEpochs[token.channel], epoch == token.channelEpoch else {
+        guard let connection, broken == nil, let epoch = channelEpochs[token.channel], epoch == token.channelEpoch
+        else {
             throw AMQPError(
                 .staleDelivery, "the channel that carried this delivery is gone; the broker will deliver it again")
         }
@@ -760,10 +778,12 @@ final class ConnectionLoop: @unchecked Sendable {
     /// consumer elsewhere) ends the consumer's stream with the broker's reason.
     private func subscribeOrFinish(_ consumer: ConsumerState) throws {
         guard let connection else { throw failure(.connectionLost, "no connection") }
-        let channel = freeChannels.popLast() ?? { () -> UInt16 in
-            defer { nextChannel += 1 }
-            return nextChannel
-        }()
+        let channel =
+            freeChannels.popLast()
+            ?? { () -> UInt16 in
+                defer { nextChannel += 1 }
+                return nextChannel
+            }()
         do {
             amqp_channel_open(connection, channel)
             try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "open channel")
@@ -774,9 +794,12 @@ final class ConnectionLoop: @unchecked Sendable {
             let ok = amqp_basic_consume(
                 connection, channel, arena.bytes(consumer.queue), amqp_bytes_t(len: 0, bytes: nil), 0, 0,
                 consumer.exclusive ? 1 : 0, arena.table(consumer.arguments))
+            // Registered only once subscribed: a refusal must not look like a subscription
+            // to restore (which would try again, forever).
+            try checkChannelLevel(
+                amqp_get_rpc_reply(connection), channel: channel, doing: "consume '\(consumer.queue)'")
             consumerByChannel[channel] = consumer.id
             consumer.channel = channel
-            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "consume '\(consumer.queue)'")
             consumer.consumerTag = ok.map { String(amqpBytes: $0.pointee.consumer_tag) }
             logger.debug("consuming", metadata: ["amqp.queue": "\(consumer.queue)", "amqp.channel": "\(channel)"])
         } catch let error as AMQPError {

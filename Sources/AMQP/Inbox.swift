@@ -25,6 +25,7 @@ final class Inbox: Sendable {
         var closeWaiters: [CheckedContinuation<Void, Never>] = []
         var connected = false
         var connectCount: UInt64 = 0
+        var lastError: AMQPError?
     }
 
     let state = Mutex(State())

@@ -23,6 +23,8 @@ static inline CURLcode fanfic_curl_setopt_write_function(CURL *handle, fanfic_cu
   return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback);
 }
 
+static const CURLversion fanfic_curlversion_now = CURLVERSION_NOW;
+
 static inline CURLcode fanfic_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
   return curl_easy_getinfo(handle, info, value);
 }

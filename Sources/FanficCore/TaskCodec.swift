@@ -95,19 +95,39 @@ public struct TaskDecodingError: Error, Sendable, Hashable, CustomStringConverti
     public var description: String { message }
 }
 
-/// ISO 8601 timestamps with fractional seconds, in UTC.
+/// ISO 8601 timestamps with milliseconds, in UTC: `2026-01-02T03:04:05.678Z`.
+///
+/// Formatted from whole milliseconds by hand: Foundation's formatter truncates the binary
+/// fraction (…123 becomes …122), and a task must survive a round trip unchanged.
 enum Timestamp {
+    static func milliseconds(_ date: Date) -> Int64 {
+        Int64((date.timeIntervalSince1970 * 1000).rounded())
+    }
+
+    static func date(milliseconds: Int64) -> Date {
+        Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+
     static func format(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(includingFractionalSeconds: true)
-            .timeSeparator(.colon).timeZone(separator: .omitted))
+        let millis = milliseconds(date)
+        let seconds = Date(timeIntervalSince1970: Double(millis.quotientAndRemainderFlooring(1000).quotient))
+        let whole = seconds.formatted(Date.ISO8601FormatStyle())  // 2026-01-02T03:04:05Z
+        let fraction = millis.quotientAndRemainderFlooring(1000).remainder
+        return whole.dropLast() + "." + String(format: "%03d", fraction) + "Z"
     }
 
     static func parse(_ text: String) -> Date? {
-        if let date = try? Date(text, strategy: .iso8601.year().month().day().dateSeparator(.dash)
-            .time(includingFractionalSeconds: true).timeSeparator(.colon).timeZone(separator: .omitted))
-        {
-            return date
+        let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        guard let date = (try? Date(text, strategy: withFraction)) ?? (try? Date(text, strategy: .iso8601)) else {
+            return nil
         }
-        return try? Date(text, strategy: .iso8601)
+        return Self.date(milliseconds: milliseconds(date))
+    }
+}
+
+extension Int64 {
+    fileprivate func quotientAndRemainderFlooring(_ divisor: Int64) -> (quotient: Int64, remainder: Int64) {
+        let remainder = ((self % divisor) + divisor) % divisor
+        return ((self - remainder) / divisor, remainder)
     }
 }

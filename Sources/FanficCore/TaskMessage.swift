@@ -69,7 +69,8 @@ public struct TaskMessage: Codable, Sendable, Hashable {
         self.hailMary = hailMary
         self.behavior = behavior
         self.submittedBy = submittedBy
-        self.submittedAt = submittedAt
+        // The wire format keeps milliseconds; so does the task, so that it survives a round trip.
+        self.submittedAt = Timestamp.date(milliseconds: Timestamp.milliseconds(submittedAt))
     }
 
     /// The same story twice in the pipeline is processed once: this is what "the same" means.

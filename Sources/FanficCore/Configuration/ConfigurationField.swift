@@ -171,7 +171,8 @@ extension ConfigurationField {
             },
             render: { config in
                 let items = config[keyPath: path]
-                return "[" + items.map { secrecy == .none ? TOMLLiteral.string($0) : "\"***\"" }.joined(separator: ", ") + "]"
+                return "[" + items.map { secrecy == .none ? TOMLLiteral.string($0) : "\"***\"" }.joined(separator: ", ")
+                    + "]"
             })
     }
 

@@ -22,7 +22,8 @@ public struct ConfigurationLoader: Sendable {
         guard FileManager.default.fileExists(atPath: path) else {
             if required {
                 throw ConfigurationError(
-                    issues: [], fileProblem: "\(path): no such file (copy config.example.toml there, or pass --config PATH)")
+                    issues: [],
+                    fileProblem: "\(path): no such file (copy config.example.toml there, or pass --config PATH)")
             }
             return try load(toml: "", source: "defaults")
         }
@@ -43,7 +44,9 @@ public struct ConfigurationLoader: Sendable {
         } catch let error as TOMLParseError {
             throw ConfigurationError(
                 issues: [],
-                fileProblem: "\(source): line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)")
+                fileProblem:
+                    "\(source): line \(error.source.begin.line), column \(error.source.begin.column): \(error.description)"
+            )
         } catch {
             throw ConfigurationError(issues: [], fileProblem: "\(source): \(error)")
         }
@@ -142,7 +145,8 @@ public struct ConfigurationLoader: Sendable {
         if !configuration.email.server.isEmpty && configuration.email.folders.isEmpty {
             issues.append(
                 ConfigurationIssue(
-                    key: "email.folders", value: "[]", expected: "must name at least one folder when email.server is set",
+                    key: "email.folders", value: "[]",
+                    expected: "must name at least one folder when email.server is set",
                     source: values["email.folders"]?.1 ?? source))
         }
 

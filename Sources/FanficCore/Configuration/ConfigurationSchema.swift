@@ -37,7 +37,8 @@ enum ConfigurationSchema {
             .bool("retry", "hail_mary", \.retry.hailMary),
             .integer("retry", "hail_mary_delay", \.retry.hailMaryDelay, range: 1...604_800),
 
-            .stringList("notifications", "apprise_urls", \.notifications.appriseURLs, secrecy: .whole, rule: Rules.appriseURL),
+            .stringList(
+                "notifications", "apprise_urls", \.notifications.appriseURLs, secrecy: .whole, rule: Rules.appriseURL),
 
             .string("worker", "id", \.worker.id, rule: Rules.workerID),
             .integer("worker", "heartbeat", \.worker.heartbeat, range: 1...300),
@@ -102,7 +103,8 @@ enum Rules {
     }
 
     static func appriseURL(_ text: String) -> String? {
-        text.contains("://") ? nil : "each must be an Apprise URL like mailto://user:pass@example.com or json://host/path"
+        text.contains("://")
+            ? nil : "each must be an Apprise URL like mailto://user:pass@example.com or json://host/path"
     }
 
     static func workerID(_ text: String) -> String? {

@@ -1,0 +1,28 @@
+import AMQP
+import FanficCore
+import Logging
+import ServiceLifecycle
+
+/// Runs one role's services in a ServiceGroup that stops on SIGTERM or SIGINT.
+public enum RoleRunner {
+    public static func run(
+        role: String, options: CommonOptions,
+        work: @escaping @Sendable (AMQPConnection, FanficConfiguration, Logger) async throws -> Void
+    ) async throws {
+        Bootstrap.logging(options)
+        let configuration = try Bootstrap.configuration(options)
+        let broker = try Bootstrap.broker(configuration, role: role)
+        let logger = Logger(label: "fanfic.\(role)")
+        logger.info("starting", metadata: ["role": "\(role)", "amqp.url": "\(broker.redactedURL)"])
+        let session = BrokerSession(configuration: configuration, broker: broker, logger: logger) { connection in
+            try await work(connection, configuration, logger)
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: session)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        logger.info("stopped", metadata: ["role": "\(role)"])
+    }
+}

@@ -1,0 +1,11 @@
+import AppSupport
+import ArgumentParser
+
+@main
+struct FanficCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanfic",
+        abstract: "AutomatedFanfic: every story URL you send ends up as a current EPUB in Calibre.",
+        subcommands: [ConfigCommand.self, TopologyCommand.self]
+    )
+}

@@ -1,0 +1,189 @@
+import AMQP
+import Foundation
+import Logging
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The isolated RabbitMQ node that `scripts/broker.sh` starts once per test run.
+///
+/// Each test gets a virtual host of its own, so the fixed names of the topology
+/// (`fanfic.ingress`, ...) never collide between tests.
+enum TestBroker {
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    static var script: String { repositoryRoot.appendingPathComponent("scripts/broker.sh").path }
+
+    static var baseURL: String {
+        ProcessInfo.processInfo.environment["FANFIC_TEST_BROKER_URL"]
+            ?? "amqp://guest:guest@127.0.0.1:\(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "56720")"
+    }
+
+    static let logger: Logger = {
+        var logger = Logger(label: "test.amqp")
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["FANFIC_TEST_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
+            ?? .critical
+        return logger
+    }()
+
+    /// Runs `scripts/broker.sh ARGS` and returns its output; throws on a non-zero exit.
+    ///
+    /// posix_spawn and waitpid rather than Foundation's Process, which was seen never to notice
+    /// the exit of a script that had started a daemon; output goes through a file, because the
+    /// daemons the script starts (the node, epmd) would hold a pipe open forever.
+    @discardableResult
+    static func script(_ arguments: String...) throws -> String {
+        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "broker-\(UUID().uuidString).out"
+        ).path
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let status = try spawnAndWait(["/bin/bash", script] + arguments, outputPath: outputPath)
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            throw TestFailure("broker.sh \(arguments.joined(separator: " ")) exited \(status): \(text)")
+        }
+        return text
+    }
+
+    private static func spawnAndWait(_ argv: [String], outputPath: String) throws -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
+        guard spawned == 0 else { throw TestFailure("cannot start \(argv[0]): errno \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, which Swift does not import.
+        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
+    }
+
+    /// A fresh virtual host for one test; deleted by the returned cleanup.
+    static func makeVirtualHost(_ prefix: String = "test") throws -> String {
+        let name = "\(prefix)-\(UUID().uuidString.prefix(8).lowercased())"
+        try script("ctl", "-q", "add_vhost", name)
+        try script("ctl", "-q", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        return name
+    }
+
+    static func deleteVirtualHost(_ name: String) {
+        _ = try? script("ctl", "-q", "delete_vhost", name)
+    }
+
+    static func configuration(virtualHost: String, heartbeat: Int = 2, name: String = "test") throws
+        -> AMQPConfiguration
+    {
+        let encoded = virtualHost.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? virtualHost
+        var configuration = try AMQPConfiguration(url: "\(baseURL)/\(encoded)")
+        configuration.heartbeat = heartbeat
+        configuration.connectionName = name
+        configuration.reconnectBackoff = .init(initial: .milliseconds(100), maximum: .seconds(1))
+        configuration.commandTimeout = .seconds(60)
+        return configuration
+    }
+
+    /// Runs `body` with a connected client in a fresh virtual host, then cleans up.
+    static func withConnection<T>(
+        heartbeat: Int = 2, name: String = "test",
+        _ body: (AMQPConnection, String) async throws -> T
+    ) async throws -> T {
+        let vhost = try makeVirtualHost()
+        defer { deleteVirtualHost(vhost) }
+        let connection = AMQPConnection(
+            configuration: try configuration(virtualHost: vhost, heartbeat: heartbeat, name: name), logger: logger)
+        do {
+            try await connection.waitUntilConnected(timeout: .seconds(30))
+            let result = try await body(connection, vhost)
+            await connection.close()
+            return result
+        } catch {
+            await connection.close()
+            throw error
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Polls `condition` until it holds or `timeout` passes: waiting on a condition, never on luck.
+func waitUntil(
+    _ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(50),
+    _ condition: () async throws -> Bool
+) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: interval)
+    }
+    throw TestFailure("timed out after \(timeout) waiting until \(what)")
+}
+
+/// Collects message ids from a consumer in the background, acking each one.
+final class CountingConsumer: Sendable {
+    private let state = LockedState()
+    private let task: Task<Void, Never>
+
+    init(connection: AMQPConnection, queue: String, prefetch: UInt16 = 50) {
+        let state = self.state
+        task = Task {
+            // A consumer ends only on close or error; re-subscribe after an error so the test
+            // measures the client's recovery, not this loop's.
+            while !Task.isCancelled {
+                do {
+                    for try await delivery in connection.consume(queue: queue, prefetch: prefetch) {
+                        state.record(delivery.properties.messageID ?? "?")
+                        do { try await delivery.ack() } catch { state.recordAckFailure() }
+                    }
+                    return
+                } catch {
+                    state.recordStreamError("\(error)")
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+    }
+
+    var uniqueCount: Int { state.snapshot().unique.count }
+    var snapshot: LockedState.Snapshot { state.snapshot() }
+
+    func stop() async {
+        task.cancel()
+        await task.value
+    }
+
+    final class LockedState: @unchecked Sendable {
+        struct Snapshot {
+            var unique: Set<String> = []
+            var deliveries = 0
+            var ackFailures = 0
+            var streamErrors: [String] = []
+        }
+
+        private let lock = NSLock()
+        private var value = Snapshot()
+
+        func record(_ id: String) {
+            lock.withLock {
+                value.unique.insert(id)
+                value.deliveries += 1
+            }
+        }
+
+        func recordAckFailure() { lock.withLock { value.ackFailures += 1 } }
+        func recordStreamError(_ text: String) { lock.withLock { value.streamErrors.append(text) } }
+        func snapshot() -> Snapshot { lock.withLock { value } }
+    }
+}

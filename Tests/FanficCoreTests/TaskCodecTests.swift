@@ -1,0 +1,129 @@
+import FanficCore
+import Foundation
+import Testing
+
+@Suite("Task message codec")
+struct TaskCodecTests {
+    let task = TaskMessage(
+        url: "https://www.fanfiction.net/s/123/1/", site: "www.fanfiction.net", calibreID: 42, attempt: 2,
+        retryTier: 1, hailMary: false, behavior: .force, submittedBy: "email:reader@example.com",
+        submittedAt: Date(timeIntervalSince1970: 1_700_000_000.123_456))
+
+    @Test("round trip keeps every field")
+    func roundTrip() throws {
+        let decoded = try TaskCodec.decode(TaskCodec.encode(task))
+        #expect(decoded == task)
+        #expect(decoded.identity == task.identity)
+    }
+
+    @Test("the JSON uses DESIGN.md's field names and a schema version")
+    func fieldNames() throws {
+        let object = try #require(try JSONSerialization.jsonObject(with: TaskCodec.encode(task)) as? [String: Any])
+        #expect(
+            Set(object.keys) == [
+                "version", "id", "url", "site", "calibre_id", "attempt", "retry_tier", "hail_mary", "behavior",
+                "submitted_by", "submitted_at",
+            ])
+        #expect(object["version"] as? Int == 1)
+        #expect(object["submitted_at"] as? String == "2023-11-14T22:13:20.123Z")
+    }
+
+    @Test("a minimal hand-written message decodes, optional fields absent")
+    func minimalMessage() throws {
+        let json = """
+            {"version": 1, "id": "x", "url": "http://test1.com?sid=1", "site": "test1.com", "attempt": 0,
+             "hail_mary": false, "behavior": "normal", "submitted_by": "script",
+             "submitted_at": "2026-01-02T03:04:05Z"}
+            """
+        let decoded = try TaskCodec.decode(Data(json.utf8))
+        #expect(decoded.calibreID == nil)
+        #expect(decoded.retryTier == nil)
+        #expect(decoded.submittedAt == Date(timeIntervalSince1970: 1_767_323_045))
+    }
+
+    @Test("an unknown version is refused and says which versions are read")
+    func unknownVersion() throws {
+        var object = try #require(try JSONSerialization.jsonObject(with: TaskCodec.encode(task)) as? [String: Any])
+        object["version"] = 2
+        let error = #expect(throws: TaskDecodingError.self) {
+            try TaskCodec.decode(try JSONSerialization.data(withJSONObject: object))
+        }
+        #expect(error?.code == .unsupportedVersion)
+        #expect(error?.message.contains("version 2") == true)
+    }
+
+    @Test(
+        "garbage is refused with a reason",
+        arguments: [
+            ("not json at all", TaskDecodingError.Code.notJSON),
+            ("[1, 2]", .notJSON),
+            ("{\"url\": \"x\"}", .missingField),
+            ("{\"version\": \"1\"}", .missingField),
+            ("{\"version\": 1, \"url\": \"x\"}", .invalidField),
+            (
+                "{\"version\": 1, \"id\": \"x\", \"url\": \"u\", \"site\": \"s\", \"attempt\": \"two\", \"hail_mary\": false, \"behavior\": \"normal\", \"submitted_by\": \"s\", \"submitted_at\": \"2026-01-02T03:04:05Z\"}",
+                .invalidField
+            ),
+            (
+                "{\"version\": 1, \"id\": \"x\", \"url\": \"u\", \"site\": \"s\", \"attempt\": 0, \"hail_mary\": false, \"behavior\": \"sometimes\", \"submitted_by\": \"s\", \"submitted_at\": \"2026-01-02T03:04:05Z\"}",
+                .invalidField
+            ),
+            (
+                "{\"version\": 1, \"id\": \"x\", \"url\": \"\", \"site\": \"s\", \"attempt\": 0, \"hail_mary\": false, \"behavior\": \"normal\", \"submitted_by\": \"s\", \"submitted_at\": \"2026-01-02T03:04:05Z\"}",
+                .invalidField
+            ),
+            (
+                "{\"version\": 1, \"id\": \"x\", \"url\": \"u\", \"site\": \"s\", \"attempt\": 0, \"hail_mary\": false, \"behavior\": \"normal\", \"submitted_by\": \"s\", \"submitted_at\": \"yesterday\"}",
+                .invalidField
+            ),
+        ])
+    func garbage(input: String, code: TaskDecodingError.Code) {
+        let error = #expect(throws: TaskDecodingError.self) { try TaskCodec.decode(Data(input.utf8)) }
+        #expect(error?.code == code, "\(input) -> \(String(describing: error))")
+        #expect(error?.message.isEmpty == false)
+    }
+
+    @Test("invalid UTF-8 bytes are refused, not crashed on")
+    func binaryGarbage() {
+        let error = #expect(throws: TaskDecodingError.self) { try TaskCodec.decode(Data([0xFF, 0xFE, 0x00, 0x7B])) }
+        #expect(error?.code == .notJSON)
+    }
+
+    @Test("identity ignores id, attempt and timestamps")
+    func identity() {
+        var retried = task
+        retried.id = "other"
+        retried.attempt = 3
+        retried.submittedAt = Date()
+        #expect(retried.identity == task.identity)
+        var otherBook = task
+        otherBook.calibreID = 7
+        #expect(otherBook.identity != task.identity)
+    }
+}
+
+@Suite("Retry ladder")
+struct RetryLadderTests {
+    @Test("the default ladder: 1, 5, 15 minutes, then the Hail Mary after an hour, then give up")
+    func defaultLadder() {
+        let ladder = RetryLadder()
+        #expect(ladder.tiers.map(\.name) == ["60s", "300s", "900s", "hail-mary-3600s"])
+        #expect(ladder.decide(failedAttempts: 1) == .retry(ladder.tiers[0], index: 0))
+        #expect(ladder.decide(failedAttempts: 2) == .retry(ladder.tiers[1], index: 1))
+        #expect(ladder.decide(failedAttempts: 3) == .retry(ladder.tiers[2], index: 2))
+        #expect(ladder.decide(failedAttempts: 4) == .hailMary(ladder.tiers[3]))
+        #expect(ladder.decide(failedAttempts: 5) == .giveUp)
+    }
+
+    @Test("without the Hail Mary, the ladder ends after its last delay")
+    func noHailMary() {
+        let ladder = RetryLadder(delays: [1], hailMary: false)
+        #expect(ladder.tiers.map(\.delaySeconds) == [1])
+        #expect(ladder.decide(failedAttempts: 2) == .giveUp)
+    }
+
+    @Test("repeated delays share one queue")
+    func repeatedDelays() {
+        #expect(RetryLadder(delays: [5, 5, 10], hailMary: false).tiers.map(\.name) == ["5s", "10s"])
+    }
+}

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# An isolated RabbitMQ node for tests and benchmarks, without systemd and without touching a
+# broker the machine may already run: its own node name, ports and data folder.
+#
+#   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|ctl ARGS...
+#
+# FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 56720).
+set -euo pipefail
+
+dir="${FANFIC_BROKER_DIR:-/tmp/fanfic-broker}"
+port="${FANFIC_BROKER_PORT:-56720}"
+export RABBITMQ_NODENAME="fanfic-test-${port}@localhost"
+export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+export RABBITMQ_NODE_PORT="$port"
+export RABBITMQ_DIST_PORT=$((port + 1))
+export RABBITMQ_MNESIA_BASE="$dir/mnesia"
+export RABBITMQ_LOG_BASE="$dir/log"
+export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
+export RABBITMQ_PID_FILE="$dir/rabbit.pid"
+export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"   # rabbitmq.conf; the extension is implied
+export ERL_EPMD_ADDRESS=127.0.0.1
+
+ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
+
+prepare() {
+    mkdir -p "$dir/mnesia" "$dir/log"
+    [ -f "$dir/enabled_plugins" ] || echo '[].' >"$dir/enabled_plugins"
+    cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$port
+loopback_users = none
+# Tests exercise the delivery-ack timeout; production keeps RabbitMQ's 30 minutes.
+consumer_timeout = ${FANFIC_BROKER_CONSUMER_TIMEOUT_MS:-1800000}
+heartbeat = 10
+log.console = false
+log.file.level = warning
+CONF
+    if id rabbitmq >/dev/null 2>&1; then chown -R rabbitmq:rabbitmq "$dir"; fi
+}
+
+await_ready() {
+    local deadline=$((SECONDS + ${1:-60}))
+    until ctl -q await_startup >/dev/null 2>&1; do
+        if ((SECONDS > deadline)); then
+            echo "broker.sh: node $RABBITMQ_NODENAME not ready; log:" >&2
+            tail -n 30 "$dir"/log/*.log >&2 2>/dev/null || true
+            return 1
+        fi
+        sleep 0.5
+    done
+}
+
+start() {
+    if ctl -q ping >/dev/null 2>&1; then
+        echo "broker.sh: $RABBITMQ_NODENAME already running"
+        return 0
+    fi
+    prepare
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+    await_ready 90
+    echo "broker.sh: $RABBITMQ_NODENAME ready on 127.0.0.1:$port"
+}
+
+stop() {
+    ctl -q stop >/dev/null 2>&1 || true
+    local deadline=$((SECONDS + 30))
+    while ctl -q ping >/dev/null 2>&1; do
+        ((SECONDS > deadline)) && break
+        sleep 0.3
+    done
+}
+
+# stop, and leave no epmd behind when no other Erlang node uses it (the end of a CI run).
+shutdown() {
+    stop
+    if ! epmd -names 2>/dev/null | grep -q '^name '; then
+        if id rabbitmq >/dev/null 2>&1; then su rabbitmq -s /bin/sh -c 'epmd -kill' >/dev/null 2>&1 || true
+        else epmd -kill >/dev/null 2>&1 || true; fi
+    fi
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop ;;
+shutdown) shutdown ;;
+restart) stop; start ;;
+stop-app) ctl -q stop_app ;;
+start-app) ctl -q start_app && await_ready 60 ;;
+status) ctl -q status ;;
+url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
+ctl) shift; ctl "$@" ;;
+*) echo "usage: $0 start|stop|shutdown|restart|stop-app|start-app|status|url|ctl ARGS..." >&2; exit 2 ;;
+esac
