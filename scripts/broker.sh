@@ -2,13 +2,14 @@
 # An isolated RabbitMQ node for tests and benchmarks, without systemd and without touching a
 # broker the machine may already run: its own node name, ports and data folder.
 #
-#   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|ctl ARGS...
+#   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS...
 #
 # FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 56720).
 set -euo pipefail
 
 dir="${FANFIC_BROKER_DIR:-/tmp/fanfic-broker}"
 port="${FANFIC_BROKER_PORT:-56720}"
+tls_port=$((port + 2))   # amqps; port + 1 is Erlang distribution
 export RABBITMQ_NODENAME="fanfic-test-${port}@localhost"
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT="$port"
@@ -22,11 +23,33 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 ctl() { rabbitmqctl -n "$RABBITMQ_NODENAME" "$@"; }
 
+# A private CA and a server certificate for localhost, so the TLS listener can be verified.
+make_certificates() {
+    local tls="$dir/tls"
+    [ -f "$tls/server.pem" ] && return 0
+    mkdir -p "$tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=fanfic-test-ca" \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tls/san.ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$tls/san.ext" -out "$tls/server.pem" 2>/dev/null
+    chmod 644 "$tls"/*
+}
+
 prepare() {
     mkdir -p "$dir/mnesia" "$dir/log"
     [ -f "$dir/enabled_plugins" ] || echo '[].' >"$dir/enabled_plugins"
+    make_certificates
     cat >"$dir/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$port
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $dir/tls/ca.pem
+ssl_options.certfile = $dir/tls/server.pem
+ssl_options.keyfile = $dir/tls/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 loopback_users = none
 # Tests exercise the delivery-ack timeout; production keeps RabbitMQ's 30 minutes.
 consumer_timeout = ${FANFIC_BROKER_CONSUMER_TIMEOUT_MS:-1800000}
@@ -87,6 +110,7 @@ stop-app) ctl -q stop_app ;;
 start-app) ctl -q start_app && await_ready 60 ;;
 status) ctl -q status ;;
 url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
+tls-url) echo "amqps://guest:guest@localhost:$tls_port/%2F?cacertfile=$dir/tls/ca.pem" ;;
 ctl) shift; ctl "$@" ;;
-*) echo "usage: $0 start|stop|shutdown|restart|stop-app|start-app|status|url|ctl ARGS..." >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
 esac

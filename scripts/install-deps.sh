@@ -3,7 +3,8 @@
 # Idempotent; about 30 s on a fresh machine.
 set -euo pipefail
 
-packages=(rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev pkg-config)
+# openssl makes the test broker's TLS certificate; socat is the cuttable network path of a test.
+packages=(rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev pkg-config openssl socat)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -39,20 +39,25 @@ public struct BrokerSession: Service {
     }
 
     /// Waits for the broker as long as it takes (compose may start us first), then declares.
+    /// Short waits, so that a shutdown signal is honoured within a couple of seconds.
     func connectAndDeclare() async throws {
         let broker = connection.configuration.redactedURL
+        var waited = 0
         while true {
             do {
-                try await connection.waitUntilConnected(timeout: .seconds(30))
+                try await connection.waitUntilConnected(timeout: .seconds(2))
                 break
             } catch let error as AMQPError where error.code == .notConnected {
                 if Task.isShuttingDownGracefully || Task.isCancelled { throw CancellationError() }
-                logger.warning(
-                    "still waiting for the broker",
-                    metadata: [
-                        "amqp.url": "\(broker)",
-                        "amqp.error": "\(connection.lastError.map { "\($0)" } ?? "timeout")",
-                    ])
+                waited += 2
+                if waited % 30 == 0 {
+                    logger.warning(
+                        "still waiting for the broker",
+                        metadata: [
+                            "amqp.url": "\(broker)", "waited_s": "\(waited)",
+                            "amqp.error": "\(connection.lastError.map { "\($0)" } ?? "timeout")",
+                        ])
+                }
             }
         }
         try await connection.declare(FanficTopology.declarations(retry: configuration.retry.ladder))

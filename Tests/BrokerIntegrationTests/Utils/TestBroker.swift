@@ -187,3 +187,59 @@ final class CountingConsumer: Sendable {
         func snapshot() -> Snapshot { lock.withLock { value } }
     }
 }
+
+/// A TCP path to the broker through `socat`, in a process group of its own, that a test can
+/// freeze (a silent network cut: sockets stay open, nothing gets through) and replace.
+final class NetworkPath {
+    let port: Int
+    private var groupID: pid_t = 0
+
+    init(port: Int, target: Int) throws {
+        self.port = port
+        self.target = target
+        try start()
+    }
+
+    private let target: Int
+
+    private func start() throws {
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+        posix_spawnattr_setpgroup(&attributes, 0)
+        let argv = [
+            "/usr/bin/socat", "TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:\(target)",
+        ]
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], nil, &attributes, &cArguments, environ)
+        guard spawned == 0 else { throw TestFailure("cannot start socat: errno \(spawned)") }
+        groupID = pid
+    }
+
+    /// Stops forwarding without closing anything.
+    func freeze() { kill(-groupID, SIGSTOP) }
+
+    /// Kills the path (every forwarded connection with it) and opens a fresh one on the same port.
+    func replace() throws {
+        stop()
+        try start()
+    }
+
+    func stop() {
+        kill(-groupID, SIGKILL)
+        kill(-groupID, SIGCONT)
+        var status: Int32 = 0
+        _ = waitpid(groupID, &status, 0)
+    }
+
+    deinit { stop() }
+}
+
+extension TestBroker {
+    static var port: Int {
+        Int(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "56720") ?? 56720
+    }
+}
