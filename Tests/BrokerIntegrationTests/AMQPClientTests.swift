@@ -49,6 +49,22 @@ struct AMQPClientTests {
         }
     }
 
+    @Test("a publish the broker refuses (basic.nack) is an error the caller sees")
+    func nackedPublishIsAnError() async throws {
+        try await TestBroker.withConnection { connection, _ in
+            // A full queue that rejects new messages: the broker nacks the publish.
+            try await connection.declareQueue(
+                QueueSpec(name: "full", arguments: ["x-max-length": 1, "x-overflow": "reject-publish"]))
+            try await connection.publish(Data("first".utf8), exchange: "", routingKey: "full")
+            let error = await #expect(throws: AMQPError.self) {
+                try await connection.publish(Data("second".utf8), exchange: "", routingKey: "full")
+            }
+            #expect(error?.code == .publishNacked)
+            #expect(error?.isRetryable == true)
+            #expect(try await connection.queueState("full")?.messageCount == 1)
+        }
+    }
+
     @Test("a publish to a missing exchange fails, and the next publish works")
     func publishToMissingExchangeFailsAndChannelRecovers() async throws {
         try await TestBroker.withConnection { connection, _ in
