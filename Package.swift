@@ -7,6 +7,19 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
+/// A role's executable: thin over AppSupport.
+func roleExecutable(_ name: String) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [
+            "AppSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ],
+        swiftSettings: swiftSettings
+    )
+}
+
 let package = Package(
     name: "AutomatedFanfic",
     platforms: [.macOS(.v15)],
@@ -77,33 +90,9 @@ let package = Package(
         ),
 
         // MARK: Executables (thin: parse arguments, build, run)
-        .executableTarget(
-            name: "IngesterApp",
-            dependencies: [
-                "AppSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(
-            name: "CoordinatorApp",
-            dependencies: [
-                "AppSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        .executableTarget(
-            name: "WorkerApp",
-            dependencies: [
-                "AppSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: swiftSettings
-        ),
+        roleExecutable("IngesterApp"),
+        roleExecutable("CoordinatorApp"),
+        roleExecutable("WorkerApp"),
         .executableTarget(
             name: "FanficCLI",
             dependencies: [

@@ -99,7 +99,10 @@ final class ConnectionLoop: @unchecked Sendable {
                 attempt = 0
                 try serve()
             } catch {
-                let reason = (error as? ConnectionFailure)?.error ?? AMQPError(.library, "\(error)")
+                // A refused declaration (a queue that exists with other arguments) is the broker's
+                // word, worth logging as is; backoff keeps it from becoming a busy loop.
+                let reason =
+                    (error as? ConnectionFailure)?.error ?? (error as? AMQPError) ?? AMQPError(.library, "\(error)")
                 let wasConnected = inbox.state.withLock { state -> Bool in
                     state.lastError = reason
                     return state.connected
@@ -612,77 +615,79 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func declareNow(_ topology: AMQPTopology) throws {
         for exchange in topology.exchanges { try declareExchange(exchange) }
-        for queue in topology.queues { _ = try declareQueue(queue, passive: false) }
-        for binding in topology.bindings { try bind(binding) }
+        for queue in topology.queues { _ = try declareQueueNow(queue, passive: false) }
+        for binding in topology.bindings { try bindNow(binding) }
+    }
+
+    /// One synchronous method on the RPC channel: call it, then check its reply (a channel-level
+    /// refusal becomes an `AMQPError` and the channel is reopened).
+    private func rpc<T>(_ what: String, _ call: (amqp_connection_state_t, CArena) -> T) throws -> T {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        let arena = CArena()
+        let result = call(connection, arena)
+        try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: what)
+        return result
     }
 
     private func declareExchange(_ spec: ExchangeSpec) throws {
-        guard let connection else { throw failure(.connectionLost, "no connection") }
-        let arena = CArena()
-        amqp_exchange_declare(
-            connection, Self.rpcChannel, arena.bytes(spec.name), arena.bytes(spec.kind.rawValue),
-            0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
-        try checkChannelLevel(
-            amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare exchange '\(spec.name)'")
-    }
-
-    func declareQueue(_ spec: QueueSpec, passive: Bool) throws -> QueueState {
-        try run {
-            guard let connection else { throw failure(.connectionLost, "no connection") }
-            let arena = CArena()
-            let ok = amqp_queue_declare(
-                connection, Self.rpcChannel, arena.bytes(spec.name), passive ? 1 : 0, spec.durable ? 1 : 0,
-                spec.exclusive ? 1 : 0, spec.autoDelete ? 1 : 0, arena.table(spec.arguments))
-            try checkChannelLevel(
-                amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "declare queue '\(spec.name)'")
-            guard let ok else { throw failure(.library, "queue.declare-ok missing") }
-            return QueueState(
-                name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count,
-                consumerCount: ok.pointee.consumer_count)
+        _ = try rpc("declare exchange '\(spec.name)'") { connection, arena in
+            amqp_exchange_declare(
+                connection, Self.rpcChannel, arena.bytes(spec.name), arena.bytes(spec.kind.rawValue),
+                0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
         }
     }
 
-    func bind(_ spec: BindingSpec) throws {
-        try run {
-            guard let connection else { throw failure(.connectionLost, "no connection") }
-            let arena = CArena()
+    private func declareQueueNow(_ spec: QueueSpec, passive: Bool) throws -> QueueState {
+        let ok = try rpc("declare queue '\(spec.name)'") { connection, arena in
+            amqp_queue_declare(
+                connection, Self.rpcChannel, arena.bytes(spec.name), passive ? 1 : 0, spec.durable ? 1 : 0,
+                spec.exclusive ? 1 : 0, spec.autoDelete ? 1 : 0, arena.table(spec.arguments))
+        }
+        guard let ok else { throw failure(.library, "queue.declare-ok missing") }
+        return QueueState(
+            name: String(amqpBytes: ok.pointee.queue), messageCount: ok.pointee.message_count,
+            consumerCount: ok.pointee.consumer_count)
+    }
+
+    private func bindNow(_ spec: BindingSpec) throws {
+        _ = try rpc("bind '\(spec.queue)' to '\(spec.exchange)'") { connection, arena in
             amqp_queue_bind(
                 connection, Self.rpcChannel, arena.bytes(spec.queue), arena.bytes(spec.exchange),
                 arena.bytes(spec.routingKey), arena.table(spec.arguments))
-            try checkChannelLevel(
-                amqp_get_rpc_reply(connection), channel: Self.rpcChannel,
-                doing: "bind '\(spec.queue)' to '\(spec.exchange)'")
         }
+    }
+
+    func declareQueue(_ spec: QueueSpec, passive: Bool) throws -> QueueState {
+        try run { try declareQueueNow(spec, passive: passive) }
+    }
+
+    func bind(_ spec: BindingSpec) throws {
+        try run { try bindNow(spec) }
     }
 
     func purgeQueue(_ name: String) throws -> UInt32 {
         try run {
-            guard let connection else { throw failure(.connectionLost, "no connection") }
-            let arena = CArena()
-            let ok = amqp_queue_purge(connection, Self.rpcChannel, arena.bytes(name))
-            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "purge '\(name)'")
+            let ok = try rpc("purge '\(name)'") { connection, arena in
+                amqp_queue_purge(connection, Self.rpcChannel, arena.bytes(name))
+            }
             return ok?.pointee.message_count ?? 0
         }
     }
 
     func deleteQueue(_ name: String, ifUnused: Bool, ifEmpty: Bool) throws -> UInt32 {
         try run {
-            guard let connection else { throw failure(.connectionLost, "no connection") }
-            let arena = CArena()
-            let ok = amqp_queue_delete(
-                connection, Self.rpcChannel, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
-            try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete '\(name)'")
+            let ok = try rpc("delete '\(name)'") { connection, arena in
+                amqp_queue_delete(connection, Self.rpcChannel, arena.bytes(name), ifUnused ? 1 : 0, ifEmpty ? 1 : 0)
+            }
             return ok?.pointee.message_count ?? 0
         }
     }
 
     func deleteExchange(_ name: String) throws {
         try run {
-            guard let connection else { throw failure(.connectionLost, "no connection") }
-            let arena = CArena()
-            amqp_exchange_delete(connection, Self.rpcChannel, arena.bytes(name), 0)
-            try checkChannelLevel(
-                amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "delete exchange '\(name)'")
+            _ = try rpc("delete exchange '\(name)'") { connection, arena in
+                amqp_exchange_delete(connection, Self.rpcChannel, arena.bytes(name), 0)
+            }
         }
     }
 
