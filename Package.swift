@@ -77,6 +77,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Coordination",
+            dependencies: ["FanficCore"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "AppSupport",
             dependencies: [
                 "AMQP",
@@ -116,6 +121,11 @@ let package = Package(
         .testTarget(
             name: "FanficCoreTests",
             dependencies: ["FanficCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CoordinationTests",
+            dependencies: ["Coordination", "FanficCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,0 +1,386 @@
+import FanficCore
+
+/// The coordinator's rules as a pure value: events in, actions out. No broker, no clock of its
+/// own (the caller passes the time), no I/O; the service around it only performs the actions.
+///
+/// 1. A task of a site some worker holds goes to that worker's queue; else, if a worker is
+///    idle (and the site's pause has passed), the site is assigned to it and the task follows;
+///    else the task is parked in `fanfic.backlog.<site>` and the site waits, oldest first.
+/// 2. A worker is idle when it has finished every task sent to it under its current
+///    assignment (sent versus finished, never a bare "I'm idle", which races a routing).
+///    It then releases its site and takes the oldest waiting site, whose whole backlog is
+///    drained into its queue.
+/// 3. Every move is publish, confirm, then ack of the source: `ack` is only ever emitted for
+///    a delivery whose publish the broker confirmed (or for a dropped duplicate).
+/// 4. The same task identity already queued or running is dropped as a duplicate.
+/// 5. A worker silent for `workerTimeout` is presumed dead: its site is freed and its queue
+///    reclaimed to ingress.
+/// 6. After a restart, nothing is assigned until the table is rebuilt: heartbeats for one
+///    timeout window (each says which site the worker holds and how much is left), then the
+///    backlogs are discovered. Tasks arriving meanwhile are parked.
+/// 7. A worker that (re)starts says hello and consumes nothing until admitted. If its queue
+///    still holds tasks of a site another worker now holds, the queue is first reclaimed to
+///    ingress: a returning worker never runs a site behind its new holder's back.
+public struct DispatchStateMachine: Sendable {
+    public struct Configuration: Sendable, Hashable {
+        /// Silence after which a worker is presumed dead.
+        public var workerTimeout: Duration
+        /// Minimum time between a site's release and its next assignment.
+        public var sitePause: Duration
+        /// Workers allowed on one site at once; 1 unless a site is listed here.
+        public var siteCaps: [String: Int]
+
+        public init(workerTimeout: Duration = .seconds(20), sitePause: Duration = .zero, siteCaps: [String: Int] = [:])
+        {
+            self.workerTimeout = workerTimeout
+            self.sitePause = sitePause
+            self.siteCaps = siteCaps
+        }
+
+        func cap(_ site: String) -> Int { max(1, siteCaps[site] ?? 1) }
+    }
+
+    struct Worker: Sendable, Hashable {
+        var lastSeen: Duration
+        var site: String?
+        var sent = 0
+        var finished = 0
+        var draining = false
+        /// Identities sent under the current assignment and not yet finished.
+        var outstanding: [TaskIdentity: Int] = [:]
+
+        var isIdle: Bool { site == nil }
+        var hasWorkLeft: Bool { draining || sent > finished }
+    }
+
+    enum Phase: Sendable, Hashable {
+        case rebuilding(until: Duration)
+        case discovering
+        case running
+    }
+
+    struct PendingMove: Sendable, Hashable {
+        let task: IncomingTask
+        let destination: Destination
+    }
+
+    public let configuration: Configuration
+    private(set) var phase: Phase
+    private(set) var workers: [WorkerID: Worker] = [:]
+    /// site -> the workers holding it.
+    private(set) var holders: [String: Set<WorkerID>] = [:]
+    /// Sites with a backlog and no holder, oldest first.
+    private(set) var waitingSites: [String] = []
+    private(set) var releasedAt: [String: Duration] = [:]
+    /// Copies of each identity in the pipeline (pending, parked, queued or running).
+    private(set) var inPipeline: [TaskIdentity: Int] = [:]
+    private(set) var pendingMoves: [MoveID: PendingMove] = [:]
+    /// Workers whose queue is being reclaimed; admitted (empty) once it is done.
+    private(set) var reclaiming: [WorkerID: Duration] = [:]
+    /// Hellos with leftovers heard while rebuilding: decided once every running worker has
+    /// reported, so that a worker already running a site wins over one returning to it.
+    private var deferredHellos: [WorkerID: (site: String, unfinished: Int)] = [:]
+    private var nextMove: UInt64 = 1
+
+    /// A coordinator that has just started: it rebuilds its table for one timeout window.
+    public init(configuration: Configuration, now: Duration) {
+        self.configuration = configuration
+        self.phase = .rebuilding(until: now + configuration.workerTimeout)
+    }
+
+    /// Whether the table is rebuilt and tasks are being assigned.
+    public var isRunning: Bool { phase == .running }
+
+    /// The site each live worker holds: what `fanfic status` shows.
+    public var assignments: [WorkerID: String] { workers.compactMapValues(\.site) }
+
+    public var waitingSiteCount: Int { waitingSites.count }
+
+    // MARK: Events
+
+    public mutating func handle(_ event: DispatchEvent, at now: Duration) -> [DispatchAction] {
+        var actions: [DispatchAction] = []
+        switch event {
+        case .taskArrived(let task):
+            arrive(task, now: now, into: &actions)
+        case .publishConfirmed(let move):
+            if let pending = pendingMoves.removeValue(forKey: move) { actions.append(.ack(pending.task.handle)) }
+        case .publishFailed(let move):
+            guard let pending = pendingMoves.removeValue(forKey: move) else { break }
+            forget(pending.task.identity)
+            if case .worker(let id) = pending.destination, var worker = workers[id] {
+                worker.sent -= 1
+                worker.outstanding.remove(pending.task.identity)
+                workers[id] = worker
+            }
+            actions.append(.requeue(pending.task.handle))
+            releaseIfDone(now: now, into: &actions)
+        case .workerHello(let id, let site, let unfinished):
+            hello(id, site: site, unfinished: unfinished, now: now, into: &actions)
+        case .workerReclaimed(let id):
+            guard reclaiming.removeValue(forKey: id) != nil else { break }
+            seen(id, now: now, into: &actions)
+            actions.append(.admit(id))
+        case .heartbeat(let id, _, _) where reclaiming[id] != nil:
+            break  // not admitted yet: its reclaim goes on
+        case .heartbeat(let id, let site, let unfinished):
+            heartbeat(id, site: site, unfinished: unfinished, now: now, into: &actions)
+        case .taskFinished(let id, let identity):
+            // Only hellos and heartbeats introduce a worker: one unknown here may hold a queue
+            // that its next heartbeat has to account for.
+            workers[id]?.lastSeen = now
+            forget(identity)
+            if var worker = workers[id], worker.site != nil,
+                worker.outstanding[identity] != nil || worker.sent > worker.finished
+            {
+                worker.finished += 1
+                worker.outstanding.remove(identity)
+                workers[id] = worker
+            }
+            releaseIfDone(now: now, into: &actions)
+        case .backlogTaskMoved(let site, let id, let identity):
+            guard var worker = workers[id], worker.site == site else { break }
+            worker.sent += 1
+            if let identity { worker.outstanding.add(identity) }
+            // The identity was counted in the pipeline when it was parked (unless parked before a restart).
+            workers[id] = worker
+        case .backlogDrained(let site, let id):
+            guard var worker = workers[id], worker.site == site else { break }
+            worker.draining = false
+            workers[id] = worker
+            releaseIfDone(now: now, into: &actions)
+        case .backlogsDiscovered(let counts):
+            guard phase == .discovering else { break }
+            for site in counts.filter({ $0.value > 0 }).keys.sorted() where !waitingSites.contains(site) {
+                waitingSites.append(site)
+            }
+            phase = .running
+            for id in deferredHellos.keys.sorted() {
+                let (site, unfinished) = deferredHellos[id]!
+                hello(id, site: site, unfinished: unfinished, now: now, into: &actions)
+            }
+            deferredHellos = [:]
+            actions.append(.announce(.tableRebuilt(workers: workers.count, waitingSites: waitingSites.count)))
+            drainWaitingIntoHolders(into: &actions)
+            releaseIfDone(now: now, into: &actions)
+        case .tick:
+            break
+        }
+        expireSilentWorkers(now: now, into: &actions)
+        if case .rebuilding(let until) = phase, now >= until {
+            phase = .discovering
+            actions.append(.discoverBacklogs)
+        }
+        if phase == .running { assignWaitingSites(now: now, into: &actions) }
+        return actions
+    }
+
+    // MARK: Routing
+
+    private mutating func arrive(_ task: IncomingTask, now: Duration, into actions: inout [DispatchAction]) {
+        if inPipeline[task.identity, default: 0] > 0 {
+            actions.append(.ack(task.handle))
+            actions.append(.announce(.duplicateDropped(task.identity)))
+            return
+        }
+        let site = task.site
+        let destination: Destination
+        if phase != .running {
+            destination = .backlog(site: site)
+        } else if let holder = leastLoadedHolder(of: site), !shouldWiden(site, leastLoaded: holder, now: now) {
+            destination = .worker(holder)
+        } else if let idle = idleWorker(), canAssign(site, now: now) {
+            assign(site, to: idle, draining: waitingSites.contains(site), into: &actions)
+            destination = .worker(idle)
+        } else {
+            destination = .backlog(site: site)
+        }
+        switch destination {
+        case .worker(let id):
+            workers[id]!.sent += 1
+            workers[id]!.outstanding.add(task.identity)
+        case .backlog(let site):
+            if !waitingSites.contains(site) { waitingSites.append(site) }
+        }
+        inPipeline[task.identity, default: 0] += 1
+        let move = MoveID(nextMove)
+        nextMove += 1
+        pendingMoves[move] = PendingMove(task: task, destination: destination)
+        actions.append(.publish(move, task, to: destination))
+        actions.append(.announce(.taskRouted(task.identity, destination)))
+    }
+
+    private func leastLoadedHolder(of site: String) -> WorkerID? {
+        holders[site, default: []].sorted().min { lhs, rhs in
+            let left = workers[lhs].map { $0.sent - $0.finished } ?? 0
+            let right = workers[rhs].map { $0.sent - $0.finished } ?? 0
+            return left < right
+        }
+    }
+
+    /// A site allowed more than one worker takes another idle one when its holders are all busy.
+    private func shouldWiden(_ site: String, leastLoaded holder: WorkerID, now: Duration) -> Bool {
+        guard configuration.cap(site) > 1, let worker = workers[holder], worker.sent > worker.finished else {
+            return false
+        }
+        return idleWorker() != nil && canAssign(site, now: now)
+    }
+
+    private func idleWorker() -> WorkerID? {
+        workers.filter { $0.value.isIdle }.keys.sorted().first
+    }
+
+    private func canAssign(_ site: String, now: Duration) -> Bool {
+        guard holders[site, default: []].count < configuration.cap(site) else { return false }
+        if let released = releasedAt[site], now < released + configuration.sitePause { return false }
+        return true
+    }
+
+    private mutating func assign(
+        _ site: String, to id: WorkerID, draining: Bool, into actions: inout [DispatchAction]
+    ) {
+        workers[id]!.site = site
+        workers[id]!.sent = 0
+        workers[id]!.finished = 0
+        workers[id]!.outstanding = [:]
+        workers[id]!.draining = draining
+        holders[site, default: []].insert(id)
+        actions.append(.announce(.siteAssigned(site: site, worker: id)))
+        if draining {
+            waitingSites.removeAll { $0 == site }
+            actions.append(.drainBacklog(site: site, into: id))
+        }
+    }
+
+    /// Gives the oldest waiting sites to idle workers, each with its whole backlog.
+    private mutating func assignWaitingSites(now: Duration, into actions: inout [DispatchAction]) {
+        while let idle = idleWorker() {
+            guard let site = waitingSites.first(where: { canAssign($0, now: now) }) else { return }
+            assign(site, to: idle, draining: true, into: &actions)
+        }
+    }
+
+    /// After a rebuild, a parked site that a worker still holds drains into that worker.
+    private mutating func drainWaitingIntoHolders(into actions: inout [DispatchAction]) {
+        for site in waitingSites {
+            guard let holder = holders[site, default: []].sorted().first else { continue }
+            workers[holder]!.draining = true
+            actions.append(.drainBacklog(site: site, into: holder))
+        }
+        waitingSites.removeAll { !holders[$0, default: []].isEmpty }
+    }
+
+    /// Releases the site of every worker that has finished all it was sent.
+    private mutating func releaseIfDone(now: Duration, into actions: inout [DispatchAction]) {
+        guard phase == .running else { return }
+        for id in workers.keys.sorted() {
+            guard var worker = workers[id], let site = worker.site, !worker.hasWorkLeft else { continue }
+            worker.site = nil
+            worker.sent = 0
+            worker.finished = 0
+            worker.outstanding = [:]
+            workers[id] = worker
+            holders[site]?.remove(id)
+            if holders[site]?.isEmpty == true { holders[site] = nil }
+            releasedAt[site] = now
+            actions.append(.announce(.siteReleased(site: site, worker: id)))
+        }
+    }
+
+    private mutating func forget(_ identity: TaskIdentity) {
+        guard let count = inPipeline[identity] else { return }
+        inPipeline[identity] = count > 1 ? count - 1 : nil
+    }
+
+    // MARK: Liveness
+
+    private mutating func seen(_ id: WorkerID, now: Duration, into actions: inout [DispatchAction]) {
+        if workers[id] == nil {
+            workers[id] = Worker(lastSeen: now)
+            actions.append(.announce(.workerJoined(id)))
+        } else {
+            workers[id]!.lastSeen = now
+        }
+    }
+
+    private mutating func hello(
+        _ id: WorkerID, site: String?, unfinished: Int, now: Duration, into actions: inout [DispatchAction]
+    ) {
+        if reclaiming[id] != nil {
+            reclaiming[id] = now  // still waiting for its queue to be emptied
+            return
+        }
+        if workers[id] != nil {
+            // Back within the timeout: the queue is what this table sent it, minus what it finished.
+            seen(id, now: now, into: &actions)
+            actions.append(.admit(id))
+            return
+        }
+        if phase != .running, let site, unfinished > 0 {
+            deferredHellos[id] = (site, unfinished)
+            return
+        }
+        if let site, unfinished > 0, holders[site, default: []].count >= configuration.cap(site) {
+            reclaiming[id] = now
+            actions.append(.reclaim(id))
+            return
+        }
+        heartbeat(id, site: site, unfinished: unfinished, now: now, into: &actions)
+        actions.append(.admit(id))
+    }
+
+    private mutating func heartbeat(
+        _ id: WorkerID, site: String?, unfinished: Int, now: Duration, into actions: inout [DispatchAction]
+    ) {
+        let known = workers[id] != nil
+        // What a worker says it holds is believed only for workers this table does not know:
+        // after a restart, or when a worker presumed dead comes back. Otherwise sent/finished rule.
+        guard !known, let site, unfinished > 0 else {
+            seen(id, now: now, into: &actions)
+            return
+        }
+        guard holders[site, default: []].count < configuration.cap(site) else {
+            // Running a site someone else holds (a worker presumed dead that was not): take back
+            // what it has not started, and give it no site until that is done.
+            reclaiming[id] = now
+            actions.append(.reclaim(id))
+            return
+        }
+        seen(id, now: now, into: &actions)
+        workers[id]!.site = site
+        workers[id]!.sent = unfinished
+        holders[site, default: []].insert(id)
+        // A backlog that site may have waits until this holder releases it, then drains.
+    }
+
+    private mutating func expireSilentWorkers(now: Duration, into actions: inout [DispatchAction]) {
+        for id in workers.keys.sorted() {
+            guard let worker = workers[id], now - worker.lastSeen > configuration.workerTimeout else { continue }
+            workers[id] = nil
+            if let site = worker.site {
+                holders[site]?.remove(id)
+                if holders[site]?.isEmpty == true { holders[site] = nil }
+                releasedAt[site] = now
+                // Its drain stops with the reclaim: what is left of the backlog waits again, first.
+                if worker.draining && !waitingSites.contains(site) { waitingSites.insert(site, at: 0) }
+            }
+            // Its queue goes back to ingress: those tasks are no longer in the pipeline here.
+            for (identity, count) in worker.outstanding {
+                for _ in 0..<count { forget(identity) }
+            }
+            actions.append(.announce(.workerPresumedDead(id, site: worker.site)))
+            // Should it come back before its queue is emptied, it waits for the reclaim to finish.
+            reclaiming[id] = now
+            actions.append(.reclaim(id))
+        }
+    }
+}
+
+extension Dictionary where Value == Int {
+    fileprivate mutating func add(_ key: Key) { self[key, default: 0] += 1 }
+
+    fileprivate mutating func remove(_ key: Key) {
+        guard let count = self[key] else { return }
+        self[key] = count > 1 ? count - 1 : nil
+    }
+}

@@ -1,0 +1,101 @@
+import FanficCore
+
+/// A worker's id, as in its queue's name `fanfic.worker.<id>`.
+public typealias WorkerID = String
+
+/// The service's handle on a delivery from `fanfic.ingress`, to acknowledge once its task is
+/// safely somewhere else.
+public typealias DeliveryHandle = UInt64
+
+/// One publish the service performs for the state machine, awaiting the broker's confirm.
+public struct MoveID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public let rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (lhs: MoveID, rhs: MoveID) -> Bool { lhs.rawValue < rhs.rawValue }
+    public var description: String { "move#\(rawValue)" }
+}
+
+/// A task as the coordinator sees it on the ingress queue.
+public struct IncomingTask: Hashable, Sendable {
+    public let handle: DeliveryHandle
+    public let taskID: String
+    public let identity: TaskIdentity
+
+    public init(handle: DeliveryHandle, taskID: String, identity: TaskIdentity) {
+        self.handle = handle
+        self.taskID = taskID
+        self.identity = identity
+    }
+
+    public var site: String { identity.site }
+}
+
+/// Where a task goes.
+public enum Destination: Hashable, Sendable {
+    /// `fanfic.worker.<id>`: the worker holding the task's site runs it.
+    case worker(WorkerID)
+    /// `fanfic.backlog.<site>`: waits, in the broker, for a worker to free up.
+    case backlog(site: String)
+}
+
+/// What happened, told to the state machine (with the time, by the caller).
+public enum DispatchEvent: Hashable, Sendable {
+    /// A task was delivered from `fanfic.ingress`.
+    case taskArrived(IncomingTask)
+    /// The broker confirmed a publish the machine asked for.
+    case publishConfirmed(MoveID)
+    /// A publish was not confirmed (nack, connection lost): its source must be retried.
+    case publishFailed(MoveID)
+    /// A worker started (or restarted), with what its durable queue still holds (`site` and
+    /// `unfinished` from its last run). It consumes nothing until the machine admits it.
+    case workerHello(WorkerID, site: String?, unfinished: Int)
+    /// The service finished moving a worker's queue back to ingress.
+    case workerReclaimed(WorkerID)
+    /// A worker is alive; `site` is what it holds, `unfinished` the tasks it has not finished
+    /// (queued and running). Only trusted while rebuilding the table after a restart.
+    case heartbeat(WorkerID, site: String?, unfinished: Int)
+    /// A worker finished a task (whatever the outcome: success, retry scheduled, failed).
+    case taskFinished(WorkerID, TaskIdentity)
+    /// The service moved one task from a site's backlog into the worker's queue (confirmed,
+    /// then acked); `identity` when the message decoded.
+    case backlogTaskMoved(site: String, worker: WorkerID, identity: TaskIdentity?)
+    /// The service found the site's backlog empty while draining it into the worker.
+    case backlogDrained(site: String, worker: WorkerID)
+    /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one.
+    case backlogsDiscovered([String: Int])
+    /// Time passed (liveness checks, pauses, the end of the rebuild window).
+    case tick
+}
+
+/// What the service must do, in order.
+public enum DispatchAction: Hashable, Sendable {
+    /// Publish the task (persistent, confirmed) to the destination; report the outcome with `move`.
+    case publish(MoveID, IncomingTask, to: Destination)
+    /// Acknowledge an ingress delivery: its task is confirmed elsewhere (or was a duplicate).
+    case ack(DeliveryHandle)
+    /// Give an ingress delivery back to the queue: its move failed, it will come again.
+    case requeue(DeliveryHandle)
+    /// Move every message of `fanfic.backlog.<site>` into the worker's queue, each with
+    /// publish, confirm, ack; report each with `.backlogTaskMoved` and the end with `.backlogDrained`.
+    case drainBacklog(site: String, into: WorkerID)
+    /// Passively declare `fanfic.backlog.<site>` for every known site; answer `.backlogsDiscovered`.
+    case discoverBacklogs
+    /// Stop any drain into the worker's queue, then move what is left in it back to
+    /// `fanfic.ingress`; answer `.workerReclaimed`.
+    case reclaim(WorkerID)
+    /// Tell a worker that said hello that it may consume its queue.
+    case admit(WorkerID)
+    /// Something worth publishing to `fanfic.events` and logging.
+    case announce(DispatchAnnouncement)
+}
+
+/// Decisions others may want to observe.
+public enum DispatchAnnouncement: Hashable, Sendable {
+    case duplicateDropped(TaskIdentity)
+    case taskRouted(TaskIdentity, Destination)
+    case siteAssigned(site: String, worker: WorkerID)
+    case siteReleased(site: String, worker: WorkerID)
+    case workerJoined(WorkerID)
+    case workerPresumedDead(WorkerID, site: String?)
+    case tableRebuilt(workers: Int, waitingSites: Int)
+}

@@ -1,0 +1,410 @@
+import FanficCore
+import Testing
+
+@testable import Coordination
+
+/// Thousands of random interleavings of arrivals, confirms, failures, work, worker deaths and
+/// returns, coordinator restarts and duplicates, against a simulated broker. After every step:
+/// - no two live workers run tasks of one site at once (the site lock);
+/// - every accepted task is somewhere (ingress, a backlog, a worker queue, running) or finished;
+/// - nothing is acked before the broker confirmed its copy elsewhere.
+/// At the end, with faults stopped, every task finishes.
+@Suite("Dispatch state machine: randomized interleavings")
+struct DispatchSimulationTests {
+    @Test("invariants hold over random schedules", arguments: 0..<200)
+    func randomSchedule(seed: UInt64) throws {
+        var simulation = Simulation(seed: seed)
+        for _ in 0..<600 {
+            try simulation.randomStep()
+            try simulation.checkInvariants()
+        }
+        try simulation.quiesce()
+        #expect(simulation.unfinished.isEmpty, "seed \(seed): never finished \(simulation.unfinished)")
+        #expect(simulation.finished.count > 0)
+    }
+
+    @Test("the random schedules do exercise every fault they claim to")
+    func coverage() throws {
+        var total: [String: Int] = [:]
+        for seed in UInt64(0)..<40 {
+            var simulation = Simulation(seed: seed)
+            for _ in 0..<600 { try simulation.randomStep() }
+            try simulation.quiesce()
+            total.merge(simulation.stats) { $0 + $1 }
+        }
+        for fault in [
+            "coordinator restart", "worker killed", "worker returned", "duplicate dropped", "publish failed",
+            "reclaim", "reclaim before admission", "backlog drained", "presumed dead",
+        ] {
+            #expect(total[fault, default: 0] > 0, "no \(fault) in 40 schedules: \(total)")
+        }
+    }
+}
+
+/// A deterministic random source (SplitMix64), so a failing seed replays exactly.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+struct SimulationFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// The broker, the workers and the service loop around the machine, in memory.
+struct Simulation {
+    struct Message: Hashable {
+        let copy: Int
+        let identity: TaskIdentity
+    }
+
+    struct InFlight {
+        let move: MoveID
+        let handle: DeliveryHandle
+        let fails: Bool
+    }
+
+    struct SimWorker {
+        var alive = true
+        /// Consumes only once the coordinator admitted it after its hello.
+        var admitted = false
+        var running: Message?
+        var reclaimPending = false
+    }
+
+    var rng: SplitMix64
+    var now: Duration = .zero
+    var machine: DispatchStateMachine
+    let configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20), sitePause: .seconds(1))
+    let sites = ["test1.com", "test2.com", "test3.com", "test4.com"]
+
+    // The broker.
+    var ingress: [Message] = []
+    var unacked: [DeliveryHandle: Message] = [:]
+    var backlogs: [String: [Message]] = [:]
+    var queues: [WorkerID: [Message]] = [:]
+    var inFlight: [InFlight] = []
+    var confirmedHandles: Set<DeliveryHandle> = []
+    var nextHandle: DeliveryHandle = 1
+    var nextCopy = 1
+
+    // The service's work in progress.
+    var drains: [(site: String, worker: WorkerID)] = []
+
+    // The workers.
+    var workers: [WorkerID: SimWorker] = [:]
+    var nextWorker = 1
+
+    // Accounting.
+    var submitted: Set<TaskIdentity> = []
+    /// The same, in order: random picks must not depend on Set's per-process hash order.
+    var submittedInOrder: [TaskIdentity] = []
+    var finished: Set<TaskIdentity> = []
+    var nextStory = 1
+    /// How often each fault and decision happened, to show the schedules cover them.
+    var stats: [String: Int] = [:]
+    /// The last events and actions, shown when an invariant breaks.
+    var trace: [String] = []
+
+    init(seed: UInt64) {
+        rng = SplitMix64(seed: seed)
+        machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        for _ in 0..<3 { addWorker() }
+        for id in workers.keys.sorted() { try! sendHello(id) }
+    }
+
+    var unfinished: Set<TaskIdentity> { submitted.subtracting(finished) }
+
+    // MARK: Steps
+
+    mutating func randomStep() throws {
+        switch Int.random(in: 0..<100, using: &rng) {
+        case 0..<14: submit(duplicate: Int.random(in: 0..<5, using: &rng) == 0)
+        case 14..<30: try deliverFromIngress()
+        case 30..<42: try settleOnePublish()
+        case 42..<60: try workOnce()
+        case 60..<70: try drainOnce()
+        case 70..<85: try advanceTime(by: .milliseconds(Int64.random(in: 100...4000, using: &rng)))
+        case 85..<89: killWorker()
+        case 89..<93: try reviveOrAddWorker()
+        case 93..<95: try reclaimOnce()
+        case 95..<97: try restartCoordinator()
+        default: try advanceTime(by: .seconds(1))
+        }
+    }
+
+    /// No more faults: keep stepping until everything is finished (or give up).
+    mutating func quiesce() throws {
+        for id in workers.keys.sorted() where !workers[id]!.alive { try revive(id) }
+        for _ in 0..<20_000 {
+            if unfinished.isEmpty && ingress.isEmpty && unacked.isEmpty { return }
+            try deliverFromIngress()
+            try settleOnePublish()
+            try workOnce()
+            try drainOnce()
+            try reclaimOnce()
+            try advanceTime(by: .milliseconds(500))
+            try checkInvariants()
+        }
+    }
+
+    mutating func submit(duplicate: Bool) {
+        let identity: TaskIdentity
+        if duplicate, let existing = submittedInOrder.randomElement(using: &rng) {
+            identity = existing
+        } else {
+            let site = sites.randomElement(using: &rng)!
+            identity = TaskIdentity(url: "http://\(site)?sid=\(nextStory)", site: site, calibreID: nil)
+            nextStory += 1
+        }
+        if submitted.insert(identity).inserted { submittedInOrder.append(identity) }
+        finished.remove(identity)  // a resubmission after it finished is new work (an update)
+        ingress.append(Message(copy: nextCopy, identity: identity))
+        nextCopy += 1
+    }
+
+    mutating func deliverFromIngress() throws {
+        guard !ingress.isEmpty else { return }
+        let message = ingress.removeFirst()
+        let handle = nextHandle
+        nextHandle += 1
+        unacked[handle] = message
+        let task = IncomingTask(handle: handle, taskID: "copy\(message.copy)", identity: message.identity)
+        try send(.taskArrived(task))
+    }
+
+    mutating func settleOnePublish() throws {
+        guard !inFlight.isEmpty else { return }
+        let publish = inFlight.remove(at: Int.random(in: 0..<inFlight.count, using: &rng))
+        if publish.fails {
+            stats["publish failed", default: 0] += 1
+            try send(.publishFailed(publish.move))
+        } else {
+            confirmedHandles.insert(publish.handle)
+            try send(.publishConfirmed(publish.move))
+        }
+    }
+
+    /// A random live worker finishes its task, or takes the next one (prefetch 1).
+    mutating func workOnce() throws {
+        let candidates = workers.keys.sorted().filter { workers[$0]!.alive && workers[$0]!.admitted }
+        guard let id = candidates.randomElement(using: &rng) else { return }
+        if let message = workers[id]!.running {
+            workers[id]!.running = nil
+            finished.insert(message.identity)
+            try send(.taskFinished(id, message.identity))
+        } else if !(queues[id] ?? []).isEmpty {
+            workers[id]!.running = queues[id]!.removeFirst()
+        }
+    }
+
+    /// The service moves one backlog message into a worker queue (publish, confirm, ack).
+    mutating func drainOnce() throws {
+        guard !drains.isEmpty else { return }
+        let index = Int.random(in: 0..<drains.count, using: &rng)
+        let (site, worker) = drains[index]
+        if backlogs[site, default: []].isEmpty {
+            stats["backlog drained", default: 0] += 1
+            drains.remove(at: index)
+            try send(.backlogDrained(site: site, worker: worker))
+        } else {
+            let message = backlogs[site]!.removeFirst()
+            queues[worker, default: []].append(message)
+            try send(.backlogTaskMoved(site: site, worker: worker, identity: message.identity))
+        }
+    }
+
+    mutating func reclaimOnce() throws {
+        guard let id = workers.keys.sorted().first(where: { workers[$0]!.reclaimPending }) else { return }
+        ingress += queues[id] ?? []
+        queues[id] = []
+        workers[id]!.reclaimPending = false
+        try send(.workerReclaimed(id))
+    }
+
+    mutating func advanceTime(by step: Duration) throws {
+        now += step
+        for id in workers.keys.sorted() where workers[id]!.alive {
+            if workers[id]!.admitted {
+                let (site, unfinished) = holding(id)
+                try send(.heartbeat(id, site: site, unfinished: unfinished))
+            } else {
+                try sendHello(id)  // repeated until admitted (a hello can be lost with a coordinator)
+            }
+        }
+        try send(.tick)
+    }
+
+    /// What a worker reports: the site of its running task or queue head, and how many are left.
+    func holding(_ id: WorkerID) -> (String?, Int) {
+        let worker = workers[id]!
+        let queue = queues[id] ?? []
+        return (
+            worker.running?.identity.site ?? queue.first?.identity.site, queue.count + (worker.running == nil ? 0 : 1)
+        )
+    }
+
+    mutating func sendHello(_ id: WorkerID) throws {
+        let (site, unfinished) = holding(id)
+        try send(.workerHello(id, site: site, unfinished: unfinished))
+    }
+
+    mutating func killWorker() {
+        let alive = workers.keys.sorted().filter { workers[$0]!.alive }
+        guard alive.count > 1, let id = alive.randomElement(using: &rng) else { return }
+        stats["worker killed", default: 0] += 1
+        workers[id]!.alive = false
+        workers[id]!.admitted = false
+        // Its unacked delivery goes back to the head of its queue.
+        if let running = workers[id]!.running {
+            queues[id, default: []].insert(running, at: 0)
+            workers[id]!.running = nil
+        }
+    }
+
+    mutating func reviveOrAddWorker() throws {
+        let returnable = workers.keys.sorted().filter { !workers[$0]!.alive }
+        if let id = returnable.randomElement(using: &rng), Bool.random(using: &rng) {
+            try revive(id)
+        } else if workers.count < 6 {
+            try sendHello(addWorker())
+        }
+    }
+
+    mutating func revive(_ id: WorkerID) throws {
+        stats["worker returned", default: 0] += 1
+        workers[id]!.alive = true
+        try sendHello(id)
+    }
+
+    @discardableResult
+    mutating func addWorker() -> WorkerID {
+        let id = "w\(nextWorker)"
+        nextWorker += 1
+        workers[id] = SimWorker()
+        queues[id] = []
+        return id
+    }
+
+    /// The coordinator process dies: unacked ingress deliveries return, confirms and the
+    /// service's work in progress are lost; published messages stay where they were published.
+    mutating func restartCoordinator() throws {
+        stats["coordinator restart", default: 0] += 1
+        ingress = unacked.keys.sorted().map { unacked[$0]! } + ingress
+        unacked = [:]
+        inFlight = []
+        drains = []
+        // Reclaims are the coordinator's work too: they stop with it. A dead worker's leftovers
+        // are decided again when it says hello.
+        for id in workers.keys { workers[id]!.reclaimPending = false }
+        machine = DispatchStateMachine(configuration: configuration, now: now)
+    }
+
+    // MARK: Performing the machine's actions
+
+    mutating func send(_ event: DispatchEvent) throws {
+        let actions = machine.handle(event, at: now)
+        record("\(now) \(event)")
+        for action in actions {
+            record("    -> \(action)")
+            try perform(action)
+        }
+    }
+
+    mutating func record(_ line: String) {
+        trace.append(line)
+        if trace.count > 4000 { trace.removeFirst(1000) }
+    }
+
+    func failure(_ text: String, about words: [String] = []) -> SimulationFailure {
+        let lines = trace.suffix(3000).filter { line in
+            words.isEmpty || words.contains { line.contains($0) } || line.contains("Hello") || line.contains("iscover")
+                || line.contains("admit") || line.contains("eclaim")
+        }
+        return SimulationFailure(description: text + "\n" + lines.suffix(70).joined(separator: "\n"))
+    }
+
+    mutating func perform(_ action: DispatchAction) throws {
+        switch action {
+        case .publish(let move, let task, let destination):
+            guard let message = unacked[task.handle] else {
+                throw failure("publish of \(task.handle), which is not an unacked delivery")
+            }
+            let fails = Int.random(in: 0..<20, using: &rng) == 0
+            if !fails {
+                switch destination {
+                case .worker(let id): queues[id, default: []].append(message)
+                case .backlog(let site): backlogs[site, default: []].append(message)
+                }
+            }
+            inFlight.append(InFlight(move: move, handle: task.handle, fails: fails))
+        case .ack(let handle):
+            guard let message = unacked.removeValue(forKey: handle) else {
+                throw failure("ack of \(handle), which is not an unacked delivery")
+            }
+            if !confirmedHandles.contains(handle) && !isElsewhere(message.identity) {
+                throw failure(
+                    "acked \(message.identity) before any copy was confirmed elsewhere",
+                    about: [message.identity.url + ")", "copy\(message.copy)\""])
+            }
+        case .requeue(let handle):
+            if let message = unacked.removeValue(forKey: handle) { ingress.append(message) }
+        case .drainBacklog(let site, let worker):
+            drains.append((site, worker))
+        case .discoverBacklogs:
+            let counts = backlogs.filter { !$0.value.isEmpty }.mapValues(\.count)
+            try send(.backlogsDiscovered(counts))
+        case .reclaim(let id):
+            stats["reclaim", default: 0] += 1
+            if workers[id]?.alive == true && workers[id]?.admitted == false {
+                stats["reclaim before admission", default: 0] += 1
+            }
+            // The service stops every drain into that queue before it empties it.
+            drains.removeAll { $0.worker == id }
+            workers[id]?.reclaimPending = true
+        case .admit(let id):
+            if workers[id]?.alive == true { workers[id]!.admitted = true }
+        case .announce(.duplicateDropped):
+            stats["duplicate dropped", default: 0] += 1
+        case .announce(.workerPresumedDead):
+            stats["presumed dead", default: 0] += 1
+        case .announce:
+            break
+        }
+    }
+
+    /// Whether a copy of the identity is in a queue, a backlog or running (a duplicate's original).
+    func isElsewhere(_ identity: TaskIdentity) -> Bool {
+        workers.values.contains { $0.running?.identity == identity }
+            || queues.values.contains { $0.contains { $0.identity == identity } }
+            || backlogs.values.contains { $0.contains { $0.identity == identity } }
+            || unacked.values.contains { $0.identity == identity }
+    }
+
+    // MARK: Invariants
+
+    func checkInvariants() throws {
+        // The site lock: at most one live worker runs a task of a site.
+        var runners: [String: [WorkerID]] = [:]
+        for (id, worker) in workers where worker.alive {
+            if let site = worker.running?.identity.site { runners[site, default: []].append(id) }
+        }
+        for (site, ids) in runners where ids.count > configuration.cap(site) {
+            throw failure("at \(now): \(ids.sorted()) all run tasks of \(site)", about: ids.map { "\"\($0)\"" })
+        }
+        // Nothing lost: every unfinished identity has a copy somewhere.
+        for identity in unfinished {
+            let inIngress = ingress.contains { $0.identity == identity }
+            if !inIngress && !isElsewhere(identity) {
+                throw failure("at \(now): \(identity) is lost")
+            }
+        }
+    }
+}

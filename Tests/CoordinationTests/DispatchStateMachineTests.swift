@@ -1,0 +1,203 @@
+import FanficCore
+import Testing
+
+@testable import Coordination
+
+/// Scenario tests: one rule each, step by step.
+@Suite("Dispatch state machine: the rules")
+struct DispatchStateMachineTests {
+    let configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
+
+    func task(_ handle: DeliveryHandle, site: String = "test1.com", sid: Int? = nil) -> IncomingTask {
+        IncomingTask(
+            handle: handle, taskID: "t\(handle)",
+            identity: TaskIdentity(url: "http://\(site)?sid=\(sid ?? Int(handle))", site: site, calibreID: nil))
+    }
+
+    /// A machine past its rebuild window, with `workers` said hello.
+    func running(workers: [WorkerID] = ["a", "b"]) -> DispatchStateMachine {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
+        let discover = machine.handle(.tick, at: .seconds(20))
+        #expect(discover.contains(.discoverBacklogs))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        #expect(machine.isRunning)
+        return machine
+    }
+
+    func publishes(_ actions: [DispatchAction]) -> [(MoveID, Destination)] {
+        actions.compactMap {
+            if case .publish(let move, _, let destination) = $0 { return (move, destination) }
+            return nil
+        }
+    }
+
+    @Test("nothing is assigned while the table is being rebuilt: arrivals are parked")
+    func rebuildParks() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machine.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1))
+        let actions = machine.handle(.taskArrived(task(1)), at: .seconds(2))
+        #expect(publishes(actions).map(\.1) == [.backlog(site: "test1.com")])
+        #expect(machine.assignments.isEmpty)
+        _ = machine.handle(.tick, at: .seconds(20))
+        let after = machine.handle(.backlogsDiscovered(["test1.com": 1]), at: .seconds(20))
+        #expect(after.contains(.drainBacklog(site: "test1.com", into: "a")))
+    }
+
+    @Test("a free site goes to an idle worker; the next task of that site follows it")
+    func assignment() {
+        var machine = running()
+        let first = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        #expect(publishes(first).map(\.1) == [.worker("a")])
+        #expect(first.contains(.announce(.siteAssigned(site: "test1.com", worker: "a"))))
+        let second = machine.handle(.taskArrived(task(2)), at: .seconds(21))
+        #expect(publishes(second).map(\.1) == [.worker("a")])
+        let other = machine.handle(.taskArrived(task(3, site: "test2.com")), at: .seconds(21))
+        #expect(publishes(other).map(\.1) == [.worker("b")])
+        let third = machine.handle(.taskArrived(task(4, site: "test3.com")), at: .seconds(21))
+        #expect(publishes(third).map(\.1) == [.backlog(site: "test3.com")])
+    }
+
+    @Test("the source is acked only after the broker confirmed the publish; a failed move is requeued")
+    func ackAfterConfirm() throws {
+        var machine = running()
+        let actions = machine.handle(.taskArrived(task(7)), at: .seconds(21))
+        #expect(!actions.contains(.ack(7)))
+        let move = try #require(publishes(actions).first?.0)
+        #expect(machine.handle(.publishConfirmed(move), at: .seconds(21)) == [.ack(7)])
+
+        let second = machine.handle(.taskArrived(task(8)), at: .seconds(21))
+        let failed = try #require(publishes(second).first?.0)
+        let retry = machine.handle(.publishFailed(failed), at: .seconds(21))
+        #expect(retry.contains(.requeue(8)))
+        #expect(!retry.contains(.ack(8)))
+    }
+
+    @Test("a duplicate identity is dropped (acked, not published) while the first is in the pipeline")
+    func duplicates() {
+        var machine = running()
+        _ = machine.handle(.taskArrived(task(1, sid: 5)), at: .seconds(21))
+        let duplicate = machine.handle(.taskArrived(task(2, sid: 5)), at: .seconds(21))
+        #expect(publishes(duplicate).isEmpty)
+        #expect(duplicate.contains(.ack(2)))
+        // Once finished, the same story may come again (an update).
+        _ = machine.handle(.taskFinished("a", task(1, sid: 5).identity), at: .seconds(22))
+        let again = machine.handle(.taskArrived(task(3, sid: 5)), at: .seconds(22))
+        #expect(publishes(again).count == 1)
+    }
+
+    @Test("idle means every task sent was finished: then the oldest waiting site and its backlog move over")
+    func releaseAndDrain() {
+        var machine = running(workers: ["a"])
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(2)), at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(3, site: "test2.com")), at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(4, site: "test3.com")), at: .seconds(21))
+        // One of two finished: still busy.
+        let half = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(22))
+        #expect(!half.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        let done = machine.handle(.taskFinished("a", task(2).identity), at: .seconds(23))
+        #expect(done.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        #expect(done.contains(.drainBacklog(site: "test2.com", into: "a")))
+        #expect(!done.contains(.drainBacklog(site: "test3.com", into: "a")))
+        // While draining, the worker is not idle even with nothing counted yet.
+        let stillDraining = machine.handle(.tick, at: .seconds(24))
+        #expect(!stillDraining.contains(.announce(.siteReleased(site: "test2.com", worker: "a"))))
+        _ = machine.handle(
+            .backlogTaskMoved(site: "test2.com", worker: "a", identity: task(3).identity), at: .seconds(24))
+        _ = machine.handle(.backlogDrained(site: "test2.com", worker: "a"), at: .seconds(24))
+        let next = machine.handle(.taskFinished("a", task(3, site: "test2.com").identity), at: .seconds(25))
+        #expect(next.contains(.drainBacklog(site: "test3.com", into: "a")))
+    }
+
+    @Test("a silent worker is presumed dead: its site is freed and its queue reclaimed")
+    func deadWorker() {
+        var machine = running(workers: ["a", "b"])
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(15))
+        let alive = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(21))
+        #expect(!alive.contains(.reclaim("a")), "20 s of silence is not yet past the timeout")
+        let expired = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(30))
+        #expect(expired.contains(.reclaim("a")))
+        #expect(expired.contains(.announce(.workerPresumedDead("a", site: "test1.com"))))
+        // The reclaimed task comes back through ingress and is not mistaken for a duplicate.
+        let back = machine.handle(.taskArrived(task(9, sid: 1)), at: .seconds(31))
+        #expect(publishes(back).map(\.1) == [.worker("b")])
+    }
+
+    @Test("after a restart, heartbeats rebuild who holds what before anything is assigned")
+    func rebuildFromHeartbeats() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machine.handle(.heartbeat("a", site: "test1.com", unfinished: 2), at: .seconds(1))
+        _ = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(1))
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered(["test2.com": 3]), at: .seconds(20))
+        #expect(machine.assignments == ["a": "test1.com", "b": "test2.com"])
+        // The held site keeps its worker: a new test1.com task goes to a, not b.
+        let actions = machine.handle(.taskArrived(task(5)), at: .seconds(21))
+        #expect(publishes(actions).map(\.1) == [.worker("a")])
+        _ = machine.handle(.taskFinished("a", task(100).identity), at: .seconds(22))
+        _ = machine.handle(.taskFinished("a", task(101).identity), at: .seconds(22))
+        let last = machine.handle(.taskFinished("a", task(5).identity), at: .seconds(23))
+        #expect(last.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+    }
+
+    @Test("a site pause keeps a released site unassigned for that long")
+    func sitePause() {
+        var machine = DispatchStateMachine(
+            configuration: .init(workerTimeout: .seconds(20), sitePause: .seconds(5)), now: .zero)
+        _ = machine.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1))
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(22))
+        let early = machine.handle(.taskArrived(task(2)), at: .seconds(23))
+        #expect(publishes(early).map(\.1) == [.backlog(site: "test1.com")])
+        let later = machine.handle(.tick, at: .seconds(27))
+        #expect(later.contains(.drainBacklog(site: "test1.com", into: "a")))
+    }
+
+    @Test("a site with a cap of two spreads its tasks over two workers, never three")
+    func siteCap() {
+        var machine = DispatchStateMachine(
+            configuration: .init(workerTimeout: .seconds(20), siteCaps: ["test1.com": 2]), now: .zero)
+        for worker in ["a", "b", "c"] {
+            _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1))
+        }
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        var destinations: [Destination] = []
+        for handle in 1...4 {
+            destinations += publishes(machine.handle(.taskArrived(task(DeliveryHandle(handle))), at: .seconds(21))).map(
+                \.1)
+        }
+        #expect(destinations == [.worker("a"), .worker("b"), .worker("a"), .worker("b")])
+        #expect(machine.assignments == ["a": "test1.com", "b": "test1.com"])
+    }
+
+    @Test("a worker returning with tasks of a site someone else now holds is reclaimed before it is admitted")
+    func returningWorkerConflict() {
+        var machine = running(workers: ["b"])
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        let hello = machine.handle(.workerHello("a", site: "test1.com", unfinished: 3), at: .seconds(22))
+        #expect(hello.contains(.reclaim("a")))
+        #expect(!hello.contains(.admit("a")))
+        // Its heartbeats while waiting change nothing.
+        #expect(machine.handle(.heartbeat("a", site: "test1.com", unfinished: 3), at: .seconds(23)).isEmpty)
+        let reclaimed = machine.handle(.workerReclaimed("a"), at: .seconds(24))
+        #expect(reclaimed.contains(.admit("a")))
+        // Now an ordinary idle worker: the next free site goes to it.
+        let next = machine.handle(.taskArrived(task(2, site: "test2.com")), at: .seconds(25))
+        #expect(publishes(next).map(\.1) == [.worker("a")])
+    }
+
+    @Test("a worker returning with tasks of a free site keeps them: it holds that site again")
+    func returningWorkerAdopted() {
+        var machine = running(workers: ["b"])
+        let hello = machine.handle(.workerHello("a", site: "test1.com", unfinished: 2), at: .seconds(22))
+        #expect(hello.contains(.admit("a")))
+        #expect(machine.assignments["a"] == "test1.com")
+        let next = machine.handle(.taskArrived(task(5)), at: .seconds(23))
+        #expect(publishes(next).map(\.1) == [.worker("a")])
+    }
+}
