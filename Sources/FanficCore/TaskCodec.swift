@@ -3,7 +3,10 @@ import Foundation
 /// Turns task messages into bytes and back, refusing what this build cannot trust.
 public enum TaskCodec {
     /// Encodes a task as UTF-8 JSON with sorted keys (stable bytes for the same task).
-    public static func encode(_ task: TaskMessage) -> Data {
+    public static func encode(_ task: TaskMessage) -> Data { encodeJSON(task) }
+
+    /// Sorted keys (stable bytes), millisecond UTC timestamps.
+    static func encodeJSON(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .custom { date, encoder in
@@ -11,11 +14,20 @@ public enum TaskCodec {
             try container.encode(Timestamp.format(date))
         }
         // Encoding a struct of strings, numbers and dates cannot fail.
-        return try! encoder.encode(task)
+        return try! encoder.encode(value)
     }
 
     /// Decodes a task; the error says what is wrong, for the message's `fanfic.failed` record.
     public static func decode(_ data: Data) throws(TaskDecodingError) -> TaskMessage {
+        let task: TaskMessage = try decodeVersioned(data)
+        if task.url.isEmpty { throw TaskDecodingError(.invalidField, "'url' is empty") }
+        if task.site.isEmpty { throw TaskDecodingError(.invalidField, "'site' is empty") }
+        if task.attempt < 0 { throw TaskDecodingError(.invalidField, "'attempt' is negative") }
+        return task
+    }
+
+    /// JSON object with a supported `version`, then the typed fields.
+    static func decodeVersioned<Message: Decodable>(_ data: Data) throws(TaskDecodingError) -> Message {
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: data)
@@ -44,18 +56,13 @@ public enum TaskCodec {
             }
             return date
         }
-        let task: TaskMessage
         do {
-            task = try decoder.decode(TaskMessage.self, from: data)
+            return try decoder.decode(Message.self, from: data)
         } catch let error as DecodingError {
             throw TaskDecodingError(.invalidField, Self.describe(error))
         } catch {
             throw TaskDecodingError(.invalidField, "\(error)")
         }
-        if task.url.isEmpty { throw TaskDecodingError(.invalidField, "'url' is empty") }
-        if task.site.isEmpty { throw TaskDecodingError(.invalidField, "'site' is empty") }
-        if task.attempt < 0 { throw TaskDecodingError(.invalidField, "'attempt' is negative") }
-        return task
     }
 
     private static func describe(_ error: DecodingError) -> String {

@@ -127,3 +127,39 @@ struct RetryLadderTests {
         #expect(RetryLadder(delays: [5, 5, 10], hailMary: false).tiers.map(\.name) == ["5s", "10s"])
     }
 }
+
+@Suite("Control message codec")
+struct ControlMessageTests {
+    @Test(
+        "each kind round-trips",
+        arguments: [
+            ControlMessage.hello(worker: "box-1", site: "test1.com", unfinished: 2, replyTo: "amq.gen-abc"),
+            .heartbeat(worker: "box-1", site: nil, unfinished: 0),
+            .finished(
+                worker: "box-1", task: TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "t")),
+            .admit(worker: "box-1"),
+        ])
+    func roundTrip(message: ControlMessage) throws {
+        #expect(try TaskCodec.decodeControl(TaskCodec.encode(message)) == message)
+    }
+
+    @Test("the finished message names the task's identity")
+    func finishedIdentity() {
+        let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", calibreID: 4, submittedBy: "t")
+        #expect(ControlMessage.finished(worker: "w", task: task).finishedIdentity == task.identity)
+    }
+
+    @Test(
+        "incomplete or foreign messages are refused",
+        arguments: [
+            "{\"version\": 1, \"type\": \"hello\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 1, \"type\": \"finished\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 1, \"type\": \"dance\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 1, \"type\": \"admit\", \"worker\": \"\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 9, \"type\": \"admit\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "garbage",
+        ])
+    func refused(json: String) {
+        #expect(throws: TaskDecodingError.self) { try TaskCodec.decodeControl(Data(json.utf8)) }
+    }
+}

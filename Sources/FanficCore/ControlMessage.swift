@@ -1,0 +1,100 @@
+import Foundation
+
+/// What workers tell the coordinator on `fanfic.control`, and what the coordinator answers.
+///
+/// JSON like the task message, with the same schema `version`. A worker says `hello` when it
+/// starts and consumes nothing until the coordinator answers `admit` on the worker's `reply_to`
+/// queue (a returning worker's leftovers may first be reclaimed); then `heartbeat` every
+/// `worker.heartbeat` seconds, and `finished` after each task, whatever its outcome.
+public struct ControlMessage: Codable, Sendable, Hashable {
+    public enum Kind: String, Codable, Sendable, Hashable, CaseIterable {
+        /// Worker -> coordinator: started; `site`/`unfinished` describe what its queue still holds.
+        case hello
+        /// Worker -> coordinator: alive; `site`/`unfinished` as in hello.
+        case heartbeat
+        /// Worker -> coordinator: one task done (`url`, `site`, `calibre_id` name it).
+        case finished
+        /// Coordinator -> worker (on its reply queue): consume your queue.
+        case admit
+    }
+
+    public var version: Int
+    public var kind: Kind
+    public var worker: String
+    /// The site the worker's queue holds tasks of (hello, heartbeat), or the finished task's site.
+    public var site: String?
+    /// Tasks queued or running for this worker (hello, heartbeat).
+    public var unfinished: Int?
+    /// The finished task's URL and book id (finished).
+    public var url: String?
+    public var calibreID: Int?
+    /// Where the coordinator answers a hello.
+    public var replyTo: String?
+    public var sentAt: Date
+
+    enum CodingKeys: String, CodingKey {
+        case version, kind = "type", worker, site, unfinished, url
+        case calibreID = "calibre_id"
+        case replyTo = "reply_to"
+        case sentAt = "sent_at"
+    }
+
+    public init(
+        kind: Kind, worker: String, site: String? = nil, unfinished: Int? = nil, url: String? = nil,
+        calibreID: Int? = nil, replyTo: String? = nil, sentAt: Date = Date()
+    ) {
+        self.version = TaskMessage.currentVersion
+        self.kind = kind
+        self.worker = worker
+        self.site = site
+        self.unfinished = unfinished
+        self.url = url
+        self.calibreID = calibreID
+        self.replyTo = replyTo
+        self.sentAt = Timestamp.date(milliseconds: Timestamp.milliseconds(sentAt))
+    }
+
+    /// The finished task's identity, for the coordinator's de-duplication.
+    public var finishedIdentity: TaskIdentity? {
+        guard kind == .finished, let url, let site else { return nil }
+        return TaskIdentity(url: url, site: site, calibreID: calibreID)
+    }
+
+    public static func hello(worker: String, site: String?, unfinished: Int, replyTo: String) -> ControlMessage {
+        ControlMessage(kind: .hello, worker: worker, site: site, unfinished: unfinished, replyTo: replyTo)
+    }
+
+    public static func heartbeat(worker: String, site: String?, unfinished: Int) -> ControlMessage {
+        ControlMessage(kind: .heartbeat, worker: worker, site: site, unfinished: unfinished)
+    }
+
+    public static func finished(worker: String, task: TaskMessage) -> ControlMessage {
+        ControlMessage(kind: .finished, worker: worker, site: task.site, url: task.url, calibreID: task.calibreID)
+    }
+
+    public static func admit(worker: String) -> ControlMessage {
+        ControlMessage(kind: .admit, worker: worker)
+    }
+}
+
+extension TaskCodec {
+    /// Encodes a control message as UTF-8 JSON.
+    public static func encode(_ message: ControlMessage) -> Data { encodeJSON(message) }
+
+    /// Decodes a control message, checking its version and that each kind has what it needs.
+    public static func decodeControl(_ data: Data) throws(TaskDecodingError) -> ControlMessage {
+        let message: ControlMessage = try decodeVersioned(data)
+        if message.worker.isEmpty { throw TaskDecodingError(.invalidField, "'worker' is empty") }
+        switch message.kind {
+        case .hello where message.replyTo?.isEmpty != false:
+            throw TaskDecodingError(.missingField, "a hello needs 'reply_to'")
+        case .hello, .heartbeat:
+            if (message.unfinished ?? 0) < 0 { throw TaskDecodingError(.invalidField, "'unfinished' is negative") }
+        case .finished where message.finishedIdentity == nil:
+            throw TaskDecodingError(.missingField, "a finished message needs 'url' and 'site'")
+        case .finished, .admit:
+            break
+        }
+        return message
+    }
+}
