@@ -23,21 +23,7 @@ public enum ChildProcess {
         let outPath = scratch.appendingPathComponent("stdout").path
         let errPath = scratch.appendingPathComponent("stderr").path
 
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        // posix_spawn_file_actions_addchdir_np is not visible from Swift: env -C changes directory.
-        let argv = directory.map { ["/usr/bin/env", "-C", $0] + argv } ?? argv
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawnp(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard spawned == 0 else {
-            throw ChildProcessError(description: "cannot start \(argv[0]): \(String(cString: strerror(spawned)))")
-        }
+        let pid = try spawn(argv, in: directory, stdout: outPath, stderr: errPath)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         // WIFEXITED / WEXITSTATUS, which Swift does not import.
@@ -46,6 +32,38 @@ public enum ChildProcess {
             status: exit,
             stdout: (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "",
             stderr: (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "")
+    }
+
+    /// Starts a program and returns its pid without waiting; output goes to the given files
+    /// (or nowhere). With `newProcessGroup`, the pid is also the group id, so that the program
+    /// and every child it forks can be signalled at once.
+    public static func spawn(
+        _ argv: [String], in directory: String? = nil, stdout: String = "/dev/null", stderr: String = "/dev/null",
+        newProcessGroup: Bool = false
+    ) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        if newProcessGroup {
+            posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+            posix_spawnattr_setpgroup(&attributes, 0)
+        }
+        // posix_spawn_file_actions_addchdir_np is not visible from Swift: env -C changes directory.
+        let argv = directory.map { ["/usr/bin/env", "-C", $0] + argv } ?? argv
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawnp(&pid, argv[0], &actions, &attributes, &cArguments, environ)
+        guard spawned == 0 else {
+            throw ChildProcessError(description: "cannot start \(argv[0]): \(String(cString: strerror(spawned)))")
+        }
+        return pid
     }
 
     /// Whether a program is on the PATH.

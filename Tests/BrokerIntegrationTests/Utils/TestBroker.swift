@@ -178,20 +178,9 @@ final class NetworkPath {
     private let target: Int
 
     private func start() throws {
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
-        posix_spawnattr_setpgroup(&attributes, 0)
-        let argv = [
-            "/usr/bin/socat", "TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:\(target)",
-        ]
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { for pointer in cArguments { free(pointer) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], nil, &attributes, &cArguments, environ)
-        guard spawned == 0 else { throw TestFailure("cannot start socat: errno \(spawned)") }
-        groupID = pid
+        groupID = try ChildProcess.spawn(
+            ["/usr/bin/socat", "TCP-LISTEN:\(port),bind=127.0.0.1,reuseaddr,fork", "TCP:127.0.0.1:\(target)"],
+            newProcessGroup: true)
     }
 
     /// Stops forwarding without closing anything.
