@@ -124,7 +124,7 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "FanficCoreTests",
-            dependencies: ["FanficCore"],
+            dependencies: ["FanficCore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

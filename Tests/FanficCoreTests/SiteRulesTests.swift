@@ -1,0 +1,100 @@
+import FanficCore
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("Site rules")
+struct SiteRulesTests {
+    let rules = SiteRules.bundled
+
+    func canonical(_ url: String) -> String? {
+        try? rules.resolve(url).get().canonicalURL
+    }
+
+    @Test("every FanFicFare adapter is there, with its site key")
+    func coverage() {
+        #expect(rules.rules.count >= 100)
+        let sites = Set(rules.rules.map(\.site))
+        for site in ["test1.com", "test2.com", "test3.com", "test4.com", "www.fanfiction.net", "archiveofourown.org"] {
+            #expect(sites.contains(site))
+        }
+    }
+
+    @Test(
+        "spellings of one story give one canonical URL and one site key",
+        arguments: [
+            ("http://test1.com?sid=12", "test1.com", "http://test1.com?sid=12"),
+            ("  http://test1.com?sid=12&chapter=3  ", "test1.com", "http://test1.com?sid=12"),
+            ("https://www.fanfiction.net/s/1234/5/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
+            ("http://m.fanfiction.net/s/1234/1/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
+            ("fanfiction.net/s/1234/1/#reviews", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
+            (
+                "https://archiveofourown.org/works/123/chapters/456", "archiveofourown.org",
+                "https://archiveofourown.org/works/123"
+            ),
+        ])
+    func spellings(input: String, site: String, expected: String) throws {
+        let story = try rules.resolve(input).get()
+        #expect(story.site == site)
+        #expect(story.canonicalURL == expected)
+    }
+
+    @Test(
+        "what is not a story URL is refused, with the reason",
+        arguments: [
+            "--help", "-o foo=bar", "http://example.com/s/1", "https://test1.com?sid=1", "", "not a url at all",
+        ])
+    func refusals(input: String) {
+        #expect(throws: SiteRules.Refusal.self) { try rules.resolve(input).get() }
+    }
+}
+
+/// FanFicFare itself is the authority: regenerate the rules from the installed package and ask
+/// its getNormalStoryURL about every example URL and variant (a minute: it is slow).
+@Suite("Site rules agree with the installed FanFicFare")
+struct SiteRulesAgreementTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    @Test(
+        "the committed rules are what the installed FanFicFare generates, and the answers agree",
+        .enabled(if: ChildProcess.isInstalled("fanficfare") || ProcessInfo.processInfo.environment["CI"] != nil),
+        .timeLimit(.minutes(5)))
+    func agreement() throws {
+        let result = try ChildProcess.run(
+            ["python3", Self.root.appendingPathComponent("scripts/generate-site-rules.py").path, "--check"])
+        try #require(result.status == 0, "generator failed: \(result.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any])
+        let fresh = try #require(object["rules"] as? NSDictionary)
+        let committed = try #require(
+            try JSONSerialization.jsonObject(with: Data(SiteRules.bundledJSON.utf8)) as? NSDictionary)
+        #expect(
+            fresh == committed,
+            "SiteRulesData.swift is stale: run python3 scripts/generate-site-rules.py > Sources/FanficCore/Sites/SiteRulesData.swift"
+        )
+
+        let samples = try #require(object["samples"] as? [[String: Any]])
+        var agree = 0
+        var disagreements: [String] = []
+        for sample in samples {
+            let url = sample["url"] as! String
+            let normal = sample["normal"] as? String
+            let ours = try? SiteRules.bundled.resolve(url).get().canonicalURL
+            if ours == normal {
+                agree += 1
+            } else {
+                disagreements.append("\(url): FanFicFare \(normal ?? "refuses"), ours \(ours ?? "refuses")")
+            }
+        }
+        let share = Double(agree) / Double(samples.count)
+        print(
+            "site rules: \(agree) of \(samples.count) URLs (\(String(format: "%.1f", share * 100)) %) "
+                + "canonicalized exactly as FanFicFare \(SiteRules.bundled.fanficfareVersion) does")
+        for line in disagreements.prefix(15) { print("  differs: \(line)") }
+        #expect(share >= Self.minimumAgreement, "agreement fell to \(share)")
+    }
+
+    /// Measured when the rules were last generated (80.5 % with FanFicFare 4.62.0); a drop below
+    /// it is a regression.
+    static let minimumAgreement = 0.80
+}
