@@ -99,6 +99,28 @@ def infer(cls, pattern):
     return {key: value for key, value in templates.items() if value is not None}
 
 
+def canonical_origin(cls):
+    """When FanFicFare only rewrites the scheme and host (http -> https, adds www.), that origin.
+
+    Used for the URLs no template covers: the canonical URL is then this origin plus the
+    fixed-up URL's path and query, which is what such adapters do."""
+    origin = None
+    for example in cls.getSiteExampleURLs().split():
+        for url in variants(example):
+            normal = getNormalStoryURL(url)
+            if normal is None:
+                continue
+            fixed = _get_class_for(url)[1]
+            fixed_rest = re.sub(r"^https?://[^/?#]*", "", fixed)
+            m = re.match(r"^(https?://[^/?#]*)(.*)$", normal)
+            if not m or m.group(2) != fixed_rest:
+                return None
+            if origin not in (None, m.group(1)):
+                return None
+            origin = m.group(1)
+    return origin
+
+
 def rules():
     out = []
     for cls in adapter_classes():
@@ -117,6 +139,7 @@ def rules():
             "fragment": fragment,
             "pattern": icu(pattern),
             "templates": infer(cls, pattern),
+            "origin": canonical_origin(cls),
             "examples": cls.getSiteExampleURLs().split(),
         })
     return {"fanficfare_version": fanficfare.__version__ if hasattr(fanficfare, "__version__") else version(),

@@ -94,7 +94,7 @@ struct SiteRulesAgreementTests {
         #expect(share >= Self.minimumAgreement, "agreement fell to \(share)")
     }
 
-    /// Measured when the rules were last generated (80.5 % with FanFicFare 4.62.0); a drop below
+    /// Measured when the rules were last generated (85.9 % with FanFicFare 4.62.0); a drop below
     /// it is a regression.
-    static let minimumAgreement = 0.80
+    static let minimumAgreement = 0.85
 }

@@ -20,6 +20,8 @@ public struct SiteRules: Sendable {
         let pattern: String
         /// Canonical URL templates keyed by the sorted names of the groups that matched.
         let templates: [String: String]
+        /// For adapters that only rewrite scheme and host: the canonical `scheme://host`.
+        let origin: String?
         public let examples: [String]
     }
 
@@ -112,6 +114,9 @@ public struct SiteRules: Sendable {
         }
         let key = groups.keys.sorted().joined(separator: ",")
         guard let template = rule.templates[key] else {
+            if let origin = rule.origin {
+                return .success(Story(site: rule.site, canonicalURL: origin + Self.pathAndQuery(of: fixed)))
+            }
             return .success(Story(site: rule.site, canonicalURL: fixed))
         }
         return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: groups)))
@@ -135,6 +140,10 @@ public struct SiteRules: Sendable {
         let regex = try! NSRegularExpression(pattern: pattern)
         return regex.stringByReplacingMatches(
             in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
+    }
+
+    static func pathAndQuery(of url: String) -> String {
+        replace(#"^https?://[^/?#]*"#, in: url, with: "")
     }
 
     static func groupNames(in pattern: String) -> [String] {

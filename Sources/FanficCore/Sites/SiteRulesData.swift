@@ -15,6 +15,7 @@ extension SiteRules {
             "http://test1.com?sid=1234"
            ],
            "fragment": "test1.com",
+           "origin": "http://test1.com",
            "pattern": "^http://test1\\.com/?\\?sid=\\d+$",
            "site": "test1.com",
            "templates": {}
@@ -27,6 +28,7 @@ extension SiteRules {
             "http://test2.com?sid=1234"
            ],
            "fragment": "test2.com",
+           "origin": "http://test2.com",
            "pattern": "^http://test2\\.com/?\\?sid=\\d+$",
            "site": "test2.com",
            "templates": {}
@@ -39,6 +41,7 @@ extension SiteRules {
             "http://test3.com?sid=1234"
            ],
            "fragment": "test3.com",
+           "origin": "http://test3.com",
            "pattern": "^http://test3\\.com/?\\?sid=\\d+$",
            "site": "test3.com",
            "templates": {}
@@ -51,6 +54,7 @@ extension SiteRules {
             "http://test4.com?sid=1234"
            ],
            "fragment": "test4.com",
+           "origin": "http://test4.com",
            "pattern": "^http://test4\\.com/?\\?sid=\\d+$",
            "site": "test4.com",
            "templates": {}
@@ -67,6 +71,7 @@ extension SiteRules {
             "http://m.fanfiction.net/s/1234/1/"
            ],
            "fragment": "www.fanfiction.net",
+           "origin": null,
            "pattern": "https?://(www|m)?\\.fanfiction\\.net/s/(?<id>\\d+)(/\\d+)?(/(?<title>[^/]+))?/?$",
            "site": "www.fanfiction.net",
            "templates": {
@@ -84,6 +89,7 @@ extension SiteRules {
             "https://www.fictionalley-archive.org/authors/drt/JOTP01a.html"
            ],
            "fragment": "www.fictionalley-archive.org",
+           "origin": "https://www.fictionalley-archive.org",
            "pattern": "https?://www.fictionalley(-archive)?.org/authors/(?<auth>[a-zA-Z0-9_]+)/(?<id>[a-zA-Z0-9_]+)\\.html",
            "site": "www.fictionalley-archive.org",
            "templates": {
@@ -102,6 +108,7 @@ extension SiteRules {
             "http://m.fictionpress.com/s/1234/1/"
            ],
            "fragment": "www.fictionpress.com",
+           "origin": null,
            "pattern": "https?://(www|m)?\\.fictionpress\\.com/s/(?<id>\\d+)(/\\d+)?(/(?<title>[^/]+))?/?$",
            "site": "www.fictionpress.com",
            "templates": {
@@ -117,6 +124,7 @@ extension SiteRules {
             "https://ficwad.com/story/1234"
            ],
            "fragment": "ficwad.com",
+           "origin": null,
            "pattern": "https?://ficwad\\.com/story/\\d+?$",
            "site": "ficwad.com",
            "templates": {}
@@ -135,6 +143,7 @@ extension SiteRules {
             "https://mobile.fimfiction.net/story/1234/1/story-title-here/chapter-title-here"
            ],
            "fragment": "www.fimfiction.net",
+           "origin": null,
            "pattern": "https?://(www|mobile)\\.fimfiction\\.(net|com)/story/\\d+/?.*",
            "site": "www.fimfiction.net",
            "templates": {}
@@ -148,6 +157,7 @@ extension SiteRules {
             "https://www.mediaminer.org/fanfic/c/category-name/story-title/123456/987612"
            ],
            "fragment": "www.mediaminer.org",
+           "origin": null,
            "pattern": "https?://www\\.mediaminer\\.org/fanfic/((s/(?<cattitle4>[^/]+)/(?<urltitle4>[^/]+)/(?<id4>\\d+))|((c/(?<cattitle5>[^/]+)/(?<urltitle5>[^/]+)/(?<id5>\\d+))/\\d+)|(s/(?<urltitle1>[^/]+)/(?<id1>\\d+))|((c/(?<urltitle2>[^/]+)/[^/]+/(?<id2>\\d+))/\\d+)|(view_(st|ch)\\.php(/|\\?id=)(?<id3>\\d+)))",
            "site": "www.mediaminer.org",
            "templates": {
@@ -164,6 +174,7 @@ extension SiteRules {
             "https://www.potionsandsnitches.org/fanfiction/viewstory.php?sid=1234"
            ],
            "fragment": "www.potionsandsnitches.org",
+           "origin": "https://www.potionsandsnitches.org",
            "pattern": "https?://(www\\.)?potionsandsnitches\\.(net|org)/fanfiction/viewstory\\.php\\?sid=\\d+$",
            "site": "www.potionsandsnitches.org",
            "templates": {}
@@ -176,6 +187,7 @@ extension SiteRules {
             "http://t.evancurrie.ca/viewstory.php?sid=1234"
            ],
            "fragment": "t.evancurrie.ca",
+           "origin": "http://t.evancurrie.ca",
            "pattern": "https?://t\\.evancurrie\\.ca/viewstory\\.php\\?sid=\\d+$",
            "site": "t.evancurrie.ca",
            "templates": {}
@@ -190,6 +202,7 @@ extension SiteRules {
             "https://www.adastrafanfic.com/works/123456/chapters/78901"
            ],
            "fragment": "www.adastrafanfic.com",
+           "origin": null,
            "pattern": "https?://(www\\.adastrafanfic\\.com)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "www.adastrafanfic.com",
            "templates": {
@@ -208,6 +221,7 @@ extension SiteRules {
             "https://www.tthfanfic.org/story.php?no=12345"
            ],
            "fragment": "www.tthfanfic.org",
+           "origin": null,
            "pattern": "https?://www.tthfanfic.org(/(T-\\d+/)?Story-|/story.php\\?no=)(?<id>\\d+)(-\\d+)?(/.*)?$",
            "site": "www.tthfanfic.org",
            "templates": {
@@ -223,6 +237,7 @@ extension SiteRules {
             "https://www.twilighted.net/viewstory.php?sid=1234"
            ],
            "fragment": "www.twilighted.net",
+           "origin": "https://www.twilighted.net",
            "pattern": "https?://(www\\.)?twilighted\\.net/viewstory\\.php\\?sid=\\d+$",
            "site": "www.twilighted.net",
            "templates": {}
@@ -235,6 +250,7 @@ extension SiteRules {
             "https://www.whofic.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.whofic.com",
+           "origin": null,
            "pattern": "https?://www\\.whofic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.whofic.com",
            "templates": {}
@@ -248,6 +264,7 @@ extension SiteRules {
             "https://www.siye.co.uk/siye/viewstory.php?sid=1234"
            ],
            "fragment": "www.siye.co.uk",
+           "origin": "https://www.siye.co.uk",
            "pattern": "https?://(www\\.)?siye\\.co\\.uk/(siye/)?viewstory.php\\?.*sid=\\d+",
            "site": "www.siye.co.uk",
            "templates": {}
@@ -269,6 +286,7 @@ extension SiteRules {
             "https://archiveofourown.org/works/123456/chapters/78901"
            ],
            "fragment": "archiveofourown.org",
+           "origin": null,
            "pattern": "https?://(archiveofourown\\.org|archiveofourown\\.com|archiveofourown\\.net|archiveofourown\\.gay|download\\.archiveofourown\\.org|download\\.archiveofourown\\.com|download\\.archiveofourown\\.net|ao3\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "archiveofourown.org",
            "templates": {
@@ -287,6 +305,7 @@ extension SiteRules {
             "https://ficbook.net/readfic/578de1cd-a8b4-7ff1-aa49-750426508b82/94793742#part_content"
            ],
            "fragment": "ficbook.net",
+           "origin": null,
            "pattern": "https?://ficbook\\.net/readfic/[\\d\\-a-zA-Z]+",
            "site": "ficbook.net",
            "templates": {}
@@ -300,6 +319,7 @@ extension SiteRules {
             "https://www.midnightwhispers.net/viewstory.php?sid=1234"
            ],
            "fragment": "www.midnightwhispers.net",
+           "origin": "https://www.midnightwhispers.net",
            "pattern": "https?://www\\.midnightwhispers\\.(ca|net)/viewstory\\.php\\?sid=\\d+$",
            "site": "www.midnightwhispers.net",
            "templates": {}
@@ -313,6 +333,7 @@ extension SiteRules {
             "https://ksarchive.com/viewstory.php?sid=1234"
            ],
            "fragment": "ksarchive.com",
+           "origin": "https://ksarchive.com",
            "pattern": "https?://(www.)?ksarchive\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "ksarchive.com",
            "templates": {}
@@ -327,6 +348,7 @@ extension SiteRules {
             "http://www.libraryofmoria.com/a/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.libraryofmoria.com/a",
+           "origin": "http://www.libraryofmoria.com",
            "pattern": "https?://(www\\.)?www.libraryofmoria.com/a/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.libraryofmoria.com",
            "templates": {
@@ -341,6 +363,7 @@ extension SiteRules {
             "https://ashwinder.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "ashwinder.sycophanthex.com",
+           "origin": "https://ashwinder.sycophanthex.com",
            "pattern": "https?://ashwinder\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "ashwinder.sycophanthex.com",
            "templates": {}
@@ -353,6 +376,7 @@ extension SiteRules {
             "http://chaos.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "chaos.sycophanthex.com",
+           "origin": "http://chaos.sycophanthex.com",
            "pattern": "http://chaos\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "chaos.sycophanthex.com",
            "templates": {}
@@ -365,6 +389,7 @@ extension SiteRules {
             "http://erosnsappho.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "erosnsappho.sycophanthex.com",
+           "origin": "http://erosnsappho.sycophanthex.com",
            "pattern": "http://erosnsappho\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "erosnsappho.sycophanthex.com",
            "templates": {}
@@ -377,6 +402,7 @@ extension SiteRules {
             "http://lumos.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "lumos.sycophanthex.com",
+           "origin": "http://lumos.sycophanthex.com",
            "pattern": "http://lumos\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "lumos.sycophanthex.com",
            "templates": {}
@@ -389,6 +415,7 @@ extension SiteRules {
             "http://occlumency.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "occlumency.sycophanthex.com",
+           "origin": "http://occlumency.sycophanthex.com",
            "pattern": "http://occlumency\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "occlumency.sycophanthex.com",
            "templates": {}
@@ -401,6 +428,7 @@ extension SiteRules {
             "https://www.phoenixsong.net/fanfiction/story/1234/"
            ],
            "fragment": "www.phoenixsong.net",
+           "origin": "https://www.phoenixsong.net",
            "pattern": "https?://www\\.phoenixsong\\.net/fanfiction/story/\\d+/?$",
            "site": "www.phoenixsong.net",
            "templates": {}
@@ -413,6 +441,7 @@ extension SiteRules {
             "http://www.walkingtheplank.org/archive/viewstory.php?sid=1234"
            ],
            "fragment": "www.walkingtheplank.org",
+           "origin": "http://www.walkingtheplank.org",
            "pattern": "http://www\\.walkingtheplank\\.org/archive/viewstory\\.php\\?sid=\\d+$",
            "site": "www.walkingtheplank.org",
            "templates": {}
@@ -426,6 +455,7 @@ extension SiteRules {
             "http://www.dokuga.com/spark/story/1234/1"
            ],
            "fragment": "www.dokuga.com",
+           "origin": null,
            "pattern": "http://www.dokuga.com/(fanfiction|spark)?/story/\\d+/?\\d+?$",
            "site": "www.dokuga.com",
            "templates": {}
@@ -438,6 +468,7 @@ extension SiteRules {
             "http://www.storiesofarda.com/chapterlistview.asp?SID=1234"
            ],
            "fragment": "www.storiesofarda.com",
+           "origin": "http://www.storiesofarda.com",
            "pattern": "http://www\\.storiesofarda\\.com/chapter(list|All)view\\.asp\\?SID=\\d+$",
            "site": "www.storiesofarda.com",
            "templates": {}
@@ -452,6 +483,7 @@ extension SiteRules {
             "https://ncisfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "ncisfiction.com",
+           "origin": "https://ncisfiction.com",
            "pattern": "https?://(www\\.)?ncisfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "ncisfiction.com",
            "templates": {
@@ -468,6 +500,7 @@ extension SiteRules {
             "https://www.fanfiktion.de/s/46ccbef30000616306614050/1/story-name"
            ],
            "fragment": "www.fanfiktion.de",
+           "origin": null,
            "pattern": "https?://www\\.fanfiktion\\.de/s/\\w+(/\\d+)?",
            "site": "www.fanfiktion.de",
            "templates": {}
@@ -481,6 +514,7 @@ extension SiteRules {
             "https://themasque.net/efiction/viewstory.php?sid=1234"
            ],
            "fragment": "themasque.net",
+           "origin": "https://themasque.net",
            "pattern": "https?://themasque\\.net(/wiktt)?/efiction/viewstory\\.php\\?sid=\\d+$",
            "site": "themasque.net",
            "templates": {}
@@ -493,6 +527,7 @@ extension SiteRules {
             "https://www.pretendercentre.com/missingpieces/viewstory.php?sid=1234"
            ],
            "fragment": "www.pretendercentre.com",
+           "origin": "https://www.pretendercentre.com",
            "pattern": "https?://(www\\.)?www\\.pretendercentre\\.com/missingpieces/viewstory\\.php\\?sid=\\d+$",
            "site": "www.pretendercentre.com",
            "templates": {}
@@ -507,6 +542,7 @@ extension SiteRules {
             "https://dark-solace.org/elysian/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "dark-solace.org/elysian",
+           "origin": "https://dark-solace.org",
            "pattern": "https?://(www\\.)?dark-solace.org/elysian/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "dark-solace.org",
            "templates": {
@@ -522,6 +558,7 @@ extension SiteRules {
             "https://storiesonline.net/n/1234/story-title"
            ],
            "fragment": "storiesonline.net",
+           "origin": "https://storiesonline.net",
            "pattern": "https?://storiesonline\\.net/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "storiesonline.net",
            "templates": {}
@@ -536,6 +573,7 @@ extension SiteRules {
             "https://storyroom.com/n/1234/story-title"
            ],
            "fragment": "storyroom.com",
+           "origin": "https://storyroom.com",
            "pattern": "https?://(finestories\\.com|storyroom\\.com)/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "storyroom.com",
            "templates": {}
@@ -548,6 +586,7 @@ extension SiteRules {
             "http://www.dracoandginny.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.dracoandginny.com",
+           "origin": "http://www.dracoandginny.com",
            "pattern": "http://www\\.dracoandginny\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.dracoandginny.com",
            "templates": {}
@@ -560,6 +599,7 @@ extension SiteRules {
             "https://www.wolverineandrogue.com/wrfa/viewstory.php?sid=1234"
            ],
            "fragment": "www.wolverineandrogue.com",
+           "origin": "https://www.wolverineandrogue.com",
            "pattern": "https?://www\\.wolverineandrogue\\.com/wrfa/viewstory\\.php\\?sid=\\d+$",
            "site": "www.wolverineandrogue.com",
            "templates": {}
@@ -574,6 +614,7 @@ extension SiteRules {
             "http://thehookupzone.net/CriminalMinds/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "thehookupzone.net/CriminalMinds",
+           "origin": "http://thehookupzone.net",
            "pattern": "https?://(www\\.)?thehookupzone.net/CriminalMinds/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "thehookupzone.net",
            "templates": {
@@ -588,6 +629,7 @@ extension SiteRules {
             "https://efpfanfic.net/viewstory.php?sid=1234"
            ],
            "fragment": "efpfanfic.net",
+           "origin": "https://efpfanfic.net",
            "pattern": "https?://(www\\.)?efpfanfic\\.net/viewstory\\.php\\?sid=\\d+$",
            "site": "efpfanfic.net",
            "templates": {}
@@ -600,6 +642,7 @@ extension SiteRules {
             "https://imagine.e-fic.com/viewstory.php?sid=1234"
            ],
            "fragment": "imagine.e-fic.com",
+           "origin": "https://imagine.e-fic.com",
            "pattern": "https?://imagine\\.e\\-fic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "imagine.e-fic.com",
            "templates": {}
@@ -763,6 +806,7 @@ extension SiteRules {
             "https://german.literotica.com/s/story-title"
            ],
            "fragment": "literotica.com",
+           "origin": null,
            "pattern": "https?://(?<lang>www|spanish|german|french|dutch|italian|romanian|portuguese|afrikaans|bengali|chinese|danish|esperanto|finnish|japanese|norwegian|polish|russian|serbian|swedish|turkish|urdu|malayalam|hindi|marathi|tamil|telugu|arabic|magahi|soninke|hausa|tagalog|madurese|greek|javanese|pular|nynorsk|sinhala|waray|bhojpuri|gujarati|tiv|iloko|sundanese|hungarian|albanian|buginese|kapampangan|sardinian|croatian|persian|bosnian|balkan-romani|bulgarian|catalan|ukrainian|kannada|punjabi|indonesian|czech|swahili|haitian-creole|vietnamese|somali|hebrew|yiddish|korean|nepali|latin|slovenian|odia|scottish-gaelic|other)(\\.i)?\\.literotica\\.com/((beta/)?[sip]/([a-zA-Z0-9_-]+)|series/se/(?<storyseriesid>[a-zA-Z0-9_-]+))",
            "site": "literotica.com",
            "templates": {
@@ -777,6 +821,7 @@ extension SiteRules {
             "https://voracity2.e-fic.com/viewstory.php?sid=1234"
            ],
            "fragment": "voracity2.e-fic.com",
+           "origin": "https://voracity2.e-fic.com",
            "pattern": "https?://voracity2\\.e\\-fic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "voracity2.e-fic.com",
            "templates": {}
@@ -791,6 +836,7 @@ extension SiteRules {
             "https://spikeluver.com/SpuffyRealm/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "spikeluver.com/SpuffyRealm",
+           "origin": "https://spikeluver.com",
            "pattern": "https?://(www\\.)?spikeluver.com/SpuffyRealm/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "spikeluver.com",
            "templates": {
@@ -805,6 +851,7 @@ extension SiteRules {
             "https://bloodshedverse.com/stories.php?go=read&no=1234"
            ],
            "fragment": "bloodshedverse.com",
+           "origin": "https://bloodshedverse.com",
            "pattern": "https?://bloodshedverse\\.com/stories\\.php\\?go=(read|chapters)\\&(amp;)?no=\\d+$",
            "site": "bloodshedverse.com",
            "templates": {}
@@ -817,6 +864,7 @@ extension SiteRules {
             "https://fictionmania.tv/stories/readtextstory.html?storyID=1234"
            ],
            "fragment": "fictionmania.tv",
+           "origin": "https://fictionmania.tv",
            "pattern": "https?://fictionmania\\.tv/stories/(readtextstory|readhtmlstory|readxstory|details)\\.html\\?storyID=\\d+$",
            "site": "fictionmania.tv",
            "templates": {}
@@ -829,6 +877,7 @@ extension SiteRules {
             "https://sheppardweir.com/fanfics/viewstory.php?sid=1234"
            ],
            "fragment": "sheppardweir.com",
+           "origin": "https://sheppardweir.com",
            "pattern": "https?://sheppardweir\\.com/fanfics/viewstory\\.php\\?sid=\\d+$",
            "site": "sheppardweir.com",
            "templates": {}
@@ -841,6 +890,7 @@ extension SiteRules {
             "http://samandjack.net/fanfics/viewstory.php?sid=1234"
            ],
            "fragment": "samandjack.net",
+           "origin": "http://samandjack.net",
            "pattern": "http://samandjack\\.net/fanfics/viewstory\\.php\\?sid=\\d+$",
            "site": "samandjack.net",
            "templates": {}
@@ -855,6 +905,7 @@ extension SiteRules {
             "http://tgstorytime.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "tgstorytime.com",
+           "origin": "http://tgstorytime.com",
            "pattern": "https?://(www\\.)?tgstorytime.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "tgstorytime.com",
            "templates": {
@@ -871,6 +922,7 @@ extension SiteRules {
             "https://forums.spacebattles.com/posts/123456/"
            ],
            "fragment": "forums.spacebattles.com",
+           "origin": "https://forums.spacebattles.com",
            "pattern": "https?://forums?\\.spacebattles\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forums.spacebattles.com",
            "templates": {
@@ -889,6 +941,7 @@ extension SiteRules {
             "https://forums.sufficientvelocity.com/posts/123456/"
            ],
            "fragment": "forums.sufficientvelocity.com",
+           "origin": "https://forums.sufficientvelocity.com",
            "pattern": "https?://(forums?\\.)?sufficientvelocity\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forums.sufficientvelocity.com",
            "templates": {
@@ -906,6 +959,7 @@ extension SiteRules {
             "https://forum.questionablequesting.com/posts/123456/"
            ],
            "fragment": "forum.questionablequesting.com",
+           "origin": "https://forum.questionablequesting.com",
            "pattern": "https?://(forum\\.)?questionablequesting\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forum.questionablequesting.com",
            "templates": {
@@ -922,6 +976,7 @@ extension SiteRules {
             "http://ninelivesarchive.com/viewstory.php?sid=1234"
            ],
            "fragment": "ninelivesarchive.com",
+           "origin": "http://ninelivesarchive.com",
            "pattern": "http://(ninelivesarchive.com|ninelives.dark-solace.org)/viewstory\\.php\\?sid=(?<storyId>\\d+)$",
            "site": "ninelivesarchive.com",
            "templates": {
@@ -937,6 +992,7 @@ extension SiteRules {
             "https://www.masseffect2.in/publ/24-1-0-4321"
            ],
            "fragment": "www.masseffect2.in",
+           "origin": "https://www.masseffect2.in",
            "pattern": "https?://(?:www\\.)?masseffect2.in/publ/\\d+-\\d+-\\d+-\\d+",
            "site": "www.masseffect2.in",
            "templates": {}
@@ -949,6 +1005,7 @@ extension SiteRules {
             "https://www.quotev.com/story/1234"
            ],
            "fragment": "quotev.com",
+           "origin": "https://www.quotev.com",
            "pattern": "https?://(www\\.)?quotev\\.com/story/(.+?)($|&|/)",
            "site": "quotev.com",
            "templates": {}
@@ -964,6 +1021,7 @@ extension SiteRules {
             "https://mcstories.com/StoryTitle/StoryTitle1.html"
            ],
            "fragment": "mcstories.com",
+           "origin": null,
            "pattern": "https?://(www\\.)?mcstories\\.com(?!/(Titles|Authors|Tags|ReadersPicks)/)/[a-zA-Z0-9_-]+/",
            "site": "mcstories.com",
            "templates": {}
@@ -978,6 +1036,7 @@ extension SiteRules {
             "http://www.naiceanilme.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.naiceanilme.net",
+           "origin": "http://www.naiceanilme.net",
            "pattern": "https?://(www\\.)?www.naiceanilme.net/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.naiceanilme.net",
            "templates": {
@@ -1034,6 +1093,7 @@ extension SiteRules {
             "https://yuyu.adult-fanfiction.org/story.php?no=123456789"
            ],
            "fragment": "www.adult-fanfiction.org",
+           "origin": null,
            "pattern": "https?://(anime|anime2|bleach|books|buffy|cartoon|celeb|comics|ff|games|hp|inu|lotr|manga|movies|naruto|ne|original|tv|xmen|ygo|yuyu)\\.adult-fanfiction\\.org/story\\.php\\?no=\\d+$",
            "site": "www.adult-fanfiction.org",
            "templates": {}
@@ -1047,6 +1107,7 @@ extension SiteRules {
             "http://fictionhunt.com/read/1234/1"
            ],
            "fragment": "fictionhunt.com",
+           "origin": "https://fictionhunt.com",
            "pattern": "https?://(www.)?fictionhunt.com/(?<type>read|stories)/(?<id>[0-9a-z]+)(/(?<title>[^/]+))?(/|/[^/]+)*/?$",
            "site": "fictionhunt.com",
            "templates": {}
@@ -1061,6 +1122,7 @@ extension SiteRules {
             "https://www.royalroad.com/fiction/3056"
            ],
            "fragment": "www.royalroad.com",
+           "origin": "https://www.royalroad.com",
            "pattern": "https?://(www\\.|)royalroadl?\\.com/fiction/\\d+(/.*)?$",
            "site": "www.royalroad.com",
            "templates": {}
@@ -1073,6 +1135,7 @@ extension SiteRules {
             "https://chosentwofanfic.com/viewstory.php?sid=1234"
            ],
            "fragment": "chosentwofanfic.com",
+           "origin": "https://chosentwofanfic.com",
            "pattern": "https?://chosentwofanfic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "chosentwofanfic.com",
            "templates": {}
@@ -1085,6 +1148,7 @@ extension SiteRules {
             "https://www.bdsmlibrary.com/stories/story.php?storyid=1234"
            ],
            "fragment": "www.bdsmlibrary.com",
+           "origin": "https://www.bdsmlibrary.com",
            "pattern": "https?://www\\.bdsmlibrary\\.com/stories/story\\.php\\?storyid=\\d+$",
            "site": "www.bdsmlibrary.com",
            "templates": {}
@@ -1097,6 +1161,7 @@ extension SiteRules {
             "http://www.asexstories.com/StoryTitle/"
            ],
            "fragment": "www.asexstories.com",
+           "origin": null,
            "pattern": "https?://(www\\.)?asexstories\\.com/([a-zA-Z0-9_-]+)/",
            "site": "www.asexstories.com",
            "templates": {}
@@ -1111,6 +1176,7 @@ extension SiteRules {
             "http://gluttonyfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "gluttonyfiction.com",
+           "origin": "http://gluttonyfiction.com",
            "pattern": "https?://(www\\.)?gluttonyfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "gluttonyfiction.com",
            "templates": {
@@ -1127,6 +1193,7 @@ extension SiteRules {
             "https://valentchamber.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "valentchamber.com",
+           "origin": "https://valentchamber.com",
            "pattern": "https?://(www\\.)?valentchamber.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "valentchamber.com",
            "templates": {
@@ -1143,6 +1210,7 @@ extension SiteRules {
             "http://www.giantessworld.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.giantessworld.net",
+           "origin": "http://www.giantessworld.net",
            "pattern": "https?://(www\\.)?www.giantessworld.net/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.giantessworld.net",
            "templates": {
@@ -1161,6 +1229,7 @@ extension SiteRules {
             "https://starslibrary.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "starslibrary.net",
+           "origin": "https://starslibrary.net",
            "pattern": "https?://(starslibrary.net|www.starslibrary.net|www.twcslibrary.net|twcslibrary.net)?/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "starslibrary.net",
            "templates": {
@@ -1227,6 +1296,7 @@ extension SiteRules {
             "https://whydoyouneedtoknow.fanficauthors.net/A_Story_Name/"
            ],
            "fragment": "www.fanficauthors.net",
+           "origin": null,
            "pattern": "https?://(aaran-st-vines.nsns|abraxan|bobmin|canoncansodoff|chemprof|copperbadge|crys|deluded-musings|draco664|fp|frenchsession|ishtar|jbern|jeconais|kinsfire|kokopelli.nsns|ladya.nsns|lorddwar|mrintel.nsns|musings-of-apathy|ruskbyte|seelvor|tenhawk|viridian|whydoyouneedtoknow)\\.fanficauthors\\.net/([a-zA-Z0-9_]+)/",
            "site": "www.fanficauthors.net",
            "templates": {}
@@ -1239,6 +1309,7 @@ extension SiteRules {
             "http://www.fireflyfans.net/bluesun.aspx?bid=1234"
            ],
            "fragment": "www.fireflyfans.net",
+           "origin": "http://www.fireflyfans.net",
            "pattern": "http://www\\.fireflyfans\\.net/bluesun\\.aspx\\?bid=\\d+$",
            "site": "www.fireflyfans.net",
            "templates": {}
@@ -1251,6 +1322,7 @@ extension SiteRules {
             "https://trekfanfiction.net/author/a-story-name/"
            ],
            "fragment": "trekfanfiction.net",
+           "origin": "https://trekfanfiction.net",
            "pattern": "https://trekfanfiction\\.net/((?<category>[^/]+)/)?(?<author>[^/]+)/(?<id>[^/]+)/?$",
            "site": "trekfanfiction.net",
            "templates": {
@@ -1265,6 +1337,7 @@ extension SiteRules {
             "https://www.utopiastories.com/code/show_story.asp/recid/1234.html"
            ],
            "fragment": "www.utopiastories.com",
+           "origin": "https://www.utopiastories.com",
            "pattern": "https?://www\\.utopiastories\\.com/code/show_story(.asp)?/recid/\\d+(.html)?$",
            "site": "www.utopiastories.com",
            "templates": {}
@@ -1279,6 +1352,7 @@ extension SiteRules {
             "http://sinful-dreams.com/unicorn/fic/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "sinful-dreams.com/unicorn/fic",
+           "origin": "http://sinful-dreams.com",
            "pattern": "https?://(www\\.)?sinful-dreams.com/unicorn/fic/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "sinful-dreams.com/unicorn/fic",
            "templates": {
@@ -1295,6 +1369,7 @@ extension SiteRules {
             "http://sinful-dreams.com/wicked/temptation/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "sinful-dreams.com/wicked/temptation",
+           "origin": "http://sinful-dreams.com",
            "pattern": "https?://(www\\.)?sinful-dreams.com/wicked/temptation/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "sinful-dreams.com/wicked/temptation",
            "templates": {
@@ -1311,6 +1386,7 @@ extension SiteRules {
             "https://www.asianfanfics.com/story/view/123456/1"
            ],
            "fragment": "www.asianfanfics.com",
+           "origin": null,
            "pattern": "https?://www\\.asianfanfics\\.com/story/view/0*(?<id>\\d+)",
            "site": "www.asianfanfics.com",
            "templates": {
@@ -1327,6 +1403,7 @@ extension SiteRules {
             "http://mtt.just-once.net/fanfiction/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "mtt.just-once.net/fanfiction",
+           "origin": "http://mtt.just-once.net",
            "pattern": "https?://(www\\.)?mtt.just-once.net/fanfiction/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "mtt.just-once.net",
            "templates": {
@@ -1343,6 +1420,7 @@ extension SiteRules {
             "http://www.narutofic.org/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.narutofic.org",
+           "origin": "http://www.narutofic.org",
            "pattern": "https?://(www\\.)?www.narutofic.org/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.narutofic.org",
            "templates": {
@@ -1359,6 +1437,7 @@ extension SiteRules {
             "https://www.thedelphicexpanse.com/archive/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.thedelphicexpanse.com/archive",
+           "origin": "https://www.thedelphicexpanse.com",
            "pattern": "https?://(www\\.)?www.thedelphicexpanse.com/archive/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.thedelphicexpanse.com",
            "templates": {
@@ -1373,6 +1452,7 @@ extension SiteRules {
             "http://www.aneroticstory.com/story/StoryTitle/"
            ],
            "fragment": "www.aneroticstory.com",
+           "origin": null,
            "pattern": "https?://(www\\.)?aneroticstory\\.com/story/([a-zA-Z0-9_\\-%;=:\\s]+)",
            "site": "www.aneroticstory.com",
            "templates": {}
@@ -1386,6 +1466,7 @@ extension SiteRules {
             "http://lcfanfic.com/stories/_earliest/html/a-story-name"
            ],
            "fragment": "lcfanfic.com",
+           "origin": "http://lcfanfic.com",
            "pattern": "http://lcfanfic\\.com/stories/([0-9]+|_earliest)/html/*(?<id>[^/]+)",
            "site": "lcfanfic.com",
            "templates": {}
@@ -1398,6 +1479,7 @@ extension SiteRules {
             "https://inkbunny.net/s/1234567"
            ],
            "fragment": "inkbunny.net",
+           "origin": "https://inkbunny.net",
            "pattern": "https://inkbunny\\.net/(submissionview.php\\?id=|s/)(?<id>\\d+)",
            "site": "inkbunny.net",
            "templates": {
@@ -1413,6 +1495,7 @@ extension SiteRules {
             "https://www.alternatehistory.com/forum/posts/123456/"
            ],
            "fragment": "www.alternatehistory.com",
+           "origin": "https://www.alternatehistory.com",
            "pattern": "https?://www\\.alternatehistory\\.com/forum//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "www.alternatehistory.com",
            "templates": {
@@ -1430,6 +1513,7 @@ extension SiteRules {
             "https://www.wattpad.com/9999999-chapter-is-ok-too"
            ],
            "fragment": "www.wattpad.com",
+           "origin": null,
            "pattern": ".*https(://|%3A%2F%2F)www\\.wattpad\\.com(/|%2F)(story/)?(?<storyId>\\d+).*",
            "site": "www.wattpad.com",
            "templates": {
@@ -1445,6 +1529,7 @@ extension SiteRules {
             "https://novelonlinefull.com/novel/astoryname"
            ],
            "fragment": "novelonlinefull.com",
+           "origin": "https://novelonlinefull.com",
            "pattern": "https?://(novelonlinefull|lightnovelgate)\\.com/novel/(?<id>[^/]+)",
            "site": "novelonlinefull.com",
            "templates": {
@@ -1459,6 +1544,7 @@ extension SiteRules {
             "https://www.novelall.com/novel/a-story-name.html"
            ],
            "fragment": "www.novelall.com",
+           "origin": "https://www.novelall.com",
            "pattern": "https://www\\.novelall\\.com/(?<novchap>novel|chapter)/(?<id>[^/\\.]+)(/\\d+/?)?(\\.html)?$",
            "site": "www.novelall.com",
            "templates": {
@@ -1473,6 +1559,7 @@ extension SiteRules {
             "https://www.hentai-foundry.com/stories/user/Author/12345/Story-Title"
            ],
            "fragment": "www.hentai-foundry.com",
+           "origin": "https://www.hentai-foundry.com",
            "pattern": "https?://(www\\.)?hentai\\-foundry\\.com/stories/user/(?<authorId>[^/]+)/(?<storyId>\\d+)/(?<storyURLTitle>[^/]+)",
            "site": "www.hentai-foundry.com",
            "templates": {
@@ -1489,6 +1576,7 @@ extension SiteRules {
             "http://www.mugglenetfanfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.mugglenetfanfiction.com",
+           "origin": "http://www.mugglenetfanfiction.com",
            "pattern": "https?://(www\\.)?www.mugglenetfanfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.mugglenetfanfiction.com",
            "templates": {
@@ -1505,6 +1593,7 @@ extension SiteRules {
             "https://fanfics.me/read.php?id=1234&chapter=2"
            ],
            "fragment": "fanfics.me",
+           "origin": null,
            "pattern": "https?://fanfics\\.me/(fic|read\\.php\\?id=|download\\.php\\?fic=)(?<id>\\d+)",
            "site": "fanfics.me",
            "templates": {
@@ -1521,6 +1610,7 @@ extension SiteRules {
             "https://archive.fanfictalk.com/viewstory.php?sid=1234"
            ],
            "fragment": "archive.fanfictalk.com",
+           "origin": "https://archive.fanfictalk.com",
            "pattern": "https?://(archive\\.fanfictalk\\.com|archive\\.hpfanfictalk\\.com|fanfictalk\\.com)(/archive)?/viewstory\\.php\\?sid=\\d+$",
            "site": "archive.fanfictalk.com",
            "templates": {}
@@ -1534,6 +1624,7 @@ extension SiteRules {
             "https://scifistories.com/n/1234/story-title"
            ],
            "fragment": "scifistories.com",
+           "origin": "https://scifistories.com",
            "pattern": "https?://scifistories\\.com/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "scifistories.com",
            "templates": {}
@@ -1546,6 +1637,7 @@ extension SiteRules {
             "https://chireads.com/category/translatedtales/story-name"
            ],
            "fragment": "chireads.com",
+           "origin": null,
            "pattern": "https?://chireads\\.com/category/translatedtales/(?<id>[^/]+)(/)?",
            "site": "chireads.com",
            "templates": {
@@ -1560,6 +1652,7 @@ extension SiteRules {
             "https://www.scribblehub.com/series/1234/storyname/"
            ],
            "fragment": "www.scribblehub.com",
+           "origin": "https://www.scribblehub.com",
            "pattern": "https://www\\.scribblehub\\.com/(series|read)/(?<id>\\d+)([/-](?<urltitle>[^/]+))?",
            "site": "www.scribblehub.com",
            "templates": {
@@ -1578,6 +1671,7 @@ extension SiteRules {
             "https://fiction.live/stories/Example-Story-With-UUID/00000000-0000-4000-0000-000000000000/"
            ],
            "fragment": "fiction.live",
+           "origin": null,
            "pattern": "https?://(beta\\.)?fiction\\.live/[^/]*/[^/]*/([a-zA-Z0-9\\-]+)(/(home)?)?$",
            "site": "fiction.live",
            "templates": {}
@@ -1591,6 +1685,7 @@ extension SiteRules {
             "https://www.the-sietch.com/index.php?posts/123456/"
            ],
            "fragment": "www.the-sietch.com",
+           "origin": "https://www.the-sietch.com",
            "pattern": "https?://www\\.the\\-sietch\\.com/index\\.php\\?/?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "www.the-sietch.com",
            "templates": {
@@ -1608,6 +1703,7 @@ extension SiteRules {
             "https://squidgeworld.org/works/123456/chapters/78901"
            ],
            "fragment": "squidgeworld.org",
+           "origin": null,
            "pattern": "https?://(squidgeworld\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "squidgeworld.org",
            "templates": {
@@ -1623,6 +1719,7 @@ extension SiteRules {
             "http://www.psychfic.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.psychfic.com",
+           "origin": "http://www.psychfic.com",
            "pattern": "https?://www\\.psychfic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.psychfic.com",
            "templates": {}
@@ -1635,6 +1732,7 @@ extension SiteRules {
             "https://www.deviantart.com/<author>/art/<work-name>"
            ],
            "fragment": "www.deviantart.com",
+           "origin": null,
            "pattern": "https?://www\\.deviantart\\.com/(?<author>[^/]+)/art/(?<id>[^/]+)/?",
            "site": "www.deviantart.com",
            "templates": {}
@@ -1648,6 +1746,7 @@ extension SiteRules {
             "https://readonlymind.com/@AnAuthor/A_Story_Name/"
            ],
            "fragment": "readonlymind.com",
+           "origin": "https://readonlymind.com",
            "pattern": "https?://readonlymind\\.com/@(?<aut>[a-zA-Z0-9_]+)/(?<id>[a-zA-Z0-9_]+)",
            "site": "readonlymind.com",
            "templates": {
@@ -1664,6 +1763,7 @@ extension SiteRules {
             "https://www.sunnydaleafterdark.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.sunnydaleafterdark.com",
+           "origin": "https://www.sunnydaleafterdark.com",
            "pattern": "https?://(www\\.)?www.sunnydaleafterdark.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.sunnydaleafterdark.com",
            "templates": {
@@ -1684,6 +1784,7 @@ extension SiteRules {
             "https://novel18.syosetu.com/novelview/infotop/ncode/n1234a/"
            ],
            "fragment": "syosetu.com",
+           "origin": null,
            "pattern": "^https?://(ncode|novel18)\\.syosetu\\.com/(novelview/infotop/ncode/)?n[0-9]+[a-z]+/?$",
            "site": "syosetu.com",
            "templates": {}
@@ -1696,6 +1797,7 @@ extension SiteRules {
             "https://kakuyomu.jp/works/12341234123412341234"
            ],
            "fragment": "kakuyomu.jp",
+           "origin": null,
            "pattern": "^https?://kakuyomu\\.jp/works/[0-9]+$",
            "site": "kakuyomu.jp",
            "templates": {}
@@ -1708,6 +1810,7 @@ extension SiteRules {
             "https://www.fanfictions.fr/fanfictions/fandom/fanfiction-id/chapters.html"
            ],
            "fragment": "www.fanfictions.fr",
+           "origin": "https://www.fanfictions.fr",
            "pattern": "https?://(?:www\\.)?fanfictions\\.fr/fanfictions/(?<fandom>[^/]+)/(?<id>[^/]+)(/chapters.html)?",
            "site": "www.fanfictions.fr",
            "templates": {
@@ -1722,6 +1825,7 @@ extension SiteRules {
             "https://touchfluffytail.org/story/title-of-the-book/"
            ],
            "fragment": "touchfluffytail.org",
+           "origin": null,
            "pattern": "https?://touchfluffytail\\.org/story/(?!page/)\\S+/",
            "site": "touchfluffytail.org",
            "templates": {}
@@ -1736,6 +1840,7 @@ extension SiteRules {
             "https://www.spiritfanfiction.com/historia/1234"
            ],
            "fragment": "www.spiritfanfiction.com",
+           "origin": null,
            "pattern": "https?://(www\\.spiritfanfiction\\.com|www\\.socialspirit\\.com\\.br)/historia/(?:[a-zA-Z0-9-]+-)?(?<storyId>\\d+)",
            "site": "www.spiritfanfiction.com",
            "templates": {
@@ -1752,6 +1857,7 @@ extension SiteRules {
             "https://superlove.sayitditto.net/works/123456/chapters/78901"
            ],
            "fragment": "superlove.sayitditto.net",
+           "origin": null,
            "pattern": "https?://(superlove\\.sayitditto\\.net)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "superlove.sayitditto.net",
            "templates": {
@@ -1769,6 +1875,7 @@ extension SiteRules {
             "https://www.cfaarchive.org/works/123456/chapters/78901"
            ],
            "fragment": "www.cfaarchive.org",
+           "origin": null,
            "pattern": "https?://(www\\.cfaarchive\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "www.cfaarchive.org",
            "templates": {
@@ -1785,6 +1892,7 @@ extension SiteRules {
             "https://althistory.com/posts/123456/"
            ],
            "fragment": "althistory.com",
+           "origin": "https://althistory.com",
            "pattern": "https?://althistory\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "althistory.com",
            "templates": {
@@ -1800,6 +1908,7 @@ extension SiteRules {
             "https://www.pmdfanfiction.com/story/story-title-here"
            ],
            "fragment": "www.pmdfanfiction.com",
+           "origin": null,
            "pattern": "https?://(www\\.)?pmdfanfiction\\.(com)/story/.*",
            "site": "www.pmdfanfiction.com",
            "templates": {}
@@ -1813,6 +1922,7 @@ extension SiteRules {
             "https://sofurry.com/u/username/gallery?folder=abcd1234"
            ],
            "fragment": "sofurry.com",
+           "origin": null,
            "pattern": "(?<folder_url>https?://sofurry\\.com/u/.+/gallery\\?folder=(?<folder_id>[a-zA-Z0-9]+))|(?<story_url>https?://sofurry\\.com/s/(?<story_id>[a-zA-Z0-9]+))(?=[?#\\s]|$)",
            "site": "sofurry.com",
            "templates": {
