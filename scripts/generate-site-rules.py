@@ -15,6 +15,7 @@ Swift side can apply:
 `--check` prints, for every example and variant, FanFicFare's canonical URL as JSON lines: the
 Swift test compares its own answer with these (see SiteRulesAgreementTests).
 """
+import functools
 import json
 import logging
 import re
@@ -45,12 +46,22 @@ def variants(url):
     return sorted(out)
 
 
+@functools.lru_cache(maxsize=None)
+def answers(cls):
+    """(input, FanFicFare's canonical URL or None, the URL after FanFicFare's fix-ups) for every
+    example URL of the adapter and its variants. Asked once: getNormalStoryURL is slow."""
+    return [
+        (url, getNormalStoryURL(url), _get_class_for(url)[1])
+        for example in cls.getSiteExampleURLs().split()
+        for url in variants(example)
+    ]
+
+
 def samples():
-    """(input, FanFicFare's canonical URL or None) for every example and variant."""
+    """(site, input, FanFicFare's canonical URL or None) for every example and variant."""
     for cls in adapter_classes():
-        for example in cls.getSiteExampleURLs().split():
-            for url in variants(example):
-                yield cls.getConfigSection(), url, getNormalStoryURL(url)
+        for url, normal, _ in answers(cls):
+            yield cls.getConfigSection(), url, normal
 
 
 def icu(pattern):
@@ -74,28 +85,25 @@ def group_values(match):
 def infer(cls, pattern):
     """Templates keyed by the sorted names of the groups that matched."""
     templates = {}
-    for example in cls.getSiteExampleURLs().split():
-        for url in variants(example):
-            normal = getNormalStoryURL(url)
-            if normal is None:
-                continue
-            fixed = _get_class_for(url)[1]
-            match = re.match(pattern, fixed)
-            if not match:
-                continue
-            # Named groups only: numbered ones are mostly structure (a host prefix, a chapter).
-            named = [(name, value) for name, value in group_values(match) if not name.isdigit()]
-            template = normal.replace("{", "{{").replace("}", "}}")
-            for name, value in named:
-                if len(value) > 1 and value in template:
-                    template = template.replace(value, "{%s}" % name)
-            if "{" not in template.replace("{{", ""):
-                continue  # a literal URL says nothing about other stories: use the fallback
-            key = ",".join(sorted(name for name, _ in named))
-            if templates.get(key, template) != template:
-                templates[key] = None  # inconsistent: this shape is left to the fallback
-            else:
-                templates.setdefault(key, template)
+    for _, normal, fixed in answers(cls):
+        if normal is None:
+            continue
+        match = re.match(pattern, fixed)
+        if not match:
+            continue
+        # Named groups only: numbered ones are mostly structure (a host prefix, a chapter).
+        named = [(name, value) for name, value in group_values(match) if not name.isdigit()]
+        template = normal.replace("{", "{{").replace("}", "}}")
+        for name, value in named:
+            if len(value) > 1 and value in template:
+                template = template.replace(value, "{%s}" % name)
+        if "{" not in template.replace("{{", ""):
+            continue  # a literal URL says nothing about other stories: use the fallback
+        key = ",".join(sorted(name for name, _ in named))
+        if templates.get(key, template) != template:
+            templates[key] = None  # inconsistent: this shape is left to the fallback
+        else:
+            templates.setdefault(key, template)
     return {key: value for key, value in templates.items() if value is not None}
 
 
@@ -105,19 +113,16 @@ def canonical_origin(cls):
     Used for the URLs no template covers: the canonical URL is then this origin plus the
     fixed-up URL's path and query, which is what such adapters do."""
     origin = None
-    for example in cls.getSiteExampleURLs().split():
-        for url in variants(example):
-            normal = getNormalStoryURL(url)
-            if normal is None:
-                continue
-            fixed = _get_class_for(url)[1]
-            fixed_rest = re.sub(r"^https?://[^/?#]*", "", fixed)
-            m = re.match(r"^(https?://[^/?#]*)(.*)$", normal)
-            if not m or m.group(2) != fixed_rest:
-                return None
-            if origin not in (None, m.group(1)):
-                return None
-            origin = m.group(1)
+    for _, normal, fixed in answers(cls):
+        if normal is None:
+            continue
+        fixed_rest = re.sub(r"^https?://[^/?#]*", "", fixed)
+        m = re.match(r"^(https?://[^/?#]*)(.*)$", normal)
+        if not m or m.group(2) != fixed_rest:
+            return None
+        if origin not in (None, m.group(1)):
+            return None
+        origin = m.group(1)
     return origin
 
 
