@@ -8,10 +8,10 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 /// A role's executable: thin over AppSupport.
-func roleExecutable(_ name: String) -> Target {
+func roleExecutable(_ name: String, _ modules: [Target.Dependency] = []) -> Target {
     .executableTarget(
         name: name,
-        dependencies: [
+        dependencies: modules + [
             "AppSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -82,6 +82,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "CoordinatorService",
+            dependencies: [
+                "AMQP", "Coordination", "FanficBroker", "FanficCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "WorkerRuntime",
+            dependencies: [
+                "AMQP", "FanficBroker", "FanficCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Download",
             swiftSettings: swiftSettings
         ),
@@ -100,7 +118,7 @@ let package = Package(
 
         // MARK: Executables (thin: parse arguments, build, run)
         roleExecutable("IngesterApp"),
-        roleExecutable("CoordinatorApp"),
+        roleExecutable("CoordinatorApp", ["CoordinatorService"]),
         roleExecutable("WorkerApp"),
         .executableTarget(
             name: "FanficCLI",
@@ -146,6 +164,15 @@ let package = Package(
         .target(
             name: "TestSupport",
             path: "Tests/TestSupport",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "FanficTestWorker",
+            dependencies: [
+                "AppSupport", "FanficCore", "WorkerRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/TestWorker",
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,21 +1,25 @@
 import AppSupport
 import ArgumentParser
-import ServiceLifecycle
+import CoordinatorService
 
 @main
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator",
         abstract: "Routes each site's tasks to one worker at a time.",
-        discussion: "Connects to the broker, declares the topology and runs until SIGTERM or SIGINT."
+        discussion: """
+            Connects to the broker and becomes the active coordinator, or a standby while another \
+            one is active (any number may run; one holds the lock). Runs until SIGTERM or SIGINT.
+            """
     )
 
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        try await RoleRunner.run(role: "coordinator", options: options) { _, _, logger in
-            logger.info("ready; this role's processing is not built yet, waiting for shutdown")
-            try await gracefulShutdown()
+        try await RoleRunner.run(role: "coordinator", options: options) { connection, configuration, logger in
+            let coordinator = Coordinator(
+                connection: connection, settings: Coordinator.Settings(configuration: configuration), logger: logger)
+            try await coordinator.run()
         }
     }
 }

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 /// TLS and network failures; part of the serialized suite, so no restart interferes.
-extension AMQPClientTests {
+extension BrokerTests.AMQPClientTests {
     @Test("amqps:// connects over TLS with the CA verified, and refuses a server it cannot verify")
     func tlsConnection() async throws {
         let vhost = try TestBroker.makeVirtualHost()

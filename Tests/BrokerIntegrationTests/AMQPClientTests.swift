@@ -6,337 +6,340 @@ import Testing
 
 /// The AMQP client against the real broker started by `scripts/broker.sh`. Serialized: some
 /// tests close every connection or restart the node.
-@Suite("AMQP client against a real RabbitMQ", .serialized)
-struct AMQPClientTests {
-    let ladder = RetryLadder(delays: [2, 4], hailMary: true, hailMaryDelay: 6)
+extension BrokerTests {
+    @Suite("AMQP client against a real RabbitMQ")
+    struct AMQPClientTests {
+        let ladder = RetryLadder(delays: [2, 4], hailMary: true, hailMaryDelay: 6)
 
-    @Test("a confirmed publish is consumed and acked")
-    func confirmedPublishIsConsumedAndAcked() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declare(FanficTopology.declarations(retry: ladder))
-            let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
-            try await TaskPublisher(connection: connection).submit(task)
+        @Test("a confirmed publish is consumed and acked")
+        func confirmedPublishIsConsumedAndAcked() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declare(FanficTopology.declarations(retry: ladder))
+                let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+                try await TaskPublisher(connection: connection).submit(task)
 
-            let ingress = try #require(await connection.queueState(FanficTopology.ingress))
-            #expect(ingress.messageCount == 1)
+                let ingress = try #require(await connection.queueState(FanficTopology.ingress))
+                #expect(ingress.messageCount == 1)
 
-            var received: TaskMessage?
-            for try await delivery in connection.consume(queue: FanficTopology.ingress) {
-                #expect(delivery.properties.deliveryMode == 2)
-                #expect(delivery.properties.contentType == "application/json")
-                received = try TaskCodec.decode(delivery.body)
-                try await delivery.ack()
-                break
-            }
-            #expect(received == task)
-            try await waitUntil("the ack has emptied the queue") {
-                try await connection.queueState(FanficTopology.ingress)?.messageCount == 0
-            }
-        }
-    }
-
-    @Test("a mandatory publish nobody can take is returned as an error")
-    func unroutableMandatoryPublishIsReturned() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declare(AMQPTopology(exchanges: [ExchangeSpec(name: "lonely", kind: .direct)]))
-            let error = await #expect(throws: AMQPError.self) {
-                try await connection.publish(Data("x".utf8), exchange: "lonely", routingKey: "nobody", mandatory: true)
-            }
-            #expect(error?.code == .publishReturned)
-            #expect(error?.replyCode == 312)
-            // Not mandatory: the broker confirms and drops it, as AMQP says.
-            try await connection.publish(Data("x".utf8), exchange: "lonely", routingKey: "nobody")
-        }
-    }
-
-    @Test("a publish the broker refuses (basic.nack) is an error the caller sees")
-    func nackedPublishIsAnError() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            // A full queue that rejects new messages: the broker nacks the publish.
-            try await connection.declareQueue(
-                QueueSpec(name: "full", arguments: ["x-max-length": 1, "x-overflow": "reject-publish"]))
-            try await connection.publish(Data("first".utf8), exchange: "", routingKey: "full")
-            let error = await #expect(throws: AMQPError.self) {
-                try await connection.publish(Data("second".utf8), exchange: "", routingKey: "full")
-            }
-            #expect(error?.code == .publishNacked)
-            #expect(error?.isRetryable == true)
-            #expect(try await connection.queueState("full")?.messageCount == 1)
-        }
-    }
-
-    @Test("a publish to a missing exchange fails, and the next publish works")
-    func publishToMissingExchangeFailsAndChannelRecovers() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            let error = await #expect(throws: AMQPError.self) {
-                try await connection.publish(Data("x".utf8), exchange: "does-not-exist", routingKey: "k")
-            }
-            #expect(error?.code == .channelClosed)
-            #expect(error?.replyCode == 404)
-            try await connection.declareQueue(QueueSpec(name: "after-error"))
-            try await connection.publish(Data("ok".utf8), exchange: "", routingKey: "after-error")
-            let delivery = try #require(await connection.get(queue: "after-error"))
-            #expect(String(decoding: delivery.body, as: UTF8.self) == "ok")
-            try await delivery.ack()
-            #expect(connection.connectionCount == 1)
-        }
-    }
-
-    @Test("passive declare reports counts, and nil for a missing queue; purge and delete")
-    func passiveDeclareAndQueueManagement() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            #expect(try await connection.queueState("missing") == nil)
-            try await connection.declareQueue(QueueSpec(name: "counted"))
-            for index in 0..<3 {
-                try await connection.publish(Data("\(index)".utf8), exchange: "", routingKey: "counted")
-            }
-            #expect(try await connection.queueState("counted")?.messageCount == 3)
-            #expect(try await connection.purgeQueue("counted") == 3)
-            #expect(try await connection.queueState("counted")?.messageCount == 0)
-            try await connection.deleteQueue("counted")
-            #expect(try await connection.queueState("counted") == nil)
-        }
-    }
-
-    @Test("a changed queue argument is refused with the broker's reason, and the client carries on")
-    func conflictingDeclarationIsAnError() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declareQueue(QueueSpec(name: "ttl").messageTTL(milliseconds: 1000))
-            let error = await #expect(throws: AMQPError.self) {
-                try await connection.declareQueue(QueueSpec(name: "ttl").messageTTL(milliseconds: 2000))
-            }
-            #expect(error?.replyCode == 406)
-            #expect(error?.message.contains("x-message-ttl") == true)
-            #expect(try await connection.queueState("ttl") != nil)
-        }
-    }
-
-    @Test("basic.get fetches one message with its headers and the count left")
-    func basicGetFetchesMessages() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declareQueue(QueueSpec(name: "got"))
-            let headers: AMQPTable = [
-                "reason": "because", "count": 3, "flag": true,
-                "nested": .table(["list": .array([1, "two"])]),
-            ]
-            for index in 0..<2 {
-                try await connection.publish(
-                    Data("m\(index)".utf8), exchange: "", routingKey: "got",
-                    properties: AMQPMessageProperties(headers: headers, deliveryMode: 2, messageID: "id-\(index)"))
-            }
-            let first = try #require(await connection.get(queue: "got"))
-            #expect(first.properties.messageID == "id-0")
-            #expect(first.properties.headers == headers)
-            #expect(first.messageCount == 1)
-            try await first.ack()
-            let second = try #require(await connection.get(queue: "got"))
-            try await second.nack(requeue: true)
-            let again = try #require(await connection.get(queue: "got"))
-            #expect(again.redelivered)
-            #expect(again.properties.messageID == "id-1")
-            try await again.ack()
-            #expect(try await connection.get(queue: "got") == nil)
-        }
-    }
-
-    @Test("a wrong password is reported as access refused, and no call hangs")
-    func wrongPasswordIsAccessRefused() async throws {
-        let vhost = try TestBroker.makeVirtualHost()
-        defer { TestBroker.deleteVirtualHost(vhost) }
-        var configuration = try TestBroker.configuration(virtualHost: vhost)
-        configuration.password = "wrong"
-        configuration.commandTimeout = .seconds(2)
-        let connection = AMQPConnection(configuration: configuration, logger: TestBroker.logger)
-        let error = await #expect(throws: AMQPError.self) {
-            try await connection.waitUntilConnected(timeout: .seconds(3))
-        }
-        #expect(error?.code == .notConnected)
-        #expect(connection.lastError?.code == .accessRefused)
-        #expect(connection.lastError?.message.contains("wrong") == false)
-        await #expect(throws: AMQPError.self) {
-            try await connection.publish(Data(), exchange: "", routingKey: "x")
-        }
-        await connection.close()
-    }
-
-    @Test("deleting a consumed queue cancels the consumer visibly")
-    func deletedQueueCancelsConsumer() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declareQueue(QueueSpec(name: "doomed"))
-            let consumer = connection.consume(queue: "doomed")
-            try await waitUntil("the consumer is registered") {
-                try await connection.queueState("doomed")?.consumerCount == 1
-            }
-            try await connection.deleteQueue("doomed")
-            let error = await #expect(throws: AMQPError.self) {
-                for try await _ in consumer {}
-            }
-            #expect(error?.code == .consumerCancelled)
-        }
-    }
-
-    @Test("consuming a queue that does not exist ends the sequence with 404")
-    func consumingMissingQueueFails() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            let error = await #expect(throws: AMQPError.self) {
-                for try await _ in connection.consume(queue: "nowhere") {}
-            }
-            #expect(error?.replyCode == 404)
-        }
-    }
-
-    @Test("a consumer busy for longer than three heartbeat intervals keeps its connection")
-    func busyConsumerKeepsConnection() async throws {
-        // Heartbeat 2 s rather than 1 s: a CI machine loaded by the other suites may stall a thread
-        // for a second, which is not what this test is about.
-        try await TestBroker.withConnection(heartbeat: 2, name: "heartbeat-test") { connection, vhost in
-            try await connection.declareQueue(QueueSpec(name: "slow"))
-            try await connection.publish(Data("work".utf8), exchange: "", routingKey: "slow")
-            let timeouts = try TestBroker.script("ctl", "-q", "list_connections", "vhost", "timeout")
-            #expect(timeouts.contains("\(vhost)\t2"), "negotiated heartbeat: \(timeouts)")
-
-            for try await delivery in connection.consume(queue: "slow") {
-                // The work itself: three and a half heartbeat intervals in which this task never
-                // touches the connection. Only the connection thread keeps it alive.
-                try await Task.sleep(for: .seconds(7))
-                try await delivery.ack()
-                break
-            }
-            #expect(connection.connectionCount == 1)
-            #expect(connection.lastError == nil)
-            try await waitUntil("the ack has emptied the queue") {
-                try await connection.queueState("slow")?.messageCount == 0
-            }
-        }
-    }
-
-    @Test("a task in a retry tier comes back to ingress after its delay, not before")
-    func retryTierDeliversBackAfterDelay() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declare(FanficTopology.declarations(retry: ladder))
-            var task = TaskMessage(url: "http://test2.com?sid=7", site: "test2.com", submittedBy: "test")
-            task.attempt = 1
-            let tier = try #require(ladder.tiers.first)
-            #expect(tier.delaySeconds == 2)
-
-            let consumer = connection.consume(queue: FanficTopology.ingress)
-            let published = ContinuousClock.now
-            try await TaskPublisher(connection: connection).scheduleRetry(task, tier: tier)
-            #expect(try await connection.queueState(FanficTopology.retryQueue(tier))?.messageCount == 1)
-
-            var elapsed: Duration?
-            for try await delivery in consumer {
-                elapsed = ContinuousClock.now - published
-                #expect(try TaskCodec.decode(delivery.body) == task)
-                #expect(delivery.exchange == FanficTopology.ingress)
-                #expect(delivery.routingKey == FanficTopology.taskRoutingKey)
-                try await delivery.ack()
-                break
-            }
-            let waited = try #require(elapsed)
-            #expect(waited >= .milliseconds(1950), "came back after \(waited)")
-            #expect(waited < .seconds(20))
-        }
-    }
-
-    @Test("declaring the topology twice is harmless, and every tier has its TTL")
-    func topologyIsIdempotent() async throws {
-        try await TestBroker.withConnection { connection, vhost in
-            try await connection.declare(FanficTopology.declarations(retry: ladder))
-            try await connection.declare(FanficTopology.declarations(retry: ladder))
-            let listing = try TestBroker.script("ctl", "-q", "list_queues", "-p", vhost, "name", "arguments")
-            for tier in ladder.tiers {
-                let name = FanficTopology.retryQueue(tier)
-                let line = try #require(listing.split(separator: "\n").first { $0.hasPrefix(name + "\t") })
-                #expect(line.contains("x-message-ttl"))
-                #expect(line.contains("\(tier.delaySeconds * 1000)"))
-            }
-            #expect(listing.contains("fanfic.ingress"))
-            #expect(listing.contains("fanfic.failed"))
-            #expect(listing.contains("fanfic.control"))
-        }
-    }
-
-    // MARK: Recovery
-
-    @Test("publisher and consumer recover after close_all_connections, losing nothing")
-    func recoversFromClosedConnections() async throws {
-        try await recoveryScenario(name: "close-all") { vhost in
-            // Without -p, rabbitmqctl closes only the connections of the default vhost.
-            try TestBroker.script("ctl", "-q", "close_all_connections", "-p", vhost, "test: forced close")
-        }
-    }
-
-    @Test("publisher and consumer recover after stop_app / start_app, losing nothing")
-    func recoversFromAppRestart() async throws {
-        try await recoveryScenario(name: "app-restart") { _ in
-            try TestBroker.script("stop-app")
-            try TestBroker.script("start-app")
-        }
-    }
-
-    /// Publishes `total` persistent messages while a consumer counts them; `disrupt` runs when
-    /// about a third have arrived. Every message must arrive (duplicates allowed).
-    private func recoveryScenario(name: String, disrupt: @escaping @Sendable (String) throws -> Void) async throws {
-        let total = 600
-        try await TestBroker.withConnection(name: "\(name)-publisher") { publisher, vhost in
-            try await publisher.declare(FanficTopology.declarations(retry: ladder))
-            let consumerConnection = AMQPConnection(
-                configuration: try TestBroker.configuration(virtualHost: vhost, name: "\(name)-consumer"),
-                logger: TestBroker.logger)
-            defer { Task { await consumerConnection.close() } }
-            try await consumerConnection.waitUntilConnected(timeout: .seconds(30))
-            let counter = CountingConsumer(connection: consumerConnection, queue: FanficTopology.ingress)
-
-            let publishing = Task {
-                let tasks = TaskPublisher(connection: publisher, retryFor: .seconds(90))
-                for index in 0..<total {
-                    let task = TaskMessage(
-                        id: "m\(index)", url: "http://test1.com?sid=\(index)", site: "test1.com", submittedBy: name)
-                    try await tasks.submit(task)
-                    // Paced, so that the disruption comes while publishes are in flight.
-                    try await Task.sleep(for: .milliseconds(5))
+                var received: TaskMessage?
+                for try await delivery in connection.consume(queue: FanficTopology.ingress) {
+                    #expect(delivery.properties.deliveryMode == 2)
+                    #expect(delivery.properties.contentType == "application/json")
+                    received = try TaskCodec.decode(delivery.body)
+                    try await delivery.ack()
+                    break
+                }
+                #expect(received == task)
+                try await waitUntil("the ack has emptied the queue") {
+                    try await connection.queueState(FanficTopology.ingress)?.messageCount == 0
                 }
             }
-            try await waitUntil("a third of the messages arrived", timeout: .seconds(60)) {
-                counter.uniqueCount >= total / 3
-            }
-            try disrupt(vhost)
-            try await waitUntil("both clients reconnected", timeout: .seconds(60)) {
-                publisher.connectionCount >= 2 && consumerConnection.connectionCount >= 2
-            }
-            try await publishing.value
-            try await waitUntil("every message arrived", timeout: .seconds(90)) { counter.uniqueCount == total }
-            await counter.stop()
-            let seen = counter.snapshot
-            #expect(seen.unique.count == total)
-            try await waitUntil("ingress drained") {
-                try await publisher.queueState(FanficTopology.ingress)?.messageCount == 0
+        }
+
+        @Test("a mandatory publish nobody can take is returned as an error")
+        func unroutableMandatoryPublishIsReturned() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declare(AMQPTopology(exchanges: [ExchangeSpec(name: "lonely", kind: .direct)]))
+                let error = await #expect(throws: AMQPError.self) {
+                    try await connection.publish(
+                        Data("x".utf8), exchange: "lonely", routingKey: "nobody", mandatory: true)
+                }
+                #expect(error?.code == .publishReturned)
+                #expect(error?.replyCode == 312)
+                // Not mandatory: the broker confirms and drops it, as AMQP says.
+                try await connection.publish(Data("x".utf8), exchange: "lonely", routingKey: "nobody")
             }
         }
-    }
 
-    @Test("a persistent message in a durable queue survives a broker restart")
-    func messageSurvivesBrokerRestart() async throws {
-        try await TestBroker.withConnection { connection, _ in
-            try await connection.declare(FanficTopology.declarations(retry: ladder))
-            try await connection.declareQueue(QueueSpec(name: "classic-durable"))
-            let task = TaskMessage(url: "http://test3.com?sid=3", site: "test3.com", submittedBy: "test")
-            try await TaskPublisher(connection: connection).submit(task)
-            try await connection.publish(
-                Data("classic".utf8), exchange: "", routingKey: "classic-durable",
-                properties: .persistentJSON(messageID: "c1"))
+        @Test("a publish the broker refuses (basic.nack) is an error the caller sees")
+        func nackedPublishIsAnError() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                // A full queue that rejects new messages: the broker nacks the publish.
+                try await connection.declareQueue(
+                    QueueSpec(name: "full", arguments: ["x-max-length": 1, "x-overflow": "reject-publish"]))
+                try await connection.publish(Data("first".utf8), exchange: "", routingKey: "full")
+                let error = await #expect(throws: AMQPError.self) {
+                    try await connection.publish(Data("second".utf8), exchange: "", routingKey: "full")
+                }
+                #expect(error?.code == .publishNacked)
+                #expect(error?.isRetryable == true)
+                #expect(try await connection.queueState("full")?.messageCount == 1)
+            }
+        }
 
-            try TestBroker.script("restart")
-            try await waitUntil("the client reconnected", timeout: .seconds(60)) { connection.connectionCount >= 2 }
-
-            let classic = try #require(await connection.get(queue: "classic-durable"))
-            #expect(classic.properties.messageID == "c1")
-            try await classic.ack()
-            for try await delivery in connection.consume(queue: FanficTopology.ingress) {
-                #expect(try TaskCodec.decode(delivery.body) == task)
+        @Test("a publish to a missing exchange fails, and the next publish works")
+        func publishToMissingExchangeFailsAndChannelRecovers() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                let error = await #expect(throws: AMQPError.self) {
+                    try await connection.publish(Data("x".utf8), exchange: "does-not-exist", routingKey: "k")
+                }
+                #expect(error?.code == .channelClosed)
+                #expect(error?.replyCode == 404)
+                try await connection.declareQueue(QueueSpec(name: "after-error"))
+                try await connection.publish(Data("ok".utf8), exchange: "", routingKey: "after-error")
+                let delivery = try #require(await connection.get(queue: "after-error"))
+                #expect(String(decoding: delivery.body, as: UTF8.self) == "ok")
                 try await delivery.ack()
-                break
+                #expect(connection.connectionCount == 1)
+            }
+        }
+
+        @Test("passive declare reports counts, and nil for a missing queue; purge and delete")
+        func passiveDeclareAndQueueManagement() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                #expect(try await connection.queueState("missing") == nil)
+                try await connection.declareQueue(QueueSpec(name: "counted"))
+                for index in 0..<3 {
+                    try await connection.publish(Data("\(index)".utf8), exchange: "", routingKey: "counted")
+                }
+                #expect(try await connection.queueState("counted")?.messageCount == 3)
+                #expect(try await connection.purgeQueue("counted") == 3)
+                #expect(try await connection.queueState("counted")?.messageCount == 0)
+                try await connection.deleteQueue("counted")
+                #expect(try await connection.queueState("counted") == nil)
+            }
+        }
+
+        @Test("a changed queue argument is refused with the broker's reason, and the client carries on")
+        func conflictingDeclarationIsAnError() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declareQueue(QueueSpec(name: "ttl").messageTTL(milliseconds: 1000))
+                let error = await #expect(throws: AMQPError.self) {
+                    try await connection.declareQueue(QueueSpec(name: "ttl").messageTTL(milliseconds: 2000))
+                }
+                #expect(error?.replyCode == 406)
+                #expect(error?.message.contains("x-message-ttl") == true)
+                #expect(try await connection.queueState("ttl") != nil)
+            }
+        }
+
+        @Test("basic.get fetches one message with its headers and the count left")
+        func basicGetFetchesMessages() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declareQueue(QueueSpec(name: "got"))
+                let headers: AMQPTable = [
+                    "reason": "because", "count": 3, "flag": true,
+                    "nested": .table(["list": .array([1, "two"])]),
+                ]
+                for index in 0..<2 {
+                    try await connection.publish(
+                        Data("m\(index)".utf8), exchange: "", routingKey: "got",
+                        properties: AMQPMessageProperties(headers: headers, deliveryMode: 2, messageID: "id-\(index)"))
+                }
+                let first = try #require(await connection.get(queue: "got"))
+                #expect(first.properties.messageID == "id-0")
+                #expect(first.properties.headers == headers)
+                #expect(first.messageCount == 1)
+                try await first.ack()
+                let second = try #require(await connection.get(queue: "got"))
+                try await second.nack(requeue: true)
+                let again = try #require(await connection.get(queue: "got"))
+                #expect(again.redelivered)
+                #expect(again.properties.messageID == "id-1")
+                try await again.ack()
+                #expect(try await connection.get(queue: "got") == nil)
+            }
+        }
+
+        @Test("a wrong password is reported as access refused, and no call hangs")
+        func wrongPasswordIsAccessRefused() async throws {
+            let vhost = try TestBroker.makeVirtualHost()
+            defer { TestBroker.deleteVirtualHost(vhost) }
+            var configuration = try TestBroker.configuration(virtualHost: vhost)
+            configuration.password = "wrong"
+            configuration.commandTimeout = .seconds(2)
+            let connection = AMQPConnection(configuration: configuration, logger: TestBroker.logger)
+            let error = await #expect(throws: AMQPError.self) {
+                try await connection.waitUntilConnected(timeout: .seconds(3))
+            }
+            #expect(error?.code == .notConnected)
+            #expect(connection.lastError?.code == .accessRefused)
+            #expect(connection.lastError?.message.contains("wrong") == false)
+            await #expect(throws: AMQPError.self) {
+                try await connection.publish(Data(), exchange: "", routingKey: "x")
+            }
+            await connection.close()
+        }
+
+        @Test("deleting a consumed queue cancels the consumer visibly")
+        func deletedQueueCancelsConsumer() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declareQueue(QueueSpec(name: "doomed"))
+                let consumer = connection.consume(queue: "doomed")
+                try await waitUntil("the consumer is registered") {
+                    try await connection.queueState("doomed")?.consumerCount == 1
+                }
+                try await connection.deleteQueue("doomed")
+                let error = await #expect(throws: AMQPError.self) {
+                    for try await _ in consumer {}
+                }
+                #expect(error?.code == .consumerCancelled)
+            }
+        }
+
+        @Test("consuming a queue that does not exist ends the sequence with 404")
+        func consumingMissingQueueFails() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                let error = await #expect(throws: AMQPError.self) {
+                    for try await _ in connection.consume(queue: "nowhere") {}
+                }
+                #expect(error?.replyCode == 404)
+            }
+        }
+
+        @Test("a consumer busy for longer than three heartbeat intervals keeps its connection")
+        func busyConsumerKeepsConnection() async throws {
+            // Heartbeat 2 s rather than 1 s: a CI machine loaded by the other suites may stall a thread
+            // for a second, which is not what this test is about.
+            try await TestBroker.withConnection(heartbeat: 2, name: "heartbeat-test") { connection, vhost in
+                try await connection.declareQueue(QueueSpec(name: "slow"))
+                try await connection.publish(Data("work".utf8), exchange: "", routingKey: "slow")
+                let timeouts = try TestBroker.script("ctl", "-q", "list_connections", "vhost", "timeout")
+                #expect(timeouts.contains("\(vhost)\t2"), "negotiated heartbeat: \(timeouts)")
+
+                for try await delivery in connection.consume(queue: "slow") {
+                    // The work itself: three and a half heartbeat intervals in which this task never
+                    // touches the connection. Only the connection thread keeps it alive.
+                    try await Task.sleep(for: .seconds(7))
+                    try await delivery.ack()
+                    break
+                }
+                #expect(connection.connectionCount == 1)
+                #expect(connection.lastError == nil)
+                try await waitUntil("the ack has emptied the queue") {
+                    try await connection.queueState("slow")?.messageCount == 0
+                }
+            }
+        }
+
+        @Test("a task in a retry tier comes back to ingress after its delay, not before")
+        func retryTierDeliversBackAfterDelay() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declare(FanficTopology.declarations(retry: ladder))
+                var task = TaskMessage(url: "http://test2.com?sid=7", site: "test2.com", submittedBy: "test")
+                task.attempt = 1
+                let tier = try #require(ladder.tiers.first)
+                #expect(tier.delaySeconds == 2)
+
+                let consumer = connection.consume(queue: FanficTopology.ingress)
+                let published = ContinuousClock.now
+                try await TaskPublisher(connection: connection).scheduleRetry(task, tier: tier)
+                #expect(try await connection.queueState(FanficTopology.retryQueue(tier))?.messageCount == 1)
+
+                var elapsed: Duration?
+                for try await delivery in consumer {
+                    elapsed = ContinuousClock.now - published
+                    #expect(try TaskCodec.decode(delivery.body) == task)
+                    #expect(delivery.exchange == FanficTopology.ingress)
+                    #expect(delivery.routingKey == FanficTopology.taskRoutingKey)
+                    try await delivery.ack()
+                    break
+                }
+                let waited = try #require(elapsed)
+                #expect(waited >= .milliseconds(1950), "came back after \(waited)")
+                #expect(waited < .seconds(20))
+            }
+        }
+
+        @Test("declaring the topology twice is harmless, and every tier has its TTL")
+        func topologyIsIdempotent() async throws {
+            try await TestBroker.withConnection { connection, vhost in
+                try await connection.declare(FanficTopology.declarations(retry: ladder))
+                try await connection.declare(FanficTopology.declarations(retry: ladder))
+                let listing = try TestBroker.script("ctl", "-q", "list_queues", "-p", vhost, "name", "arguments")
+                for tier in ladder.tiers {
+                    let name = FanficTopology.retryQueue(tier)
+                    let line = try #require(listing.split(separator: "\n").first { $0.hasPrefix(name + "\t") })
+                    #expect(line.contains("x-message-ttl"))
+                    #expect(line.contains("\(tier.delaySeconds * 1000)"))
+                }
+                #expect(listing.contains("fanfic.ingress"))
+                #expect(listing.contains("fanfic.failed"))
+                #expect(listing.contains("fanfic.control"))
+            }
+        }
+
+        // MARK: Recovery
+
+        @Test("publisher and consumer recover after close_all_connections, losing nothing")
+        func recoversFromClosedConnections() async throws {
+            try await recoveryScenario(name: "close-all") { vhost in
+                // Without -p, rabbitmqctl closes only the connections of the default vhost.
+                try TestBroker.script("ctl", "-q", "close_all_connections", "-p", vhost, "test: forced close")
+            }
+        }
+
+        @Test("publisher and consumer recover after stop_app / start_app, losing nothing")
+        func recoversFromAppRestart() async throws {
+            try await recoveryScenario(name: "app-restart") { _ in
+                try TestBroker.script("stop-app")
+                try TestBroker.script("start-app")
+            }
+        }
+
+        /// Publishes `total` persistent messages while a consumer counts them; `disrupt` runs when
+        /// about a third have arrived. Every message must arrive (duplicates allowed).
+        private func recoveryScenario(name: String, disrupt: @escaping @Sendable (String) throws -> Void) async throws {
+            let total = 600
+            try await TestBroker.withConnection(name: "\(name)-publisher") { publisher, vhost in
+                try await publisher.declare(FanficTopology.declarations(retry: ladder))
+                let consumerConnection = AMQPConnection(
+                    configuration: try TestBroker.configuration(virtualHost: vhost, name: "\(name)-consumer"),
+                    logger: TestBroker.logger)
+                defer { Task { await consumerConnection.close() } }
+                try await consumerConnection.waitUntilConnected(timeout: .seconds(30))
+                let counter = CountingConsumer(connection: consumerConnection, queue: FanficTopology.ingress)
+
+                let publishing = Task {
+                    let tasks = TaskPublisher(connection: publisher, retryFor: .seconds(90))
+                    for index in 0..<total {
+                        let task = TaskMessage(
+                            id: "m\(index)", url: "http://test1.com?sid=\(index)", site: "test1.com", submittedBy: name)
+                        try await tasks.submit(task)
+                        // Paced, so that the disruption comes while publishes are in flight.
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                }
+                try await waitUntil("a third of the messages arrived", timeout: .seconds(60)) {
+                    counter.uniqueCount >= total / 3
+                }
+                try disrupt(vhost)
+                try await waitUntil("both clients reconnected", timeout: .seconds(60)) {
+                    publisher.connectionCount >= 2 && consumerConnection.connectionCount >= 2
+                }
+                try await publishing.value
+                try await waitUntil("every message arrived", timeout: .seconds(90)) { counter.uniqueCount == total }
+                await counter.stop()
+                let seen = counter.snapshot
+                #expect(seen.unique.count == total)
+                try await waitUntil("ingress drained") {
+                    try await publisher.queueState(FanficTopology.ingress)?.messageCount == 0
+                }
+            }
+        }
+
+        @Test("a persistent message in a durable queue survives a broker restart")
+        func messageSurvivesBrokerRestart() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declare(FanficTopology.declarations(retry: ladder))
+                try await connection.declareQueue(QueueSpec(name: "classic-durable"))
+                let task = TaskMessage(url: "http://test3.com?sid=3", site: "test3.com", submittedBy: "test")
+                try await TaskPublisher(connection: connection).submit(task)
+                try await connection.publish(
+                    Data("classic".utf8), exchange: "", routingKey: "classic-durable",
+                    properties: .persistentJSON(messageID: "c1"))
+
+                try TestBroker.script("restart")
+                try await waitUntil("the client reconnected", timeout: .seconds(60)) { connection.connectionCount >= 2 }
+
+                let classic = try #require(await connection.get(queue: "classic-durable"))
+                #expect(classic.properties.messageID == "c1")
+                try await classic.ack()
+                for try await delivery in connection.consume(queue: FanficTopology.ingress) {
+                    #expect(try TaskCodec.decode(delivery.body) == task)
+                    try await delivery.ack()
+                    break
+                }
             }
         }
     }

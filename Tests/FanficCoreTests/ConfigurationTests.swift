@@ -100,6 +100,7 @@ struct ConfigurationTests {
             [coordinator]
             worker_timeout = 10
             site_pause = 3
+            site_caps = ["archiveofourown.org=2"]
             """)
         #expect(configuration.broker.url == "amqps://fan:s3cret@rabbit.example:5671/fanfic")
         #expect(configuration.email.server == "imap.example.com:993")
@@ -121,6 +122,7 @@ struct ConfigurationTests {
         #expect(configuration.run.workers == 4)
         #expect(configuration.coordinator.workerTimeout == 10)
         #expect(configuration.coordinator.sitePause == 3)
+        #expect(configuration.coordinator.siteCapTable == ["archiveofourown.org": 2])
     }
 
     // MARK: Each kind of error
@@ -165,6 +167,7 @@ struct ConfigurationTests {
             ("[worker]\nheartbeat = 0", "worker.heartbeat", "from 1 to 300"),
             ("[run]\nworkers = 0", "run.workers", "from 1 to 64"),
             ("[coordinator]\nsite_pause = -1", "coordinator.site_pause", "from 0"),
+            ("[coordinator]\nsite_caps = [\"ao3=many\"]", "coordinator.site_caps", "SITE=N"),
         ])
     func invalidValue(toml: String, key: String, allowed: String) {
         let found = issues(toml)
@@ -227,7 +230,7 @@ struct ConfigurationTests {
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 29)
+        #expect(FanficConfiguration.keys.count == 30)
     }
 
     @Test("secrets can be read from files named by _FILE variables")

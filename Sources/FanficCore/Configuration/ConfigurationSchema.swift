@@ -47,6 +47,7 @@ enum ConfigurationSchema {
 
             .integer("coordinator", "worker_timeout", \.coordinator.workerTimeout, range: 2...3600),
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
+            .stringList("coordinator", "site_caps", \.coordinator.siteCaps, rule: Rules.siteCap),
         ]
     }
 }
@@ -105,6 +106,16 @@ enum Rules {
     static func appriseURL(_ text: String) -> String? {
         text.contains("://")
             ? nil : "each must be an Apprise URL like mailto://user:pass@example.com or json://host/path"
+    }
+
+    static func siteCap(_ text: String) -> String? {
+        let parts = text.split(separator: "=", maxSplits: 1)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[0].contains(" "), let cap = Int(parts[1]),
+            (1...64).contains(cap)
+        else {
+            return "each must be SITE=N with N from 1 to 64, e.g. archiveofourown.org=2"
+        }
+        return nil
     }
 
     static func workerID(_ text: String) -> String? {

@@ -97,5 +97,17 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var workerTimeout = 20
         /// Seconds between two tasks of one site.
         public var sitePause = 0
+        /// `SITE=N`: sites that allow N workers at once (every other site: one).
+        public var siteCaps: [String] = []
+
+        /// `site_caps` as a table; the configuration check has made sure every entry parses.
+        public var siteCapTable: [String: Int] {
+            var table: [String: Int] = [:]
+            for entry in siteCaps {
+                let parts = entry.split(separator: "=", maxSplits: 1)
+                if parts.count == 2, let cap = Int(parts[1]) { table[String(parts[0])] = cap }
+            }
+            return table
+        }
     }
 }

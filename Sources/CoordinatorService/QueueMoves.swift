@@ -1,0 +1,191 @@
+import AMQP
+import Coordination
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Synchronization
+
+/// The broker operations behind the state machine's actions. Every move of a task is publish,
+/// wait for the confirm, then ack the source: a crash in between duplicates, never loses.
+final class QueueMoves: Sendable {
+    let connection: AMQPConnection
+    let logger: Logger
+    /// Worker and backlog queues declared in this term (declared once, before the first publish).
+    private let declared = Mutex<Set<String>>([])
+
+    init(connection: AMQPConnection, logger: Logger) {
+        self.connection = connection
+        self.logger = logger
+    }
+
+    /// Publishes an ingress delivery's task to its destination; true once confirmed.
+    func publish(_ delivery: AMQPDelivery, to destination: Destination) async -> Bool {
+        let queue = CoordinatorTerm.queueName(destination)
+        do {
+            try await ensureDeclared(destination)
+            try await connection.publish(
+                delivery.body, exchange: "", routingKey: queue, properties: Self.persistent(delivery.properties),
+                mandatory: true)
+            return true
+        } catch {
+            logger.warning(
+                "move not confirmed; the task goes back to ingress",
+                metadata: ["queue": "\(queue)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty (then
+    /// reports `.backlogDrained`) or `signal` says stop (a reclaim of that worker, the term's end).
+    func drain(
+        site: String, into worker: WorkerID, until signal: StopSignal,
+        report: @Sendable (DispatchEvent) -> Void
+    ) async {
+        defer { signal.finished() }
+        let source = FanficTopology.backlogQueue(site: site)
+        let target = FanficTopology.workerQueue(id: worker)
+        var moved = 0
+        while !signal.isStopped && !Task.isCancelled {
+            do {
+                guard let message = try await connection.get(queue: source) else {
+                    logger.info(
+                        "backlog drained", metadata: ["site": "\(site)", "worker": "\(worker)", "moved": "\(moved)"])
+                    report(.backlogDrained(site: site, worker: worker))
+                    return
+                }
+                let identity = try? TaskCodec.decode(message.body).identity
+                do {
+                    try await ensureDeclared(.worker(worker))
+                    try await connection.publish(
+                        message.body, exchange: "", routingKey: target, properties: Self.persistent(message.properties),
+                        mandatory: true)
+                } catch {
+                    try? await message.nack(requeue: true)
+                    throw error
+                }
+                // Confirmed in the worker's queue: counted there even if this ack is lost (the
+                // backlog would then hand out a copy, which the worker's pipeline absorbs).
+                report(.backlogTaskMoved(site: site, worker: worker, identity: identity))
+                moved += 1
+                try? await message.ack()
+            } catch {
+                logger.warning(
+                    "backlog drain interrupted; retrying",
+                    metadata: ["site": "\(site)", "worker": "\(worker)", "error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Moves what is left in a worker's queue back to `fanfic.ingress`. True when the queue was
+    /// found empty; false when stopped first.
+    func reclaim(worker: WorkerID, while shouldGoOn: @Sendable () -> Bool) async -> Bool {
+        let queue = FanficTopology.workerQueue(id: worker)
+        var moved = 0
+        while shouldGoOn() {
+            do {
+                guard let message = try await connection.get(queue: queue) else {
+                    logger.info("worker queue reclaimed", metadata: ["worker": "\(worker)", "moved": "\(moved)"])
+                    return true
+                }
+                do {
+                    try await connection.publish(
+                        message.body, exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,
+                        properties: Self.persistent(message.properties), mandatory: true)
+                } catch {
+                    try? await message.nack(requeue: true)
+                    throw error
+                }
+                moved += 1
+                try? await message.ack()
+            } catch let error as AMQPError where error.code == .channelClosed && error.replyCode == 404 {
+                return true  // no such queue: nothing to reclaim
+            } catch {
+                logger.warning("reclaim interrupted; retrying", metadata: ["worker": "\(worker)", "error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        return false
+    }
+
+    /// Message counts of the sites' backlog queues that exist and are not empty.
+    func backlogCounts(sites: [String]) async -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for site in sites {
+            // A failure here only delays a backlog until its site's next task arrives.
+            if let state = try? await connection.queueState(FanficTopology.backlogQueue(site: site)),
+                state.messageCount > 0
+            {
+                counts[site] = Int(state.messageCount)
+            }
+        }
+        return counts
+    }
+
+    /// Tells a worker it may consume its queue.
+    func admit(_ worker: WorkerID, replyTo: String) async {
+        do {
+            try await connection.publish(
+                TaskCodec.encode(ControlMessage.admit(worker: worker)), exchange: "", routingKey: replyTo,
+                properties: .persistentJSON(), retryFor: .seconds(5))
+            logger.info("worker admitted", metadata: ["worker": "\(worker)"])
+        } catch {
+            // It says hello again at its next heartbeat, and is admitted then.
+            logger.warning("admit not sent", metadata: ["worker": "\(worker)", "error": "\(error)"])
+        }
+    }
+
+    private func ensureDeclared(_ destination: Destination) async throws {
+        let name = CoordinatorTerm.queueName(destination)
+        if declared.withLock({ $0.contains(name) }) { return }
+        let spec =
+            switch destination {
+            case .worker(let id): FanficTopology.worker(id: id)
+            case .backlog(let site): FanficTopology.backlog(site: site)
+            }
+        _ = try await connection.declareQueue(spec)
+        declared.withLock { _ = $0.insert(name) }
+    }
+
+    private static func persistent(_ properties: AMQPMessageProperties) -> AMQPMessageProperties {
+        var properties = properties
+        properties.deliveryMode = 2
+        return properties
+    }
+}
+
+/// Asks a background operation to stop after its current step, and waits until it has.
+final class StopSignal: Sendable {
+    private struct State {
+        var stopped = false
+        var finished = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    var isStopped: Bool { state.withLock { $0.stopped } }
+
+    func stop() { state.withLock { $0.stopped = true } }
+
+    func finished() {
+        let waiters = state.withLock { state in
+            state.finished = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func waitUntilFinished() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if state.finished { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+
+/// Something that happened, published to the `fanfic.events` topic exchange with `type` as the
+/// routing key, for anyone to observe (`fanfic status`, dashboards, tests).
+///
+/// JSON like the task message. Only `type`, `source` and `at` are always present; the rest
+/// depends on the type.
+public struct FanficEvent: Codable, Sendable, Hashable {
+    /// The routing keys this build publishes. Others may appear later: observers must ignore
+    /// types they do not know.
+    public enum Kind: String, Codable, Sendable, Hashable, CaseIterable {
+        /// Coordinator: a task went to a worker's queue or a site's backlog (`destination`).
+        case taskRouted = "task.routed"
+        /// Coordinator: the same story was already queued or running; this copy was dropped.
+        case taskDuplicate = "task.duplicate"
+        /// Coordinator: a message on `fanfic.ingress` did not decode and was parked (`reason`).
+        case taskParked = "task.parked"
+        /// Worker: started a task.
+        case taskStarted = "task.started"
+        /// Worker: the story is in the library (`detail`: new, updated, up to date).
+        case taskSucceeded = "task.succeeded"
+        /// Worker: a retryable failure; the task waits in a retry tier (`detail`: the tier).
+        case taskRetrying = "task.retrying"
+        /// Worker: the task went to `fanfic.failed` (`reason`).
+        case taskFailed = "task.failed"
+        /// Coordinator: a site was given to a worker, or taken back from it.
+        case siteAssigned = "site.assigned"
+        case siteReleased = "site.released"
+        /// Coordinator: a worker joined the table, or was presumed dead and its queue reclaimed.
+        case workerJoined = "worker.joined"
+        case workerDead = "worker.dead"
+        /// Coordinator: this instance became the active one, or finished rebuilding its table.
+        case coordinatorActive = "coordinator.active"
+        case coordinatorReady = "coordinator.ready"
+    }
+
+    public var version: Int
+    public var kind: Kind
+    /// Who says so: `coordinator@<host>` or `worker:<id>`.
+    public var source: String
+    public var at: Date
+    public var worker: String?
+    public var site: String?
+    public var url: String?
+    public var taskID: String?
+    public var calibreID: Int?
+    /// Where a routed task went: `fanfic.worker.<id>` or `fanfic.backlog.<site>`.
+    public var destination: String?
+    public var reason: String?
+    public var detail: String?
+    public var attempt: Int?
+    public var durationMilliseconds: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case version, kind = "type", source, at, worker, site, url
+        case taskID = "task_id"
+        case calibreID = "calibre_id"
+        case destination, reason, detail, attempt
+        case durationMilliseconds = "duration_ms"
+    }
+
+    public init(
+        _ kind: Kind, source: String, at: Date = Date(), worker: String? = nil, site: String? = nil,
+        url: String? = nil, taskID: String? = nil, calibreID: Int? = nil, destination: String? = nil,
+        reason: String? = nil, detail: String? = nil, attempt: Int? = nil, durationMilliseconds: Int? = nil
+    ) {
+        self.version = TaskMessage.currentVersion
+        self.kind = kind
+        self.source = source
+        self.at = Timestamp.date(milliseconds: Timestamp.milliseconds(at))
+        self.worker = worker
+        self.site = site
+        self.url = url
+        self.taskID = taskID
+        self.calibreID = calibreID
+        self.destination = destination
+        self.reason = reason
+        self.detail = detail
+        self.attempt = attempt
+        self.durationMilliseconds = durationMilliseconds
+    }
+
+    /// The routing key on `fanfic.events`.
+    public var routingKey: String { kind.rawValue }
+}
+
+extension TaskCodec {
+    public static func encode(_ event: FanficEvent) -> Data { encodeJSON(event) }
+
+    public static func decodeEvent(_ data: Data) throws(TaskDecodingError) -> FanficEvent {
+        try decodeVersioned(data)
+    }
+}

@@ -1,0 +1,205 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Runs one task: by the time it returns, whatever must follow the task (its retry, its
+/// `fanfic.failed` record, its events) is safely published, because the session acks next.
+public protocol TaskRunner: Sendable {
+    func run(_ task: TaskMessage, workerID: String) async
+}
+
+/// A worker's side of the coordination protocol (docs/coordination.md), around a ``TaskRunner``:
+/// says hello and waits to be admitted, then consumes its own queue one task at a time, with
+/// heartbeats all along and a `finished` report after each task's ack.
+public final class WorkerSession: Sendable {
+    public struct Settings: Sendable {
+        public var id: String
+        public var heartbeat: Duration
+        /// Heartbeats and hellos older than this are stale for any coordinator: they expire.
+        public var workerTimeout: Duration
+        /// Rest between two tasks of one site (`coordinator.site_pause`): the lock keeps other
+        /// workers off the site, this keeps one worker from running its tasks back to back.
+        public var sitePause: Duration
+
+        public init(id: String, configuration: FanficConfiguration) {
+            self.id = id
+            heartbeat = .seconds(configuration.worker.heartbeat)
+            workerTimeout = .seconds(configuration.coordinator.workerTimeout)
+            sitePause = .seconds(configuration.coordinator.sitePause)
+        }
+    }
+
+    /// What heartbeats report, and what `fanfic status` shows through them.
+    struct Progress {
+        var admitted = false
+        var running: TaskMessage?
+        var lastSite: String?
+        var tasksDone = 0
+    }
+
+    let connection: AMQPConnection
+    let settings: Settings
+    let runner: any TaskRunner
+    let logger: Logger
+    private let progress = Mutex(Progress())
+    private let admission: AsyncStream<Void>
+    private let admitted: AsyncStream<Void>.Continuation
+
+    public init(connection: AMQPConnection, settings: Settings, runner: any TaskRunner, logger: Logger) {
+        self.connection = connection
+        self.settings = settings
+        self.runner = runner
+        var logger = logger
+        logger[metadataKey: "worker"] = "\(settings.id)"
+        self.logger = logger
+        (admission, admitted) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    var queue: String { FanficTopology.workerQueue(id: settings.id) }
+    /// Where the coordinator answers this worker's hello. It outlives short disconnections and
+    /// expires a minute after the worker is gone.
+    var replyQueue: String { "fanfic.reply.\(settings.id)" }
+
+    /// Runs until graceful shutdown; the task in progress is finished first.
+    public func run() async throws {
+        try await connection.declare(
+            AMQPTopology(queues: [
+                FanficTopology.worker(id: settings.id),
+                QueueSpec(name: replyQueue, arguments: ["x-expires": .int(60_000)]),
+            ]))
+        try await peekAtLeftovers()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await self.listenForAdmission() }
+            group.addTask { await self.reportLiveness() }
+            try await self.consumeTasks()
+            group.cancelAll()
+        }
+    }
+
+    // MARK: Tasks
+
+    private func consumeTasks() async throws {
+        logger.info("waiting to be admitted by the coordinator", metadata: ["queue": "\(queue)"])
+        await cancelWhenGracefulShutdown {
+            for await _ in self.admission { break }
+        }
+        if Task.isShuttingDownGracefully || Task.isCancelled { return }
+        logger.info("admitted; consuming", metadata: ["queue": "\(queue)"])
+        try await cancelWhenGracefulShutdown {
+            for try await delivery in self.connection.consume(queue: self.queue, prefetch: 1) {
+                // Unstructured, so that a shutdown signal lets the task finish instead of cutting it.
+                await Task { await self.handle(delivery) }.value
+            }
+        }
+    }
+
+    private func handle(_ delivery: AMQPDelivery) async {
+        let task: TaskMessage
+        do {
+            task = try TaskCodec.decode(delivery.body)
+        } catch {
+            let reason = "undecodable task: \(error.message)"
+            logger.warning("parking a message that is not a task", metadata: ["reason": "\(reason)"])
+            do {
+                try await TaskPublisher(connection: connection).park(
+                    delivery.body, reason: reason, properties: delivery.properties)
+                try await delivery.ack()
+            } catch {
+                try? await delivery.nack(requeue: true)
+            }
+            return
+        }
+        if let last = progress.withLock({ $0.lastSite }), last == task.site, settings.sitePause > .zero {
+            try? await Task.sleep(for: settings.sitePause)
+        }
+        progress.withLock { $0.running = task }
+        await runner.run(task, workerID: settings.id)
+        do {
+            try await delivery.ack()
+        } catch {
+            // The broker gives it to this queue again; the pipeline is idempotent.
+            logger.warning(
+                "ack failed; the task will run again", metadata: ["url": "\(task.url)", "error": "\(error)"])
+        }
+        progress.withLock {
+            $0.running = nil
+            $0.lastSite = task.site
+            $0.tasksDone += 1
+        }
+        await publishControl(.finished(worker: settings.id, task: task), expires: false)
+    }
+
+    // MARK: Coordination
+
+    /// After a restart the queue may still hold tasks: their site goes into the hello.
+    private func peekAtLeftovers() async throws {
+        guard let state = try await connection.queueState(queue), state.messageCount > 0,
+            let message = try await connection.get(queue: queue)
+        else { return }
+        let site = try? TaskCodec.decode(message.body).site
+        try? await message.nack(requeue: true)
+        progress.withLock { $0.lastSite = site }
+        logger.info(
+            "found tasks left in the queue", metadata: ["count": "\(state.messageCount)", "site": "\(site ?? "?")"])
+    }
+
+    private func listenForAdmission() async {
+        while !Task.isCancelled {
+            do {
+                for try await delivery in connection.consume(queue: replyQueue, prefetch: 10) {
+                    try? await delivery.ack()
+                    guard let message = try? TaskCodec.decodeControl(delivery.body), message.kind == .admit,
+                        message.worker == settings.id
+                    else { continue }
+                    progress.withLock { $0.admitted = true }
+                    admitted.yield()
+                }
+                return
+            } catch {
+                logger.debug("reply queue subscription ended; subscribing again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Hello until admitted, then heartbeats, every `heartbeat`.
+    private func reportLiveness() async {
+        while !Task.isCancelled {
+            let (site, unfinished) = await backlogSummary()
+            let isAdmitted = progress.withLock { $0.admitted }
+            let message =
+                isAdmitted
+                ? ControlMessage.heartbeat(worker: settings.id, site: site, unfinished: unfinished)
+                : ControlMessage.hello(worker: settings.id, site: site, unfinished: unfinished, replyTo: replyQueue)
+            await publishControl(message, expires: true)
+            try? await Task.sleep(for: settings.heartbeat)
+        }
+    }
+
+    /// The site this worker's queue holds and how many of its tasks are not finished.
+    private func backlogSummary() async -> (site: String?, unfinished: Int) {
+        let queued = (try? await connection.queueState(queue)).flatMap { $0.map { Int($0.messageCount) } } ?? 0
+        let (running, lastSite) = progress.withLock { ($0.running, $0.lastSite) }
+        let unfinished = queued + (running == nil ? 0 : 1)
+        return (running?.site ?? (unfinished > 0 ? lastSite : nil), unfinished)
+    }
+
+    private func publishControl(_ message: ControlMessage, expires: Bool) async {
+        var properties = AMQPMessageProperties.persistentJSON()
+        if expires {
+            properties.expiration = "\(settings.workerTimeout.components.seconds * 1000)"
+        }
+        do {
+            try await connection.publish(
+                TaskCodec.encode(message), exchange: "", routingKey: FanficTopology.control, properties: properties,
+                mandatory: true, retryFor: expires ? nil : .seconds(60))
+        } catch {
+            logger.warning(
+                "control message not sent", metadata: ["type": "\(message.kind.rawValue)", "error": "\(error)"])
+        }
+    }
+}
