@@ -29,6 +29,7 @@ let package = Package(
         .executable(name: "worker", targets: ["WorkerApp"]),
         .executable(name: "fanfic", targets: ["FanficCLI"]),
         .executable(name: "broker-bench", targets: ["BrokerBenchmark"]),
+        .executable(name: "routing-bench", targets: ["RoutingBenchmark"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "FanficCore", targets: ["FanficCore"]),
     ],
@@ -136,6 +137,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/BrokerBenchmark",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "RoutingBenchmark",
+            dependencies: [
+                "AMQP", "FanficBroker", "FanficCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/RoutingBenchmark",
             swiftSettings: swiftSettings
         ),
 

@@ -1,0 +1,152 @@
+import AMQP
+import ArgumentParser
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// How fast the `coordinator` executable routes queued tasks, beside the raw broker.
+///
+/// Fills `fanfic.ingress` with N tasks over S sites (persistent, confirmed, `window` in flight:
+/// the raw broker figure, the same publishes the foundation benchmark measures), then starts a
+/// coordinator with no workers, so that every task is moved ingress -> `fanfic.backlog.<site>`
+/// (publish, confirm, ack), and times the moves from the first to the last. Samples the
+/// coordinator's resident memory meanwhile. Prints one JSON object.
+@main
+struct RoutingBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "routing-bench", abstract: "Measure the coordinator's routing rate and memory.")
+
+    @Option(help: "Broker URL, with a virtual host of its own (the benchmark empties its queues).")
+    var url: String
+
+    @Option(help: "The coordinator executable.")
+    var coordinator = ".build/release/coordinator"
+
+    @Option(help: "Tasks to route.")
+    var tasks = 1000
+
+    @Option(help: "Sites the tasks are spread over.")
+    var sites = 50
+
+    @Option(help: "Publishes in flight at once while filling the ingress queue.")
+    var window = 64
+
+    func run() async throws {
+        var logger = Logger(label: "routing-bench")
+        logger.logLevel = .warning
+        var configuration = try AMQPConfiguration(url: url)
+        configuration.connectionName = "routing-bench"
+        let connection = AMQPConnection(configuration: configuration, logger: logger)
+        try await connection.waitUntilConnected(timeout: .seconds(30))
+        try await connection.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
+        let siteNames = (1...sites).map { "site\($0).example" }
+        for site in siteNames { _ = try await connection.purgeQueueIfExists(FanficTopology.backlogQueue(site: site)) }
+        _ = try await connection.purgeQueue(FanficTopology.ingress)
+
+        // Raw broker: the tasks into fanfic.ingress, persistent and confirmed.
+        let bodies = (0..<tasks).map { index in
+            TaskCodec.encode(
+                TaskMessage(
+                    url: "https://\(siteNames[index % sites])/s/\(index)", site: siteNames[index % sites],
+                    submittedBy: "bench"))
+        }
+        let fillStart = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<window {
+                group.addTask {
+                    for index in stride(from: lane, to: bodies.count, by: window) {
+                        try await connection.publish(
+                            bodies[index], exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,
+                            properties: .persistentJSON(), mandatory: true)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let fill = ContinuousClock.now - fillStart
+
+        // The coordinator, as users run it.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("routing-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configPath = directory.appendingPathComponent("config.toml").path
+        try "[broker]\nurl = \"\(url)\"\n[worker]\nheartbeat = 1\n[coordinator]\nworker_timeout = 2\n".write(
+            toFile: configPath, atomically: true, encoding: .utf8)
+        let pid = try spawn([coordinator, "--config", configPath, "--log-level", "warning"], log: directory.path + "/log")
+        defer {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+
+        var firstMove: ContinuousClock.Instant?
+        var peakRSS = 0
+        let deadline = ContinuousClock.now + .seconds(600)
+        while ContinuousClock.now < deadline {
+            if waitpid(pid, nil, WNOHANG) == pid {
+                let log = (try? String(contentsOfFile: directory.path + "/log", encoding: .utf8)) ?? ""
+                throw ValidationError("the coordinator exited:\n\(log)")
+            }
+            let left = Int(try await connection.queueState(FanficTopology.ingress)?.messageCount ?? 0)
+            var parked = 0
+            for site in siteNames {
+                parked += Int(try await connection.queueState(FanficTopology.backlogQueue(site: site))?.messageCount ?? 0)
+            }
+            peakRSS = max(peakRSS, Self.residentKilobytes(pid) ?? 0)
+            if firstMove == nil, parked > 0 || left < tasks { firstMove = .now }
+            if parked >= tasks && left == 0 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        guard let firstMove else { throw ValidationError("the coordinator routed nothing; see its log") }
+        let routing = ContinuousClock.now - firstMove
+        let fillRate = Double(tasks) / fill.seconds
+        let routeRate = Double(tasks) / routing.seconds
+        let result: [String: Any] = [
+            "tasks": tasks, "sites": sites,
+            "raw_publish_rate": Int(fillRate), "routing_rate": Int(routeRate),
+            "ratio": (routeRate / fillRate * 100).rounded() / 100,
+            "coordinator_peak_rss_kb": peakRSS,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+        FileHandle.standardOutput.write(json + Data("\n".utf8))
+        await connection.close()
+    }
+
+    static func residentKilobytes(_ pid: pid_t) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+        }
+        return nil
+    }
+
+    private func spawn(_ argv: [String], log: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { for pointer in cArguments { free(pointer) } }
+        var pid: pid_t = 0
+        let result = posix_spawnp(&pid, argv[0], &actions, nil, &cArguments, environ)
+        guard result == 0 else { throw ValidationError("cannot start \(argv[0]): \(String(cString: strerror(result)))") }
+        return pid
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+extension AMQPConnection {
+    func purgeQueueIfExists(_ name: String) async throws -> UInt32 {
+        guard try await queueState(name) != nil else { return 0 }
+        return try await purgeQueue(name)
+    }
+}
