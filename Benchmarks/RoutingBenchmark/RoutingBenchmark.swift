@@ -77,7 +77,8 @@ struct RoutingBenchmark: AsyncParsableCommand {
         let configPath = directory.appendingPathComponent("config.toml").path
         try "[broker]\nurl = \"\(url)\"\n[worker]\nheartbeat = 1\n[coordinator]\nworker_timeout = 2\n".write(
             toFile: configPath, atomically: true, encoding: .utf8)
-        let pid = try spawn([coordinator, "--config", configPath, "--log-level", "warning"], log: directory.path + "/log")
+        let pid = try spawn(
+            [coordinator, "--config", configPath, "--log-level", "warning"], log: directory.path + "/log")
         defer {
             kill(pid, SIGTERM)
             var status: Int32 = 0
@@ -95,7 +96,8 @@ struct RoutingBenchmark: AsyncParsableCommand {
             let left = Int(try await connection.queueState(FanficTopology.ingress)?.messageCount ?? 0)
             var parked = 0
             for site in siteNames {
-                parked += Int(try await connection.queueState(FanficTopology.backlogQueue(site: site))?.messageCount ?? 0)
+                parked += Int(
+                    try await connection.queueState(FanficTopology.backlogQueue(site: site))?.messageCount ?? 0)
             }
             peakRSS = max(peakRSS, Self.residentKilobytes(pid) ?? 0)
             if firstMove == nil, parked > 0 || left < tasks { firstMove = .now }
@@ -135,7 +137,9 @@ struct RoutingBenchmark: AsyncParsableCommand {
         defer { for pointer in cArguments { free(pointer) } }
         var pid: pid_t = 0
         let result = posix_spawnp(&pid, argv[0], &actions, nil, &cArguments, environ)
-        guard result == 0 else { throw ValidationError("cannot start \(argv[0]): \(String(cString: strerror(result)))") }
+        guard result == 0 else {
+            throw ValidationError("cannot start \(argv[0]): \(String(cString: strerror(result)))")
+        }
         return pid
     }
 }

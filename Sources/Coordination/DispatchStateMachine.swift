@@ -96,6 +96,9 @@ public struct DispatchStateMachine: Sendable {
 
     public var waitingSiteCount: Int { waitingSites.count }
 
+    /// Workers this table knows: alive, or presumed dead with their queue being reclaimed.
+    public var knownWorkers: Set<WorkerID> { Set(workers.keys).union(reclaiming.keys) }
+
     // MARK: Events
 
     public mutating func handle(_ event: DispatchEvent, at now: Duration) -> [DispatchAction] {

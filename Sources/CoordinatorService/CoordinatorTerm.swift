@@ -25,6 +25,7 @@ final class CoordinatorTerm: Sendable {
     let coordinator: Coordinator
     let generation: UInt64
     let moves: QueueMoves
+    let registry: WorkerRegistry
     private let inputs: AsyncStream<Input>
     private let feed: AsyncStream<Input>.Continuation
     private let clock = ContinuousClock()
@@ -38,6 +39,7 @@ final class CoordinatorTerm: Sendable {
         self.coordinator = coordinator
         self.generation = generation
         self.moves = QueueMoves(connection: coordinator.connection, logger: coordinator.logger)
+        self.registry = WorkerRegistry(connection: coordinator.connection, logger: coordinator.logger)
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
         started = clock.now
     }
@@ -233,6 +235,15 @@ final class CoordinatorTerm: Sendable {
             group.addTask { await self.moves.admit(worker, replyTo: replyTo) }
         case .announce(let announcement):
             announce(announcement)
+            switch announcement {
+            case .workerJoined(let worker):
+                group.addTask { await self.registry.register(worker) }
+            case .tableRebuilt:
+                let known = state.machine.knownWorkers
+                group.addTask { await self.registry.sweep(known: known, moves: self.moves) }
+            default:
+                break
+            }
         }
     }
 

@@ -19,6 +19,10 @@ public enum FanficTopology {
     /// Tasks that exhausted every retry, or could not be decoded, with the reason.
     public static let failed = "fanfic.failed"
 
+    /// The ids of the workers coordinators have seen, one message each: how a new coordinator
+    /// finds the queue of a worker that died while no coordinator was watching.
+    public static let workers = "fanfic.workers"
+
     /// A quorum queue redelivers a message at most this many times before dead-lettering it
     /// to `fanfic.failed`: a message that crashes its consumer is parked, not looped on.
     public static let ingressDeliveryLimit: Int64 = 20
@@ -49,6 +53,7 @@ public enum FanficTopology {
                     .deadLetter(exchange: "", routingKey: failed),
                 QueueSpec.quorum(control).singleActiveConsumer(),
                 QueueSpec.quorum(failed),
+                QueueSpec.quorum(workers),
             ],
             bindings: [BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey)]
         )

@@ -157,6 +157,31 @@ extension BrokerTests {
             try await Self.expectAllFinishedWithoutOverlap(roles, tasks)
         }
 
+        @Test("a worker that dies while the only coordinator is down has its queue reclaimed by the next one")
+        func workerDiesWhileCoordinatorDown() async throws {
+            let roles = try RoleProcesses()
+            defer { roles.stopAll() }
+            try roles.startCoordinator("coordinator-a")
+            for id in ["w1", "w2"] { try roles.startWorker(id) }
+            let client = try roles.connection()
+            defer { Task { await client.close() } }
+            let tasks = RoleProcesses.tasks(sites: ["test1.com", "test2.com"], perSite: 8, milliseconds: 400)
+            try await Self.submit(tasks, through: client)
+            try await waitUntil("w1 has finished a task and started another") {
+                let runs = roles.runs().filter { $0.worker == "w1" }
+                return runs.contains { $0.end == nil } && runs.count >= 2
+            }
+            roles.crash("coordinator-a")
+            roles.crash("w1")
+            let left = try await client.queueState(FanficTopology.workerQueue(id: "w1"))?.messageCount ?? 0
+            #expect(left > 0, "w1 died with tasks in its queue")
+
+            try roles.startCoordinator("coordinator-b")
+            try await Self.expectAllFinishedWithoutOverlap(roles, tasks)
+            #expect(roles.logText("coordinator-b").contains("no coordinator has heard from"))
+            #expect(try await client.queueState(FanficTopology.workerQueue(id: "w1"))?.messageCount == 0)
+        }
+
         @Test("a backlog that outlives the broker's consumer timeout loses nothing")
         func backlogOutlivesConsumerTimeout() async throws {
             // Channels opened from now on time out unacked deliveries after 2 s, checked every second.
