@@ -38,6 +38,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -101,7 +103,39 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "ExternalTools",
+            dependencies: [
+                .product(name: "Subprocess", package: "swift-subprocess")
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "CalibreLibrary",
+            dependencies: [
+                "ExternalTools",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "Notifications",
+            dependencies: [
+                "ExternalTools",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "StoryPipeline",
+            dependencies: [
+                "AMQP", "CalibreLibrary", "Download", "FanficBroker", "FanficCore", "Notifications", "WorkerRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Download",
+            dependencies: ["ExternalTools", "FanficCore"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -120,7 +154,7 @@ let package = Package(
         // MARK: Executables (thin: parse arguments, build, run)
         roleExecutable("IngesterApp"),
         roleExecutable("CoordinatorApp", ["CoordinatorService"]),
-        roleExecutable("WorkerApp"),
+        roleExecutable("WorkerApp", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
         .executableTarget(
             name: "FanficCLI",
             dependencies: [
@@ -163,7 +197,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DownloadTests",
-            dependencies: ["Download", "TestSupport"],
+            dependencies: ["Download", "ExternalTools", "FanficCore", "TestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),

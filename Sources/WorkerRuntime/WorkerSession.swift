@@ -6,10 +6,19 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Runs one task: by the time it returns, whatever must follow the task (its retry, its
+/// Runs one task: by the time it returns `.done`, whatever must follow the task (its retry, its
 /// `fanfic.failed` record, its events) is safely published, because the session acks next.
 public protocol TaskRunner: Sendable {
-    func run(_ task: TaskMessage, workerID: String) async
+    func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement
+}
+
+/// What the session does with the delivery once the runner is through.
+public enum TaskSettlement: Sendable, Hashable {
+    /// Ack: the task's outcome is safely recorded.
+    case done
+    /// Give it back to the queue: its outcome could not be recorded (the broker was gone), so it
+    /// runs again; the pipeline is idempotent.
+    case runAgain
 }
 
 /// A worker's side of the coordination protocol (docs/coordination.md), around a ``TaskRunner``:
@@ -117,8 +126,14 @@ public final class WorkerSession: Sendable {
             try? await Task.sleep(for: settings.sitePause)
         }
         progress.withLock { $0.running = task }
-        await runner.run(task, workerID: settings.id)
+        let settlement = await runner.run(task, workerID: settings.id)
         do {
+            if settlement == .runAgain {
+                try? await Task.sleep(for: .seconds(1))
+                try await delivery.nack(requeue: true)
+                progress.withLock { $0.running = nil }
+                return
+            }
             try await delivery.ack()
         } catch {
             // The broker gives it to this queue again; the pipeline is idempotent.

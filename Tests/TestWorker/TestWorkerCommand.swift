@@ -46,13 +46,14 @@ struct RecordingRunner: TaskRunner {
     let path: String
     let defaultMilliseconds: Int
 
-    func run(_ task: TaskMessage, workerID: String) async {
+    func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement {
         let milliseconds =
             URLComponents(string: task.url)?.queryItems?.first { $0.name == "ms" }?.value.flatMap(Int.init)
             ?? defaultMilliseconds
         append(["event": "start", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])
         try? await Task.sleep(for: .milliseconds(milliseconds))
         append(["event": "end", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])
+        return .done
     }
 
     /// CLOCK_MONOTONIC is one clock for every process on the machine: records of several

@@ -70,6 +70,12 @@ final class RoleProcesses: @unchecked Sendable {
             ])
     }
 
+    /// The real `worker` executable: FanFicFare, calibredb, Apprise.
+    @discardableResult
+    func startRealWorker(_ id: String) throws -> pid_t {
+        try start(id, [BuiltProducts.path("worker"), "--config", configPath, "--id", id, "--log-level", "debug"])
+    }
+
     private func start(_ name: String, _ argv: [String]) throws -> pid_t {
         let pid = try ChildProcess.spawn(
             argv, stdout: log(name), stderr: log(name) + ".err", newProcessGroup: true)

@@ -1,0 +1,65 @@
+import ExternalTools
+import FanficCore
+import Foundation
+
+/// How `fanficfare` is run for one task: the argument vector, and its outcome.
+public struct FanFicFare: Sendable {
+    /// What the run should do.
+    public enum Mode: Sendable, Hashable {
+        /// A story not in the library: download it.
+        case download
+        /// Update the EPUB at `epub` (exported from the library) in place.
+        case update(epub: String, method: FanficConfiguration.Calibre.UpdateMethod, force: Bool)
+    }
+
+    /// The file every run writes, inside the task's jail.
+    public static let outputName = "story.epub"
+
+    public let settings: FanficConfiguration.FanFicFare
+    let runner: ToolRunner
+
+    public init(settings: FanficConfiguration.FanFicFare) {
+        self.settings = settings
+        self.runner = ToolRunner()
+    }
+
+    /// The argument vector: options first, `--`, then the URL, so that a URL can never be read
+    /// as an option whatever it looks like.
+    public func arguments(url: String, mode: Mode, hailMary: Bool) -> [String] {
+        var arguments = ["--non-interactive"]
+        for ini in [settings.defaultsIni, settings.personalIni] where !ini.isEmpty {
+            arguments += ["-c", ini]
+        }
+        for option in settings.options { arguments += ["-o", option] }
+        if hailMary {
+            // The last try: slower, so that a struggling site gets a chance.
+            arguments += ["-o", "slow_down_sleep_time=5"]
+        }
+        arguments += ["-o", "output_filename=\(Self.outputName)"]
+        switch mode {
+        case .download:
+            break
+        case .update(let epub, let method, let force):
+            arguments += [method == .updateAlways ? "-U" : "-u", epub, "--update-cover"]
+            if force || method == .force { arguments.append("--force") }
+        }
+        arguments += ["--", url]
+        return arguments
+    }
+
+    /// Runs FanFicFare in `jail` (its working directory, where it writes `story.epub`).
+    public func run(url: String, mode: Mode, hailMary: Bool, in jail: URL) async throws -> (
+        FanFicFareOutcome, ToolResult
+    ) {
+        let result = try await runner.run(
+            settings.command, arguments(url: url, mode: mode, hailMary: hailMary), in: jail,
+            timeout: .seconds(settings.timeout))
+        if result.timedOut {
+            return (.failed("fanficfare ran past its \(settings.timeout) s timeout"), result)
+        }
+        return (
+            OutcomeClassifier.classify(exitStatus: result.exitStatus, stdout: result.stdout, stderr: result.stderr),
+            result
+        )
+    }
+}

@@ -1,0 +1,261 @@
+import AMQP
+import CalibreLibrary
+import Download
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Notifications
+import WorkerRuntime
+
+/// DESIGN.md's worker pipeline for one task: jail, exact Calibre lookup, FanFicFare (download
+/// or update, once more with force when it skipped), the book written back by the metadata
+/// mode, then the outcome recorded (event, retry tier or `fanfic.failed`) and the user told.
+///
+/// Every step is idempotent, because a crash before the ack runs the task again: the lookup
+/// makes a re-run an update, never a second book.
+public struct StoryPipeline: TaskRunner {
+    public struct Settings: Sendable {
+        public var calibre: FanficConfiguration.Calibre
+        public var fanficfare: FanficConfiguration.FanFicFare
+        public var ladder: RetryLadder
+        /// Where jails are made.
+        public var scratch: URL
+
+        public init(configuration: FanficConfiguration) {
+            calibre = configuration.calibre
+            fanficfare = configuration.fanficfare
+            ladder = configuration.retry.ladder
+            scratch = FileManager.default.temporaryDirectory
+        }
+    }
+
+    let settings: Settings
+    let connection: AMQPConnection
+    let events: EventPublisher
+    let notifier: AppriseNotifier
+    let logger: Logger
+    let lookup: BookLookup
+    let calibredb: Calibredb
+    let fanficfare: FanFicFare
+
+    public init(
+        settings: Settings, connection: AMQPConnection, events: EventPublisher, notifier: AppriseNotifier,
+        logger: Logger
+    ) {
+        self.settings = settings
+        self.connection = connection
+        self.events = events
+        self.notifier = notifier
+        self.logger = logger
+        let location = CalibreLocation(settings.calibre.library)
+        let credentials =
+            settings.calibre.username.isEmpty
+            ? nil : CalibreCredentials(username: settings.calibre.username, password: settings.calibre.password)
+        lookup = BookLookup(location: location, credentials: credentials)
+        calibredb = Calibredb(location: location, credentials: credentials)
+        fanficfare = FanFicFare(settings: settings.fanficfare)
+    }
+
+    /// What became of the story.
+    enum Result: Sendable {
+        case stored(book: Int, detail: String, notify: Bool)
+        case retryable(String)
+        case permanent(String)
+    }
+
+    public func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement {
+        var logger = logger
+        logger[metadataKey: "url"] = "\(task.url)"
+        logger[metadataKey: "task"] = "\(task.id)"
+        let source = "worker:\(workerID)"
+        let started = ContinuousClock.now
+        events.emit(
+            FanficEvent(
+                .taskStarted, source: source, worker: workerID, site: task.site, url: task.url, taskID: task.id,
+                attempt: task.attempt))
+        logger.info("task started", metadata: ["attempt": "\(task.attempt)", "hail_mary": "\(task.hailMary)"])
+
+        let result: Result
+        do {
+            result = try await process(task, logger: logger)
+        } catch {
+            result = .retryable("\(error)")
+        }
+        let milliseconds = Int((ContinuousClock.now - started).components.seconds * 1000)
+        do {
+            try await record(
+                result, of: task, source: source, workerID: workerID, milliseconds: milliseconds, logger: logger)
+            return .done
+        } catch {
+            logger.error("outcome not recorded; the task will run again", metadata: ["error": "\(error)"])
+            return .runAgain
+        }
+    }
+
+    // MARK: The pipeline
+
+    func process(_ task: TaskMessage, logger: Logger) async throws -> Result {
+        let jail = settings.scratch.appendingPathComponent("fanfic-jail-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(
+            at: jail, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: jail) }
+
+        let books = try await lookup.books(withURL: task.url)
+        if books.count > 1 {
+            logger.warning("several books have this URL; updating the first", metadata: ["books": "\(books)"])
+        }
+        let story = jail.appendingPathComponent(FanFicFare.outputName)
+        let method = settings.calibre.updateMethod
+        var mode: FanFicFare.Mode = .download
+        if let book = books.first {
+            let exported = try await calibredb.exportEPUB(of: book, to: jail)
+            try FileManager.default.moveItem(at: exported, to: story)
+            if settings.calibre.metadataMode == .preserveMetadata {
+                try await EbookMeta().writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
+            }
+            mode = .update(epub: FanFicFare.outputName, method: method, force: task.behavior == .force)
+        }
+        var (outcome, output) = try await fanficfare.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+        logger.debug("fanficfare finished", metadata: ["outcome": "\(outcome)", "exit": "\(output.exitStatus)"])
+        if outcome.disposition == .retryWithForce, case .update(let epub, _, false) = mode, method != .updateNoForce {
+            logger.info("fanficfare skipped the update; once more with force", metadata: ["outcome": "\(outcome)"])
+            mode = .update(epub: epub, method: method, force: true)
+            (outcome, output) = try await fanficfare.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+        }
+
+        switch outcome.disposition {
+        case .retryLater:
+            return .retryable(Self.reason(outcome))
+        case .permanentFailure:
+            return .permanent(Self.reason(outcome))
+        case .retryWithForce:
+            // Force not allowed (update_no_force), or forced and still skipped: the book stays.
+            guard let book = books.first else { return .retryable(Self.reason(outcome)) }
+            return .stored(book: book, detail: "not updated (\(Self.reason(outcome)))", notify: false)
+        case .success:
+            break
+        }
+        guard FileManager.default.fileExists(atPath: story.path) else {
+            return .retryable("fanficfare reported success but wrote no EPUB: \(output.tail)")
+        }
+        guard let book = books.first else {
+            let id = try await calibredb.add(story, in: jail)
+            return .stored(book: id, detail: "new", notify: true)
+        }
+        if case .upToDate = outcome, method != .updateAlways, task.behavior != .force {
+            return .stored(book: book, detail: "up to date", notify: false)
+        }
+        let id = try await writeBack(story, over: book, in: jail)
+        return .stored(book: id, detail: "updated", notify: true)
+    }
+
+    /// Puts an updated EPUB into the library by the metadata mode; returns the book id now.
+    func writeBack(_ story: URL, over book: Int, in jail: URL) async throws -> Int {
+        switch settings.calibre.metadataMode {
+        case .removeAdd:
+            // Remove first: a crash in between leaves no book, and the re-run adds it again;
+            // the other order could leave two.
+            try await calibredb.remove(book, in: jail)
+            return try await calibredb.add(story, in: jail)
+        case .addFormat:
+            try await calibredb.replaceEPUB(of: book, with: story, in: jail)
+            return book
+        case .preserveMetadata:
+            // The user's own tags are those calibre has beyond what the story's EPUB said.
+            let calibreTags = try await calibredb.tags(of: book, in: jail)
+            try await calibredb.replaceEPUB(of: book, with: story, in: jail)
+            let opf = jail.appendingPathComponent("story.opf")
+            try await EbookMeta().writeOPF(of: story, to: opf, in: jail)
+            let storyTags = Set(try EbookMeta.tags(inOPF: opf))
+            try await calibredb.setMetadata(of: book, from: opf, in: jail)
+            let previousStoryTags = Set(try await previousEPUBTags(jail: jail))
+            let userTags = calibreTags.filter { !previousStoryTags.contains($0) && !storyTags.contains($0) }
+            if !userTags.isEmpty {
+                try await calibredb.setTags(of: book, to: Array(storyTags).sorted() + userTags, in: jail)
+            }
+            return book
+        }
+    }
+
+    /// The tags of the EPUB as it was before the update (kept aside by ``process``).
+    private func previousEPUBTags(jail: URL) async throws -> [String] {
+        let previous = jail.appendingPathComponent("previous.opf")
+        guard FileManager.default.fileExists(atPath: previous.path) else { return [] }
+        return try EbookMeta.tags(inOPF: previous)
+    }
+
+    static func reason(_ outcome: FanFicFareOutcome) -> String {
+        switch outcome {
+        case .storyDoesNotExist: "the story does not exist"
+        case .adultCheckRequired: "the site wants an adult check: set is_adult=true in fanficfare.options"
+        case .loginRequired(let line): "the site wants a login: \(line)"
+        case .invalidURL(let line): "FanFicFare refuses the URL: \(line)"
+        case .unknownSite: "FanFicFare has no adapter for this site"
+        case .unrecognizedEPUB: "the library's EPUB for this URL holds no chapters FanFicFare recognizes"
+        case .chapterErrors(let count): "\(count) chapters failed to download"
+        case .failed(let line): line
+        case .fileNewerThanStory: "the EPUB is newer than the story"
+        case .moreChaptersThanSource(let epub, let source): "the EPUB has \(epub) chapters, the site \(source)"
+        case .downloaded, .updated, .upToDate: "\(outcome)"
+        }
+    }
+
+    // MARK: Recording the outcome
+
+    func record(
+        _ result: Result, of task: TaskMessage, source: String, workerID: String, milliseconds: Int, logger: Logger
+    ) async throws {
+        let publisher = TaskPublisher(connection: connection, retryFor: .seconds(60))
+        var event = FanficEvent(
+            .taskSucceeded, source: source, worker: workerID, site: task.site, url: task.url, taskID: task.id,
+            attempt: task.attempt, durationMilliseconds: milliseconds)
+        switch result {
+        case .stored(let book, let detail, let notify):
+            event.calibreID = book
+            event.detail = detail
+            logger.info("story in the library", metadata: ["book": "\(book)", "detail": "\(detail)"])
+            events.emit(event)
+            if notify {
+                await notifier.notify(
+                    title: detail == "new" ? "New story" : "Story updated", body: "\(task.url) (book \(book))")
+            }
+        case .retryable(let reason):
+            var next = task
+            next.attempt += 1
+            event.reason = reason
+            switch settings.ladder.decide(failedAttempts: next.attempt) {
+            case .retry(let tier, let index):
+                next.retryTier = index
+                try await publisher.scheduleRetry(next, tier: tier)
+                event.kind = .taskRetrying
+                event.detail = tier.name
+                logger.warning(
+                    "task failed; retrying later", metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
+                events.emit(event)
+            case .hailMary(let tier):
+                next.hailMary = true
+                next.retryTier = nil
+                try await publisher.scheduleRetry(next, tier: tier)
+                event.kind = .taskRetrying
+                event.detail = tier.name
+                logger.warning(
+                    "task failed again; the Hail Mary waits", metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
+                events.emit(event)
+            case .giveUp:
+                try await publisher.park(TaskCodec.encode(next), reason: "retries exhausted: \(reason)")
+                event.kind = .taskFailed
+                logger.error("retries exhausted; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
+                events.emit(event)
+                await notifier.notify(title: "Story failed after every retry", body: "\(task.url): \(reason)")
+            }
+        case .permanent(let reason):
+            try await publisher.park(TaskCodec.encode(task), reason: reason)
+            event.kind = .taskFailed
+            event.reason = reason
+            logger.error("permanent failure; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
+            events.emit(event)
+            await notifier.notify(title: "Story failed", body: "\(task.url): \(reason)")
+        }
+    }
+}

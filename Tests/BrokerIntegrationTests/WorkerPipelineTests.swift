@@ -1,0 +1,266 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import TestSupport
+import Testing
+
+/// The real `worker` (FanFicFare against its offline test sites, calibredb on a real library,
+/// Apprise) with the real `coordinator`, on the real broker.
+extension BrokerTests {
+    @Suite("Worker pipeline with FanFicFare and Calibre")
+    struct WorkerPipelineTests {
+        /// A coordinator and one real worker over a fresh library; `extra` adds config sections.
+        struct System {
+            let roles: RoleProcesses
+            var library: TestLibrary
+            let client: AMQPConnection
+            let events = EventLog()
+
+            /// - Parameter serve: puts the library behind a server and returns its URL for the config.
+            init(extra: (URL) throws -> String = { _ in "" }, serve: ((TestLibrary) async throws -> String)? = nil)
+                async throws
+            {
+                // The library folder must exist before the config that names it.
+                let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("lib-\(UUID().uuidString)")
+                var library = try TestLibrary(in: scratch)
+                var location = library.folder.path
+                if let serve {
+                    location = try await serve(library)
+                    library.withLibrary = location
+                }
+                roles = try RoleProcesses(
+                    extraConfig: """
+                        [calibre]
+                        library = "\(location)"
+                        \(try extra(scratch))
+                        """)
+                self.library = library
+                client = try roles.connection()
+                try await client.waitUntilConnected(timeout: .seconds(30))
+                try await client.declare(
+                    FanficTopology.declarations(retry: RetryLadder(delays: [1, 2], hailMaryDelay: 2)))
+                try await events.start(client)
+                try roles.startCoordinator("coordinator-a")
+                try roles.startRealWorker("w1")
+            }
+
+            func submit(_ url: String, site: String = "test1.com") async throws {
+                try await TaskPublisher(connection: client).submit(
+                    TaskMessage(url: url, site: site, submittedBy: "test"))
+            }
+
+            /// Stops every process now (synchronously: they live in process groups of their own
+            /// and would outlive the test run), then closes the client in the background.
+            func stop() {
+                events.stop()
+                roles.stopAll()
+                let client = client
+                Task { await client.close() }
+            }
+
+            func failedReasons() async throws -> [String] {
+                var reasons: [String] = []
+                while let message = try await client.get(queue: FanficTopology.failed) {
+                    if case .string(let reason) = message.properties.headers["x-fanfic-failure-reason"] {
+                        reasons.append(reason)
+                    }
+                    try await message.ack()
+                }
+                return reasons
+            }
+        }
+
+        @Test("a new story is one book; ?sid=10 then ?sid=1 are two books; the same URL again updates")
+        func newStoriesAndExactLookup() async throws {
+            let sink = try NotificationSink(in: FileManager.default.temporaryDirectory)
+            let system = try await System(extra: { _ in
+                "[notifications]\napprise_urls = [\"\(sink.url)\"]\n[retry]\ndelays = [1, 2]\nhail_mary_delay = 2"
+            })
+            defer { system.stop() }
+
+            try await system.submit("http://test1.com?sid=10")
+            let first = try await system.events.waitForEnd(of: "http://test1.com?sid=10")
+            #expect(first.kind == .taskSucceeded && first.detail == "new")
+            try await system.submit("http://test1.com?sid=1")
+            try await system.events.waitForEnd(of: "http://test1.com?sid=1")
+
+            let books = try system.library.books()
+            #expect(books.count == 2, "\(books.map(\.title))")
+            let ten = try #require(books.first { $0.identifiers["url"] == "http://test1.com?sid=10" })
+            let one = try #require(books.first { $0.identifiers["url"] == "http://test1.com?sid=1" })
+            #expect(ten.title == "Test Story Title 10")
+            #expect(ten.authors == "Test Author aa")
+            #expect(one.title == "Test Story Title 1")
+            #expect(first.calibreID == ten.id)
+
+            // Again: found by its exact URL, so no third book.
+            try await system.submit("http://test1.com?sid=1")
+            let again = try await system.events.waitForEnd(of: "http://test1.com?sid=1", count: 2)
+            #expect(again.kind == .taskSucceeded && again.calibreID == one.id, "\(again)")
+            #expect(try system.library.books().count == 2)
+
+            // Two new stories, two notifications with the story URL, through the real Apprise.
+            try await waitUntil("both notifications arrived") { sink.received.count >= 2 }
+            #expect(sink.received.contains { $0.contains("sid=10") && $0.contains("New story") })
+        }
+
+        @Test(
+            "the same URL again updates its book in each metadata mode; custom columns and own tags survive where promised",
+            arguments: ["remove_add", "preserve_metadata", "add_format"])
+        func updateByMetadataMode(mode: String) async throws {
+            let url = "http://test1.com?sid=1001"
+            var ini = ""
+            let system = try await System(extra: { scratch in
+                ini = scratch.appendingPathComponent("stories.ini").path
+                try Self.storyINI(chapters: 3).write(toFile: ini, atomically: true, encoding: .utf8)
+                return "metadata_mode = \"\(mode)\"\n[fanficfare]\npersonal_ini = \"\(ini)\""
+            })
+            defer { system.stop() }
+
+            try await system.submit(url)
+            let added = try await system.events.waitForEnd(of: url)
+            let book = try #require(added.calibreID)
+            try system.library.addCustomColumn()
+            try system.library.set(custom: "mine", tags: ["favourite"], on: book)
+
+            // The story grows between runs.
+            try Self.storyINI(chapters: 5).write(toFile: ini, atomically: true, encoding: .utf8)
+            try await system.submit(url)
+            let updated = try await system.events.waitForEnd(of: url, count: 2)
+            #expect(updated.kind == .taskSucceeded && updated.detail == "updated", "\(updated)")
+
+            let books = try system.library.books()
+            #expect(books.count == 1, "one book, updated, not a second one")
+            let after = try #require(books.first)
+            #expect(after.identifiers["url"] == url)
+            #expect(updated.calibreID == after.id)
+            let chapters = try Self.chapterCount(library: system.library, book: after.id)
+            #expect(chapters == 5)
+            switch mode {
+            case "remove_add":
+                #expect(after.id != book, "remove_add gives the book a new id")
+            case "preserve_metadata":
+                #expect(after.id == book)
+                #expect(after.custom == "mine")
+                #expect(after.tags?.contains("favourite") == true, "\(after.tags ?? [])")
+                #expect(after.tags?.contains("Last Update: 2020/02/02") == true, "the story's own tags are current")
+            default:
+                #expect(after.id == book)
+                #expect(after.custom == "mine")
+                #expect(after.tags == ["favourite"], "add_format touches nothing but the EPUB")
+            }
+        }
+
+        @Test("sid 666 fails at once; sid 667 walks the whole ladder; a skipped update is forced")
+        func failuresAndForce() async throws {
+            let system = try await System(extra: { _ in
+                "update_method = \"update_always\"\n[retry]\ndelays = [1, 2]\nhail_mary_delay = 2"
+            })
+            defer { system.stop() }
+
+            try await system.submit("http://test1.com?sid=666")
+            let missing = try await system.events.waitForEnd(of: "http://test1.com?sid=666")
+            #expect(missing.kind == .taskFailed)
+            #expect(system.events.of(.taskRetrying, url: "http://test1.com?sid=666").isEmpty, "no retries")
+
+            try await system.submit("http://test1.com?sid=667")
+            let exhausted = try await system.events.waitForEnd(of: "http://test1.com?sid=667", timeout: .seconds(120))
+            #expect(exhausted.kind == .taskFailed)
+            let tiers = system.events.of(.taskRetrying, url: "http://test1.com?sid=667").compactMap(\.detail)
+            #expect(tiers == ["1s", "2s", "hail-mary-2s"])
+            #expect(exhausted.attempt == 3, "the Hail Mary was the fourth attempt")
+
+            let reasons = try await system.failedReasons()
+            #expect(reasons.count == 2)
+            #expect(reasons.contains { $0.contains("does not exist") })
+            #expect(reasons.contains { $0.hasPrefix("retries exhausted") })
+
+            // update_always on a 1975 story: FanFicFare skips ("more recently than Story"); forced.
+            try await system.submit("http://test1.com?sid=1")
+            try await system.events.waitForEnd(of: "http://test1.com?sid=1")
+            try await system.submit("http://test1.com?sid=1")
+            let forced = try await system.events.waitForEnd(of: "http://test1.com?sid=1", count: 2)
+            #expect(forced.kind == .taskSucceeded && forced.detail == "updated", "\(forced)")
+            #expect(system.roles.logText("w1").contains("once more with force"))
+            #expect(try system.library.books().count == 1)
+        }
+
+        @Test("kill -9 during a slow download leaves no half-written book; the task completes after a restart")
+        func crashDuringDownload() async throws {
+            let system = try await System()
+            defer { system.stop() }
+            let url = "http://test1.com?sid=670"
+            try await system.submit(url)
+            try await waitUntil("the slow download started") { !system.events.of(.taskStarted, url: url).isEmpty }
+            system.roles.crash("w1")
+            #expect(try system.library.books().isEmpty, "nothing written mid-download")
+
+            try system.roles.startRealWorker("w1")
+            let end = try await system.events.waitForEnd(of: url, timeout: .seconds(120))
+            #expect(end.kind == .taskSucceeded && end.detail == "new")
+            #expect(try system.library.books().count == 1)
+        }
+
+        @Test("SIGTERM during a download: the worker finishes the story, then exits cleanly")
+        func gracefulStop() async throws {
+            let system = try await System()
+            defer { system.stop() }
+            let url = "http://test1.com?sid=670"
+            try await system.submit(url)
+            try await waitUntil("the slow download started") { !system.events.of(.taskStarted, url: url).isEmpty }
+            #expect(system.roles.stop("w1", timeout: .seconds(60)) == 0, "exit status 0 after SIGTERM")
+            let end = try #require(system.events.ends(of: url).first, "the task ended before the worker exited")
+            #expect(end.kind == .taskSucceeded)
+            #expect(try system.library.books().count == 1)
+        }
+
+        @Test("with a Content Server library: new, then an update of the same book, found through the server")
+        func contentServer() async throws {
+            let system = try await System(serve: { library in
+                let server = try await ContentServer(
+                    library: library, log: FileManager.default.temporaryDirectory.appendingPathComponent("cs.log").path)
+                Self.servers.append(server)
+                return server.url
+            })
+            defer {
+                system.stop()
+                Self.servers.removeAll()
+            }
+            try await system.submit("http://test1.com?sid=10")
+            let added = try await system.events.waitForEnd(of: "http://test1.com?sid=10")
+            #expect(added.kind == .taskSucceeded && added.detail == "new", "\(added)")
+            try await system.submit("http://test1.com?sid=10")
+            let again = try await system.events.waitForEnd(of: "http://test1.com?sid=10", count: 2)
+            #expect(again.kind == .taskSucceeded && again.calibreID == added.calibreID, "\(again)")
+            #expect(try system.library.books().count == 1)
+        }
+
+        nonisolated(unsafe) static var servers: [ContentServer] = []
+
+        static func storyINI(chapters: Int) -> String {
+            let titles = (1...chapters).map { "Chapter \($0)" }.joined(separator: ",")
+            return """
+                [teststory:1001]
+                title:Growing Story {{storyId}}
+                dateUpdated:\(chapters > 3 ? "2020-02-02" : "2020-01-02")
+                chaptertitles:\(titles)
+
+                """
+        }
+
+        /// Chapters in the book's EPUB, counted from a fresh export.
+        static func chapterCount(library: TestLibrary, book: Int) throws -> Int {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: directory) }
+            try library.calibredb([
+                "export", "--single-dir", "--to-dir", directory.path, "--dont-save-cover", "--dont-write-opf",
+                "\(book)",
+            ])
+            let epub = try #require(try FileManager.default.contentsOfDirectory(atPath: directory.path).first)
+            let listing = try ChildProcess.run(["unzip", "-l", directory.appendingPathComponent(epub).path]).stdout
+            return listing.split(separator: "\n").filter { $0.contains("OEBPS/file") && $0.hasSuffix(".xhtml") }.count
+        }
+    }
+}

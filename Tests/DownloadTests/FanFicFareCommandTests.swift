@@ -1,0 +1,72 @@
+import Download
+import ExternalTools
+import FanficCore
+import Foundation
+import TestSupport
+import Testing
+
+@Suite("FanFicFare's argument vector")
+struct FanFicFareCommandTests {
+    static func command(options: [String] = []) -> FanFicFare {
+        var settings = FanficConfiguration().fanficfare
+        settings.personalIni = "/config/personal.ini"
+        settings.options = options
+        return FanFicFare(settings: settings)
+    }
+
+    @Test(
+        "the URL comes last, after --, whatever it looks like",
+        arguments: ["--help", "-o foo=bar", "http://x/;rm -rf ~"])
+    func urlAfterDoubleDash(url: String) {
+        let arguments = Self.command().arguments(url: url, mode: .download, hailMary: false)
+        #expect(arguments.suffix(2) == ["--", url])
+        #expect(arguments.filter { $0 == url }.count == 1)
+    }
+
+    @Test("update methods map to FanFicFare's flags")
+    func updateMethods() {
+        let command = Self.command()
+        func flags(_ method: FanficConfiguration.Calibre.UpdateMethod, force: Bool = false) -> [String] {
+            command.arguments(
+                url: "u", mode: .update(epub: "story.epub", method: method, force: force), hailMary: false)
+        }
+        #expect(flags(.update).contains("-u") && !flags(.update).contains("--force"))
+        #expect(flags(.updateAlways).contains("-U"))
+        #expect(flags(.force).contains("--force"))
+        #expect(flags(.update, force: true).contains("--force"))
+        #expect(flags(.updateNoForce).contains("-u") && !flags(.updateNoForce).contains("--force"))
+        #expect(!command.arguments(url: "u", mode: .download, hailMary: false).contains("-u"))
+    }
+
+    @Test("personal.ini, extra options and the Hail Mary's slower settings")
+    func settings() {
+        let arguments = Self.command(options: ["is_adult=true"]).arguments(url: "u", mode: .download, hailMary: true)
+        #expect(arguments.contains("/config/personal.ini"))
+        #expect(zip(arguments, arguments.dropFirst()).contains { $0 == "-o" && $1 == "is_adult=true" })
+        #expect(arguments.contains("slow_down_sleep_time=5"))
+        #expect(
+            !Self.command().arguments(url: "u", mode: .download, hailMary: false).contains("slow_down_sleep_time=5"))
+    }
+
+    @Test("a URL that looks like an option reaches the real fanficfare as a URL, not an option")
+    func realFanFicFareRefusesOptionLikeURL() async throws {
+        guard ChildProcess.isInstalled("fanficfare") else { return }
+        let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffcmd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: jail, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: jail) }
+        let (outcome, result) = try await Self.command().run(url: "--help", mode: .download, hailMary: false, in: jail)
+        // Had it been parsed as an option, FanFicFare would have printed its usage and exited 0.
+        #expect(!result.stdout.contains("usage:") && !result.stdout.contains("Usage:"))
+        #expect(outcome.disposition != .success, "\(outcome)")
+    }
+
+    @Test("a tool past its timeout is stopped, with its children")
+    func timeout() async throws {
+        let directory = FileManager.default.temporaryDirectory
+        let started = ContinuousClock.now
+        let result = try await ToolRunner().run(
+            "/bin/sh", ["-c", "sleep 30 & sleep 30; wait"], in: directory, timeout: .milliseconds(300))
+        #expect(result.timedOut)
+        #expect(ContinuousClock.now - started < .seconds(20))
+    }
+}
