@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Time per story through the whole worker path (coordinator + worker: queue, jail, lookup,
+# fanficfare, calibredb add, events) beside the bare tools (a plain loop of fanficfare and
+# calibredb add) for the same stories, measured in the same run, as a ratio; and the worker's
+# resident memory, idle and while a task runs (its own process, not its fanficfare/calibredb
+# children).
+#
+#   Benchmarks/worker-bench.sh [STORIES]     (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stories="${1:-10}"
+export QTWEBENGINE_DISABLE_SANDBOX=1
+
+scripts/broker.sh start >/dev/null
+swift build -c release --product coordinator >/dev/null
+swift build -c release --product worker >/dev/null
+work="$(mktemp -d)"
+vhost="bench-worker"
+cleanup() {
+    [ -n "${pids:-}" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
+    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+urls=()
+for sid in $(seq 1 "$stories"); do urls+=("http://test1.com?sid=$sid"); done
+
+# The floor: the bare tools, one story after the other.
+mkdir -p "$work/bare/jail"
+calibredb --with-library "$work/bare/library" list >/dev/null
+start=$(date +%s%N)
+for url in "${urls[@]}"; do
+    (cd "$work/bare/jail" && fanficfare --non-interactive -o output_filename=story.epub -- "$url" >/dev/null 2>&1)
+    calibredb --with-library "$work/bare/library" add --duplicates -- "$work/bare/jail/story.epub" >/dev/null 2>&1
+    rm -f "$work/bare/jail/story.epub"
+done
+bare_ms=$((($(date +%s%N) - start) / 1000000))
+
+# The system: one coordinator, one worker.
+scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+scripts/broker.sh ctl -q add_vhost "$vhost"
+scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+base="$(scripts/broker.sh url)"
+url="${base%/*}/$vhost"
+calibredb --with-library "$work/library" list >/dev/null
+cat >"$work/config.toml" <<TOML
+[broker]
+url = "$url"
+[calibre]
+library = "$work/library"
+[worker]
+heartbeat = 1
+[coordinator]
+worker_timeout = 2
+TOML
+.build/release/coordinator --config "$work/config.toml" >"$work/coordinator.log" 2>&1 &
+pids="$!"
+.build/release/worker --config "$work/config.toml" --id bench >"$work/worker.log" 2>&1 &
+worker_pid="$!"
+pids="$pids $worker_pid"
+python3 - "$url" "$work" "$worker_pid" "$bare_ms" "${urls[@]}" <<'PY'
+import json, os, sqlite3, sys, time, uuid
+import pika
+
+url, work, worker_pid, bare = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) / 1000
+urls = sys.argv[5:]
+
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+def wait_for(what, condition, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting until {what}")
+
+wait_for("the worker is admitted", lambda: "admitted; consuming" in open(f"{work}/worker.log").read())
+wait_for("the coordinator is ready", lambda: "table rebuilt" in open(f"{work}/coordinator.log").read())
+time.sleep(1)
+idle = rss_kb(worker_pid)
+
+def books():
+    try:
+        db = sqlite3.connect(f"file:{work}/library/metadata.db?mode=ro", uri=True)
+        count = db.execute("select count(*) from books").fetchone()[0]
+        db.close()
+        return count
+    except sqlite3.Error:
+        return 0
+
+connection = pika.BlockingConnection(pika.URLParameters(url))
+channel = connection.channel()
+channel.confirm_delivery()
+start = time.time()
+for story in urls:
+    task = {"version": 1, "id": str(uuid.uuid4()), "url": story, "site": "test1.com", "attempt": 0,
+            "hail_mary": False, "behavior": "normal", "submitted_by": "bench",
+            "submitted_at": "2026-01-01T00:00:00.000Z"}
+    channel.basic_publish("fanfic.ingress", "task", json.dumps(task).encode(),
+                          pika.BasicProperties(delivery_mode=2, content_type="application/json"))
+busy = 0
+while books() < len(urls):
+    busy = max(busy, rss_kb(worker_pid))
+    if time.time() - start > 600:
+        sys.exit("timed out waiting for the books")
+    time.sleep(0.05)
+system = time.time() - start
+connection.close()
+n = len(urls)
+print(f"{n} stories from test1.com (FanFicFare's offline site), one worker, a local library folder")
+print(f"{'':28} {'total s':>8} {'s/story':>8}")
+print(f"{'bare fanficfare + calibredb':28} {bare:8.2f} {bare / n:8.2f}")
+print(f"{'through the worker':28} {system:8.2f} {system / n:8.2f}")
+print(f"ratio (worker / bare): {system / bare:.2f}x")
+print(f"worker resident memory: idle {idle // 1024} MB, busy {busy // 1024} MB (peak)")
+PY
