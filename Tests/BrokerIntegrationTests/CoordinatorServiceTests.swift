@@ -22,6 +22,14 @@ extension BrokerTests {
             }
         }
 
+        /// A coordinator, test workers, and a client connection of the test's own.
+        static func start(workers: [String]) async throws -> (RoleProcesses, AMQPConnection) {
+            let roles = try RoleProcesses()
+            try roles.startCoordinator("coordinator-a")
+            for id in workers { try roles.startWorker(id) }
+            return (roles, try roles.connection())
+        }
+
         static func expectAllFinishedWithoutOverlap(
             _ roles: RoleProcesses, _ tasks: [TaskMessage], timeout: Duration = .seconds(90),
             sourceLocation: SourceLocation = #_sourceLocation
@@ -47,11 +55,8 @@ extension BrokerTests {
 
         @Test("tasks over 4 sites and 3 workers all finish, each once, never two workers on a site")
         func fourSitesThreeWorkers() async throws {
-            let roles = try RoleProcesses()
+            let (roles, client) = try await Self.start(workers: ["w1", "w2", "w3"])
             defer { roles.stopAll() }
-            try roles.startCoordinator("coordinator-a")
-            for id in ["w1", "w2", "w3"] { try roles.startWorker(id) }
-            let client = try roles.connection()
             defer { Task { await client.close() } }
             let tasks = RoleProcesses.tasks(sites: Self.sites, perSite: 8, milliseconds: 150)
             try await Self.submit(tasks, through: client)
@@ -109,11 +114,8 @@ extension BrokerTests {
 
         @Test("kill -9 of a worker mid-task loses nothing: its queue is reclaimed and its site freed")
         func workerCrash() async throws {
-            let roles = try RoleProcesses()
+            let (roles, client) = try await Self.start(workers: ["w1", "w2", "w3"])
             defer { roles.stopAll() }
-            try roles.startCoordinator("coordinator-a")
-            for id in ["w1", "w2", "w3"] { try roles.startWorker(id) }
-            let client = try roles.connection()
             defer { Task { await client.close() } }
             let tasks = RoleProcesses.tasks(sites: Self.sites, perSite: 6, milliseconds: 400)
             try await Self.submit(tasks, through: client)
