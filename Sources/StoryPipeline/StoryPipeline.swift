@@ -82,7 +82,8 @@ public struct StoryPipeline: TaskRunner {
         } catch {
             result = .retryable("\(error)")
         }
-        let milliseconds = Int((ContinuousClock.now - started).components.seconds * 1000)
+        let elapsed = (ContinuousClock.now - started).components
+        let milliseconds = Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000)
         do {
             try await record(
                 result, of: task, source: source, workerID: workerID, milliseconds: milliseconds, logger: logger)
