@@ -134,6 +134,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "MailIngest",
+            dependencies: [
+                "CCurl", "AMQP", "FanficBroker", "FanficCore", "Notifications",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Download",
             dependencies: ["ExternalTools", "FanficCore"],
             swiftSettings: swiftSettings
@@ -152,13 +160,13 @@ let package = Package(
         ),
 
         // MARK: Executables (thin: parse arguments, build, run)
-        roleExecutable("IngesterApp"),
+        roleExecutable("IngesterApp", ["MailIngest", "Notifications"]),
         roleExecutable("CoordinatorApp", ["CoordinatorService"]),
         roleExecutable("WorkerApp", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
         .executableTarget(
             name: "FanficCLI",
             dependencies: [
-                "AppSupport", "FanficBroker", "FanficCore",
+                "AMQP", "AppSupport", "FanficBroker", "FanficCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -199,6 +207,12 @@ let package = Package(
             name: "DownloadTests",
             dependencies: ["Download", "ExternalTools", "FanficCore", "TestSupport"],
             exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MailIngestTests",
+            dependencies: ["MailIngest", "FanficCore"],
+            exclude: ["Corpus"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -23,6 +23,10 @@ static inline CURLcode fanfic_curl_setopt_write_function(CURL *handle, fanfic_cu
   return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback);
 }
 
+static inline CURLcode fanfic_curl_setopt_header_function(CURL *handle, fanfic_curl_write_callback callback) {
+  return curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, callback);
+}
+
 static const CURLversion fanfic_curlversion_now = CURLVERSION_NOW;
 
 static inline CURLcode fanfic_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {

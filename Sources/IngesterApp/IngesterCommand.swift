@@ -1,5 +1,11 @@
+import AMQP
 import AppSupport
 import ArgumentParser
+import FanficBroker
+import Foundation
+import Logging
+import MailIngest
+import Notifications
 import ServiceLifecycle
 
 @main
@@ -7,15 +13,68 @@ struct IngesterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ingester",
         abstract: "Turns emails holding story URLs into tasks on the broker.",
-        discussion: "Connects to the broker, declares the topology and runs until SIGTERM or SIGINT."
+        discussion: """
+            Polls every folder of [email] at once and then every email.sleep_time seconds, until \
+            SIGTERM or SIGINT. With --once it polls each folder one time and exits: 0 when every \
+            folder was read and every message's tasks were queued, 1 otherwise.
+            """
     )
 
     @OptionGroup var options: CommonOptions
 
+    @Flag(help: "Poll every folder once, then exit (for cron, scripts and tests).")
+    var once = false
+
     func run() async throws {
-        try await RoleRunner.run(role: "ingester", options: options) { _, _, logger in
-            logger.info("ready; this role's processing is not built yet, waiting for shutdown")
-            try await gracefulShutdown()
+        if once {
+            try await pollOnce()
+            return
         }
+        try await RoleRunner.run(role: "ingester", options: options) { connection, configuration, logger in
+            guard !configuration.email.server.isEmpty else {
+                logger.notice("no mailbox configured (email.server is empty); nothing to poll")
+                try await gracefulShutdown()
+                return
+            }
+            let ingester = Ingester(
+                settings: Ingester.Settings(email: configuration.email), connection: connection,
+                notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger
+            )
+            await cancelWhenGracefulShutdown { await ingester.run() }
+        }
+    }
+
+    private func pollOnce() async throws {
+        Bootstrap.logging(options)
+        let configuration = try Bootstrap.configuration(options)
+        guard !configuration.email.server.isEmpty else {
+            FileHandle.standardError.write(Data("no mailbox configured: set email.server\n".utf8))
+            throw Bootstrap.configurationExitCode
+        }
+        let logger = Logger(label: "fanfic.ingester")
+        let connection = AMQPConnection(
+            configuration: try Bootstrap.broker(configuration, role: "ingester"), logger: logger)
+        do {
+            try await connection.waitUntilConnected(timeout: .seconds(30))
+            try await connection.declare(FanficTopology.declarations(retry: configuration.retry.ladder))
+        } catch {
+            // Nothing is read, so nothing is marked: the mail waits for the broker.
+            logger.error("broker unreachable; no mailbox read", metadata: ["error": "\(error)"])
+            await connection.close()
+            throw ExitCode.failure
+        }
+        let ingester = Ingester(
+            settings: Ingester.Settings(email: configuration.email), connection: connection,
+            notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger)
+        let reports = await ingester.pollOnce()
+        await connection.close()
+        for report in reports {
+            let line =
+                "\(report.folder): \(report.messages) message(s), \(report.tasksQueued) task(s) queued"
+                + (report.deferred > 0 ? ", \(report.deferred) left for the next poll" : "")
+                + (report.failed.map { ", not read: \($0)" } ?? "")
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        if reports.contains(where: { $0.failed != nil || $0.deferred > 0 }) { throw ExitCode.failure }
     }
 }

@@ -20,6 +20,9 @@ enum ConfigurationSchema {
             .stringList("email", "disabled_sites", \.email.disabledSites, rule: Rules.nonEmpty("a site key")),
             .stringList("email", "allowed_senders", \.email.allowedSenders, rule: Rules.emailAddress),
             .string("email", "processed_folder", \.email.processedFolder),
+            .string("email", "ca_file", \.email.caFile),
+            .integer("email", "max_urls_per_message", \.email.maxURLsPerMessage, range: 1...10_000),
+            .bool("email", "mark_unmatched_seen", \.email.markUnmatchedSeen),
 
             .string("calibre", "library", \.calibre.library, rule: Rules.calibreLibrary),
             .string("calibre", "username", \.calibre.username),

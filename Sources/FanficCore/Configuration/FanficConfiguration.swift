@@ -35,6 +35,12 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var disabledSites: [String] = []
         public var allowedSenders: [String] = []
         public var processedFolder = ""
+        /// A CA bundle for a server with a private or self-signed certificate; empty: the system's.
+        public var caFile = ""
+        /// Links beyond this many in one message are ignored (a runaway list, a newsletter).
+        public var maxURLsPerMessage = 50
+        /// Mark messages without any story URL seen too (default: leave them as they are).
+        public var markUnmatchedSeen = false
     }
 
     public struct Calibre: Sendable, Hashable {

@@ -114,6 +114,9 @@ public struct SiteRules: Sendable {
         }
         let key = groups.keys.sorted().joined(separator: ",")
         guard let template = rule.templates[key] else {
+            // The pattern matched, but not the parts that name a story (AO3's optional groups
+            // match any page of the site): FanFicFare refuses these.
+            if !rule.templates.isEmpty { return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first)) }
             if let origin = rule.origin {
                 return .success(Story(site: rule.site, canonicalURL: origin + Self.pathAndQuery(of: fixed)))
             }

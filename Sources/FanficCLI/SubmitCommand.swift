@@ -1,0 +1,144 @@
+import AMQP
+import AppSupport
+import ArgumentParser
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+
+struct SubmitCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "submit",
+        abstract: "Queue stories by URL: arguments, a file (--file), or standard input (-).",
+        discussion: """
+            Each input is checked against FanFicFare's sites and canonicalised (chapter links, \
+            mobile hosts and other spellings of one story become one task); each story is \
+            published to fanfic.ingress with a publisher confirm. Exits 1 when nothing was queued.
+            """
+    )
+
+    @OptionGroup var options: CommonOptions
+
+    @Argument(help: "Story URLs; '-' reads them from standard input, one per line.")
+    var urls: [String] = []
+
+    @Option(name: .long, help: "Read URLs from this file, one per line ('#' starts a comment).")
+    var file: String?
+
+    @Flag(help: "Only show what would be queued; publish nothing.")
+    var dryRun = false
+
+    @Flag(help: "Print the result as JSON.")
+    var json = false
+
+    @Flag(help: "Download again even if the library's copy looks current.")
+    var force = false
+
+    func validate() throws {
+        if urls.isEmpty && file == nil {
+            throw ValidationError("give story URLs, --file FILE, or '-' to read standard input")
+        }
+    }
+
+    struct Line: Encodable {
+        let input: String
+        let status: String
+        let site: String?
+        let url: String?
+        let reason: String?
+    }
+
+    func run() async throws {
+        let links = try StoryLinks.resolve(inputs: gatherInputs())
+        var lines: [Line] = []
+        for found in links.stories {
+            lines.append(
+                Line(
+                    input: found.input, status: dryRun ? "story" : "queued", site: found.story.site,
+                    url: found.story.canonicalURL, reason: nil))
+        }
+        for found in links.duplicates {
+            lines.append(
+                Line(
+                    input: found.input, status: "duplicate", site: found.story.site, url: found.story.canonicalURL,
+                    reason: "the same story as an earlier input"))
+        }
+        for refused in links.refused {
+            lines.append(Line(input: refused.input, status: "refused", site: nil, url: nil, reason: refused.reason))
+        }
+        if !dryRun && !links.stories.isEmpty {
+            try await publish(links.stories.map(\.story))
+        }
+        report(lines, queued: dryRun ? 0 : links.stories.count)
+        if links.stories.isEmpty { throw ExitCode.failure }
+    }
+
+    private func gatherInputs() throws -> [String] {
+        var inputs: [String] = []
+        for url in urls {
+            if url == "-" {
+                while let line = readLine() { inputs.append(line) }
+            } else {
+                inputs.append(url)
+            }
+        }
+        if let file {
+            do {
+                inputs += try String(contentsOfFile: file, encoding: .utf8).components(separatedBy: .newlines)
+            } catch {
+                throw ValidationError("cannot read --file \(file): \(error.localizedDescription)")
+            }
+        }
+        return inputs
+    }
+
+    private func publish(_ stories: [SiteRules.Story]) async throws {
+        Bootstrap.logging(options)
+        let configuration = try Bootstrap.configuration(options)
+        let broker = try Bootstrap.broker(configuration, role: "cli")
+        let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
+        do {
+            try await connection.waitUntilConnected(timeout: .seconds(30))
+            try await connection.declare(
+                FanficTopology.declarations(retry: configuration.retry.ladder), remember: false)
+            let publisher = TaskPublisher(connection: connection)
+            let who = "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")"
+            let behavior: TaskMessage.Behavior = force ? .force : .normal
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for story in stories {
+                    let task = TaskMessage(
+                        url: story.canonicalURL, site: story.site, behavior: behavior, submittedBy: who)
+                    group.addTask { try await publisher.submit(task) }
+                }
+                try await group.waitForAll()
+            }
+            await connection.close()
+        } catch {
+            await connection.close()
+            let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
+            throw ValidationError("nothing queued: the broker at \(broker.redactedURL) did not confirm: \(reason)")
+        }
+    }
+
+    private func report(_ lines: [Line], queued: Int) {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            if let data = try? encoder.encode(lines) { print(String(decoding: data, as: UTF8.self)) }
+            return
+        }
+        for line in lines {
+            switch line.status {
+            case "queued", "story":
+                print("\(line.status == "queued" ? "queued " : "story  ")  \(line.site ?? "")  \(line.url ?? "")")
+            case "duplicate": print("same     \(line.input)  (as \(line.url ?? ""))")
+            default: print("refused  \(line.input)  (\(line.reason ?? ""))")
+            }
+        }
+        let stories = lines.filter { $0.status == "queued" || $0.status == "story" }.count
+        let duplicates = lines.filter { $0.status == "duplicate" }.count
+        let refused = lines.filter { $0.status == "refused" }.count
+        let verb = dryRun ? "would queue" : "queued"
+        print("\(verb) \(dryRun ? stories : queued), \(duplicates) duplicate(s), \(refused) not a story URL")
+    }
+}

@@ -1,0 +1,178 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Notifications
+
+/// The `ingester` role: polls each configured folder, turns every unseen message's story links
+/// into tasks, and marks the message seen (or moves it) only once its tasks are confirmed by
+/// the broker. If the broker is down nothing is marked, and the next poll tries again.
+public final class Ingester: Sendable {
+    public struct Settings: Sendable {
+        public var email: FanficConfiguration.Email
+        public var submittedBy: String
+
+        public init(email: FanficConfiguration.Email) {
+            self.email = email
+            self.submittedBy = "email:\(email.username)"
+        }
+    }
+
+    /// What one poll of one folder did.
+    public struct PollReport: Sendable, Hashable {
+        public var folder: String
+        public var messages = 0
+        public var tasksQueued = 0
+        /// Messages left unseen because their tasks could not be published.
+        public var deferred = 0
+        public var failed: String?
+    }
+
+    let settings: Settings
+    let mailbox: IMAPMailbox
+    let publisher: TaskPublisher
+    let notifier: AppriseNotifier
+    let logger: Logger
+
+    public init(settings: Settings, connection: AMQPConnection, notifier: AppriseNotifier, logger: Logger) {
+        self.notifier = notifier
+        self.settings = settings
+        let email = settings.email
+        self.mailbox = IMAPMailbox(
+            settings: IMAPMailbox.Settings(
+                server: email.server, username: email.username, password: email.password,
+                tls: IMAPMailbox.Settings.TLSMode(rawValue: email.tls.rawValue) ?? .implicit,
+                caFile: email.caFile.isEmpty ? nil : email.caFile))
+        self.publisher = TaskPublisher(connection: connection, retryFor: .seconds(10))
+        self.logger = logger
+    }
+
+    /// Polls every folder once.
+    public func pollOnce() async -> [PollReport] {
+        var reports: [PollReport] = []
+        for folder in settings.email.folders {
+            reports.append(await poll(folder))
+        }
+        return reports
+    }
+
+    /// Polls at once, then every `sleep_time` seconds, until cancelled; a failing server gets
+    /// a longer wait (doubling, at most ten polls' worth) and a log line each time.
+    public func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            let reports = await pollOnce()
+            failures = reports.contains { $0.failed != nil } ? failures + 1 : 0
+            let base = settings.email.sleepTime
+            let wait = failures == 0 ? base : min(base * (1 << min(failures, 4)), base * 10)
+            try? await Task.sleep(for: .seconds(wait))
+        }
+    }
+
+    func poll(_ folder: String) async -> PollReport {
+        var report = PollReport(folder: folder)
+        let uids: [UInt32]
+        do {
+            uids = try await mailbox.unseen(in: folder)
+        } catch {
+            report.failed = "\(error)"
+            logger.error(
+                "mailbox not read",
+                metadata: ["server": "\(settings.email.server)", "folder": "\(folder)", "error": "\(error)"])
+            return report
+        }
+        for uid in uids {
+            report.messages += 1
+            do {
+                let raw = try await mailbox.fetch(uid: uid, in: folder)
+                let outcome = try await handle(MailMessage(raw), uid: uid, folder: folder)
+                report.tasksQueued += outcome
+            } catch let error as IMAPError {
+                report.failed = "\(error)"
+                logger.error(
+                    "message not read", metadata: ["folder": "\(folder)", "uid": "\(uid)", "error": "\(error)"])
+                break
+            } catch {
+                report.deferred += 1
+                logger.warning(
+                    "tasks not published; the message stays unseen for the next poll",
+                    metadata: ["folder": "\(folder)", "uid": "\(uid)", "error": "\(error)"])
+            }
+        }
+        if report.messages > 0 {
+            logger.info(
+                "mailbox polled",
+                metadata: [
+                    "folder": "\(folder)", "messages": "\(report.messages)", "tasks": "\(report.tasksQueued)",
+                    "deferred": "\(report.deferred)",
+                ])
+        }
+        return report
+    }
+
+    /// Publishes the message's stories, then marks it; returns the tasks queued.
+    func handle(_ message: MailMessage, uid: UInt32, folder: String) async throws -> Int {
+        let email = settings.email
+        if !email.allowedSenders.isEmpty {
+            let allowed = Set(email.allowedSenders.map { $0.lowercased() })
+            guard let sender = message.sender, allowed.contains(sender) else {
+                logger.notice(
+                    "message from a sender not in email.allowed_senders; left unseen",
+                    metadata: ["sender": "\(message.sender ?? "unknown")", "uid": "\(uid)"])
+                return 0
+            }
+        }
+        let links = Self.links(in: message)
+        var stories = links.stories
+        if stories.count > email.maxURLsPerMessage {
+            logger.warning(
+                "more story links than email.max_urls_per_message; the rest are ignored",
+                metadata: ["found": "\(stories.count)", "kept": "\(email.maxURLsPerMessage)"])
+            stories = Array(stories.prefix(email.maxURLsPerMessage))
+        }
+        let disabled = Set(email.disabledSites)
+        let skipped = stories.filter { disabled.contains($0.story.site) }
+        for found in skipped {
+            // As the original does: the user hears of it and fetches it by hand.
+            logger.notice(
+                "story of a disabled site not queued",
+                metadata: ["url": "\(found.story.canonicalURL)", "site": "\(found.story.site)"])
+            await notifier.notify(
+                title: "Story not downloaded: \(found.story.site) is disabled", body: found.story.canonicalURL)
+        }
+        stories.removeAll { disabled.contains($0.story.site) }
+
+        if stories.isEmpty && skipped.isEmpty {
+            if email.markUnmatchedSeen { try await mark(uid, in: folder) }
+            return 0
+        }
+        let submitter = message.sender.map { "email:\($0)" } ?? settings.submittedBy
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for found in stories {
+                let task = TaskMessage(url: found.story.canonicalURL, site: found.story.site, submittedBy: submitter)
+                group.addTask { try await self.publisher.submit(task) }
+            }
+            try await group.waitForAll()
+        }
+        try await mark(uid, in: folder)
+        return stories.count
+    }
+
+    private func mark(_ uid: UInt32, in folder: String) async throws {
+        if settings.email.processedFolder.isEmpty {
+            try await mailbox.markSeen(uid: uid, in: folder)
+        } else {
+            try await mailbox.move(uid: uid, in: folder, to: settings.email.processedFolder)
+        }
+    }
+
+    /// Every story link of every text part, HTML `href`s included, each story once.
+    public static func links(in message: MailMessage) -> StoryLinks {
+        var links = StoryLinks()
+        for part in message.parts {
+            links.merge(StoryLinks.extract(text: part.text, html: part.isHTML))
+        }
+        return links
+    }
+}
