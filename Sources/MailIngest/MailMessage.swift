@@ -142,7 +142,8 @@ public struct MailMessage: Sendable {
         }
         for (position, start) in starts.enumerated() {
             var contentStart = start + delimiter.count
-            if contentStart + 1 < text.count, text[contentStart] == 0x2D, text[contentStart + 1] == 0x2D { break }  // closing
+            // "--boundary--" closes the multipart.
+            if contentStart + 1 < text.count, text[contentStart] == 0x2D, text[contentStart + 1] == 0x2D { break }
             while contentStart < text.count, text[contentStart] != 0x0A { contentStart += 1 }
             contentStart += 1
             var contentEnd = position + 1 < starts.count ? starts[position + 1] : text.count
