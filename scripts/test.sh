@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=0
-cleanup() { if [ "$started" = 1 ]; then scripts/broker.sh shutdown; fi; }
+cleanup() {
+    # The ingester tests' Dovecot lives for the whole run (one per suite, not per test).
+    pkill -f "fanfic-dovecot-[0-9]+/dovecot.conf" 2>/dev/null || true
+    if [ "$started" = 1 ]; then scripts/broker.sh shutdown; fi
+}
 trap cleanup EXIT
 if ! scripts/broker.sh ctl -q ping >/dev/null 2>&1; then
     scripts/broker.sh start

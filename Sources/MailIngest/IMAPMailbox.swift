@@ -59,7 +59,9 @@ public final class IMAPMailbox: @unchecked Sendable {
     public func unseen(in folder: String) async throws -> [UInt32] {
         let response = try await command("UID SEARCH UNSEEN", folder: folder)
         let line = response.body.split(separator: "\n").first { $0.hasPrefix("* SEARCH") } ?? ""
-        return line.split(separator: " ").dropFirst(2).compactMap { UInt32($0.trimmingCharacters(in: .whitespaces)) }
+        return line.split(separator: " ").dropFirst(2).compactMap {
+            UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
     }
 
     /// The whole message, without setting `\Seen`.

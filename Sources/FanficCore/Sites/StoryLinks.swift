@@ -91,7 +91,8 @@ public struct StoryLinks: Sendable {
             found += candidates(in: unescapeHTML(visible), html: false)
             return found
         }
-        let lines = text.components(separatedBy: .newlines)
+        // IMAP delivers CRLF line ends; a wrapped link is judged on lines without them.
+        let lines = text.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: .newlines)
         let urlPattern = #"https?://[^\s<>"'\]\[)(]+"#
         for (index, line) in lines.enumerated() {
             for match in matches(urlPattern, in: line, group: 0) {
