@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The ingester on a mailbox of N messages (the email corpus of Tests/MailIngestTests, repeated):
+# messages read, parsed and queued per second by `ingester --once`, beside Python's imaplib only
+# fetching the same messages (BODY.PEEK, no parsing, no publishing) in the same run, as a ratio;
+# and the ingester's peak resident memory.
+#
+#   Benchmarks/ingester-bench.sh [MESSAGES]     (default 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+messages="${1:-1000}"
+
+scripts/broker.sh start >/dev/null
+swift build -c release --product ingester >/dev/null
+work="$(mktemp -d /tmp/ingester-bench.XXXXXX)"
+chmod 755 "$work" # Dovecot's auth and mail processes run as other users
+vhost="bench-ingester"
+port=$((46000 + RANDOM % 1000))
+cleanup() {
+    pkill -f "$work/dovecot.conf" 2>/dev/null || true
+    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/run" "$work/state" "$work/mail/reader/new" "$work/mail/reader/cur" "$work/mail/reader/tmp"
+chmod -R 777 "$work/mail"
+echo "reader:{PLAIN}secret" >"$work/passwd"
+cat >"$work/dovecot.conf" <<CONF
+base_dir = $work/run
+state_dir = $work/state
+log_path = $work/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+mail_location = maildir:$work/mail/%u
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $work/passwd
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$work/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+default_internal_user = nobody
+default_login_user = nobody
+CONF
+dovecot -c "$work/dovecot.conf"
+corpus=(Tests/MailIngestTests/Corpus/*.eml)
+for i in $(seq 1 "$messages"); do
+    cp "${corpus[$((i % ${#corpus[@]}))]}" "$work/mail/reader/new/$i.bench"
+done
+chmod 666 "$work/mail/reader/new/"*
+
+scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+scripts/broker.sh ctl -q add_vhost "$vhost"
+scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+base="$(scripts/broker.sh url)"
+cat >"$work/config.toml" <<TOML
+[broker]
+url = "${base%/*}/$vhost"
+[email]
+server = "127.0.0.1:$port"
+username = "reader"
+password = "secret"
+tls = "none"
+TOML
+
+python3 - "$port" "$work" "$messages" <<'PY'
+import imaplib, subprocess, sys, time
+port, work, messages = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+# Baseline: fetch every unseen message, read-only, no parsing.
+start = time.time()
+imap = imaplib.IMAP4("127.0.0.1", port)
+imap.login("reader", "secret")
+imap.select("INBOX", readonly=True)
+_, data = imap.uid("SEARCH", None, "UNSEEN")
+uids = data[0].split()
+for uid in uids:
+    imap.uid("FETCH", uid, "(BODY.PEEK[])")
+imap.logout()
+baseline = time.time() - start
+assert len(uids) == messages, f"{len(uids)} unseen, expected {messages}"
+
+def rss_kb(pid):
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+start = time.time()
+process = subprocess.Popen([".build/release/ingester", "--once", "--config", f"{work}/config.toml",
+                            "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+peak = 0
+while process.poll() is None:
+    peak = max(peak, rss_kb(process.pid))
+    time.sleep(0.01)
+elapsed = time.time() - start
+summary = process.stderr.read().strip().splitlines()
+if process.returncode != 0:
+    sys.exit(f"ingester failed: {summary}")
+print(f"{messages} messages (the email corpus repeated), plain IMAP on loopback, Dovecot")
+print(f"{'':44} {'seconds':>8} {'msg/s':>8}")
+print(f"{'imaplib: fetch only (BODY.PEEK)':44} {baseline:8.2f} {messages / baseline:8.0f}")
+print(f"{'ingester --once: fetch, parse, queue, mark':44} {elapsed:8.2f} {messages / elapsed:8.0f}")
+print(f"ratio (ingester rate / fetch-only rate): {baseline / elapsed:.2f}x")
+print(f"ingester peak resident memory: {peak // 1024} MB")
+print("ingester said: " + "; ".join(summary[-2:]))
+PY
