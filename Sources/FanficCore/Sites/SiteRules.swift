@@ -77,7 +77,8 @@ public struct SiteRules: Sendable {
     /// The story a URL names, or why it is not one.
     public func resolve(_ url: String) -> Result<Story, Refusal> {
         guard var fixed = Self.fixUp(url) else { return .failure(.malformed) }
-        guard let host = URLComponents(string: fixed)?.host, !host.isEmpty else { return .failure(.malformed) }
+        // A host without a dot ("--help", "bad") is no site anyone serves stories from.
+        guard let host = URLComponents(string: fixed)?.host, host.contains(".") else { return .failure(.malformed) }
         var domain = host.lowercased()
         if domain != host { fixed = fixed.replacingOccurrences(of: host, with: domain) }
 
