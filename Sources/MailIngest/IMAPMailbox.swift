@@ -127,9 +127,14 @@ public final class IMAPMailbox: @unchecked Sendable {
         if let folder {
             url += folder.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? folder
         }
-        let sink = ResponseSink()
-        let context = Unmanaged.passRetained(sink)
-        defer { context.release() }
+        let headers = ResponseBuffer()
+        let body = ResponseBuffer()
+        let headerContext = Unmanaged.passRetained(headers)
+        let bodyContext = Unmanaged.passRetained(body)
+        defer {
+            headerContext.release()
+            bodyContext.release()
+        }
 
         var status = CURLE_OK
         func set(_ code: CURLcode) { if status == CURLE_OK { status = code } }
@@ -147,17 +152,17 @@ public final class IMAPMailbox: @unchecked Sendable {
         if let caFile = settings.caFile, !caFile.isEmpty {
             set(fanfic_curl_setopt_string(handle, CURLOPT_CAINFO, caFile))
         }
-        set(fanfic_curl_setopt_write_function(handle, responseBody))
-        set(fanfic_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context.toOpaque()))
-        set(fanfic_curl_setopt_header_function(handle, responseHeader))
-        set(fanfic_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context.toOpaque()))
+        set(fanfic_curl_setopt_write_function(handle, appendToBuffer))
+        set(fanfic_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, bodyContext.toOpaque()))
+        set(fanfic_curl_setopt_header_function(handle, appendToBuffer))
+        set(fanfic_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, headerContext.toOpaque()))
         guard status == CURLE_OK else { throw IMAPError("libcurl refused an option: \(Self.describe(status))") }
 
         let result = curl_easy_perform(handle)
         guard result == CURLE_OK else {
             throw IMAPError(Self.describe(result), code: Int(result.rawValue))
         }
-        return Response(headers: sink.headers, body: String(decoding: sink.body, as: UTF8.self))
+        return Response(headers: headers.data, body: String(decoding: body.data, as: UTF8.self))
     }
 
     static func describe(_ code: CURLcode) -> String {
@@ -172,25 +177,17 @@ public final class IMAPMailbox: @unchecked Sendable {
     }
 }
 
-final class ResponseSink {
-    var headers = Data()
-    var body = Data()
+/// Where libcurl's callback appends what arrives (one for the body, one for the "headers",
+/// which for IMAP are the server's untagged responses).
+final class ResponseBuffer {
+    var data = Data()
 }
 
-private func responseBody(
+private func appendToBuffer(
     _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?
 ) -> Int {
     guard let data, let context else { return 0 }
-    Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue().body.append(
-        UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count)
-    return size * count
-}
-
-private func responseHeader(
-    _ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ context: UnsafeMutableRawPointer?
-) -> Int {
-    guard let data, let context else { return 0 }
-    Unmanaged<ResponseSink>.fromOpaque(context).takeUnretainedValue().headers.append(
+    Unmanaged<ResponseBuffer>.fromOpaque(context).takeUnretainedValue().data.append(
         UnsafeRawPointer(data).assumingMemoryBound(to: UInt8.self), count: size * count)
     return size * count
 }
