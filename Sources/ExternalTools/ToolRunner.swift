@@ -1,5 +1,10 @@
 import Foundation
 import Subprocess
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 #if canImport(SystemPackage)
     import SystemPackage
@@ -44,8 +49,7 @@ public struct ToolRunner: Sendable {
     ///   - executable: a name looked up on PATH, or a path.
     ///   - arguments: passed as they are; callers put `--` before user-supplied URLs.
     public func run(
-        _ executable: String, _ arguments: [String], in directory: URL, timeout: Duration,
-        standardInput: String? = nil
+        _ executable: String, _ arguments: [String], in directory: URL, timeout: Duration
     ) async throws -> ToolResult {
         let scratch = directory.appendingPathComponent(".tool-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
@@ -69,31 +73,24 @@ public struct ToolRunner: Sendable {
         let environmentOverrides = overrides
         let executableSpec: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
         let started = ContinuousClock.now
-        let inputBytes = standardInput.map { Array($0.utf8) }
 
+        // The tool's pid, to stop its whole process group on timeout ourselves: deterministic,
+        // whatever the tool does with SIGTERM and whatever cancellation does.
+        let processID = ProcessIDBox()
         let outcome: (status: TerminationStatus?, timedOut: Bool) = try await withThrowingTaskGroup(
             of: (TerminationStatus?, Bool).self
         ) { group in
             group.addTask {
-                let status: TerminationStatus
-                if let inputBytes {
-                    status = try await Subprocess.run(
-                        executableSpec, arguments: Arguments(arguments),
-                        environment: .inherit.updating(environmentOverrides),
-                        workingDirectory: FilePath(directory.path), platformOptions: platformOptions,
-                        input: .array(inputBytes),
-                        output: .fileDescriptor(out, closeAfterSpawningProcess: true),
-                        error: .fileDescriptor(err, closeAfterSpawningProcess: true)
-                    ).terminationStatus
-                } else {
-                    status = try await Subprocess.run(
-                        executableSpec, arguments: Arguments(arguments),
-                        environment: .inherit.updating(environmentOverrides),
-                        workingDirectory: FilePath(directory.path), platformOptions: platformOptions,
-                        output: .fileDescriptor(out, closeAfterSpawningProcess: true),
-                        error: .fileDescriptor(err, closeAfterSpawningProcess: true)
-                    ).terminationStatus
-                }
+                let status = try await Subprocess.run(
+                    executableSpec, arguments: Arguments(arguments),
+                    environment: .inherit.updating(environmentOverrides),
+                    workingDirectory: FilePath(directory.path), platformOptions: platformOptions,
+                    input: .none,
+                    output: .fileDescriptor(out, closeAfterSpawningProcess: true),
+                    error: .fileDescriptor(err, closeAfterSpawningProcess: true)
+                ) { execution in
+                    processID.value.withLock { $0 = execution.processIdentifier.value }
+                }.terminationStatus
                 return (status, false)
             }
             group.addTask {
@@ -101,12 +98,25 @@ public struct ToolRunner: Sendable {
                 return (nil, true)
             }
             let first = try await group.next()!
-            group.cancelAll()
-            if first.1 {
-                // The run child ends once the teardown has stopped the tool.
-                _ = try? await group.next()
+            guard first.1 else {
+                group.cancelAll()
+                return first
             }
-            return first
+            // Timed out: SIGTERM to the group, SIGKILL five seconds later if it is still there.
+            let pid = processID.value.withLock { $0 }
+            if let pid { kill(-pid, SIGTERM) }
+            group.addTask {
+                try await Task.sleep(for: .seconds(5))
+                if let pid { kill(-pid, SIGKILL) }
+                return (nil, true)
+            }
+            while let next = try await group.next() {
+                if !next.1 {
+                    group.cancelAll()
+                    break
+                }
+            }
+            return (nil, true)
         }
         let exitStatus: Int32 =
             switch outcome.status {
@@ -128,4 +138,9 @@ public struct ToolRunner: Sendable {
         try? handle.seek(toOffset: size > keep ? size - keep : 0)
         return String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
     }
+}
+
+/// The running tool's pid, shared between the task that runs it and the one that times it.
+final class ProcessIDBox: Sendable {
+    let value = Mutex<pid_t?>(nil)
 }
