@@ -34,24 +34,6 @@ struct FailedCommand: AsyncParsableCommand {
             preview: String(decoding: delivery.body.prefix(80), as: UTF8.self))
     }
 
-    /// Connects with the CLI's settings; a clear message when the broker can't be reached.
-    static func connect(_ options: CommonOptions) async throws -> AMQPConnection {
-        Bootstrap.logging(options)
-        let configuration = try Bootstrap.configuration(options)
-        let broker = try Bootstrap.broker(configuration, role: "cli")
-        let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
-        do {
-            try await connection.waitUntilConnected(timeout: .seconds(30))
-            try await connection.declare(
-                FanficTopology.declarations(retry: configuration.retry.ladder), remember: false)
-        } catch {
-            await connection.close()
-            let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
-            throw ValidationError("cannot reach the broker at \(broker.redactedURL): \(reason)")
-        }
-        return connection
-    }
-
     /// Takes every message off fanfic.failed (unacked), lets `decide` settle each, and gives the
     /// rest back. Unacked messages return to the queue if anything fails (the broker requeues
     /// them when the connection closes): nothing is lost.
@@ -74,7 +56,7 @@ struct FailedCommand: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let connection = try await FailedCommand.connect(options)
+            let (connection, _) = try await CLIBroker.connect(options)
             var entries: [Entry] = []
             try await FailedCommand.sweep(connection) { delivery in
                 entries.append(FailedCommand.entry(delivery))
@@ -113,7 +95,7 @@ struct FailedCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let connection = try await FailedCommand.connect(options)
+            let (connection, _) = try await CLIBroker.connect(options)
             let publisher = TaskPublisher(connection: connection)
             let wanted = Set(urls)
             var requeued = 0
@@ -149,7 +131,7 @@ struct FailedCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let connection = try await FailedCommand.connect(options)
+            let (connection, _) = try await CLIBroker.connect(options)
             let count = try await connection.purgeQueue(FanficTopology.failed)
             await connection.close()
             print("\(count) failed task(s) deleted")

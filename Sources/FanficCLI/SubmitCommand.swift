@@ -93,14 +93,8 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     private func publish(_ stories: [SiteRules.Story]) async throws {
-        Bootstrap.logging(options)
-        let configuration = try Bootstrap.configuration(options)
-        let broker = try Bootstrap.broker(configuration, role: "cli")
-        let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
+        let (connection, _) = try await CLIBroker.connect(options)
         do {
-            try await connection.waitUntilConnected(timeout: .seconds(30))
-            try await connection.declare(
-                FanficTopology.declarations(retry: configuration.retry.ladder), remember: false)
             let publisher = TaskPublisher(connection: connection)
             let who = "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")"
             let behavior: TaskMessage.Behavior = force ? .force : .normal
@@ -116,7 +110,8 @@ struct SubmitCommand: AsyncParsableCommand {
         } catch {
             await connection.close()
             let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
-            throw ValidationError("nothing queued: the broker at \(broker.redactedURL) did not confirm: \(reason)")
+            throw ValidationError(
+                "nothing queued: the broker at \(connection.configuration.redactedURL) did not confirm: \(reason)")
         }
     }
 

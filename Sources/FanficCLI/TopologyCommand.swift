@@ -16,19 +16,8 @@ struct TopologyCommand: AsyncParsableCommand {
     var timeout: Int = 30
 
     func run() async throws {
-        Bootstrap.logging(options)
-        let configuration = try Bootstrap.configuration(options)
-        let broker = try Bootstrap.broker(configuration, role: "cli")
-        let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
-        defer { Task { await connection.close() } }
-        do {
-            try await connection.waitUntilConnected(timeout: .seconds(timeout))
-        } catch {
-            let reason = connection.lastError.map { "\($0)" } ?? "no answer"
-            throw ValidationError("cannot reach the broker at \(broker.redactedURL) within \(timeout) s: \(reason)")
-        }
+        let (connection, configuration) = try await CLIBroker.connect(options, timeout: timeout)
         let topology = FanficTopology.declarations(retry: configuration.retry.ladder)
-        try await connection.declare(topology, remember: false)
         print("QUEUE\tMESSAGES\tCONSUMERS")
         for queue in topology.queues {
             if let state = try await connection.queueState(queue.name) {

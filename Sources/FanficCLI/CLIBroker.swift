@@ -1,0 +1,29 @@
+import AMQP
+import AppSupport
+import ArgumentParser
+import FanficBroker
+import FanficCore
+import Logging
+
+/// The broker connection of a CLI command: configuration, connect, declare the topology; a
+/// clear message (never a hang) when the broker can't be reached.
+enum CLIBroker {
+    static func connect(_ options: CommonOptions, timeout: Int = 30) async throws -> (
+        AMQPConnection, FanficConfiguration
+    ) {
+        Bootstrap.logging(options)
+        let configuration = try Bootstrap.configuration(options)
+        let broker = try Bootstrap.broker(configuration, role: "cli")
+        let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
+        do {
+            try await connection.waitUntilConnected(timeout: .seconds(timeout))
+            try await connection.declare(
+                FanficTopology.declarations(retry: configuration.retry.ladder), remember: false)
+        } catch {
+            await connection.close()
+            let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
+            throw ValidationError("cannot reach the broker at \(broker.redactedURL) within \(timeout) s: \(reason)")
+        }
+        return (connection, configuration)
+    }
+}
