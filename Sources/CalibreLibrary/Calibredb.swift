@@ -86,30 +86,28 @@ public struct Calibredb: Sendable {
     @discardableResult
     func call(_ arguments: [String], in directory: URL) async throws -> ToolResult {
         var argv = ["--with-library", location.withLibrary]
+        let passwordFile = directory.appendingPathComponent(".calibre-password-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: passwordFile) }
         if let credentials {
-            let passwordFile = directory.appendingPathComponent(".calibre-password-\(UUID().uuidString.prefix(8))")
             FileManager.default.createFile(
                 atPath: passwordFile.path, contents: Data(credentials.password.utf8),
                 attributes: [.posixPermissions: 0o600])
             argv += ["--username", credentials.username, "--password", "<f:\(passwordFile.path)>"]
         }
         let command = Array(arguments.prefix(1)) + argv + Array(arguments.dropFirst())
-        var result = try await withLibraryLock {
-            try await runner.run("calibredb", command, in: directory, timeout: timeout)
-        }
-        // Another calibre program (the user's GUI, a calibre-server on this folder) holds the
+        // Another calibre program (the user's GUI, a calibre-server on this folder) may hold the
         // library: wait for it a while rather than fail the task.
         var waited: Duration = .zero
-        while !result.succeeded, result.stderr.contains("Another calibre program"), waited < .seconds(60) {
-            try await Task.sleep(for: .seconds(2))
-            waited += .seconds(2)
+        var result: ToolResult
+        while true {
             result = try await withLibraryLock {
                 try await runner.run("calibredb", command, in: directory, timeout: timeout)
             }
-        }
-        for file in (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        where file.hasPrefix(".calibre-password-") {
-            try? FileManager.default.removeItem(at: directory.appendingPathComponent(file))
+            guard !result.succeeded, result.stderr.contains("Another calibre program"), waited < .seconds(60) else {
+                break
+            }
+            try await Task.sleep(for: .seconds(2))
+            waited += .seconds(2)
         }
         guard result.succeeded else {
             let what = result.timedOut ? "timed out" : "exited \(result.exitStatus)"
