@@ -96,6 +96,23 @@ public struct DispatchStateMachine: Sendable {
 
     public var waitingSiteCount: Int { waitingSites.count }
 
+    /// Sites with a backlog and no holder, oldest first.
+    public var sitesWaiting: [String] { waitingSites }
+
+    /// Where this term is, for `fanfic status`.
+    public var statusPhase: CoordinatorStatus.Phase {
+        switch phase {
+        case .rebuilding: .rebuilding
+        case .discovering: .discovering
+        case .running: .running
+        }
+    }
+
+    /// Tasks sent to each live worker under its assignment and not yet finished.
+    public var unfinishedByWorker: [WorkerID: Int] {
+        workers.mapValues { max(0, $0.sent - $0.finished) }
+    }
+
     /// Workers this table knows: alive, or presumed dead with their queue being reclaimed.
     public var knownWorkers: Set<WorkerID> { Set(workers.keys).union(reclaiming.keys) }
 

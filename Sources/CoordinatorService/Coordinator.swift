@@ -40,23 +40,29 @@ public final class Coordinator: Sendable {
     let settings: Settings
     let logger: Logger
     let events: EventPublisher
+    let board: StatusBoard
 
     public init(connection: AMQPConnection, settings: Settings, logger: Logger) {
         self.connection = connection
         self.settings = settings
         self.logger = logger
         self.events = EventPublisher(connection: connection, logger: logger)
+        self.board = StatusBoard(name: settings.name)
     }
 
     /// Runs until graceful shutdown (or cancellation).
     public func run() async throws {
         try await withThrowingDiscardingTaskGroup { group in
             group.addTask { await self.events.run() }
+            let responder = StatusResponder(connection: connection, board: board, logger: logger)
+            let status = Task { await responder.run() }
+            defer { status.cancel() }
             await cancelWhenGracefulShutdown {
                 while !Task.isCancelled {
                     guard let generation = await self.becomeActive() else { break }
                     let term = CoordinatorTerm(coordinator: self, generation: generation)
                     await term.run()
+                    self.board.standBy()
                     if !Task.isCancelled {
                         self.logger.warning("no longer the active coordinator; standing by")
                     }

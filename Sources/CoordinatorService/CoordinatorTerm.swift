@@ -58,10 +58,17 @@ final class CoordinatorTerm: Sendable {
         var movesInFlight = 0
         var sitesSeen: Set<String> = []
         var ending = false
+        /// Each worker's last hello or heartbeat and when it came, for `fanfic status`.
+        var reports: [WorkerID: (message: ControlMessage, at: Date)] = [:]
     }
 
     func run() async {
         var state = State(machine: DispatchStateMachine(configuration: settings.dispatch, now: now))
+        let activeSince = Date()
+        coordinator.board.update {
+            $0.role = .active
+            $0.activeSince = activeSince
+        }
         logger.info(
             "rebuilding the table from heartbeats",
             metadata: ["window_s": "\(settings.dispatch.workerTimeout.components.seconds)"])
@@ -151,6 +158,7 @@ final class CoordinatorTerm: Sendable {
             }
             if Task.isCancelled { state.ending = true }
             if !state.ending { apply(.tick, state: &state, group: &group) }
+            publishStatus(&state)
         case .subscriptionEnded(let queue, let error):
             if !state.ending {
                 logger.error(
@@ -162,6 +170,9 @@ final class CoordinatorTerm: Sendable {
     }
 
     private func controlEvent(_ message: ControlMessage, state: inout State) -> DispatchEvent? {
+        if message.kind == .hello || message.kind == .heartbeat {
+            state.reports[message.worker] = (message, Date())
+        }
         switch message.kind {
         case .hello:
             if let replyTo = message.replyTo { state.replyQueues[message.worker] = replyTo }
@@ -175,6 +186,27 @@ final class CoordinatorTerm: Sendable {
             return .taskFinished(message.worker, identity)
         case .admit:
             return nil
+        }
+    }
+
+    /// Copies the table to the status board (every tick: a few workers, cheap).
+    private func publishStatus(_ state: inout State) {
+        let machine = state.machine
+        let assignments = machine.assignments
+        let unfinished = machine.unfinishedByWorker
+        state.reports = state.reports.filter { unfinished[$0.key] != nil }
+        let workers = unfinished.keys.sorted().map { id in
+            let report = state.reports[id]
+            return WorkerStatus(
+                id: id, host: report?.message.host, site: assignments[id], current: report?.message.current,
+                tasksDone: report?.message.tasksDone, unfinished: unfinished[id], lastHeartbeat: report?.at)
+        }
+        let sites = state.sitesSeen.union(assignments.values).union(machine.sitesWaiting).sorted()
+        coordinator.board.update {
+            $0.phase = machine.statusPhase
+            $0.workers = workers
+            $0.waitingSites = machine.sitesWaiting
+            $0.sites = sites
         }
     }
 

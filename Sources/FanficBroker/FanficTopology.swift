@@ -23,6 +23,10 @@ public enum FanficTopology {
     /// finds the queue of a worker that died while no coordinator was watching.
     public static let workers = "fanfic.workers"
 
+    /// Fanout exchange where `fanfic status` asks every coordinator, active or standby, who it
+    /// is and what its table holds (answer on the request's `reply_to`).
+    public static let status = "fanfic.status"
+
     /// A quorum queue redelivers a message at most this many times before dead-lettering it
     /// to `fanfic.failed`: a message that crashes its consumer is parked, not looped on.
     public static let ingressDeliveryLimit: Int64 = 20
@@ -45,6 +49,7 @@ public enum FanficTopology {
                 ExchangeSpec(name: ingress, kind: .direct),
                 ExchangeSpec(name: events, kind: .topic),
                 ExchangeSpec(name: retry, kind: .direct),
+                ExchangeSpec(name: status, kind: .fanout),
             ],
             queues: [
                 QueueSpec.quorum(ingress)

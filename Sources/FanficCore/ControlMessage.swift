@@ -30,12 +30,19 @@ public struct ControlMessage: Codable, Sendable, Hashable {
     public var calibreID: Int?
     /// Where the coordinator answers a hello.
     public var replyTo: String?
+    /// What `fanfic status` shows (hello, heartbeat): the worker's host, the story it is
+    /// running, and how many tasks it finished since it started.
+    public var host: String?
+    public var current: String?
+    public var tasksDone: Int?
     public var sentAt: Date
 
     enum CodingKeys: String, CodingKey {
         case version, kind = "type", worker, site, unfinished, url
         case calibreID = "calibre_id"
         case replyTo = "reply_to"
+        case host, current
+        case tasksDone = "tasks_done"
         case sentAt = "sent_at"
     }
 
@@ -43,6 +50,9 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         kind: Kind, worker: String, site: String? = nil, unfinished: Int? = nil, url: String? = nil,
         calibreID: Int? = nil, replyTo: String? = nil, sentAt: Date = Date()
     ) {
+        self.host = nil
+        self.current = nil
+        self.tasksDone = nil
         self.version = TaskMessage.currentVersion
         self.kind = kind
         self.worker = worker
@@ -70,6 +80,15 @@ public struct ControlMessage: Codable, Sendable, Hashable {
 
     public static func finished(worker: String, task: TaskMessage) -> ControlMessage {
         ControlMessage(kind: .finished, worker: worker, site: task.site, url: task.url, calibreID: task.calibreID)
+    }
+
+    /// The same message, carrying what `fanfic status` shows about its worker.
+    public func reporting(host: String, current: String?, tasksDone: Int) -> ControlMessage {
+        var message = self
+        message.host = host
+        message.current = current
+        message.tasksDone = tasksDone
+        return message
     }
 
     public static func admit(worker: String) -> ControlMessage {

@@ -5,6 +5,9 @@ public enum TaskCodec {
     /// Encodes a task as UTF-8 JSON with sorted keys (stable bytes for the same task).
     public static func encode(_ task: TaskMessage) -> Data { encodeJSON(task) }
 
+    /// Any of the messages' value types as this codec writes them (for `--json` output).
+    public static func encodeValue(_ value: some Encodable) -> Data { encodeJSON(value) }
+
     /// Sorted keys (stable bytes), millisecond UTC timestamps.
     static func encodeJSON(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()

@@ -126,6 +126,8 @@ public final class WorkerSession: Sendable {
             try? await Task.sleep(for: settings.sitePause)
         }
         progress.withLock { $0.running = task }
+        // Now rather than at the next beat, so that `fanfic status` shows the story at once.
+        await publishControl(liveness(admitted: true), expires: true)
         let settlement = await runner.run(task, workerID: settings.id)
         do {
             if settlement == .runAgain {
@@ -184,16 +186,24 @@ public final class WorkerSession: Sendable {
     /// Hello until admitted, then heartbeats, every `heartbeat`.
     private func reportLiveness() async {
         while !Task.isCancelled {
-            let (site, unfinished) = await backlogSummary()
             let isAdmitted = progress.withLock { $0.admitted }
-            let message =
-                isAdmitted
-                ? ControlMessage.heartbeat(worker: settings.id, site: site, unfinished: unfinished)
-                : ControlMessage.hello(worker: settings.id, site: site, unfinished: unfinished, replyTo: replyQueue)
-            await publishControl(message, expires: true)
+            await publishControl(await liveness(admitted: isAdmitted), expires: true)
             try? await Task.sleep(for: settings.heartbeat)
         }
     }
+
+    /// A heartbeat (or, before admission, a hello) with what `fanfic status` shows.
+    private func liveness(admitted: Bool) async -> ControlMessage {
+        let (site, unfinished) = await backlogSummary()
+        let message =
+            admitted
+            ? ControlMessage.heartbeat(worker: settings.id, site: site, unfinished: unfinished)
+            : ControlMessage.hello(worker: settings.id, site: site, unfinished: unfinished, replyTo: replyQueue)
+        let (current, done) = progress.withLock { ($0.running?.url, $0.tasksDone) }
+        return message.reporting(host: Self.host, current: current, tasksDone: done)
+    }
+
+    private static let host = ProcessInfo.processInfo.hostName
 
     /// The site this worker's queue holds and how many of its tasks are not finished.
     private func backlogSummary() async -> (site: String?, unfinished: Int) {

@@ -47,6 +47,7 @@ enum ConfigurationSchema {
             .integer("worker", "heartbeat", \.worker.heartbeat, range: 1...300),
 
             .integer("run", "workers", \.run.workers, range: 1...64),
+            .integer("run", "stop_timeout", \.run.stopTimeout, range: 1...86_400),
 
             .integer("coordinator", "worker_timeout", \.coordinator.workerTimeout, range: 2...3600),
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),

@@ -96,6 +96,9 @@ public struct FanficConfiguration: Sendable, Hashable {
 
     public struct Run: Sendable, Hashable {
         public var workers = 2
+        /// Seconds `fanfic run` gives its children to stop (workers finish their task) before
+        /// killing them; a killed worker's task is redelivered.
+        public var stopTimeout = 60
     }
 
     public struct Coordinator: Sendable, Hashable {

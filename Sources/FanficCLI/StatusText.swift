@@ -1,0 +1,99 @@
+import FanficCore
+import Foundation
+
+/// `fanfic status` for people: one block per part, columns aligned.
+enum StatusText {
+    static func render(_ report: StatusCommand.Report, wait: Double) -> String {
+        var lines: [String] = []
+        let now = report.checkedAt
+        if report.broker.reachable {
+            lines.append("Broker        \(report.broker.url)  reachable")
+        } else {
+            lines.append("Broker        \(report.broker.url)  NOT REACHABLE")
+            if let error = report.broker.error { lines.append("              \(error)") }
+            return lines.joined(separator: "\n") + "\n"
+        }
+
+        lines.append("")
+        if report.coordinators.isEmpty {
+            lines.append(
+                "Coordinators  none answered within \(format(wait)) s (is a `coordinator` or `fanfic run` running?)")
+        } else {
+            lines.append("Coordinators")
+            var rows: [[String]] = []
+            for coordinator in report.coordinators {
+                var detail: [String] = []
+                if let since = coordinator.activeSince { detail.append("active for \(age(since, now: now))") }
+                if let phase = coordinator.phase { detail.append("phase \(phase.rawValue)") }
+                if coordinator.role == .standby { detail.append("up \(age(coordinator.startedAt, now: now))") }
+                rows.append(["  " + coordinator.role.rawValue, coordinator.name, detail.joined(separator: ", ")])
+            }
+            lines += table(rows)
+            if report.active == nil { lines.append("  no ACTIVE coordinator: tasks are not being assigned") }
+        }
+
+        lines.append("")
+        if report.workers.isEmpty {
+            lines.append(report.active == nil ? "Workers       unknown (no active coordinator)" : "Workers       none")
+        } else {
+            lines.append("Workers (\(report.workers.count))")
+            var rows = [["  ID", "HOST", "SITE", "CURRENT STORY", "DONE", "QUEUED", "LAST HEARTBEAT"]]
+            for worker in report.workers {
+                let status = worker.status
+                rows.append([
+                    "  " + status.id, status.host ?? "?", status.site ?? "-", status.current ?? "-",
+                    status.tasksDone.map(String.init) ?? "?", worker.queued.map(String.init) ?? "?",
+                    status.lastHeartbeat.map { age($0, now: now) + " ago" } ?? "never",
+                ])
+            }
+            lines += table(rows)
+        }
+
+        lines.append("")
+        if report.backlogs.isEmpty {
+            lines.append("Backlogs      empty")
+        } else {
+            lines.append("Backlogs (tasks waiting for a worker)")
+            lines += table(report.backlogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
+        }
+
+        lines.append("")
+        lines.append("Queues")
+        var rows = [["  fanfic.ingress", count(report.ingress), "new and retried tasks, not yet routed"]]
+        for tier in report.retry {
+            rows.append(["  " + tier.queue, count(tier.depth), "retry after \(duration(tier.delaySeconds))"])
+        }
+        rows.append(["  fanfic.failed", count(report.failed), "gave up; see `fanfic failed list`"])
+        lines += table(rows)
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    private static func count(_ value: Int?) -> String { value.map(String.init) ?? "absent" }
+
+    private static func format(_ seconds: Double) -> String {
+        seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+    }
+
+    static func duration(_ seconds: Int) -> String {
+        if seconds < 120 { return "\(seconds)s" }
+        if seconds < 7200 { return "\(seconds / 60)m" }
+        return "\(seconds / 3600)h"
+    }
+
+    static func age(_ date: Date, now: Date) -> String {
+        duration(max(0, Int(now.timeIntervalSince(date).rounded())))
+    }
+
+    /// Left-aligned columns, two spaces apart.
+    static func table(_ rows: [[String]]) -> [String] {
+        let columns = rows.map(\.count).max() ?? 0
+        let widths = (0..<columns).map { column in
+            rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0
+        }
+        return rows.map { row in
+            row.enumerated().map { index, cell in
+                index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ")
+        }
+    }
+}
