@@ -110,6 +110,15 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "Supervision",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "CalibreLibrary",
             dependencies: [
                 "ExternalTools",
@@ -166,8 +175,9 @@ let package = Package(
         .executableTarget(
             name: "FanficCLI",
             dependencies: [
-                "AMQP", "AppSupport", "FanficBroker", "FanficCore",
+                "AMQP", "AppSupport", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

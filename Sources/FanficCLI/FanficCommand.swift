@@ -6,6 +6,9 @@ struct FanficCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fanfic",
         abstract: "AutomatedFanfic: every story URL you send ends up as a current EPUB in Calibre.",
-        subcommands: [SubmitCommand.self, FailedCommand.self, ConfigCommand.self, TopologyCommand.self]
+        subcommands: [
+            RunCommand.self, SubmitCommand.self, StatusCommand.self, FailedCommand.self, ConfigCommand.self,
+            TopologyCommand.self,
+        ]
     )
 }
