@@ -226,6 +226,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SupervisionTests",
+            dependencies: ["Supervision"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "AMQPTests",
             dependencies: ["AMQP", "CCurl"],
             swiftSettings: swiftSettings

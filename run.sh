@@ -187,7 +187,8 @@ CONF
 stop_local_broker() {
     [ -n "$started_node" ] || return 0
     say "stopping the local RabbitMQ node $started_node"
-    rabbit rabbitmqctl -q -n "$started_node" stop >/dev/null 2>&1 || true
+    # With the pid file, stop returns once the Erlang VM itself has exited.
+    rabbit rabbitmqctl -q -n "$started_node" stop "$RABBITMQ_PID_FILE" >/dev/null 2>&1 || true
     local deadline=$((SECONDS + 30))
     while rabbit rabbitmqctl -q -n "$started_node" ping >/dev/null 2>&1 && ((SECONDS < deadline)); do sleep 0.3; done
     if [ "$started_epmd" = 1 ] && ! epmd -names 2>/dev/null | grep -q '^name '; then

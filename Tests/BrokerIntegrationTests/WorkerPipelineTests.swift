@@ -249,6 +249,53 @@ extension BrokerTests {
             #expect(try system.library.books().count == 1)
         }
 
+        @Test(
+            "through compose's calibre service: docker/calibre-server.sh with basic auth and a user from a secret file")
+        func authenticatedContentServer() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("auth-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let passwordFile = scratch.appendingPathComponent("calibre_password").path
+            let password = UUID().uuidString
+            try "\(password)\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
+            let port = Int.random(in: 30_000...39_999)
+            var server: LaunchedProcess?
+            let system = try await System(
+                extra: { _ in "username = \"fanfic\"\npassword = \"\(password)\"" },
+                serve: { library in
+                    server = try LaunchedProcess(
+                        [
+                            "/usr/bin/env", "CALIBRE_LIBRARY=\(library.folder.path)",
+                            "CALIBRE_USERDB=\(scratch.path)/users.sqlite", "CALIBRE_PASSWORD_FILE=\(passwordFile)",
+                            "CALIBRE_PORT=\(port)", "CALIBRE_LISTEN=127.0.0.1", "QTWEBENGINE_DISABLE_SANDBOX=1",
+                            TestBroker.repositoryRoot.appendingPathComponent("docker/calibre-server.sh").path,
+                        ], output: scratch.appendingPathComponent("server.log").path)
+                    try await waitUntil("calibre-server listens", timeout: .seconds(60), every: .milliseconds(200)) {
+                        (try? ChildProcess.run(["curl", "-s", "-o", "/dev/null", "http://127.0.0.1:\(port)/"]))?.status
+                            == 0
+                    }
+                    let unauthenticated = try ChildProcess.run([
+                        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                        "http://127.0.0.1:\(port)/ajax/library-info",
+                    ])
+                    #expect(unauthenticated.stdout == "401", "the server asks for credentials")
+                    return "http://127.0.0.1:\(port)/#\(library.folder.lastPathComponent)"
+                })
+            defer {
+                system.stop()
+                server = nil  // SIGKILL to its group: calibre-server ignores SIGTERM
+            }
+            var library = system.library
+            library.credentials = ("fanfic", passwordFile)
+            try await system.submit("http://test1.com?sid=12")
+            let added = try await system.events.waitForEnd(of: "http://test1.com?sid=12")
+            #expect(added.kind == .taskSucceeded && added.detail == "new", "\(added)")
+            let again = try await system.submitAgain("http://test1.com?sid=12")
+            #expect(again.kind == .taskSucceeded && again.calibreID == added.calibreID, "\(again)")
+            #expect(try library.books().count == 1)
+            #expect(!(server?.text.contains(password) ?? true), "the password is never printed")
+        }
+
         nonisolated(unsafe) static var servers: [ContentServer] = []
 
         static func storyINI(chapters: Int) -> String {

@@ -42,7 +42,9 @@ struct ConfigurationField {
                 default: return nil
                 }
             case .stringList, .integerList:
-                let items = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                // Commas, or lines (a secret file with one Apprise URL per line).
+                let items = text.split(whereSeparator: { $0 == "," || $0.isNewline })
+                    .map { $0.trimmingCharacters(in: .whitespaces) }
                     .filter { !$0.isEmpty }
                 if self == .stringList { return .list(items.map { .string($0) }) }
                 let numbers = items.compactMap(Int.init)

@@ -60,6 +60,8 @@ struct TestLibrary {
     /// What `--with-library` gets: the folder, or the Content Server serving it (while a
     /// calibre-server runs, calibre refuses local calls on any library).
     var withLibrary: String
+    /// A Content Server user and the file holding its password (calibredb's `<f:FILE>` form).
+    var credentials: (user: String, passwordFile: String)?
 
     init(in directory: URL) throws {
         folder = directory.appendingPathComponent("library")
@@ -109,7 +111,9 @@ struct TestLibrary {
     func calibredb(_ arguments: [String]) throws -> String {
         let argv =
             ["/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibredb"] + Array(arguments.prefix(1))
-            + ["--with-library", withLibrary] + Array(arguments.dropFirst())
+            + ["--with-library", withLibrary]
+            + (credentials.map { ["--username", $0.user, "--password", "<f:\($0.passwordFile)>"] } ?? [])
+            + Array(arguments.dropFirst())
         // The worker may be running calibredb on this library right now: calibre allows one.
         let deadline = ContinuousClock.now + .seconds(60)
         while true {

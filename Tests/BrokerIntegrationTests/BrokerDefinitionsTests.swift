@@ -1,0 +1,143 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The compose file's RabbitMQ definitions (docker/rabbitmq): secrets made by
+/// docker/make-secrets.sh, definitions rendered from them and imported into the real broker;
+/// then every role runs with its own user, its broker URL read from a `_FILE` secret.
+extension BrokerTests {
+    @Suite("RabbitMQ definitions: one least-privilege user per role")
+    struct BrokerDefinitionsTests {
+        static let docker = TestBroker.repositoryRoot.appendingPathComponent("docker")
+
+        @Test("each role works with its own user; what a role does not need is refused")
+        func rolesWithTheirOwnUsers() async throws {
+            let vhost = "defs-\(UUID().uuidString.prefix(8).lowercased())"
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("defs-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(
+                at: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            let secrets = scratch.appendingPathComponent("secrets")
+            defer {
+                TestBroker.deleteVirtualHost(vhost)
+                for user in ["admin", "fanfic-coordinator", "fanfic-worker", "fanfic-ingester", "fanfic-cli"] {
+                    _ = try? TestBroker.script("ctl", "-q", "delete_user", user)
+                }
+                try? FileManager.default.removeItem(at: scratch)
+            }
+
+            let made = try ChildProcess.run([
+                "/usr/bin/env", "BROKER_HOST=127.0.0.1", "BROKER_PORT=\(TestBroker.port)", "BROKER_VHOST=\(vhost)",
+                Self.docker.appendingPathComponent("make-secrets.sh").path, secrets.path,
+            ])
+            #expect(made.status == 0, "\(made.stderr)")
+            let again = try ChildProcess.run([Self.docker.appendingPathComponent("make-secrets.sh").path, secrets.path])
+            #expect(again.stdout.contains("nothing new"), "existing secrets are kept: \(again.stdout)")
+
+            let definitions = scratch.appendingPathComponent("definitions.json").path
+            let rendered = try ChildProcess.run([
+                Self.docker.appendingPathComponent("rabbitmq/render-definitions.sh").path,
+                Self.docker.appendingPathComponent("rabbitmq/definitions.template.json").path, definitions,
+                secrets.path, vhost,
+            ])
+            #expect(rendered.status == 0, "\(rendered.stderr)")
+            let text = try String(contentsOfFile: definitions, encoding: .utf8)
+            let workerURL = try String(contentsOf: secrets.appendingPathComponent("worker_broker_url"), encoding: .utf8)
+            let workerPassword = try #require(
+                workerURL.split(separator: ":").dropFirst(2).first?.split(separator: "@").first)
+            #expect(!text.contains(workerPassword), "only hashes are written")
+            #expect(!text.contains("@VHOST@") && !text.contains("_HASH@"))
+            // The broker's CLI runs as the rabbitmq user: let it read the file.
+            chmod(definitions, 0o644)
+            try TestBroker.script("ctl", "-q", "import_definitions", definitions)
+
+            // Roles: coordinator and a test worker, each with its own URL secret.
+            let config = scratch.appendingPathComponent("config.toml").path
+            try "[worker]\nheartbeat = 1\n[coordinator]\nworker_timeout = 3\n".write(
+                toFile: config, atomically: true, encoding: .utf8)
+            func secret(_ role: String) -> String { "FANFIC_BROKER_URL_FILE=\(secrets.path)/\(role)_broker_url" }
+            let records = scratch.appendingPathComponent("records.jsonl").path
+            let coordinator = try LaunchedProcess(
+                ["/usr/bin/env", secret("coordinator"), BuiltProducts.path("coordinator"), "--config", config],
+                output: scratch.appendingPathComponent("coordinator.log").path)
+            let worker = try LaunchedProcess(
+                [
+                    "/usr/bin/env", secret("worker"), BuiltProducts.path("FanficTestWorker"), "--config", config,
+                    "--id", "w1", "--record", records,
+                ], output: scratch.appendingPathComponent("worker.log").path)
+            defer {
+                _ = worker
+                _ = coordinator
+            }
+
+            // The CLI as its own user: submit, then status shows the worker; failed list works.
+            func cli(_ arguments: [String]) throws -> ChildProcess.Result {
+                try ChildProcess.run(
+                    ["/usr/bin/env", secret("cli"), BuiltProducts.path("fanfic")] + arguments + ["--config", config])
+            }
+            // The import is asynchronous: the first connections may be refused for a moment.
+            var submitted = try cli(["submit", "http://test1.com?sid=1"])
+            try await waitUntil("the CLI user can submit", timeout: .seconds(30), every: .milliseconds(500)) {
+                if submitted.status == 0 { return true }
+                submitted = try cli(["submit", "http://test1.com?sid=1"])
+                return submitted.status == 0
+            }
+            try await waitUntil("the worker ran the task", timeout: .seconds(60), every: .milliseconds(200)) {
+                ((try? String(contentsOfFile: records, encoding: .utf8)) ?? "").contains("\"end\"")
+            }
+            var status = try cli(["status", "--json"])
+            try await waitUntil("status, as the CLI user, lists the worker", timeout: .seconds(20)) {
+                status = try cli(["status", "--json"])
+                return status.status == 0 && status.stdout.contains("\"id\":\"w1\"")
+            }
+            #expect(try cli(["failed", "list"]).status == 0)
+
+            // The ingester as its own user: a story link from a real mailbox becomes a task the worker runs.
+            let dovecot = try #require(TestDovecot.shared, "dovecot could not be started")
+            let user = dovecot.freshUser()
+            let mail = "From: reader@example.com\r\nSubject: story\r\n\r\nhttp://test2.com?sid=2\r\n"
+            try dovecot.deliver(Data(mail.utf8), to: user)
+            let ingested = try ChildProcess.run([
+                "/usr/bin/env", secret("ingester"), "FANFIC_EMAIL_SERVER=127.0.0.1:\(dovecot.imapPort)",
+                "FANFIC_EMAIL_USERNAME=\(user)", "FANFIC_EMAIL_PASSWORD=secret", "FANFIC_EMAIL_TLS=none",
+                BuiltProducts.path("ingester"), "--once", "--config", config,
+            ])
+            #expect(ingested.status == 0, "\(ingested.stderr)")
+            try await waitUntil("the worker ran the emailed story", timeout: .seconds(60), every: .milliseconds(200)) {
+                ((try? String(contentsOfFile: records, encoding: .utf8)) ?? "").contains("sid=2")
+            }
+            #expect(!coordinator.text.contains("ACCESS_REFUSED"), "\(coordinator.text.suffix(1500))")
+            #expect(!worker.text.contains("ACCESS_REFUSED"), "\(worker.text.suffix(1500))")
+
+            // Refused: a worker reading the coordinator's control queue or a site's backlog; the
+            // ingester reading failed tasks.
+            for (role, queue) in [
+                ("worker", FanficTopology.control), ("worker", FanficTopology.backlogQueue(site: "test1.com")),
+                ("ingester", FanficTopology.failed),
+            ] {
+                let url = try String(contentsOf: secrets.appendingPathComponent("\(role)_broker_url"), encoding: .utf8)
+                var configuration = try AMQPConfiguration(url: url.trimmingCharacters(in: .whitespacesAndNewlines))
+                configuration.connectionName = "definitions-test-\(role)"
+                let connection = AMQPConnection(configuration: configuration, logger: TestBroker.logger)
+                try await connection.waitUntilConnected(timeout: .seconds(30))
+                var refusal: String?
+                do {
+                    for try await delivery in connection.consume(queue: queue, prefetch: 1) {
+                        try? await delivery.nack(requeue: true)
+                        break
+                    }
+                } catch {
+                    refusal = "\(error)"
+                }
+                await connection.close()
+                #expect(refusal?.contains("403") == true, "\(role) reading \(queue): \(refusal ?? "allowed")")
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `fanfic run` (the supervisor) and `run.sh` (the one command), with the real executables,
+/// FanFicFare, calibredb and RabbitMQ.
+extension BrokerTests {
+    @Suite("fanfic run and run.sh")
+    struct RunCommandTests {
+        /// `child=NAME pid=N ... started` lines of the supervisor's log, in order.
+        static func starts(in log: String) -> [(child: String, pid: pid_t)] {
+            log.split(separator: "\n").compactMap { line in
+                guard line.contains("[Supervision] started"), let child = line.range(of: "child="),
+                    let pid = line.range(of: " pid=")
+                else { return nil }
+                let name = String(line[child.upperBound..<pid.lowerBound])
+                let digits = line[pid.upperBound...].prefix { $0.isNumber }
+                return Int32(digits).map { (name, $0) }
+            }
+        }
+
+        /// Processes whose command line or environment mentions `text` (other than this test's
+        /// own): a RabbitMQ node learns its name and folders from its environment.
+        static func processes(mentioning text: String) -> [String] {
+            let me = getpid()
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return entries.compactMap { entry -> String? in
+                guard let pid = Int32(entry), pid != me,
+                    let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline"), !data.isEmpty
+                else { return nil }
+                let environment = FileManager.default.contents(atPath: "/proc/\(entry)/environ") ?? Data()
+                let command = String(decoding: data.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+                let mentions = String(decoding: environment, as: UTF8.self).contains(text) || command.contains(text)
+                return mentions ? "\(pid): \(command.prefix(200))" : nil
+            }
+        }
+
+        @Test("restarts a worker and the coordinator killed with -9; the stories still arrive; SIGTERM stops all")
+        func supervisorRestarts() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID().uuidString)")
+            let library = try TestLibrary(in: scratch)
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let roles = try RoleProcesses(
+                extraConfig: """
+                    [calibre]
+                    library = "\(library.folder.path)"
+                    [run]
+                    workers = 2
+                    stop_timeout = 30
+                    """)
+            let client = try roles.connection()
+            defer { Task { await client.close() } }
+            try await client.waitUntilConnected(timeout: .seconds(30))
+            try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
+            let events = EventLog()
+            try await events.start(client)
+            defer { events.stop() }
+
+            let supervisor = try LaunchedProcess(
+                [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
+                output: roles.directory.appendingPathComponent("run.log").path)
+            try await waitUntil("the supervisor started its three children", timeout: .seconds(30)) {
+                Self.starts(in: supervisor.text).count == 3
+            }
+            let first = Self.starts(in: supervisor.text)
+            let coordinator = try #require(first.first { $0.child == "coordinator" })
+            let worker = try #require(first.first { $0.child.hasPrefix("worker ") })
+            #expect(Set(first.map(\.child)).count == 3, "\(first)")
+
+            let urls = ["http://test1.com?sid=1", "http://test1.com?sid=2", "http://test2.com?sid=3"]
+            let submit = try ChildProcess.run(
+                [BuiltProducts.path("fanfic"), "submit", "--config", roles.configPath] + urls)
+            #expect(submit.status == 0, "\(submit.stderr)")
+
+            kill(worker.pid, SIGKILL)
+            kill(coordinator.pid, SIGKILL)
+            try await waitUntil("both were started again", timeout: .seconds(30)) {
+                let again = Self.starts(in: supervisor.text).dropFirst(3)
+                return again.contains { $0.child == worker.child && $0.pid != worker.pid }
+                    && again.contains { $0.child == "coordinator" && $0.pid != coordinator.pid }
+            }
+            #expect(supervisor.text.contains("\(worker.child) exited; restarting in 1 s"))
+            #expect(supervisor.text.contains("coordinator exited; restarting in 1 s"))
+
+            for url in urls {
+                let end = try await events.waitForEnd(of: url, timeout: .seconds(120))
+                #expect(end.kind == .taskSucceeded, "\(url): \(end.reason ?? "")")
+            }
+            let books = try library.books()
+            #expect(books.count == urls.count, "one book per story: \(books.map(\.title))")
+            // Children's lines reach the output prefixed with their name.
+            #expect(supervisor.text.contains("coordinator | "))
+            #expect(supervisor.text.contains("\(worker.child) | "))
+
+            let status = await supervisor.terminate(timeout: .seconds(60))
+            #expect(status == 0, "\(supervisor.text.suffix(2000))")
+            #expect(Self.processes(mentioning: roles.configPath).isEmpty)
+        }
+
+        @Test(
+            "run.sh on a provisioned machine: config and library made, local broker started, books, SIGTERM stops all")
+        func runScript() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("runsh-\(UUID().uuidString)")
+            // Readable by the rabbitmq user, which runs the node when the tests run as root.
+            try FileManager.default.createDirectory(
+                at: scratch, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let config = scratch.appendingPathComponent("config.toml").path
+            let data = scratch.appendingPathComponent("data")
+            let port = TestBroker.port + 90
+            let script = try LaunchedProcess(
+                [
+                    "/usr/bin/env", "FANFIC_CONFIG=\(config)", "FANFIC_DATA_DIR=\(data.path)",
+                    "FANFIC_LOCAL_BROKER_PORT=\(port)", "FANFIC_BIN_DIR=\(BuiltProducts.directory.path)",
+                    "FANFIC_NO_INSTALL=1", "FANFIC_COORDINATOR_WORKER_TIMEOUT=3", "FANFIC_WORKER_HEARTBEAT=1",
+                    TestBroker.repositoryRoot.appendingPathComponent("run.sh").path,
+                ], output: scratch.appendingPathComponent("run.log").path)
+            try await waitUntil("run.sh is running fanfic run", timeout: .seconds(120), every: .milliseconds(200)) {
+                Self.starts(in: script.text).count >= 3
+            }
+            let text = try String(contentsOfFile: config, encoding: .utf8)
+            #expect(text.contains("library = \"\(data.path)/library\""))
+            #expect(text.contains("127.0.0.1:\(port)/"))
+            #expect(script.text.contains("starting a local RabbitMQ node"))
+
+            let urls = ["http://test1.com?sid=1", "http://test3.com?sid=2"]
+            let submit = try ChildProcess.run([BuiltProducts.path("fanfic"), "submit", "--config", config] + urls)
+            #expect(submit.status == 0, "\(submit.stdout)\(submit.stderr)")
+            let library = try TestLibrary(in: data)
+            try await waitUntil("both stories are books", timeout: .seconds(120), every: .milliseconds(500)) {
+                (try? library.books().count) == 2
+            }
+            let ids = try library.books().flatMap { $0.identifiers.values }
+            #expect(Set(ids).isSuperset(of: urls), "\(ids)")
+
+            let status = await script.terminate(timeout: .seconds(90))
+            #expect(status == 0, "\(script.text.suffix(2000))")
+            // The script, fanfic run, its children and the RabbitMQ node (named in its environment).
+            #expect(Self.processes(mentioning: scratch.path).isEmpty)
+            #expect(Self.processes(mentioning: "fanfic-\(port)@").isEmpty)
+            let ping = try ChildProcess.run(["rabbitmqctl", "-q", "-n", "fanfic-\(port)@localhost", "ping"])
+            #expect(ping.status != 0, "the node still answers")
+        }
+    }
+}
