@@ -38,6 +38,8 @@ public struct StoryPipeline: TaskRunner {
     let lookup: BookLookup
     let calibredb: Calibredb
     let fanficfare: FanFicFare
+    /// Writes to a Content Server take turns across every worker (see ``BrokerLock/calibreServer``).
+    let serverTurn: BrokerLock?
 
     public init(
         settings: Settings, connection: AMQPConnection, events: EventPublisher, notifier: AppriseNotifier,
@@ -55,6 +57,28 @@ public struct StoryPipeline: TaskRunner {
         lookup = BookLookup(location: location, credentials: credentials)
         calibredb = Calibredb(location: location, credentials: credentials)
         fanficfare = FanFicFare(settings: settings.fanficfare)
+        if case .server = location {
+            serverTurn = BrokerLock(BrokerLock.calibreServer, connection: connection)
+        } else {
+            serverTurn = nil
+        }
+    }
+
+    /// Runs a library write, in turn with every other worker's when the library is a server.
+    private func write<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        guard let serverTurn else { return try await body() }
+        return try await serverTurn.withLock(timeout: .seconds(600), body)
+    }
+
+    /// A book just added must carry its story URL: calibre-server has been seen to store a
+    /// book without the EPUB's metadata (see ``BrokerLock/calibreServer``). Such a book is
+    /// removed and the task retried, with the reason, rather than left as an anonymous "story".
+    private func checkAdded(_ id: Int, url: String, in jail: URL) async throws -> Result? {
+        guard try await !lookup.books(withURL: url).contains(id) else { return nil }
+        try? await write { try await calibredb.remove(id, in: jail) }
+        return .retryable(
+            "the library stored book \(id) without the story's metadata (its URL is missing); removed it. "
+                + "With a Content Server, restart calibre-server if this repeats")
     }
 
     /// What became of the story.
@@ -141,13 +165,15 @@ public struct StoryPipeline: TaskRunner {
             return .retryable("fanficfare reported success but wrote no EPUB: \(output.tail)")
         }
         guard let book = books.first else {
-            let id = try await calibredb.add(story, in: jail)
+            let id = try await write { try await calibredb.add(story, in: jail) }
+            if let failure = try await checkAdded(id, url: task.url, in: jail) { return failure }
             return .stored(book: id, detail: "new", notify: true)
         }
         if case .upToDate = outcome, method != .updateAlways, task.behavior != .force {
             return .stored(book: book, detail: "up to date", notify: false)
         }
-        let id = try await writeBack(story, over: book, in: jail)
+        let id = try await write { try await writeBack(story, over: book, in: jail) }
+        if id != book, let failure = try await checkAdded(id, url: task.url, in: jail) { return failure }
         return .stored(book: id, detail: "updated", notify: true)
     }
 

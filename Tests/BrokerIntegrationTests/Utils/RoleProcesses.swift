@@ -76,6 +76,12 @@ final class RoleProcesses: @unchecked Sendable {
         try start(id, [BuiltProducts.path("worker"), "--config", configPath, "--id", id, "--log-level", "debug"])
     }
 
+    /// The real `ingester`, polling in run mode.
+    @discardableResult
+    func startIngester(_ name: String = "ingester") throws -> pid_t {
+        try start(name, [BuiltProducts.path("ingester"), "--config", configPath, "--log-level", "debug"])
+    }
+
     private func start(_ name: String, _ argv: [String]) throws -> pid_t {
         let pid = try ChildProcess.spawn(
             argv, stdout: log(name), stderr: log(name) + ".err", newProcessGroup: true)
