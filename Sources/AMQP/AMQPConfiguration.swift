@@ -26,6 +26,24 @@ public struct AMQPConfiguration: Sendable {
     /// Shown in the management UI and `rabbitmqctl list_connections`.
     public var connectionName: String = "automated-fanfic"
 
+    /// One node of the broker: where to open the TCP connection.
+    public struct Endpoint: Sendable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+        public var description: String { "\(host):\(port)" }
+    }
+
+    /// Other nodes of the same cluster, tried in turn after `host:port` when a connection
+    /// fails or is lost (same user, password, virtual host and TLS settings).
+    public var alternates: [Endpoint] = []
+
+    /// Every node, the first one first.
+    public var endpoints: [Endpoint] { [Endpoint(host: host, port: port)] + alternates }
+
     /// TLS settings for `amqps://`.
     public struct TLS: Sendable, Hashable {
         public var caCertificatePath: String?
@@ -73,8 +91,30 @@ public struct AMQPConfiguration: Sendable {
         self.tls = tls
     }
 
-    /// Parses a broker URL; the error says what is wrong without echoing the password.
+    /// Parses a broker URL, or a comma-separated list of URLs naming the nodes of one cluster
+    /// (which must agree on everything but host and port); the error says what is wrong without
+    /// echoing the password.
     public init(url: String) throws(AMQPError) {
+        let urls = url.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard urls.count > 1 else {
+            try self.init(singleURL: url)
+            return
+        }
+        try self.init(singleURL: urls[0])
+        for other in urls.dropFirst() {
+            let node = try AMQPConfiguration(singleURL: other)
+            guard node.username == username, node.password == password, node.virtualHost == virtualHost,
+                node.tls == tls, node.heartbeat == heartbeat
+            else {
+                throw AMQPError(
+                    .invalidURL,
+                    "the URLs of a cluster must differ only in host and port (same user, password, vhost, scheme)")
+            }
+            alternates.append(Endpoint(host: node.host, port: node.port))
+        }
+    }
+
+    private init(singleURL url: String) throws(AMQPError) {
         guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased() else {
             throw AMQPError(.invalidURL, "not a URL; expected amqp://user:password@host:port/vhost")
         }
@@ -138,7 +178,7 @@ public struct AMQPConfiguration: Sendable {
     public var redactedURL: String {
         let scheme = tls == nil ? "amqp" : "amqps"
         let vhost = virtualHost.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? virtualHost
-        return "\(scheme)://\(username):***@\(host):\(port)/\(vhost)"
+        return endpoints.map { "\(scheme)://\(username):***@\($0)/\(vhost)" }.joined(separator: ",")
     }
 }
 

@@ -201,9 +201,13 @@ public final class AMQPConnection: Sendable {
     /// (no such queue) or cancels it (queue deleted); it ends normally when the connection is
     /// closed. Stopping the iteration cancels the subscription; deliveries not yet settled can
     /// still be settled, after which the channel closes.
-    /// - Parameter prefetch: how many unacknowledged deliveries the broker may hand over at once.
+    /// - Parameters:
+    ///   - prefetch: how many unacknowledged deliveries the broker may hand over at once.
+    ///   - resumesAfterReconnect: false ends the subscription with `.connectionLost` when the
+    ///     connection is lost, for a consumer that must ask again before it takes more work.
     public func consume(
-        queue: String, prefetch: UInt16 = 1, exclusive: Bool = false, arguments: AMQPTable = [:]
+        queue: String, prefetch: UInt16 = 1, exclusive: Bool = false, arguments: AMQPTable = [:],
+        resumesAfterReconnect: Bool = true
     ) -> AMQPConsumer {
         let id = consumerIDs.next()
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: AMQPDelivery.self)
@@ -216,6 +220,7 @@ public final class AMQPConnection: Sendable {
         let consumer = ConnectionLoop.ConsumerState(
             id: id, queue: queue, prefetch: prefetch, exclusive: exclusive, arguments: arguments,
             continuation: continuation)
+        consumer.resumesAfterReconnect = resumesAfterReconnect
         let box = UncheckedBox(consumer)
         inbox.submit(
             Command(

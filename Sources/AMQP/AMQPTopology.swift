@@ -93,6 +93,13 @@ public struct QueueSpec: Sendable, Hashable {
     /// Quorum queues: dead-letter a message redelivered more than this many times.
     public func deliveryLimit(_ limit: Int64) -> QueueSpec { with("x-delivery-limit", .int(limit)) }
 
+    /// Quorum queues: a dead-lettered message is kept until its target confirms it (instead of
+    /// being dropped if the target is unavailable, e.g. while a node boots). Needs
+    /// `reject-publish` overflow, which RabbitMQ requires for this strategy.
+    public func atLeastOnceDeadLettering() -> QueueSpec {
+        with("x-dead-letter-strategy", "at-least-once").with("x-overflow", "reject-publish")
+    }
+
     private func with(_ key: String, _ value: AMQPFieldValue) -> QueueSpec {
         var copy = self
         copy.arguments[key] = value

@@ -54,6 +54,9 @@ final class ConnectionLoop: @unchecked Sendable {
         let exclusive: Bool
         let arguments: AMQPTable
         let continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+        /// False: a lost connection ends the subscription (with `.connectionLost`) instead of
+        /// subscribing again after the reconnect.
+        var resumesAfterReconnect = true
         var channel: UInt16?
         var consumerTag: String?
         var unacked: Set<UInt64> = []
@@ -91,6 +94,13 @@ final class ConnectionLoop: @unchecked Sendable {
 
     // MARK: Main loop
 
+    /// The node of ``AMQPConfiguration/endpoints`` to try next.
+    private var endpointIndex = 0
+    /// The node of the current or last attempt, for logs.
+    private var endpoint: AMQPConfiguration.Endpoint {
+        configuration.endpoints[endpointIndex % configuration.endpoints.count]
+    }
+
     func run() {
         var attempt = 0
         while !inbox.isStopRequested {
@@ -99,6 +109,9 @@ final class ConnectionLoop: @unchecked Sendable {
                 attempt = 0
                 try serve()
             } catch {
+                let failedNode = endpoint
+                // A cluster: the next attempt goes to the next node.
+                endpointIndex += 1
                 // A refused declaration (a queue that exists with other arguments) is the broker's
                 // word, worth logging as is; backoff keeps it from becoming a busy loop.
                 let reason =
@@ -117,6 +130,7 @@ final class ConnectionLoop: @unchecked Sendable {
                     wasConnected ? "broker connection lost; reconnecting" : "cannot connect to the broker; retrying",
                     metadata: [
                         "amqp.url": "\(configuration.redactedURL)",
+                        "amqp.node": "\(failedNode)",
                         "amqp.error": "\(reason)",
                         "amqp.retry_in_ms": "\(Int(delay.seconds * 1000))",
                     ]
@@ -215,11 +229,9 @@ final class ConnectionLoop: @unchecked Sendable {
         _ = amqp_set_handshake_timeout(connection, &rpcTimeout)
         _ = amqp_set_rpc_timeout(connection, &rpcTimeout)
         var connectTimeout = timeval(configuration.connectTimeout)
-        let opened = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &connectTimeout)
+        let opened = amqp_socket_open_noblock(socket, endpoint.host, Int32(endpoint.port), &connectTimeout)
         guard opened == AMQP_STATUS_OK.rawValue else {
-            throw failure(
-                .notConnected,
-                "cannot reach \(configuration.host):\(configuration.port): \(Self.errorText(opened))")
+            throw failure(.notConnected, "cannot reach \(endpoint): \(Self.errorText(opened))")
         }
         tuneSocket(amqp_get_sockfd(connection))
 
@@ -244,7 +256,10 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         logger.info(
             "connected to the broker",
-            metadata: ["amqp.url": "\(configuration.redactedURL)", "amqp.connection_count": "\(count)"])
+            metadata: [
+                "amqp.url": "\(configuration.redactedURL)", "amqp.node": "\(endpoint)",
+                "amqp.connection_count": "\(count)",
+            ])
         onEvent?(.connected(count: count))
     }
 
@@ -313,6 +328,11 @@ final class ConnectionLoop: @unchecked Sendable {
             consumer.consumerTag = nil
             consumer.unacked = []
             if consumer.cancelling { consumers[id] = nil }
+            if !consumer.resumesAfterReconnect, consumers[id] != nil {
+                consumers[id] = nil
+                consumer.continuation.finish(
+                    throwing: AMQPError(.connectionLost, "the connection was lost: \(reason.message)"))
+            }
         }
         let wasConnected = inbox.state.withLock { state -> Bool in
             defer { state.connected = false }

@@ -64,12 +64,16 @@ public enum FanficTopology {
         )
         for tier in ladder.tiers {
             let name = retryQueue(tier)
-            // Classic queues: a per-queue TTL expires messages in order at the head, and a
-            // classic queue dead-letters on every RabbitMQ version we support.
+            // Quorum queues, like every queue here: a classic queue is unusable while its home
+            // node is down, and since every process declares this topology, no process could
+            // connect to the rest of a cluster. One TTL per queue expires messages in order at
+            // the head (RabbitMQ 3.10+), then dead-letters them back to ingress, at least once:
+            // a task expiring while the broker restarts is kept until ingress has it.
             topology.queues.append(
-                QueueSpec(name: name)
+                QueueSpec.quorum(name)
                     .messageTTL(milliseconds: Int64(tier.delaySeconds) * 1000)
-                    .deadLetter(exchange: ingress, routingKey: taskRoutingKey))
+                    .deadLetter(exchange: ingress, routingKey: taskRoutingKey)
+                    .atLeastOnceDeadLettering())
             topology.bindings.append(BindingSpec(queue: name, exchange: retry, routingKey: tier.name))
         }
         return topology

@@ -78,7 +78,9 @@ public final class WorkerSession: Sendable {
         try await connection.declare(
             AMQPTopology(queues: [
                 FanficTopology.worker(id: settings.id),
-                QueueSpec(name: replyQueue, arguments: ["x-expires": .int(60_000)]),
+                // Quorum, like every queue a worker relies on: a classic queue is unusable while
+                // its home node is down, and a worker would then not reconnect to the cluster.
+                QueueSpec.quorum(replyQueue, arguments: ["x-expires": .int(60_000)]),
             ]))
         try await peekAtLeftovers()
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -91,17 +93,31 @@ public final class WorkerSession: Sendable {
 
     // MARK: Tasks
 
+    /// Consumes the queue once admitted. A lost connection ends the subscription: the worker says
+    /// hello again and waits to be admitted again, because while it was away the coordinator may
+    /// have presumed it dead, reclaimed its queue and given its site to another worker.
     private func consumeTasks() async throws {
-        logger.info("waiting to be admitted by the coordinator", metadata: ["queue": "\(queue)"])
-        await cancelWhenGracefulShutdown {
-            for await _ in self.admission { break }
-        }
-        if Task.isShuttingDownGracefully || Task.isCancelled { return }
-        logger.info("admitted; consuming", metadata: ["queue": "\(queue)"])
-        try await cancelWhenGracefulShutdown {
-            for try await delivery in self.connection.consume(queue: self.queue, prefetch: 1) {
-                // Unstructured, so that a shutdown signal lets the task finish instead of cutting it.
-                await Task { await self.handle(delivery) }.value
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            logger.info("waiting to be admitted by the coordinator", metadata: ["queue": "\(queue)"])
+            await cancelWhenGracefulShutdown {
+                for await _ in self.admission { break }
+            }
+            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+            logger.info("admitted; consuming", metadata: ["queue": "\(queue)"])
+            do {
+                try await cancelWhenGracefulShutdown {
+                    for try await delivery in self.connection.consume(
+                        queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
+                    {
+                        // Unstructured, so that a shutdown signal lets the task finish instead of cutting it.
+                        await Task { await self.handle(delivery) }.value
+                    }
+                }
+                return
+            } catch let error as AMQPError where error.code == .connectionLost {
+                progress.withLock { $0.admitted = false }
+                logger.warning("connection lost; asking to be admitted again", metadata: ["error": "\(error)"])
+                try await connection.waitUntilConnected(timeout: .seconds(86_400))
             }
         }
     }
@@ -148,6 +164,8 @@ public final class WorkerSession: Sendable {
             $0.tasksDone += 1
         }
         await publishControl(.finished(worker: settings.id, task: task), expires: false)
+        // And a heartbeat, so that `fanfic status` stops showing the story at once.
+        await publishControl(liveness(admitted: true), expires: true)
     }
 
     // MARK: Coordination
@@ -172,8 +190,13 @@ public final class WorkerSession: Sendable {
                     guard let message = try? TaskCodec.decodeControl(delivery.body), message.kind == .admit,
                         message.worker == settings.id
                     else { continue }
-                    progress.withLock { $0.admitted = true }
-                    admitted.yield()
+                    // Only an admission the worker waits for counts: a duplicate (two hellos
+                    // answered) must not be kept for after a lost connection.
+                    let wasWaiting = progress.withLock { progress -> Bool in
+                        defer { progress.admitted = true }
+                        return !progress.admitted
+                    }
+                    if wasWaiting { admitted.yield() }
                 }
                 return
             } catch {

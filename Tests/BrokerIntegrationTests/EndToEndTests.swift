@@ -43,17 +43,26 @@ extension BrokerTests {
             private let lock = NSLock()
             private var killed: [String: Date] = [:]
 
-            init(coordinators: [String] = ["coordinator-a"], workers: [String] = ["w1", "w2", "w3"]) async throws {
+            /// A path to Dovecot that a test can cut (when asked for).
+            let imapPath: NetworkPath?
+
+            init(
+                coordinators: [String] = ["coordinator-a"], workers: [String] = ["w1", "w2", "w3"],
+                retryDelays: [Int] = [1, 2], hailMaryDelay: Int = 2, cuttableIMAP: Bool = false
+            ) async throws {
                 dovecot = try #require(TestDovecot.shared, "dovecot could not be started")
                 user = dovecot.freshUser()
                 let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("e2e-\(UUID().uuidString)")
                 library = try TestLibrary(in: scratch)
                 server = try await ContentServer(library: library, log: scratch.appendingPathComponent("cs.log").path)
                 library.withLibrary = server.url
+                imapPath =
+                    cuttableIMAP
+                    ? try NetworkPath(port: Int.random(in: 45_000...49_999), target: dovecot.imapPort) : nil
                 roles = try RoleProcesses(
                     extraConfig: """
                         [email]
-                        server = "127.0.0.1:\(dovecot.imapPort)"
+                        server = "127.0.0.1:\(imapPath?.port ?? dovecot.imapPort)"
                         username = "\(user)"
                         password = "secret"
                         tls = "none"
@@ -61,13 +70,13 @@ extension BrokerTests {
                         [calibre]
                         library = "\(server.url)"
                         [retry]
-                        delays = [1, 2]
-                        hail_mary_delay = 2
+                        delays = \(retryDelays)
+                        hail_mary_delay = \(hailMaryDelay)
                         """)
                 client = try roles.connection()
                 try await client.waitUntilConnected(timeout: .seconds(30))
                 try await client.declare(
-                    FanficTopology.declarations(retry: RetryLadder(delays: [1, 2], hailMaryDelay: 2)))
+                    FanficTopology.declarations(retry: RetryLadder(delays: retryDelays, hailMaryDelay: hailMaryDelay)))
                 try await events.start(client)
                 for name in coordinators { try roles.startCoordinator(name) }
                 for id in workers { try roles.startRealWorker(id) }
@@ -216,6 +225,123 @@ extension BrokerTests {
                 let client = client
                 Task { await client.close() }
             }
+        }
+
+        /// Fewer stories for the fault tests: two per site, a slow one, one that fails at once.
+        static let faultStories = stories.filter { story in
+            ["?sid=1", "?sid=2", "?sid=670", "?sid=666"].contains { story.url.hasSuffix($0) }
+        }
+
+        /// Mails the fault stories, waits until `ready`, injects the fault, and ends with the checks.
+        static func survives(
+            _ system: Deployment, _ stories: [(url: String, site: String, expected: Expected)] = faultStories,
+            timeout: Duration = .seconds(240), when ready: (Deployment) async throws -> Bool,
+            fault: (Deployment) async throws -> Void
+        ) async throws {
+            try system.mail(stories.map(\.url))
+            try await waitUntil("the moment for the fault", timeout: .seconds(120), every: .milliseconds(100)) {
+                try await ready(system)
+            }
+            try await fault(system)
+            try await system.waitForRound(1, of: stories.map(\.url), timeout: timeout)
+            try await system.verify(stories)
+        }
+
+        static func started(_ system: Deployment, _ suffix: String) -> FanficEvent? {
+            system.events.of(.taskStarted).first { $0.url?.hasSuffix(suffix) == true }
+        }
+
+        @Test("fault: a worker killed with -9 mid-download")
+        func workerKilled() async throws {
+            let system = try await Deployment()
+            defer { system.stop() }
+            try await Self.survives(system, when: { Self.started($0, "?sid=670") != nil }) { system in
+                let worker = try #require(Self.started(system, "?sid=670")?.worker)
+                system.crash(worker)
+            }
+        }
+
+        @Test("fault: the active coordinator killed, a standby takes over")
+        func activeCoordinatorKilled() async throws {
+            let system = try await Deployment(coordinators: ["coordinator-a", "coordinator-b"])
+            defer { system.stop() }
+            try await Self.survives(system, when: { !$0.events.of(.taskSucceeded).isEmpty }) { system in
+                system.roles.crash("coordinator-a")
+            }
+            #expect(system.roles.logText("coordinator-b").contains("active coordinator"))
+        }
+
+        @Test("fault: the only coordinator killed and started again")
+        func onlyCoordinatorRestarted() async throws {
+            let system = try await Deployment()
+            defer { system.stop() }
+            try await Self.survives(system, when: { !$0.events.of(.taskSucceeded).isEmpty }) { system in
+                system.roles.crash("coordinator-a")
+                try system.roles.startCoordinator("coordinator-a2")
+            }
+        }
+
+        @Test("fault: the broker restarted while tasks wait in backlogs, worker queues and a retry tier")
+        func brokerRestarted() async throws {
+            // Two workers for four sites keep backlogs full; 667 waits 5 s in a retry tier.
+            let system = try await Deployment(workers: ["w1", "w2"], retryDelays: [5, 5], hailMaryDelay: 5)
+            defer { system.stop() }
+            try await Self.survives(system, Self.stories, when: { !$0.events.of(.taskRetrying).isEmpty }) { system in
+                var held: [String: UInt32] = [:]
+                for queue in [
+                    FanficTopology.backlogQueue(site: "test3.com"), FanficTopology.backlogQueue(site: "test4.com"),
+                    FanficTopology.workerQueue(id: "w1"), FanficTopology.workerQueue(id: "w2"), "fanfic.retry.5s",
+                ] {
+                    held[queue] = try await system.client.queueState(queue)?.messageCount ?? 0
+                }
+                #expect(held.values.reduce(0, +) > 0, "tasks wait somewhere at the restart: \(held)")
+                _ = try TestBroker.script("restart")
+            }
+        }
+
+        @Test("fault: the Calibre Content Server stopped for a minute, then started again")
+        func calibreServerStopped() async throws {
+            // A ladder that outlasts the outage: 15 s, 30 s, then a last try 30 s later.
+            let system = try await Deployment(retryDelays: [15, 30], hailMaryDelay: 30)
+            defer { system.stop() }
+            try await Self.survives(system, timeout: .seconds(300), when: { !$0.events.of(.taskSucceeded).isEmpty }) {
+                system in
+                system.server.stop()
+                let stoppedAt = ContinuousClock.now
+                try await waitUntil("a worker has met the stopped server", timeout: .seconds(60)) {
+                    !system.events.of(.taskRetrying).isEmpty
+                }
+                try await Task.sleep(until: stoppedAt + .seconds(60))
+                try await system.server.start()
+            }
+        }
+
+        @Test("fault: IMAP unreachable for a poll")
+        func imapDown() async throws {
+            let system = try await Deployment(cuttableIMAP: true)
+            defer { system.stop() }
+            let path = try #require(system.imapPath)
+            path.stop()
+            let failedPolls = system.roles.logText("ingester").components(separatedBy: "mailbox not read").count
+            try await Self.survives(
+                system,
+                when: { $0.roles.logText("ingester").components(separatedBy: "mailbox not read").count > failedPolls }
+            ) { _ in
+                try path.resume()
+            }
+        }
+
+        @Test("fault: a garbage message published to the ingress queue is parked with its reason")
+        func garbageMessage() async throws {
+            let system = try await Deployment()
+            defer { system.stop() }
+            try await Self.survives(system, when: { _ in true }) { system in
+                try await system.client.publish(
+                    Data("{\"version\": 1, \"url\": 42}".utf8), exchange: FanficTopology.ingress,
+                    routingKey: FanficTopology.taskRoutingKey, properties: .persistentJSON())
+            }
+            let parked = system.events.of(.taskParked)
+            #expect(parked.count == 1 && parked.first?.reason?.isEmpty == false, "\(parked)")
         }
 
         @Test("40 stories over 4 sites by email: each one book or failed with its reason; a second email updates")

@@ -216,8 +216,13 @@ enum TOMLLiteral {
 
 /// Masks secrets for logs and printed configuration.
 public enum Redaction {
-    /// `scheme://user:secret@host` becomes `scheme://user:***@host`; other text is unchanged.
+    /// `scheme://user:secret@host` becomes `scheme://user:***@host`, in each URL of a
+    /// comma-separated list (a cluster's nodes); other text is unchanged.
     public static func url(_ text: String) -> String {
+        if text.contains(",") {
+            return text.split(separator: ",", omittingEmptySubsequences: false).map { url(String($0)) }
+                .joined(separator: ",")
+        }
         guard let schemeEnd = text.range(of: "://"),
             let at = text[schemeEnd.upperBound...].firstIndex(of: "@")
         else { return text }

@@ -63,6 +63,11 @@ enum Rules {
     }
 
     static func brokerURL(_ text: String) -> String? {
+        if text.contains(",") {
+            // The nodes of one cluster, tried in turn.
+            return text.split(separator: ",", omittingEmptySubsequences: false).lazy
+                .compactMap { brokerURL($0.trimmingCharacters(in: .whitespaces)) }.first
+        }
         let lower = text.lowercased()
         guard lower.hasPrefix("amqp://") || lower.hasPrefix("amqps://") else {
             return "must be an amqp:// or amqps:// URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2F"

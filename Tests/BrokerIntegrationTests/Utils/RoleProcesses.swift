@@ -82,7 +82,16 @@ final class RoleProcesses: @unchecked Sendable {
         try start(name, [BuiltProducts.path("ingester"), "--config", configPath, "--log-level", "debug"])
     }
 
+    /// Variables every role started from now on gets (e.g. FANFIC_BROKER_URL for another broker).
+    var environment: [String: String] {
+        get { lock.withLock { extraEnvironment } }
+        set { lock.withLock { extraEnvironment = newValue } }
+    }
+    private var extraEnvironment: [String: String] = [:]
+
     private func start(_ name: String, _ argv: [String]) throws -> pid_t {
+        let variables = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        let argv = variables.isEmpty ? argv : ["/usr/bin/env"] + variables + argv
         let pid = try ChildProcess.spawn(
             argv, stdout: log(name), stderr: log(name) + ".err", newProcessGroup: true)
         lock.withLock { processes[name] = pid }

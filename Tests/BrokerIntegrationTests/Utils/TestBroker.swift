@@ -192,6 +192,9 @@ final class NetworkPath {
         try start()
     }
 
+    /// Opens the path again after ``stop()``.
+    func resume() throws { try start() }
+
     func stop() {
         kill(-groupID, SIGKILL)
         kill(-groupID, SIGCONT)

@@ -18,8 +18,11 @@ final class EventLog: @unchecked Sendable {
     /// Starts listening; call before submitting, so that nothing is missed.
     func start(_ connection: AMQPConnection) async throws {
         let queue = "test.events.\(UUID().uuidString.prefix(8))"
-        _ = try await connection.declareQueue(QueueSpec(name: queue, durable: false, autoDelete: false))
-        try await connection.bind(BindingSpec(queue: queue, exchange: FanficTopology.events, routingKey: "#"))
+        // Durable and declared again after a reconnect: the log outlives a broker restart.
+        try await connection.declare(
+            AMQPTopology(
+                queues: [QueueSpec(name: queue)],
+                bindings: [BindingSpec(queue: queue, exchange: FanficTopology.events, routingKey: "#")]))
         task = Task { [weak self] in
             do {
                 for try await delivery in connection.consume(queue: queue, prefetch: 100) {
@@ -170,15 +173,24 @@ final class NotificationSink {
 final class ContentServer {
     let port: Int
     let libraryID: String
-    private let pid: pid_t
+    private let folder: String
+    private let log: String
+    private var pid: pid_t = 0
 
     init(library: TestLibrary, log: String) async throws {
         port = Int.random(in: 30_000...39_999)
         libraryID = library.folder.lastPathComponent
+        folder = library.folder.path
+        self.log = log
+        try await start()
+    }
+
+    /// Starts the server (again, after ``stop()``) and waits until it answers.
+    func start() async throws {
         pid = try ChildProcess.spawn(
             [
                 "/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibre-server", "--listen-on", "127.0.0.1", "--port",
-                "\(port)", "--enable-local-write", library.folder.path,
+                "\(port)", "--enable-local-write", folder,
             ], stdout: log, stderr: log + ".err")
         let port = self.port
         try await waitUntil("calibre-server listens", timeout: .seconds(30), every: .milliseconds(100)) {
@@ -188,10 +200,14 @@ final class ContentServer {
 
     var url: String { "http://127.0.0.1:\(port)/#\(libraryID)" }
 
-    deinit {
-        // calibre-server was seen to ignore SIGTERM; it holds no state a test needs.
+    /// calibre-server was seen to ignore SIGTERM; it holds no state a test needs.
+    func stop() {
+        guard pid != 0 else { return }
         kill(pid, SIGKILL)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
+        pid = 0
     }
+
+    deinit { stop() }
 }
