@@ -117,7 +117,10 @@ public final class WorkerSession: Sendable {
             } catch let error as AMQPError where error.code == .connectionLost {
                 progress.withLock { $0.admitted = false }
                 logger.warning("connection lost; asking to be admitted again", metadata: ["error": "\(error)"])
-                try await connection.waitUntilConnected(timeout: .seconds(86_400))
+                // Until the broker is back, or a stop is asked for (which ends the loop).
+                try? await cancelWhenGracefulShutdown {
+                    try await self.connection.waitUntilConnected(timeout: .seconds(86_400))
+                }
             }
         }
     }
