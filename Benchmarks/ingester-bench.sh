@@ -92,14 +92,8 @@ imap.logout()
 baseline = time.time() - start
 assert len(uids) == messages, f"{len(uids)} unseen, expected {messages}"
 
-def rss_kb(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+sys.path.insert(0, "Benchmarks")
+from benchlib import rss_kb
 
 start = time.time()
 process = subprocess.Popen([".build/release/ingester", "--once", "--config", f"{work}/config.toml",

@@ -36,15 +36,8 @@ done
 n=${#urls[@]}
 
 # The floor: the bare tools, one story after the other.
-mkdir -p "$work/bare/jail"
-calibredb --with-library "$work/bare/library" list >/dev/null
-start=$(date +%s%N)
-for url in "${urls[@]}"; do
-    (cd "$work/bare/jail" && fanficfare --non-interactive -o output_filename=story.epub -- "$url" >/dev/null 2>&1)
-    calibredb --with-library "$work/bare/library" add --duplicates -- "$work/bare/jail/story.epub" >/dev/null 2>&1
-    rm -f "$work/bare/jail/story.epub"
-done
-bare_ms=$((($(date +%s%N) - start) / 1000000))
+source Benchmarks/bare-tools.sh
+bare_ms=$(bare_tools_ms "$work/bare" "${urls[@]}")
 
 # The system, with 1, 2 and 4 workers: `fanfic run` on a fresh virtual host and library.
 base="$(scripts/broker.sh url)"
@@ -72,7 +65,9 @@ TOML
     "$bin/fanfic" run --config "$dir/config.toml" >"$dir/run.log" 2>&1 &
     run_pid=$!
     python3 - "$dir" "$run_pid" "$workers" "$bin/fanfic" "${urls[@]}" >>"$results" <<'PY'
-import json, re, sqlite3, subprocess, sys, time
+import json, re, subprocess, sys, time
+sys.path.insert(0, "Benchmarks")
+from benchlib import book_count, rss_kb, wait_for
 
 directory, supervisor, workers, fanfic = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 urls = sys.argv[5:]
@@ -80,31 +75,8 @@ urls = sys.argv[5:]
 def log():
     return open(f"{directory}/run.log").read()
 
-def wait_for(what, condition, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    sys.exit(f"timed out waiting until {what}")
-
-def rss_kb(pid):
-    try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
 def books():
-    try:
-        db = sqlite3.connect(f"file:{directory}/library/metadata.db?mode=ro", uri=True)
-        count = db.execute("select count(*) from books").fetchone()[0]
-        db.close()
-        return count
-    except sqlite3.Error:
-        return 0
+    return book_count(f"{directory}/library")
 
 wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
 wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())

@@ -26,15 +26,8 @@ urls=()
 for sid in $(seq 1 "$stories"); do urls+=("http://test1.com?sid=$sid"); done
 
 # The floor: the bare tools, one story after the other.
-mkdir -p "$work/bare/jail"
-calibredb --with-library "$work/bare/library" list >/dev/null
-start=$(date +%s%N)
-for url in "${urls[@]}"; do
-    (cd "$work/bare/jail" && fanficfare --non-interactive -o output_filename=story.epub -- "$url" >/dev/null 2>&1)
-    calibredb --with-library "$work/bare/library" add --duplicates -- "$work/bare/jail/story.epub" >/dev/null 2>&1
-    rm -f "$work/bare/jail/story.epub"
-done
-bare_ms=$((($(date +%s%N) - start) / 1000000))
+source Benchmarks/bare-tools.sh
+bare_ms=$(bare_tools_ms "$work/bare" "${urls[@]}")
 
 # The system: one coordinator, one worker.
 scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
@@ -59,25 +52,13 @@ pids="$!"
 worker_pid="$!"
 pids="$pids $worker_pid"
 python3 - "$url" "$work" "$worker_pid" "$bare_ms" "${urls[@]}" <<'PY'
-import json, os, sqlite3, sys, time, uuid
+import json, sys, time, uuid
 import pika
+sys.path.insert(0, "Benchmarks")
+from benchlib import book_count, rss_kb, wait_for
 
 url, work, worker_pid, bare = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]) / 1000
 urls = sys.argv[5:]
-
-def rss_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-def wait_for(what, condition, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    sys.exit(f"timed out waiting until {what}")
 
 wait_for("the worker is admitted", lambda: "admitted; consuming" in open(f"{work}/worker.log").read())
 wait_for("the coordinator is ready", lambda: "table rebuilt" in open(f"{work}/coordinator.log").read())
@@ -85,13 +66,7 @@ time.sleep(1)
 idle = rss_kb(worker_pid)
 
 def books():
-    try:
-        db = sqlite3.connect(f"file:{work}/library/metadata.db?mode=ro", uri=True)
-        count = db.execute("select count(*) from books").fetchone()[0]
-        db.close()
-        return count
-    except sqlite3.Error:
-        return 0
+    return book_count(f"{work}/library")
 
 connection = pika.BlockingConnection(pika.URLParameters(url))
 channel = connection.channel()

@@ -1,0 +1,36 @@
+"""Helpers the benchmark scripts share (they run from the repository root)."""
+import sqlite3
+import sys
+import time
+
+
+def rss_kb(pid):
+    """Resident memory of a process in KiB, 0 once it is gone."""
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def wait_for(what, condition, timeout=120):
+    """Polls `condition` until it holds; exits with a message after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    sys.exit(f"timed out waiting until {what}")
+
+
+def book_count(library):
+    """Books in a Calibre library folder, read-only (0 while it cannot be read)."""
+    try:
+        db = sqlite3.connect(f"file:{library}/metadata.db?mode=ro", uri=True)
+        count = db.execute("select count(*) from books").fetchone()[0]
+        db.close()
+        return count
+    except sqlite3.Error:
+        return 0
