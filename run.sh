@@ -118,7 +118,14 @@ prepare_library() {
     if [ ! -f "$library/metadata.db" ]; then
         say "creating an empty Calibre library in $library"
         mkdir -p "$library"
-        calibredb list --library-path "$library" >/dev/null
+        # calibre allows one program per user at a time: wait out another (e.g. the GUI) a while.
+        local deadline=$((SECONDS + 60)) output
+        until output=$(calibredb list --library-path "$library" 2>&1 >/dev/null); do
+            if ((SECONDS > deadline)) || [[ "$output" != *"Another calibre program"* ]]; then
+                die "cannot create the library in $library: $output"
+            fi
+            sleep 1
+        done
     fi
 }
 
@@ -174,11 +181,11 @@ CONF
     say "starting a local RabbitMQ node ($RABBITMQ_NODENAME) on 127.0.0.1:$port, data in $dir"
     rabbit rabbitmq-server -detached >/dev/null 2>&1 || true
     started_node=$RABBITMQ_NODENAME
-    local deadline=$((SECONDS + 90))
+    local deadline=$((SECONDS + 150))
     until rabbit rabbitmqctl -q -n "$started_node" await_startup >/dev/null 2>&1; do
         if ((SECONDS > deadline)); then
             tail -n 20 "$dir"/log/*.log >&2 2>/dev/null || true
-            die "the local RabbitMQ node did not start within 90 s (log above)"
+            die "the local RabbitMQ node did not start within 150 s (log above)"
         fi
         sleep 0.5
     done

@@ -122,8 +122,21 @@ extension BrokerTests {
                     "FANFIC_NO_INSTALL=1", "FANFIC_COORDINATOR_WORKER_TIMEOUT=3", "FANFIC_WORKER_HEARTBEAT=1",
                     TestBroker.repositoryRoot.appendingPathComponent("run.sh").path,
                 ], output: scratch.appendingPathComponent("run.log").path)
-            try await waitUntil("run.sh is running fanfic run", timeout: .seconds(120), every: .milliseconds(200)) {
-                Self.starts(in: script.text).count >= 3
+            do {
+                try await waitUntil("run.sh is running fanfic run", timeout: .seconds(180), every: .milliseconds(200)) {
+                    // An early exit fails at once, with what the script said.
+                    guard script.isRunning else { throw TestFailure("run.sh exited early") }
+                    return Self.starts(in: script.text).count >= 3
+                }
+            } catch {
+                let logs = (try? FileManager.default.contentsOfDirectory(atPath: data.path + "/rabbitmq/log")) ?? []
+                let brokerLog = logs.map {
+                    String(
+                        ((try? String(contentsOfFile: data.path + "/rabbitmq/log/" + $0, encoding: .utf8)) ?? "")
+                            .suffix(3000))
+                }
+                Issue.record("run.sh said:\n\(script.text.suffix(3000))\nbroker log: \(brokerLog)")
+                throw error
             }
             let text = try String(contentsOfFile: config, encoding: .utf8)
             #expect(text.contains("library = \"\(data.path)/library\""))

@@ -21,8 +21,18 @@ final class LaunchedProcess {
             + ((try? String(contentsOfFile: output + ".err", encoding: .utf8)) ?? "")
     }
 
+    /// Whether it still runs (reaps it, keeping its status, once it has exited).
+    var isRunning: Bool {
+        guard reaped == nil else { return false }
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return true }
+        reaped = (status >> 8) & 0xFF
+        return false
+    }
+
     /// SIGTERM, then its exit status once it has exited (nil if not within `timeout`).
     func terminate(timeout: Duration) async -> Int32? {
+        if let reaped { return reaped }
         kill(pid, SIGTERM)
         let deadline = ContinuousClock.now + timeout
         var status: Int32 = 0
