@@ -177,7 +177,6 @@ let package = Package(
             dependencies: [
                 "AMQP", "AppSupport", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -17,12 +17,15 @@ public enum RoleRunner {
         let session = BrokerSession(configuration: configuration, broker: broker, logger: logger) { connection in
             try await work(connection, configuration, logger)
         }
+        try await runUntilStopped(session, logger: logger)
+        logger.info("stopped", metadata: ["role": "\(role)"])
+    }
+
+    /// Runs a service until it ends; SIGTERM or SIGINT asks it to stop gracefully.
+    public static func runUntilStopped(_ service: some Service, logger: Logger) async throws {
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: session)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        logger.info("stopped", metadata: ["role": "\(role)"])
     }
 }

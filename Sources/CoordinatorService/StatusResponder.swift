@@ -42,11 +42,16 @@ struct StatusResponder: Sendable {
     let connection: AMQPConnection
     let board: StatusBoard
     let logger: Logger
+    /// `fanfic.status.<this coordinator's name>`, made safe for a queue name.
+    let queue: String
 
-    var queue: String {
+    init(connection: AMQPConnection, board: StatusBoard, logger: Logger) {
+        self.connection = connection
+        self.board = board
+        self.logger = logger
         let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
         let name = String(board.current.name.map { allowed.contains($0) ? $0 : "-" })
-        return "\(FanficTopology.status).\(name)"
+        queue = "\(FanficTopology.status).\(name)"
     }
 
     func run() async {

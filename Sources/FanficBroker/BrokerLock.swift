@@ -26,29 +26,39 @@ public struct BrokerLock: Sendable {
         self.connection = connection
     }
 
+    /// Tries once. True when this connection now holds the lock (or already did); the lock is
+    /// kept until ``release()`` or until this connection is gone.
+    public func tryAcquire() async throws -> Bool {
+        do {
+            // Not remembered: after a reconnect the lock is gone, not silently taken again.
+            try await connection.declare(
+                AMQPTopology(queues: [QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)]),
+                remember: false)
+            return true
+        } catch let error as AMQPError where error.code == .channelClosed && error.replyCode == 405 {
+            return false
+        }
+    }
+
+    public func release() async {
+        _ = try? await connection.deleteQueue(name)
+    }
+
     /// Runs `body` while holding the lock; waits for it (polling every `poll`) at most `timeout`.
     public func withLock<T: Sendable>(
         timeout: Duration, poll: Duration = .milliseconds(100), _ body: () async throws -> T
     ) async throws -> T {
         let started = ContinuousClock.now
-        while true {
-            do {
-                // Not remembered: after a reconnect the lock is gone, not silently taken again.
-                try await connection.declare(
-                    AMQPTopology(queues: [QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)]),
-                    remember: false)
-                break
-            } catch let error as AMQPError where error.code == .channelClosed && error.replyCode == 405 {
-                guard ContinuousClock.now - started < timeout else { throw Timeout(name: name, waited: timeout) }
-                try await Task.sleep(for: poll)
-            }
+        while try await !tryAcquire() {
+            guard ContinuousClock.now - started < timeout else { throw Timeout(name: name, waited: timeout) }
+            try await Task.sleep(for: poll)
         }
         do {
             let result = try await body()
-            _ = try? await connection.deleteQueue(name)
+            await release()
             return result
         } catch {
-            _ = try? await connection.deleteQueue(name)
+            await release()
             throw error
         }
     }

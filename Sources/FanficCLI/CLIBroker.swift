@@ -13,6 +13,11 @@ enum CLIBroker {
     ) {
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
+        return (try await connect(configuration, timeout: timeout), configuration)
+    }
+
+    /// The same, for a command that has loaded its configuration already.
+    static func connect(_ configuration: FanficConfiguration, timeout: Int = 30) async throws -> AMQPConnection {
         let broker = try Bootstrap.broker(configuration, role: "cli")
         let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
         do {
@@ -24,6 +29,6 @@ enum CLIBroker {
             let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
             throw ValidationError("cannot reach the broker at \(broker.redactedURL) within \(timeout) s: \(reason)")
         }
-        return (connection, configuration)
+        return connection
     }
 }

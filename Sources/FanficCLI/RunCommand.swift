@@ -3,7 +3,6 @@ import ArgumentParser
 import FanficCore
 import Foundation
 import Logging
-import ServiceLifecycle
 import Supervision
 import WorkerRuntime
 
@@ -53,12 +52,7 @@ struct RunCommand: AsyncParsableCommand {
         let supervisor = Supervisor(
             settings: .init(children: children, stopTimeout: .seconds(configuration.run.stopTimeout)),
             printer: LinePrinter(names: children.map(\.name)), logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: supervisor)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        try await group.run()
+        try await RoleRunner.runUntilStopped(supervisor, logger: logger)
     }
 
     /// The coordinator, the ingester when a mailbox is configured, and the workers; each gets the

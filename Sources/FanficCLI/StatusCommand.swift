@@ -87,7 +87,7 @@ struct StatusCommand: AsyncParsableCommand {
 
         let connection: AMQPConnection
         do {
-            (connection, _) = try await CLIBroker.connect(options, timeout: 5)
+            connection = try await CLIBroker.connect(configuration, timeout: 5)
         } catch {
             report.broker.error = "\(error)"
             emit(report)
@@ -104,8 +104,7 @@ struct StatusCommand: AsyncParsableCommand {
             let queued = try await connection.queueState(FanficTopology.workerQueue(id: worker.id))
             report.workers.append(.init(status: worker, queued: queued.map { Int($0.messageCount) }))
         }
-        let sites = Set(active?.sites ?? []).union(active?.waitingSites ?? [])
-        for site in sites.sorted() {
+        for site in active?.sites ?? [] {
             if let state = try await connection.queueState(FanficTopology.backlogQueue(site: site)),
                 state.messageCount > 0
             {

@@ -26,7 +26,8 @@ public struct CoordinatorStatus: Codable, Sendable, Hashable {
     public var workers: [WorkerStatus]
     /// Sites with tasks in a backlog and no worker yet, oldest first.
     public var waitingSites: [String]
-    /// Every site this term has seen: where `fanfic status` looks for backlogs.
+    /// Every site this term has seen, the waiting ones included, sorted: where `fanfic status`
+    /// looks for backlogs.
     public var sites: [String]
 
     enum CodingKeys: String, CodingKey {
