@@ -24,6 +24,26 @@ struct SiteRulesTests {
         "spellings of one story give one canonical URL and one site key",
         arguments: [
             ("http://test1.com?sid=12", "test1.com", "http://test1.com?sid=12"),
+            ("http://test2.com/?sid=4", "test2.com", "http://test2.com?sid=4"),
+            ("http://www.test2.com/?sid=4#reviews", "test2.com", "http://test2.com?sid=4"),
+            (
+                "https://www.fanfiction.net/s/1234/1/?utm_source=share", "www.fanfiction.net",
+                "https://www.fanfiction.net/s/1234/1/"
+            ),
+            (
+                "https://m.fanfiction.net/s/1234/7/Story_Title", "www.fanfiction.net",
+                "https://www.fanfiction.net/s/1234/1/Story_Title"
+            ),
+            (
+                "http://archiveofourown.org/works/123/chapters/456#workskin", "archiveofourown.org",
+                "https://archiveofourown.org/works/123"
+            ),
+            (
+                "http://storiesonline.net/n/1234/story-title", "storiesonline.net",
+                "https://storiesonline.net/n/1234/story-title"
+            ),
+            ("https://literotica.com/s/a-title/", "literotica.com", "https://www.literotica.com/s/a-title/"),
+            ("http://sofurry.com/s/z1V1z3Zn?x=1", "sofurry.com", "http://sofurry.com/s/z1V1z3Zn"),
             ("  http://test1.com?sid=12&chapter=3  ", "test1.com", "http://test1.com?sid=12"),
             ("https://www.fanfiction.net/s/1234/5/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
             ("http://m.fanfiction.net/s/1234/1/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
@@ -75,26 +95,35 @@ struct SiteRulesAgreementTests {
 
         let samples = try #require(object["samples"] as? [[String: Any]])
         var agree = 0
-        var disagreements: [String] = []
+        var accepted = 0
+        var acceptedAgree = 0
+        var disagreements: [String: [String]] = [:]
         for sample in samples {
             let url = sample["url"] as! String
             let normal = sample["normal"] as? String
             let ours = try? SiteRules.bundled.resolve(url).get().canonicalURL
+            if normal != nil { accepted += 1 }
             if ours == normal {
                 agree += 1
+                if normal != nil { acceptedAgree += 1 }
             } else {
-                disagreements.append("\(url): FanFicFare \(normal ?? "refuses"), ours \(ours ?? "refuses")")
+                let asked = (sample["needs_site"] as? Bool) == true ? " (FanFicFare asks the site)" : ""
+                disagreements[sample["site"] as! String, default: []].append(
+                    "\(url): FanFicFare \(normal ?? "refuses")\(asked), ours \(ours ?? "refuses")")
             }
         }
         let share = Double(agree) / Double(samples.count)
         print(
-            "site rules: \(agree) of \(samples.count) URLs (\(String(format: "%.1f", share * 100)) %) "
-                + "canonicalized exactly as FanFicFare \(SiteRules.bundled.fanficfareVersion) does")
-        for line in disagreements.prefix(15) { print("  differs: \(line)") }
+            "site rules: \(agree) of \(samples.count) URLs (\(String(format: "%.2f", share * 100)) %) "
+                + "canonicalized exactly as FanFicFare \(SiteRules.bundled.fanficfareVersion) does; "
+                + "\(acceptedAgree) of the \(accepted) it accepts")
+        for (site, lines) in disagreements.sorted(by: { $0.key < $1.key }) {
+            print("  \(site): \(lines.count) differ, e.g. \(lines[0])")
+        }
         #expect(share >= Self.minimumAgreement, "agreement fell to \(share)")
     }
 
-    /// Measured when the rules were last generated (85.9 % with FanFicFare 4.62.0); a drop below
-    /// it is a regression.
-    static let minimumAgreement = 0.85
+    /// Measured when the rules were last generated (99.6 % of 9,195 with FanFicFare 4.62.0); a
+    /// drop below it is a regression.
+    static let minimumAgreement = 0.99
 }

@@ -5,11 +5,12 @@ import Foundation
 ///
 /// FanFicFare is the authority: `scripts/generate-site-rules.py` turns each of its adapters into
 /// data (accepted domains, the story URL pattern, canonical URL templates inferred from its own
-/// `getNormalStoryURL`), committed as `SiteRulesData.swift`. This type replays FanFicFare's URL
-/// handling over that data: the same protocol and `#` fix-ups, the same `www.` fallbacks, the same
-/// choice between adapters sharing a domain. SiteRulesAgreementTests measures how often the
-/// answer equals FanFicFare's on every example URL and its variants, and fails when the
-/// committed data no longer matches the installed FanFicFare.
+/// `getNormalStoryURL` over every example URL and the spellings people paste), committed as
+/// `SiteRulesData.swift`. This type replays FanFicFare's URL handling over that data: the same
+/// protocol and `#` fix-ups, the same `www.` fallbacks, the same choice between adapters sharing a
+/// domain, then the template for the groups that matched. SiteRulesAgreementTests measures how
+/// often the answer equals FanFicFare's, and fails when the committed data no longer matches the
+/// installed FanFicFare.
 public struct SiteRules: Sendable {
     /// One FanFicFare adapter.
     public struct Rule: Sendable, Decodable {
@@ -18,11 +19,19 @@ public struct SiteRules: Sendable {
         public let domains: [String]
         let fragment: String?
         let pattern: String
-        /// Canonical URL templates keyed by the sorted names of the groups that matched.
+        /// Whether FanFicFare drops `&` parameters for this adapter (most do; wattpad does not).
+        let stripsParameters: Bool
+        /// Canonical URL templates keyed by the sorted names of the named groups that matched.
         let templates: [String: String]
-        /// For adapters that only rewrite scheme and host: the canonical `scheme://host`.
-        let origin: String?
+        /// Templates for one exact set of matched groups (named and numbered); `nil`: FanFicFare
+        /// asks the site for the canonical URL, so the URL passes through as given.
+        let overrides: [String: String?]
         public let examples: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case site, domains, fragment, pattern, templates, overrides, examples
+            case stripsParameters = "strips_parameters"
+        }
     }
 
     /// A URL that is a story.
@@ -51,6 +60,7 @@ public struct SiteRules: Sendable {
     public let rules: [Rule]
     private let byDomain: [String: [Int]]
     private let compiled: [NSRegularExpression?]
+    private let groupNames: [[String]]
 
     /// The generated data, as committed.
     public static var bundledJSON: String { generatedJSON }
@@ -71,7 +81,8 @@ public struct SiteRules: Sendable {
             for domain in rule.domains { byDomain[domain, default: []].append(index) }
         }
         self.byDomain = byDomain
-        compiled = rules.map { try? NSRegularExpression(pattern: $0.pattern) }
+        groupNames = rules.map { Self.groupNames(in: $0.pattern) }
+        compiled = rules.map { try? NSRegularExpression(pattern: Self.icuGroupNames($0.pattern)) }
     }
 
     /// The story a URL names, or why it is not one.
@@ -98,32 +109,72 @@ public struct SiteRules: Sendable {
             ? candidates[0] : candidates.first { fixed.contains(rules[$0].fragment ?? rules[$0].site) }
         guard let index else { return .failure(.unsupportedSite(host: host.lowercased())) }
         let rule = rules[index]
-        // FanFicFare's default: drop '&' parameters (?sid=999 stays).
-        fixed = Self.replace("&.*$", in: fixed, with: "")
+        if rule.stripsParameters { fixed = Self.replace("&.*$", in: fixed, with: "") }
 
         guard let regex = compiled[index],
             let match = regex.firstMatch(in: fixed, options: .anchored, range: NSRange(fixed.startIndex..., in: fixed))
         else {
             return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first))
         }
-        var groups: [String: String] = [:]
-        for name in Self.groupNames(in: rule.pattern) {
-            let range = match.range(withName: name)
-            if range.location != NSNotFound, let swiftRange = Range(range, in: fixed), !swiftRange.isEmpty {
-                groups[name] = String(fixed[swiftRange])
-            }
+        let features = Self.features(of: fixed, match: match, groupNames: groupNames[index])
+        if let override = rule.overrides[Self.key(features, includingNumbers: true)] {
+            return .success(
+                Story(site: rule.site, canonicalURL: override.map { Self.fill($0, with: features) } ?? fixed))
         }
-        let key = groups.keys.sorted().joined(separator: ",")
-        guard let template = rule.templates[key] else {
+        guard let template = rule.templates[Self.key(features, includingNumbers: false)] else {
             // The pattern matched, but not the parts that name a story (AO3's optional groups
             // match any page of the site): FanFicFare refuses these.
             if !rule.templates.isEmpty { return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first)) }
-            if let origin = rule.origin {
-                return .success(Story(site: rule.site, canonicalURL: origin + Self.pathAndQuery(of: fixed)))
-            }
             return .success(Story(site: rule.site, canonicalURL: fixed))
         }
-        return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: groups)))
+        return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: features)))
+    }
+
+    // MARK: Features of a URL (the generator computes the same ones)
+
+    /// What a template may name: the pattern's groups by name and number, `@scheme`, `@host`,
+    /// `@path`, `@query`, `@rest` (path and query), `@tail` (what follows the match), the path's
+    /// segments `@0`, `@1`, ... and `@last`, and query parameters `?name`. Empty values are absent.
+    static func features(of url: String, match: NSTextCheckingResult, groupNames: [String]) -> [String: String] {
+        var features: [String: String] = [:]
+        func set(_ name: String, _ value: Substring?) {
+            if let value, !value.isEmpty { features[name] = String(value) }
+        }
+        func text(_ range: NSRange) -> Substring? { Range(range, in: url).map { url[$0] } }
+        if match.numberOfRanges > 1 {
+            for number in 1..<match.numberOfRanges { set(String(number), text(match.range(at: number))) }
+        }
+        for name in groupNames { set(name, text(match.range(withName: icuName(name)))) }
+        if let parts = urlParts.firstMatch(in: url, range: NSRange(url.startIndex..., in: url)) {
+            let path = text(parts.range(at: 3)) ?? ""
+            let query = text(parts.range(at: 4)) ?? ""
+            set("@scheme", text(parts.range(at: 1)))
+            set("@host", text(parts.range(at: 2)))
+            set("@path", path)
+            set("@query", query)
+            set("@rest", path + query)
+            let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+            for (index, segment) in segments.enumerated() { set("@\(index)", segment) }
+            set("@last", segments.last)
+            for parameter in query.dropFirst().split(separator: "&", omittingEmptySubsequences: false)
+            where !query.isEmpty {
+                let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let name = "?" + pair[0]
+                if pair.count == 2, !pair[1].isEmpty, features[name] == nil { features[name] = String(pair[1]) }
+            }
+        }
+        if let end = Range(match.range, in: url)?.upperBound { set("@tail", url[end...]) }
+        return features
+    }
+
+    private static let urlParts = try! NSRegularExpression(pattern: #"^(https?)://([^/?#]*)([^?#]*)(\?[^#]*)?"#)
+
+    /// The sorted names of the groups that matched: named ones only, or with the numbered ones.
+    static func key(_ features: [String: String], includingNumbers: Bool) -> String {
+        features.keys.filter { name in
+            guard let first = name.first, first != "@", first != "?" else { return false }
+            return includingNumbers || !name.allSatisfy(\.isNumber)
+        }.sorted().joined(separator: ",")
     }
 
     // MARK: FanFicFare's fix-ups
@@ -146,8 +197,16 @@ public struct SiteRules: Sendable {
             in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
     }
 
-    static func pathAndQuery(of url: String) -> String {
-        replace(#"^https?://[^/?#]*"#, in: url, with: "")
+    /// ICU takes only letters and digits in a group's name (FanFicFare's sofurry has `story_id`).
+    static func icuName(_ name: String) -> String { name.filter { $0.isASCII && ($0.isLetter || $0.isNumber) } }
+
+    static func icuGroupNames(_ pattern: String) -> String {
+        var pattern = pattern
+        for name in groupNames(in: pattern) where icuName(name) != name {
+            pattern = pattern.replacingOccurrences(of: "(?<\(name)>", with: "(?<\(icuName(name))>")
+                .replacingOccurrences(of: "\\k<\(name)>", with: "\\k<\(icuName(name))>")
+        }
+        return pattern
     }
 
     static func groupNames(in pattern: String) -> [String] {
@@ -157,7 +216,7 @@ public struct SiteRules: Sendable {
         }
     }
 
-    /// `{name}` becomes the group's value; `{{` and `}}` are literal braces.
+    /// `{name}` becomes the feature's value (empty when absent); `{{` and `}}` are literal braces.
     static func fill(_ template: String, with groups: [String: String]) -> String {
         var result = ""
         var index = template.startIndex

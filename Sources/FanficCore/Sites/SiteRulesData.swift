@@ -15,10 +15,13 @@ extension SiteRules {
             "http://test1.com?sid=1234"
            ],
            "fragment": "test1.com",
-           "origin": "http://test1.com",
+           "overrides": {},
            "pattern": "^http://test1\\.com/?\\?sid=\\d+$",
            "site": "test1.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://test1.com?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -28,10 +31,13 @@ extension SiteRules {
             "http://test2.com?sid=1234"
            ],
            "fragment": "test2.com",
-           "origin": "http://test2.com",
+           "overrides": {},
            "pattern": "^http://test2\\.com/?\\?sid=\\d+$",
            "site": "test2.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://test2.com?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -41,10 +47,13 @@ extension SiteRules {
             "http://test3.com?sid=1234"
            ],
            "fragment": "test3.com",
-           "origin": "http://test3.com",
+           "overrides": {},
            "pattern": "^http://test3\\.com/?\\?sid=\\d+$",
            "site": "test3.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://test3.com?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -54,10 +63,13 @@ extension SiteRules {
             "http://test4.com?sid=1234"
            ],
            "fragment": "test4.com",
-           "origin": "http://test4.com",
+           "overrides": {},
            "pattern": "^http://test4\\.com/?\\?sid=\\d+$",
            "site": "test4.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://test4.com?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -71,12 +83,13 @@ extension SiteRules {
             "http://m.fanfiction.net/s/1234/1/"
            ],
            "fragment": "www.fanfiction.net",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www|m)?\\.fanfiction\\.net/s/(?<id>\\d+)(/\\d+)?(/(?<title>[^/]+))?/?$",
            "site": "www.fanfiction.net",
+           "strips_parameters": true,
            "templates": {
             "id": "https://www.fanfiction.net/s/{id}/1/",
-            "id,title": "https://www.fanfiction.net/s/{id}/1/{title}"
+            "id,title": "https://www.fanfiction.net/{@0}/{@1}/1/{@3}"
            }
           },
           {
@@ -89,9 +102,10 @@ extension SiteRules {
             "https://www.fictionalley-archive.org/authors/drt/JOTP01a.html"
            ],
            "fragment": "www.fictionalley-archive.org",
-           "origin": "https://www.fictionalley-archive.org",
+           "overrides": {},
            "pattern": "https?://www.fictionalley(-archive)?.org/authors/(?<auth>[a-zA-Z0-9_]+)/(?<id>[a-zA-Z0-9_]+)\\.html",
            "site": "www.fictionalley-archive.org",
+           "strips_parameters": true,
            "templates": {
             "auth,id": "https://www.fictionalley-archive.org/authors/{auth}/{id}.html"
            }
@@ -108,12 +122,13 @@ extension SiteRules {
             "http://m.fictionpress.com/s/1234/1/"
            ],
            "fragment": "www.fictionpress.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www|m)?\\.fictionpress\\.com/s/(?<id>\\d+)(/\\d+)?(/(?<title>[^/]+))?/?$",
            "site": "www.fictionpress.com",
+           "strips_parameters": true,
            "templates": {
             "id": "https://www.fictionpress.com/s/{id}/1/",
-            "id,title": "https://www.fictionpress.com/s/{id}/1/{title}"
+            "id,title": "https://www.fictionpress.com/{@0}/{@1}/1/{@3}"
            }
           },
           {
@@ -124,10 +139,13 @@ extension SiteRules {
             "https://ficwad.com/story/1234"
            ],
            "fragment": "ficwad.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://ficwad\\.com/story/\\d+?$",
            "site": "ficwad.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@path}"
+           }
           },
           {
            "domains": [
@@ -143,10 +161,13 @@ extension SiteRules {
             "https://mobile.fimfiction.net/story/1234/1/story-title-here/chapter-title-here"
            ],
            "fragment": "www.fimfiction.net",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www|mobile)\\.fimfiction\\.(net|com)/story/\\d+/?.*",
            "site": "www.fimfiction.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.fimfiction.net/{@0}/{@1}/"
+           }
           },
           {
            "domains": [
@@ -157,9 +178,10 @@ extension SiteRules {
             "https://www.mediaminer.org/fanfic/c/category-name/story-title/123456/987612"
            ],
            "fragment": "www.mediaminer.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www\\.mediaminer\\.org/fanfic/((s/(?<cattitle4>[^/]+)/(?<urltitle4>[^/]+)/(?<id4>\\d+))|((c/(?<cattitle5>[^/]+)/(?<urltitle5>[^/]+)/(?<id5>\\d+))/\\d+)|(s/(?<urltitle1>[^/]+)/(?<id1>\\d+))|((c/(?<urltitle2>[^/]+)/[^/]+/(?<id2>\\d+))/\\d+)|(view_(st|ch)\\.php(/|\\?id=)(?<id3>\\d+)))",
            "site": "www.mediaminer.org",
+           "strips_parameters": false,
            "templates": {
             "cattitle4,id4,urltitle4": "https://www.mediaminer.org/fanfic/s/{cattitle4}/{urltitle4}/{id4}",
             "cattitle5,id5,urltitle5": "https://www.mediaminer.org/fanfic/s/{cattitle5}/{urltitle5}/{id5}"
@@ -174,10 +196,13 @@ extension SiteRules {
             "https://www.potionsandsnitches.org/fanfiction/viewstory.php?sid=1234"
            ],
            "fragment": "www.potionsandsnitches.org",
-           "origin": "https://www.potionsandsnitches.org",
+           "overrides": {},
            "pattern": "https?://(www\\.)?potionsandsnitches\\.(net|org)/fanfiction/viewstory\\.php\\?sid=\\d+$",
            "site": "www.potionsandsnitches.org",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.potionsandsnitches.{2}/fanfiction/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -187,10 +212,13 @@ extension SiteRules {
             "http://t.evancurrie.ca/viewstory.php?sid=1234"
            ],
            "fragment": "t.evancurrie.ca",
-           "origin": "http://t.evancurrie.ca",
+           "overrides": {},
            "pattern": "https?://t\\.evancurrie\\.ca/viewstory\\.php\\?sid=\\d+$",
            "site": "t.evancurrie.ca",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://t.evancurrie.ca/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -202,9 +230,10 @@ extension SiteRules {
             "https://www.adastrafanfic.com/works/123456/chapters/78901"
            ],
            "fragment": "www.adastrafanfic.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.adastrafanfic\\.com)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "www.adastrafanfic.com",
+           "strips_parameters": true,
            "templates": {
             "chapid,id": "https://www.adastrafanfic.com/works/{id}",
             "id": "https://www.adastrafanfic.com/works/{id}"
@@ -221,9 +250,10 @@ extension SiteRules {
             "https://www.tthfanfic.org/story.php?no=12345"
            ],
            "fragment": "www.tthfanfic.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www.tthfanfic.org(/(T-\\d+/)?Story-|/story.php\\?no=)(?<id>\\d+)(-\\d+)?(/.*)?$",
            "site": "www.tthfanfic.org",
+           "strips_parameters": true,
            "templates": {
             "id": "https://www.tthfanfic.org/Story-{id}"
            }
@@ -237,10 +267,13 @@ extension SiteRules {
             "https://www.twilighted.net/viewstory.php?sid=1234"
            ],
            "fragment": "www.twilighted.net",
-           "origin": "https://www.twilighted.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?twilighted\\.net/viewstory\\.php\\?sid=\\d+$",
            "site": "www.twilighted.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.twilighted.net/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -250,10 +283,13 @@ extension SiteRules {
             "https://www.whofic.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.whofic.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www\\.whofic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.whofic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@rest}"
+           }
           },
           {
            "domains": [
@@ -264,10 +300,13 @@ extension SiteRules {
             "https://www.siye.co.uk/siye/viewstory.php?sid=1234"
            ],
            "fragment": "www.siye.co.uk",
-           "origin": "https://www.siye.co.uk",
+           "overrides": {},
            "pattern": "https?://(www\\.)?siye\\.co\\.uk/(siye/)?viewstory.php\\?.*sid=\\d+",
            "site": "www.siye.co.uk",
-           "templates": {}
+           "strips_parameters": false,
+           "templates": {
+            "": "https://www.siye.co.uk/{2}viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -286,9 +325,10 @@ extension SiteRules {
             "https://archiveofourown.org/works/123456/chapters/78901"
            ],
            "fragment": "archiveofourown.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(archiveofourown\\.org|archiveofourown\\.com|archiveofourown\\.net|archiveofourown\\.gay|download\\.archiveofourown\\.org|download\\.archiveofourown\\.com|download\\.archiveofourown\\.net|ao3\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "archiveofourown.org",
+           "strips_parameters": true,
            "templates": {
             "chapid,id": "https://archiveofourown.org/works/{id}",
             "id": "https://archiveofourown.org/works/{id}"
@@ -305,10 +345,13 @@ extension SiteRules {
             "https://ficbook.net/readfic/578de1cd-a8b4-7ff1-aa49-750426508b82/94793742#part_content"
            ],
            "fragment": "ficbook.net",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://ficbook\\.net/readfic/[\\d\\-a-zA-Z]+",
            "site": "ficbook.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://ficbook.net/{@0}/{@1}"
+           }
           },
           {
            "domains": [
@@ -319,10 +362,13 @@ extension SiteRules {
             "https://www.midnightwhispers.net/viewstory.php?sid=1234"
            ],
            "fragment": "www.midnightwhispers.net",
-           "origin": "https://www.midnightwhispers.net",
+           "overrides": {},
            "pattern": "https?://www\\.midnightwhispers\\.(ca|net)/viewstory\\.php\\?sid=\\d+$",
            "site": "www.midnightwhispers.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.midnightwhispers.net/{@0}?sid=1234"
+           }
           },
           {
            "domains": [
@@ -333,10 +379,13 @@ extension SiteRules {
             "https://ksarchive.com/viewstory.php?sid=1234"
            ],
            "fragment": "ksarchive.com",
-           "origin": "https://ksarchive.com",
+           "overrides": {},
            "pattern": "https?://(www.)?ksarchive\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "ksarchive.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://ksarchive.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -348,9 +397,10 @@ extension SiteRules {
             "http://www.libraryofmoria.com/a/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.libraryofmoria.com/a",
-           "origin": "http://www.libraryofmoria.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.libraryofmoria.com/a/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.libraryofmoria.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://www.libraryofmoria.com/a/viewstory.php?sid={storyId}"
            }
@@ -363,10 +413,13 @@ extension SiteRules {
             "https://ashwinder.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "ashwinder.sycophanthex.com",
-           "origin": "https://ashwinder.sycophanthex.com",
+           "overrides": {},
            "pattern": "https?://ashwinder\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "ashwinder.sycophanthex.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://ashwinder.sycophanthex.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -376,10 +429,13 @@ extension SiteRules {
             "http://chaos.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "chaos.sycophanthex.com",
-           "origin": "http://chaos.sycophanthex.com",
+           "overrides": {},
            "pattern": "http://chaos\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "chaos.sycophanthex.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://chaos.sycophanthex.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -389,10 +445,13 @@ extension SiteRules {
             "http://erosnsappho.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "erosnsappho.sycophanthex.com",
-           "origin": "http://erosnsappho.sycophanthex.com",
+           "overrides": {},
            "pattern": "http://erosnsappho\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "erosnsappho.sycophanthex.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://erosnsappho.sycophanthex.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -402,10 +461,13 @@ extension SiteRules {
             "http://lumos.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "lumos.sycophanthex.com",
-           "origin": "http://lumos.sycophanthex.com",
+           "overrides": {},
            "pattern": "http://lumos\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "lumos.sycophanthex.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://lumos.sycophanthex.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -415,10 +477,13 @@ extension SiteRules {
             "http://occlumency.sycophanthex.com/viewstory.php?sid=1234"
            ],
            "fragment": "occlumency.sycophanthex.com",
-           "origin": "http://occlumency.sycophanthex.com",
+           "overrides": {},
            "pattern": "http://occlumency\\.sycophanthex\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "occlumency.sycophanthex.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://occlumency.sycophanthex.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -428,10 +493,13 @@ extension SiteRules {
             "https://www.phoenixsong.net/fanfiction/story/1234/"
            ],
            "fragment": "www.phoenixsong.net",
-           "origin": "https://www.phoenixsong.net",
+           "overrides": {},
            "pattern": "https?://www\\.phoenixsong\\.net/fanfiction/story/\\d+/?$",
            "site": "www.phoenixsong.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.phoenixsong.net/{@0}/{@1}/{@2}/"
+           }
           },
           {
            "domains": [
@@ -441,10 +509,13 @@ extension SiteRules {
             "http://www.walkingtheplank.org/archive/viewstory.php?sid=1234"
            ],
            "fragment": "www.walkingtheplank.org",
-           "origin": "http://www.walkingtheplank.org",
+           "overrides": {},
            "pattern": "http://www\\.walkingtheplank\\.org/archive/viewstory\\.php\\?sid=\\d+$",
            "site": "www.walkingtheplank.org",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.walkingtheplank.org/archive/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -455,10 +526,13 @@ extension SiteRules {
             "http://www.dokuga.com/spark/story/1234/1"
            ],
            "fragment": "www.dokuga.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "http://www.dokuga.com/(fanfiction|spark)?/story/\\d+/?\\d+?$",
            "site": "www.dokuga.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.dokuga.com/{1}/story/1234"
+           }
           },
           {
            "domains": [
@@ -468,10 +542,13 @@ extension SiteRules {
             "http://www.storiesofarda.com/chapterlistview.asp?SID=1234"
            ],
            "fragment": "www.storiesofarda.com",
-           "origin": "http://www.storiesofarda.com",
+           "overrides": {},
            "pattern": "http://www\\.storiesofarda\\.com/chapter(list|All)view\\.asp\\?SID=\\d+$",
            "site": "www.storiesofarda.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.storiesofarda.com/{@0}?SID=1234"
+           }
           },
           {
            "domains": [
@@ -483,9 +560,10 @@ extension SiteRules {
             "https://ncisfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "ncisfiction.com",
-           "origin": "https://ncisfiction.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?ncisfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "ncisfiction.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://ncisfiction.com/viewstory.php?sid={storyId}"
            }
@@ -500,10 +578,13 @@ extension SiteRules {
             "https://www.fanfiktion.de/s/46ccbef30000616306614050/1/story-name"
            ],
            "fragment": "www.fanfiktion.de",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www\\.fanfiktion\\.de/s/\\w+(/\\d+)?",
            "site": "www.fanfiktion.de",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.fanfiktion.de/{@0}/{@1}/1"
+           }
           },
           {
            "domains": [
@@ -514,10 +595,13 @@ extension SiteRules {
             "https://themasque.net/efiction/viewstory.php?sid=1234"
            ],
            "fragment": "themasque.net",
-           "origin": "https://themasque.net",
+           "overrides": {},
            "pattern": "https?://themasque\\.net(/wiktt)?/efiction/viewstory\\.php\\?sid=\\d+$",
            "site": "themasque.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://themasque.net{1}/efiction/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -527,10 +611,13 @@ extension SiteRules {
             "https://www.pretendercentre.com/missingpieces/viewstory.php?sid=1234"
            ],
            "fragment": "www.pretendercentre.com",
-           "origin": "https://www.pretendercentre.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www\\.pretendercentre\\.com/missingpieces/viewstory\\.php\\?sid=\\d+$",
            "site": "www.pretendercentre.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.pretendercentre.com/missingpieces/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -542,9 +629,10 @@ extension SiteRules {
             "https://dark-solace.org/elysian/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "dark-solace.org/elysian",
-           "origin": "https://dark-solace.org",
+           "overrides": {},
            "pattern": "https?://(www\\.)?dark-solace.org/elysian/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "dark-solace.org",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://dark-solace.org/elysian/viewstory.php?sid={storyId}"
            }
@@ -558,10 +646,13 @@ extension SiteRules {
             "https://storiesonline.net/n/1234/story-title"
            ],
            "fragment": "storiesonline.net",
-           "origin": "https://storiesonline.net",
+           "overrides": {},
            "pattern": "https?://storiesonline\\.net/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "storiesonline.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "id,path,title": "https://storiesonline.net/{path}/{id}{title}"
+           }
           },
           {
            "domains": [
@@ -573,10 +664,13 @@ extension SiteRules {
             "https://storyroom.com/n/1234/story-title"
            ],
            "fragment": "storyroom.com",
-           "origin": "https://storyroom.com",
+           "overrides": {},
            "pattern": "https?://(finestories\\.com|storyroom\\.com)/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "storyroom.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "id,path,title": "https://storyroom.com/{path}/{id}{title}"
+           }
           },
           {
            "domains": [
@@ -586,10 +680,13 @@ extension SiteRules {
             "http://www.dracoandginny.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.dracoandginny.com",
-           "origin": "http://www.dracoandginny.com",
+           "overrides": {},
            "pattern": "http://www\\.dracoandginny\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.dracoandginny.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.dracoandginny.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -599,10 +696,13 @@ extension SiteRules {
             "https://www.wolverineandrogue.com/wrfa/viewstory.php?sid=1234"
            ],
            "fragment": "www.wolverineandrogue.com",
-           "origin": "https://www.wolverineandrogue.com",
+           "overrides": {},
            "pattern": "https?://www\\.wolverineandrogue\\.com/wrfa/viewstory\\.php\\?sid=\\d+$",
            "site": "www.wolverineandrogue.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.wolverineandrogue.com/wrfa/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -614,9 +714,10 @@ extension SiteRules {
             "http://thehookupzone.net/CriminalMinds/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "thehookupzone.net/CriminalMinds",
-           "origin": "http://thehookupzone.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?thehookupzone.net/CriminalMinds/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "thehookupzone.net",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://thehookupzone.net/CriminalMinds/viewstory.php?sid={storyId}"
            }
@@ -629,10 +730,13 @@ extension SiteRules {
             "https://efpfanfic.net/viewstory.php?sid=1234"
            ],
            "fragment": "efpfanfic.net",
-           "origin": "https://efpfanfic.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?efpfanfic\\.net/viewstory\\.php\\?sid=\\d+$",
            "site": "efpfanfic.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://efpfanfic.net/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -642,10 +746,13 @@ extension SiteRules {
             "https://imagine.e-fic.com/viewstory.php?sid=1234"
            ],
            "fragment": "imagine.e-fic.com",
-           "origin": "https://imagine.e-fic.com",
+           "overrides": {},
            "pattern": "https?://imagine\\.e\\-fic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "imagine.e-fic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://imagine.e-fic.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -806,11 +913,13 @@ extension SiteRules {
             "https://german.literotica.com/s/story-title"
            ],
            "fragment": "literotica.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(?<lang>www|spanish|german|french|dutch|italian|romanian|portuguese|afrikaans|bengali|chinese|danish|esperanto|finnish|japanese|norwegian|polish|russian|serbian|swedish|turkish|urdu|malayalam|hindi|marathi|tamil|telugu|arabic|magahi|soninke|hausa|tagalog|madurese|greek|javanese|pular|nynorsk|sinhala|waray|bhojpuri|gujarati|tiv|iloko|sundanese|hungarian|albanian|buginese|kapampangan|sardinian|croatian|persian|bosnian|balkan-romani|bulgarian|catalan|ukrainian|kannada|punjabi|indonesian|czech|swahili|haitian-creole|vietnamese|somali|hebrew|yiddish|korean|nepali|latin|slovenian|odia|scottish-gaelic|other)(\\.i)?\\.literotica\\.com/((beta/)?[sip]/([a-zA-Z0-9_-]+)|series/se/(?<storyseriesid>[a-zA-Z0-9_-]+))",
            "site": "literotica.com",
+           "strips_parameters": true,
            "templates": {
-            "lang,storyseriesid": "https://{lang}.literotica.com/series/se/{storyseriesid}"
+            "lang": "https://{lang}.literotica.com/{3}{@tail}",
+            "lang,storyseriesid": "https://{lang}.literotica.com/series/se/{storyseriesid}{@tail}"
            }
           },
           {
@@ -821,10 +930,13 @@ extension SiteRules {
             "https://voracity2.e-fic.com/viewstory.php?sid=1234"
            ],
            "fragment": "voracity2.e-fic.com",
-           "origin": "https://voracity2.e-fic.com",
+           "overrides": {},
            "pattern": "https?://voracity2\\.e\\-fic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "voracity2.e-fic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://voracity2.e-fic.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -836,9 +948,10 @@ extension SiteRules {
             "https://spikeluver.com/SpuffyRealm/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "spikeluver.com/SpuffyRealm",
-           "origin": "https://spikeluver.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?spikeluver.com/SpuffyRealm/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "spikeluver.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://spikeluver.com/SpuffyRealm/viewstory.php?sid={storyId}"
            }
@@ -851,10 +964,13 @@ extension SiteRules {
             "https://bloodshedverse.com/stories.php?go=read&no=1234"
            ],
            "fragment": "bloodshedverse.com",
-           "origin": "https://bloodshedverse.com",
+           "overrides": {},
            "pattern": "https?://bloodshedverse\\.com/stories\\.php\\?go=(read|chapters)\\&(amp;)?no=\\d+$",
            "site": "bloodshedverse.com",
-           "templates": {}
+           "strips_parameters": false,
+           "templates": {
+            "": "https://bloodshedverse.com/stories.php?go={?go}&no={?no}"
+           }
           },
           {
            "domains": [
@@ -864,10 +980,13 @@ extension SiteRules {
             "https://fictionmania.tv/stories/readtextstory.html?storyID=1234"
            ],
            "fragment": "fictionmania.tv",
-           "origin": "https://fictionmania.tv",
+           "overrides": {},
            "pattern": "https?://fictionmania\\.tv/stories/(readtextstory|readhtmlstory|readxstory|details)\\.html\\?storyID=\\d+$",
            "site": "fictionmania.tv",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://fictionmania.tv/stories/{1}.html?storyID={?storyID}"
+           }
           },
           {
            "domains": [
@@ -877,10 +996,13 @@ extension SiteRules {
             "https://sheppardweir.com/fanfics/viewstory.php?sid=1234"
            ],
            "fragment": "sheppardweir.com",
-           "origin": "https://sheppardweir.com",
+           "overrides": {},
            "pattern": "https?://sheppardweir\\.com/fanfics/viewstory\\.php\\?sid=\\d+$",
            "site": "sheppardweir.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://sheppardweir.com/fanfics/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -890,10 +1012,13 @@ extension SiteRules {
             "http://samandjack.net/fanfics/viewstory.php?sid=1234"
            ],
            "fragment": "samandjack.net",
-           "origin": "http://samandjack.net",
+           "overrides": {},
            "pattern": "http://samandjack\\.net/fanfics/viewstory\\.php\\?sid=\\d+$",
            "site": "samandjack.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://samandjack.net/fanfics/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -905,9 +1030,10 @@ extension SiteRules {
             "http://tgstorytime.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "tgstorytime.com",
-           "origin": "http://tgstorytime.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?tgstorytime.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "tgstorytime.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://tgstorytime.com/viewstory.php?sid={storyId}"
            }
@@ -922,9 +1048,10 @@ extension SiteRules {
             "https://forums.spacebattles.com/posts/123456/"
            ],
            "fragment": "forums.spacebattles.com",
-           "origin": "https://forums.spacebattles.com",
+           "overrides": {},
            "pattern": "https?://forums?\\.spacebattles\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forums.spacebattles.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://forums.spacebattles.com/{tp}/{title}{id}/",
             "id,tp": "https://forums.spacebattles.com/{tp}/{id}/"
@@ -941,9 +1068,10 @@ extension SiteRules {
             "https://forums.sufficientvelocity.com/posts/123456/"
            ],
            "fragment": "forums.sufficientvelocity.com",
-           "origin": "https://forums.sufficientvelocity.com",
+           "overrides": {},
            "pattern": "https?://(forums?\\.)?sufficientvelocity\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forums.sufficientvelocity.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://forums.sufficientvelocity.com/{tp}/{title}{id}/",
             "id,tp": "https://forums.sufficientvelocity.com/{tp}/{id}/"
@@ -959,9 +1087,10 @@ extension SiteRules {
             "https://forum.questionablequesting.com/posts/123456/"
            ],
            "fragment": "forum.questionablequesting.com",
-           "origin": "https://forum.questionablequesting.com",
+           "overrides": {},
            "pattern": "https?://(forum\\.)?questionablequesting\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "forum.questionablequesting.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://forum.questionablequesting.com/{tp}/{title}{id}/",
             "id,tp": "https://forum.questionablequesting.com/{tp}/{id}/"
@@ -976,9 +1105,10 @@ extension SiteRules {
             "http://ninelivesarchive.com/viewstory.php?sid=1234"
            ],
            "fragment": "ninelivesarchive.com",
-           "origin": "http://ninelivesarchive.com",
+           "overrides": {},
            "pattern": "http://(ninelivesarchive.com|ninelives.dark-solace.org)/viewstory\\.php\\?sid=(?<storyId>\\d+)$",
            "site": "ninelivesarchive.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://ninelivesarchive.com/viewstory.php?sid={storyId}"
            }
@@ -992,10 +1122,13 @@ extension SiteRules {
             "https://www.masseffect2.in/publ/24-1-0-4321"
            ],
            "fragment": "www.masseffect2.in",
-           "origin": "https://www.masseffect2.in",
+           "overrides": {},
            "pattern": "https?://(?:www\\.)?masseffect2.in/publ/\\d+-\\d+-\\d+-\\d+",
            "site": "www.masseffect2.in",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.masseffect2.in/{@0}/{@1}"
+           }
           },
           {
            "domains": [
@@ -1005,10 +1138,13 @@ extension SiteRules {
             "https://www.quotev.com/story/1234"
            ],
            "fragment": "quotev.com",
-           "origin": "https://www.quotev.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?quotev\\.com/story/(.+?)($|&|/)",
            "site": "quotev.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.quotev.com/story/{2}"
+           }
           },
           {
            "domains": [
@@ -1021,10 +1157,13 @@ extension SiteRules {
             "https://mcstories.com/StoryTitle/StoryTitle1.html"
            ],
            "fragment": "mcstories.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.)?mcstories\\.com(?!/(Titles|Authors|Tags|ReadersPicks)/)/[a-zA-Z0-9_-]+/",
            "site": "mcstories.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}/{@0}/index.html"
+           }
           },
           {
            "domains": [
@@ -1036,9 +1175,10 @@ extension SiteRules {
             "http://www.naiceanilme.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.naiceanilme.net",
-           "origin": "http://www.naiceanilme.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.naiceanilme.net/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.naiceanilme.net",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://www.naiceanilme.net/viewstory.php?sid={storyId}"
            }
@@ -1093,10 +1233,13 @@ extension SiteRules {
             "https://yuyu.adult-fanfiction.org/story.php?no=123456789"
            ],
            "fragment": "www.adult-fanfiction.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(anime|anime2|bleach|books|buffy|cartoon|celeb|comics|ff|games|hp|inu|lotr|manga|movies|naruto|ne|original|tv|xmen|ygo|yuyu)\\.adult-fanfiction\\.org/story\\.php\\?no=\\d+$",
            "site": "www.adult-fanfiction.org",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://{1}.adult-fanfiction.org/story.php?no={?no}"
+           }
           },
           {
            "domains": [
@@ -1107,10 +1250,13 @@ extension SiteRules {
             "http://fictionhunt.com/read/1234/1"
            ],
            "fragment": "fictionhunt.com",
-           "origin": "https://fictionhunt.com",
+           "overrides": {},
            "pattern": "https?://(www.)?fictionhunt.com/(?<type>read|stories)/(?<id>[0-9a-z]+)(/(?<title>[^/]+))?(/|/[^/]+)*/?$",
            "site": "fictionhunt.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "id,title,type": "https://fictionhunt.com/{type}/{id}/{title}"
+           }
           },
           {
            "domains": [
@@ -1122,10 +1268,13 @@ extension SiteRules {
             "https://www.royalroad.com/fiction/3056"
            ],
            "fragment": "www.royalroad.com",
-           "origin": "https://www.royalroad.com",
+           "overrides": {},
            "pattern": "https?://(www\\.|)royalroadl?\\.com/fiction/\\d+(/.*)?$",
            "site": "www.royalroad.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.royalroad.com/{@0}/{@1}"
+           }
           },
           {
            "domains": [
@@ -1135,10 +1284,13 @@ extension SiteRules {
             "https://chosentwofanfic.com/viewstory.php?sid=1234"
            ],
            "fragment": "chosentwofanfic.com",
-           "origin": "https://chosentwofanfic.com",
+           "overrides": {},
            "pattern": "https?://chosentwofanfic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "chosentwofanfic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://chosentwofanfic.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -1148,10 +1300,13 @@ extension SiteRules {
             "https://www.bdsmlibrary.com/stories/story.php?storyid=1234"
            ],
            "fragment": "www.bdsmlibrary.com",
-           "origin": "https://www.bdsmlibrary.com",
+           "overrides": {},
            "pattern": "https?://www\\.bdsmlibrary\\.com/stories/story\\.php\\?storyid=\\d+$",
            "site": "www.bdsmlibrary.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.bdsmlibrary.com/stories/story.php?storyid={?storyid}"
+           }
           },
           {
            "domains": [
@@ -1161,10 +1316,13 @@ extension SiteRules {
             "http://www.asexstories.com/StoryTitle/"
            ],
            "fragment": "www.asexstories.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.)?asexstories\\.com/([a-zA-Z0-9_-]+)/",
            "site": "www.asexstories.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@rest}"
+           }
           },
           {
            "domains": [
@@ -1176,9 +1334,10 @@ extension SiteRules {
             "http://gluttonyfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "gluttonyfiction.com",
-           "origin": "http://gluttonyfiction.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?gluttonyfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "gluttonyfiction.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://gluttonyfiction.com/viewstory.php?sid={storyId}"
            }
@@ -1193,9 +1352,10 @@ extension SiteRules {
             "https://valentchamber.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "valentchamber.com",
-           "origin": "https://valentchamber.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?valentchamber.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "valentchamber.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://valentchamber.com/viewstory.php?sid={storyId}"
            }
@@ -1210,9 +1370,10 @@ extension SiteRules {
             "http://www.giantessworld.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.giantessworld.net",
-           "origin": "http://www.giantessworld.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.giantessworld.net/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.giantessworld.net",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://www.giantessworld.net/viewstory.php?sid={storyId}"
            }
@@ -1229,9 +1390,10 @@ extension SiteRules {
             "https://starslibrary.net/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "starslibrary.net",
-           "origin": "https://starslibrary.net",
+           "overrides": {},
            "pattern": "https?://(starslibrary.net|www.starslibrary.net|www.twcslibrary.net|twcslibrary.net)?/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "starslibrary.net",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://starslibrary.net/viewstory.php?sid={storyId}"
            }
@@ -1296,10 +1458,13 @@ extension SiteRules {
             "https://whydoyouneedtoknow.fanficauthors.net/A_Story_Name/"
            ],
            "fragment": "www.fanficauthors.net",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(aaran-st-vines.nsns|abraxan|bobmin|canoncansodoff|chemprof|copperbadge|crys|deluded-musings|draco664|fp|frenchsession|ishtar|jbern|jeconais|kinsfire|kokopelli.nsns|ladya.nsns|lorddwar|mrintel.nsns|musings-of-apathy|ruskbyte|seelvor|tenhawk|viridian|whydoyouneedtoknow)\\.fanficauthors\\.net/([a-zA-Z0-9_]+)/",
            "site": "www.fanficauthors.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://{1}.fanficauthors.net/{2}/"
+           }
           },
           {
            "domains": [
@@ -1309,10 +1474,13 @@ extension SiteRules {
             "http://www.fireflyfans.net/bluesun.aspx?bid=1234"
            ],
            "fragment": "www.fireflyfans.net",
-           "origin": "http://www.fireflyfans.net",
+           "overrides": {},
            "pattern": "http://www\\.fireflyfans\\.net/bluesun\\.aspx\\?bid=\\d+$",
            "site": "www.fireflyfans.net",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.fireflyfans.net/bluesun.aspx?bid={?bid}"
+           }
           },
           {
            "domains": [
@@ -1322,10 +1490,12 @@ extension SiteRules {
             "https://trekfanfiction.net/author/a-story-name/"
            ],
            "fragment": "trekfanfiction.net",
-           "origin": "https://trekfanfiction.net",
+           "overrides": {},
            "pattern": "https://trekfanfiction\\.net/((?<category>[^/]+)/)?(?<author>[^/]+)/(?<id>[^/]+)/?$",
            "site": "trekfanfiction.net",
+           "strips_parameters": true,
            "templates": {
+            "author,category,id": "https://trekfanfiction.net/{author}/{id}/",
             "author,id": "https://trekfanfiction.net/{author}/{id}/"
            }
           },
@@ -1337,10 +1507,13 @@ extension SiteRules {
             "https://www.utopiastories.com/code/show_story.asp/recid/1234.html"
            ],
            "fragment": "www.utopiastories.com",
-           "origin": "https://www.utopiastories.com",
+           "overrides": {},
            "pattern": "https?://www\\.utopiastories\\.com/code/show_story(.asp)?/recid/\\d+(.html)?$",
            "site": "www.utopiastories.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.utopiastories.com/code/show_story{1}/recid/1234{2}"
+           }
           },
           {
            "domains": [
@@ -1352,9 +1525,10 @@ extension SiteRules {
             "http://sinful-dreams.com/unicorn/fic/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "sinful-dreams.com/unicorn/fic",
-           "origin": "http://sinful-dreams.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?sinful-dreams.com/unicorn/fic/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "sinful-dreams.com/unicorn/fic",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://sinful-dreams.com/unicorn/fic/viewstory.php?sid={storyId}"
            }
@@ -1369,9 +1543,10 @@ extension SiteRules {
             "http://sinful-dreams.com/wicked/temptation/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "sinful-dreams.com/wicked/temptation",
-           "origin": "http://sinful-dreams.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?sinful-dreams.com/wicked/temptation/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "sinful-dreams.com/wicked/temptation",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://sinful-dreams.com/wicked/temptation/viewstory.php?sid={storyId}"
            }
@@ -1386,9 +1561,10 @@ extension SiteRules {
             "https://www.asianfanfics.com/story/view/123456/1"
            ],
            "fragment": "www.asianfanfics.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www\\.asianfanfics\\.com/story/view/0*(?<id>\\d+)",
            "site": "www.asianfanfics.com",
+           "strips_parameters": true,
            "templates": {
             "id": "https://www.asianfanfics.com/story/view/{id}"
            }
@@ -1403,9 +1579,10 @@ extension SiteRules {
             "http://mtt.just-once.net/fanfiction/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "mtt.just-once.net/fanfiction",
-           "origin": "http://mtt.just-once.net",
+           "overrides": {},
            "pattern": "https?://(www\\.)?mtt.just-once.net/fanfiction/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "mtt.just-once.net",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://mtt.just-once.net/fanfiction/viewstory.php?sid={storyId}"
            }
@@ -1420,9 +1597,10 @@ extension SiteRules {
             "http://www.narutofic.org/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.narutofic.org",
-           "origin": "http://www.narutofic.org",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.narutofic.org/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.narutofic.org",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://www.narutofic.org/viewstory.php?sid={storyId}"
            }
@@ -1437,9 +1615,10 @@ extension SiteRules {
             "https://www.thedelphicexpanse.com/archive/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.thedelphicexpanse.com/archive",
-           "origin": "https://www.thedelphicexpanse.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.thedelphicexpanse.com/archive/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.thedelphicexpanse.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://www.thedelphicexpanse.com/archive/viewstory.php?sid={storyId}"
            }
@@ -1452,10 +1631,13 @@ extension SiteRules {
             "http://www.aneroticstory.com/story/StoryTitle/"
            ],
            "fragment": "www.aneroticstory.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.)?aneroticstory\\.com/story/([a-zA-Z0-9_\\-%;=:\\s]+)",
            "site": "www.aneroticstory.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@rest}"
+           }
           },
           {
            "domains": [
@@ -1466,10 +1648,13 @@ extension SiteRules {
             "http://lcfanfic.com/stories/_earliest/html/a-story-name"
            ],
            "fragment": "lcfanfic.com",
-           "origin": "http://lcfanfic.com",
+           "overrides": {},
            "pattern": "http://lcfanfic\\.com/stories/([0-9]+|_earliest)/html/*(?<id>[^/]+)",
            "site": "lcfanfic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "id": "http://lcfanfic.com/stories/{1}/html/{id}{@tail}"
+           }
           },
           {
            "domains": [
@@ -1479,9 +1664,10 @@ extension SiteRules {
             "https://inkbunny.net/s/1234567"
            ],
            "fragment": "inkbunny.net",
-           "origin": "https://inkbunny.net",
+           "overrides": {},
            "pattern": "https://inkbunny\\.net/(submissionview.php\\?id=|s/)(?<id>\\d+)",
            "site": "inkbunny.net",
+           "strips_parameters": true,
            "templates": {
             "id": "https://inkbunny.net/s/{id}"
            }
@@ -1495,9 +1681,10 @@ extension SiteRules {
             "https://www.alternatehistory.com/forum/posts/123456/"
            ],
            "fragment": "www.alternatehistory.com",
-           "origin": "https://www.alternatehistory.com",
+           "overrides": {},
            "pattern": "https?://www\\.alternatehistory\\.com/forum//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "www.alternatehistory.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://www.alternatehistory.com/forum/{tp}/{title}{id}/",
             "id,tp": "https://www.alternatehistory.com/forum/{tp}/{id}/"
@@ -1513,9 +1700,12 @@ extension SiteRules {
             "https://www.wattpad.com/9999999-chapter-is-ok-too"
            ],
            "fragment": "www.wattpad.com",
-           "origin": null,
+           "overrides": {
+            "1,2,4,storyId": null
+           },
            "pattern": ".*https(://|%3A%2F%2F)www\\.wattpad\\.com(/|%2F)(story/)?(?<storyId>\\d+).*",
            "site": "www.wattpad.com",
+           "strips_parameters": false,
            "templates": {
             "storyId": "https://www.wattpad.com/story/{storyId}"
            }
@@ -1529,9 +1719,10 @@ extension SiteRules {
             "https://novelonlinefull.com/novel/astoryname"
            ],
            "fragment": "novelonlinefull.com",
-           "origin": "https://novelonlinefull.com",
+           "overrides": {},
            "pattern": "https?://(novelonlinefull|lightnovelgate)\\.com/novel/(?<id>[^/]+)",
            "site": "novelonlinefull.com",
+           "strips_parameters": true,
            "templates": {
             "id": "https://novelonlinefull.com/novel/{id}"
            }
@@ -1544,9 +1735,10 @@ extension SiteRules {
             "https://www.novelall.com/novel/a-story-name.html"
            ],
            "fragment": "www.novelall.com",
-           "origin": "https://www.novelall.com",
+           "overrides": {},
            "pattern": "https://www\\.novelall\\.com/(?<novchap>novel|chapter)/(?<id>[^/\\.]+)(/\\d+/?)?(\\.html)?$",
            "site": "www.novelall.com",
+           "strips_parameters": true,
            "templates": {
             "id,novchap": "https://www.{novchap}all.com/{novchap}/{id}.html"
            }
@@ -1559,9 +1751,10 @@ extension SiteRules {
             "https://www.hentai-foundry.com/stories/user/Author/12345/Story-Title"
            ],
            "fragment": "www.hentai-foundry.com",
-           "origin": "https://www.hentai-foundry.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?hentai\\-foundry\\.com/stories/user/(?<authorId>[^/]+)/(?<storyId>\\d+)/(?<storyURLTitle>[^/]+)",
            "site": "www.hentai-foundry.com",
+           "strips_parameters": true,
            "templates": {
             "authorId,storyId,storyURLTitle": "https://www.hentai-foundry.com/stories/user/{authorId}/{storyId}/{storyURLTitle}"
            }
@@ -1576,9 +1769,10 @@ extension SiteRules {
             "http://www.mugglenetfanfiction.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.mugglenetfanfiction.com",
-           "origin": "http://www.mugglenetfanfiction.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.mugglenetfanfiction.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.mugglenetfanfiction.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "http://www.mugglenetfanfiction.com/viewstory.php?sid={storyId}"
            }
@@ -1593,9 +1787,10 @@ extension SiteRules {
             "https://fanfics.me/read.php?id=1234&chapter=2"
            ],
            "fragment": "fanfics.me",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://fanfics\\.me/(fic|read\\.php\\?id=|download\\.php\\?fic=)(?<id>\\d+)",
            "site": "fanfics.me",
+           "strips_parameters": true,
            "templates": {
             "id": "https://fanfics.me/fic{id}"
            }
@@ -1610,10 +1805,13 @@ extension SiteRules {
             "https://archive.fanfictalk.com/viewstory.php?sid=1234"
            ],
            "fragment": "archive.fanfictalk.com",
-           "origin": "https://archive.fanfictalk.com",
+           "overrides": {},
            "pattern": "https?://(archive\\.fanfictalk\\.com|archive\\.hpfanfictalk\\.com|fanfictalk\\.com)(/archive)?/viewstory\\.php\\?sid=\\d+$",
            "site": "archive.fanfictalk.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://archive.fanfictalk.com/{@0}?sid=1234"
+           }
           },
           {
            "domains": [
@@ -1624,10 +1822,13 @@ extension SiteRules {
             "https://scifistories.com/n/1234/story-title"
            ],
            "fragment": "scifistories.com",
-           "origin": "https://scifistories.com",
+           "overrides": {},
            "pattern": "https?://scifistories\\.com/(?<path>s|n|library)/(storyInfo.php\\?id=)?(?<id>\\d+)(?<chapter>:\\d+)?(?<title>/.+)?((;\\d+)?$|(:i)?$)?",
            "site": "scifistories.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "id,path,title": "https://scifistories.com/{path}/{id}{title}"
+           }
           },
           {
            "domains": [
@@ -1637,9 +1838,10 @@ extension SiteRules {
             "https://chireads.com/category/translatedtales/story-name"
            ],
            "fragment": "chireads.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://chireads\\.com/category/translatedtales/(?<id>[^/]+)(/)?",
            "site": "chireads.com",
+           "strips_parameters": true,
            "templates": {
             "id": "https://chireads.com/category/translatedtales/{id}/"
            }
@@ -1652,9 +1854,10 @@ extension SiteRules {
             "https://www.scribblehub.com/series/1234/storyname/"
            ],
            "fragment": "www.scribblehub.com",
-           "origin": "https://www.scribblehub.com",
+           "overrides": {},
            "pattern": "https://www\\.scribblehub\\.com/(series|read)/(?<id>\\d+)([/-](?<urltitle>[^/]+))?",
            "site": "www.scribblehub.com",
+           "strips_parameters": true,
            "templates": {
             "id,urltitle": "https://www.scribblehub.com/series/{id}/{urltitle}/"
            }
@@ -1671,10 +1874,13 @@ extension SiteRules {
             "https://fiction.live/stories/Example-Story-With-UUID/00000000-0000-4000-0000-000000000000/"
            ],
            "fragment": "fiction.live",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(beta\\.)?fiction\\.live/[^/]*/[^/]*/([a-zA-Z0-9\\-]+)(/(home)?)?$",
            "site": "fiction.live",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://fiction.live/stories//{2}"
+           }
           },
           {
            "domains": [
@@ -1685,9 +1891,10 @@ extension SiteRules {
             "https://www.the-sietch.com/index.php?posts/123456/"
            ],
            "fragment": "www.the-sietch.com",
-           "origin": "https://www.the-sietch.com",
+           "overrides": {},
            "pattern": "https?://www\\.the\\-sietch\\.com/index\\.php\\?/?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "www.the-sietch.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://www.the-sietch.com/index.php?{tp}/{title}{id}/",
             "id,tp": "https://www.the-sietch.com/index.php?{tp}/{id}/"
@@ -1703,9 +1910,10 @@ extension SiteRules {
             "https://squidgeworld.org/works/123456/chapters/78901"
            ],
            "fragment": "squidgeworld.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(squidgeworld\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "squidgeworld.org",
+           "strips_parameters": true,
            "templates": {
             "chapid,id": "https://squidgeworld.org/works/{id}",
             "id": "https://squidgeworld.org/works/{id}"
@@ -1719,10 +1927,13 @@ extension SiteRules {
             "http://www.psychfic.com/viewstory.php?sid=1234"
            ],
            "fragment": "www.psychfic.com",
-           "origin": "http://www.psychfic.com",
+           "overrides": {},
            "pattern": "https?://www\\.psychfic\\.com/viewstory\\.php\\?sid=\\d+$",
            "site": "www.psychfic.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "http://www.psychfic.com/viewstory.php?sid={?sid}"
+           }
           },
           {
            "domains": [
@@ -1732,10 +1943,13 @@ extension SiteRules {
             "https://www.deviantart.com/<author>/art/<work-name>"
            ],
            "fragment": "www.deviantart.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://www\\.deviantart\\.com/(?<author>[^/]+)/art/(?<id>[^/]+)/?",
            "site": "www.deviantart.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "author,id": "{@scheme}://{@host}{@rest}"
+           }
           },
           {
            "domains": [
@@ -1746,9 +1960,10 @@ extension SiteRules {
             "https://readonlymind.com/@AnAuthor/A_Story_Name/"
            ],
            "fragment": "readonlymind.com",
-           "origin": "https://readonlymind.com",
+           "overrides": {},
            "pattern": "https?://readonlymind\\.com/@(?<aut>[a-zA-Z0-9_]+)/(?<id>[a-zA-Z0-9_]+)",
            "site": "readonlymind.com",
+           "strips_parameters": true,
            "templates": {
             "aut,id": "https://readonlymind.com/@{aut}/{id}/"
            }
@@ -1763,9 +1978,10 @@ extension SiteRules {
             "https://www.sunnydaleafterdark.com/viewstory.php?sid=1234&chapter=2"
            ],
            "fragment": "www.sunnydaleafterdark.com",
-           "origin": "https://www.sunnydaleafterdark.com",
+           "overrides": {},
            "pattern": "https?://(www\\.)?www.sunnydaleafterdark.com/viewstory.php\\?sid=(?<storyId>\\d+)",
            "site": "www.sunnydaleafterdark.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://www.sunnydaleafterdark.com/viewstory.php?sid={storyId}"
            }
@@ -1784,10 +2000,16 @@ extension SiteRules {
             "https://novel18.syosetu.com/novelview/infotop/ncode/n1234a/"
            ],
            "fragment": "syosetu.com",
-           "origin": null,
+           "overrides": {
+            "1": "https://{1}.syosetu.com/{@0}/",
+            "1,2": "https://{1}.syosetu.com/{@3}/"
+           },
            "pattern": "^https?://(ncode|novel18)\\.syosetu\\.com/(novelview/infotop/ncode/)?n[0-9]+[a-z]+/?$",
            "site": "syosetu.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://{1}.syosetu.com/n1234a/"
+           }
           },
           {
            "domains": [
@@ -1797,10 +2019,13 @@ extension SiteRules {
             "https://kakuyomu.jp/works/12341234123412341234"
            ],
            "fragment": "kakuyomu.jp",
-           "origin": null,
+           "overrides": {},
            "pattern": "^https?://kakuyomu\\.jp/works/[0-9]+$",
            "site": "kakuyomu.jp",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@path}"
+           }
           },
           {
            "domains": [
@@ -1810,9 +2035,10 @@ extension SiteRules {
             "https://www.fanfictions.fr/fanfictions/fandom/fanfiction-id/chapters.html"
            ],
            "fragment": "www.fanfictions.fr",
-           "origin": "https://www.fanfictions.fr",
+           "overrides": {},
            "pattern": "https?://(?:www\\.)?fanfictions\\.fr/fanfictions/(?<fandom>[^/]+)/(?<id>[^/]+)(/chapters.html)?",
            "site": "www.fanfictions.fr",
+           "strips_parameters": true,
            "templates": {
             "fandom,id": "https://www.fanfictions.fr/fanfictions/{fandom}/{id}/chapters.html"
            }
@@ -1825,10 +2051,13 @@ extension SiteRules {
             "https://touchfluffytail.org/story/title-of-the-book/"
            ],
            "fragment": "touchfluffytail.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://touchfluffytail\\.org/story/(?!page/)\\S+/",
            "site": "touchfluffytail.org",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "{@scheme}://{@host}{@rest}"
+           }
           },
           {
            "domains": [
@@ -1840,9 +2069,10 @@ extension SiteRules {
             "https://www.spiritfanfiction.com/historia/1234"
            ],
            "fragment": "www.spiritfanfiction.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.spiritfanfiction\\.com|www\\.socialspirit\\.com\\.br)/historia/(?:[a-zA-Z0-9-]+-)?(?<storyId>\\d+)",
            "site": "www.spiritfanfiction.com",
+           "strips_parameters": true,
            "templates": {
             "storyId": "https://www.spiritfanfiction.com/historia/{storyId}"
            }
@@ -1857,9 +2087,10 @@ extension SiteRules {
             "https://superlove.sayitditto.net/works/123456/chapters/78901"
            ],
            "fragment": "superlove.sayitditto.net",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(superlove\\.sayitditto\\.net)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "superlove.sayitditto.net",
+           "strips_parameters": true,
            "templates": {
             "chapid,id": "https://superlove.sayitditto.net/works/{id}",
             "id": "https://superlove.sayitditto.net/works/{id}"
@@ -1875,9 +2106,10 @@ extension SiteRules {
             "https://www.cfaarchive.org/works/123456/chapters/78901"
            ],
            "fragment": "www.cfaarchive.org",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.cfaarchive\\.org)(/collections/[^/]+)?(/works/0*(?<id>\\d+))?(/chapters/0*(?<chapid>\\d+))?",
            "site": "www.cfaarchive.org",
+           "strips_parameters": true,
            "templates": {
             "chapid,id": "https://www.cfaarchive.org/works/{id}",
             "id": "https://www.cfaarchive.org/works/{id}"
@@ -1892,9 +2124,10 @@ extension SiteRules {
             "https://althistory.com/posts/123456/"
            ],
            "fragment": "althistory.com",
-           "origin": "https://althistory.com",
+           "overrides": {},
            "pattern": "https?://althistory\\.com//?(?<tp>threads|posts)/(?<title>.+\\.)?(?<id>\\d+)/?[^#]*?(#?post-(?<anchorpost>\\d+))?$",
            "site": "althistory.com",
+           "strips_parameters": true,
            "templates": {
             "id,title,tp": "https://althistory.com/{tp}/{title}{id}/",
             "id,tp": "https://althistory.com/{tp}/{id}/"
@@ -1908,10 +2141,13 @@ extension SiteRules {
             "https://www.pmdfanfiction.com/story/story-title-here"
            ],
            "fragment": "www.pmdfanfiction.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "https?://(www\\.)?pmdfanfiction\\.(com)/story/.*",
            "site": "www.pmdfanfiction.com",
-           "templates": {}
+           "strips_parameters": true,
+           "templates": {
+            "": "https://www.pmdfanfiction.com/{@0}/{@1}/"
+           }
           },
           {
            "domains": [
@@ -1922,9 +2158,10 @@ extension SiteRules {
             "https://sofurry.com/u/username/gallery?folder=abcd1234"
            ],
            "fragment": "sofurry.com",
-           "origin": null,
+           "overrides": {},
            "pattern": "(?<folder_url>https?://sofurry\\.com/u/.+/gallery\\?folder=(?<folder_id>[a-zA-Z0-9]+))|(?<story_url>https?://sofurry\\.com/s/(?<story_id>[a-zA-Z0-9]+))(?=[?#\\s]|$)",
            "site": "sofurry.com",
+           "strips_parameters": true,
            "templates": {
             "folder_id,folder_url": "{folder_url}",
             "story_id,story_url": "{story_url}"
