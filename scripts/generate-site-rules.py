@@ -16,7 +16,7 @@ Swift side (SiteRules.swift) applies:
   (`@scheme`, `@host`, `@path`, `@query`, `@rest`, `@tail` = what follows the pattern's match).
   For each set of named groups that matched, every template that reproduces some answer is
   scored against all answers of that set and the best (then the simplest) is kept; `overrides`
-  hold a better template for one exact set of matched groups (named and numbered), or null where
+  hold a better template for one exact set of matched groups (named and numbered), or "" where
   FanFicFare itself must ask the site (wattpad chapter links): such URLs pass through as given,
   and the worker learns the story's URL from the EPUB.
 
@@ -299,7 +299,7 @@ def best_template(cases):
 
 
 def templates_for(cls, pattern):
-    """Templates by named key, and overrides by full key (null: FanFicFare asks the site)."""
+    """Templates by named key, and overrides by full key ("": FanFicFare asks the site)."""
     regex = re.compile(pattern)
     by_named, by_full, asked_full = collections.defaultdict(list), collections.defaultdict(list), set()
     for _, normal, fixed, asked in answers(cls):
@@ -328,7 +328,7 @@ def templates_for(cls, pattern):
         if template and score > general_score:
             overrides[key] = template
     for key in asked_full - set(by_full):
-        overrides[key] = None
+        overrides[key] = ""
     return templates, overrides
 
 

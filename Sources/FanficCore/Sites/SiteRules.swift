@@ -23,9 +23,9 @@ public struct SiteRules: Sendable {
         let stripsParameters: Bool
         /// Canonical URL templates keyed by the sorted names of the named groups that matched.
         let templates: [String: String]
-        /// Templates for one exact set of matched groups (named and numbered); `nil`: FanFicFare
+        /// Templates for one exact set of matched groups (named and numbered); empty: FanFicFare
         /// asks the site for the canonical URL, so the URL passes through as given.
-        let overrides: [String: String?]
+        let overrides: [String: String]
         public let examples: [String]
 
         enum CodingKeys: String, CodingKey {
@@ -118,8 +118,8 @@ public struct SiteRules: Sendable {
         }
         let features = Self.features(of: fixed, match: match, groupNames: groupNames[index])
         if let override = rule.overrides[Self.key(features, includingNumbers: true)] {
-            return .success(
-                Story(site: rule.site, canonicalURL: override.map { Self.fill($0, with: features) } ?? fixed))
+            let url = override.isEmpty ? fixed : Self.fill(override, with: features)
+            return .success(Story(site: rule.site, canonicalURL: url))
         }
         guard let template = rule.templates[Self.key(features, includingNumbers: false)] else {
             // The pattern matched, but not the parts that name a story (AO3's optional groups

@@ -1701,7 +1701,7 @@ extension SiteRules {
            ],
            "fragment": "www.wattpad.com",
            "overrides": {
-            "1,2,4,storyId": null
+            "1,2,4,storyId": ""
            },
            "pattern": ".*https(://|%3A%2F%2F)www\\.wattpad\\.com(/|%2F)(story/)?(?<storyId>\\d+).*",
            "site": "www.wattpad.com",
