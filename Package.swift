@@ -40,6 +40,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
     ],
     targets: [
         // MARK: C libraries
@@ -152,7 +153,10 @@ let package = Package(
         ),
         .target(
             name: "Download",
-            dependencies: ["ExternalTools", "FanficCore"],
+            dependencies: [
+                "ExternalTools", "FanficCore",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -214,7 +218,10 @@ let package = Package(
         ),
         .testTarget(
             name: "DownloadTests",
-            dependencies: ["Download", "ExternalTools", "FanficCore", "TestSupport"],
+            dependencies: [
+                "Download", "ExternalTools", "FanficCore", "TestSupport",
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: swiftSettings
         ),
@@ -252,7 +259,7 @@ let package = Package(
             name: "BrokerIntegrationTests",
             dependencies: [
                 "TestSupport",
-                "AMQP", "FanficBroker", "FanficCore",
+                "AMQP", "CalibreLibrary", "FanficBroker", "FanficCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -8,9 +8,11 @@ import GRDB
 /// Finds the book whose URL identifier is exactly a story URL, without a calibre process.
 ///
 /// Exact, because calibre's `identifiers:url:` search without `=` is a substring match
-/// (`?sid=1` finds `?sid=10`'s book) and the wrong book would be overwritten. A folder library
-/// is read from its `metadata.db` (read-only; calibre itself may be writing); a Content Server is
-/// asked through its JSON API.
+/// (`?sid=1` finds `?sid=10`'s book) and the wrong book would be overwritten; and calibre compares
+/// identifiers without case (`COLLATE NOCASE`, and `=` in a search), while some sites' story ids
+/// are case-sensitive. A folder library is read from its `metadata.db` (read-only; calibre itself
+/// may be writing); a Content Server is asked through its JSON API, with the URL escaped so that
+/// search syntax in it is only text, and each hit's identifier compared exactly.
 public struct BookLookup: Sendable {
     public let location: CalibreLocation
     public let credentials: CalibreCredentials?
@@ -20,8 +22,25 @@ public struct BookLookup: Sendable {
         self.credentials = credentials
     }
 
+    /// How calibre stores a URL identifier (`clean_identifier`): trimmed, `,` replaced by `|`.
+    public static func storedIdentifier(_ url: String) -> String {
+        url.trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: ",", with: "|")
+    }
+
+    /// A calibre search for books whose `url` identifier equals `url`; backslash, quote and
+    /// parentheses escaped as calibre's parser reads them inside a quoted word.
+    public static func searchExpression(forURL url: String) -> String {
+        var escaped = ""
+        for character in storedIdentifier(url) {
+            if "\\\"()".contains(character) { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return "identifiers:\"url:=\(escaped)\""
+    }
+
     /// The ids of the books with this exact URL identifier, lowest first (normally one, or none).
     public func books(withURL url: String) async throws -> [Int] {
+        let url = Self.storedIdentifier(url)
         switch location {
         case .folder(let folder):
             let path = folder.appendingPathComponent("metadata.db").path
@@ -33,29 +52,41 @@ public struct BookLookup: Sendable {
             defer { try? database.close() }
             return try await database.read { db in
                 try Int.fetchAll(
-                    db, sql: "SELECT book FROM identifiers WHERE type = 'url' AND val = ? ORDER BY book",
+                    db,
+                    sql: "SELECT book FROM identifiers WHERE type = 'url' AND val = ? COLLATE BINARY ORDER BY book",
                     arguments: [url])
             }
         case .server(let base, let libraryID):
-            var components = URLComponents(
-                url: base.appendingPathComponent("ajax/search/\(libraryID)"), resolvingAgainstBaseURL: false)!
-            components.queryItems = [
-                URLQueryItem(name: "query", value: "identifiers:\"url:=\(url)\""),
-                URLQueryItem(name: "num", value: "100"),
-            ]
-            var request = URLRequest(url: components.url!, timeoutInterval: 30)
-            if let credentials {
-                let token = Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
-                request.setValue("Basic \(token)", forHTTPHeaderField: "Authorization")
-            }
-            let (data, response) = try await URLSession.shared.data(for: request)
-            guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-                throw CalibreError("the Content Server answered HTTP \(status) to a search at \(base)")
-            }
-            struct Answer: Decodable { let book_ids: [Int] }
-            return try JSONDecoder().decode(Answer.self, from: data).book_ids.sorted()
+            struct Found: Decodable { let book_ids: [Int] }
+            let found: Found = try await get(
+                base, path: "ajax/search/\(libraryID)",
+                query: ["query": Self.searchExpression(forURL: url), "num": "100"])
+            guard !found.book_ids.isEmpty else { return [] }
+            // calibre's `=` ignores case: keep only the books whose identifier is exactly the URL.
+            struct Book: Decodable { let identifiers: [String: String]? }
+            let books: [String: Book?] = try await get(
+                base, path: "ajax/books/\(libraryID)",
+                query: ["ids": found.book_ids.map(String.init).joined(separator: ","), "category_urls": "false"])
+            return found.book_ids.filter { id in books["\(id)"]??.identifiers?["url"] == url }.sorted()
         }
+    }
+
+    private func get<Answer: Decodable>(_ base: URL, path: String, query: [String: String]) async throws -> Answer {
+        var components = URLComponents(url: base.appendingPathComponent(path), resolvingAgainstBaseURL: false)!
+        components.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) }
+        // URLComponents leaves '+' as is, which a server reads as a space.
+        components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
+        var request = URLRequest(url: components.url!, timeoutInterval: 30)
+        if let credentials {
+            let token = Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
+            request.setValue("Basic \(token)", forHTTPHeaderField: "Authorization")
+        }
+        let (data, response) = try await URLSession.shared.data(for: request)
+        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
+            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            throw CalibreError("the Content Server answered HTTP \(status) to \(path) at \(base)")
+        }
+        return try JSONDecoder().decode(Answer.self, from: data)
     }
 }
 
