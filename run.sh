@@ -50,8 +50,9 @@ install_missing() {
         pkg-config --exists librabbitmq || apt+=(librabbitmq-dev)
         pkg-config --exists libcurl || apt+=(libcurl4-openssl-dev)
         pkg-config --exists sqlite3 || apt+=(libsqlite3-dev)
+        pkg-config --exists zlib || apt+=(zlib1g-dev)
     else
-        apt+=(librabbitmq-dev libcurl4-openssl-dev libsqlite3-dev)
+        apt+=(librabbitmq-dev libcurl4-openssl-dev libsqlite3-dev zlib1g-dev)
     fi
     local pip=()
     [ -x "$data/venv/bin/fanficfare" ] && export PATH="$data/venv/bin:$PATH"

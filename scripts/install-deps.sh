@@ -5,10 +5,10 @@ set -euo pipefail
 
 # openssl makes the test broker's TLS certificate; socat is the cuttable network path of a test;
 # calibre is the library the workers write (calibredb, calibre-server, ebook-meta); libsqlite3-dev
-# lets GRDB read a library's metadata.db; Dovecot serves the ingester tests' mail; curl and
-# unzip are used by the tests.
+# lets GRDB read a library's metadata.db; zlib1g-dev lets ZIPFoundation read the EPUBs FanFicFare
+# writes; Dovecot serves the ingester tests' mail; curl and unzip are used by the tests.
 packages=(
-    rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config openssl socat
+    rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev pkg-config openssl socat
     calibre curl unzip dovecot-imapd
 )
 missing=()

@@ -23,8 +23,11 @@ public struct FanFicFare: Sendable {
         self.runner = ToolRunner()
     }
 
-    /// The argument vector: options first, `--`, then the URL, so that a URL can never be read
-    /// as an option whatever it looks like.
+    /// The argument vector: options first, `--`, then exactly one story input, so that a URL can
+    /// never be read as an option whatever it looks like, and a story is fetched once per run.
+    /// A download names the URL; an update names only the EPUB (`-u` is a flag, not an option
+    /// taking the file: the URL beside it would be a second story and a second fetch), and
+    /// FanFicFare reads the story's URL from the EPUB, the identity the library holds.
     public func arguments(url: String, mode: Mode, hailMary: Bool) -> [String] {
         var arguments = ["--non-interactive"]
         for ini in [settings.defaultsIni, settings.personalIni] where !ini.isEmpty {
@@ -38,13 +41,12 @@ public struct FanFicFare: Sendable {
         arguments += ["-o", "output_filename=\(Self.outputName)"]
         switch mode {
         case .download:
-            break
+            return arguments + ["--", url]
         case .update(let epub, let method, let force):
-            arguments += [method == .updateAlways ? "-U" : "-u", epub, "--update-cover"]
+            arguments += [method == .updateAlways ? "-U" : "-u", "--update-cover"]
             if force || method == .force { arguments.append("--force") }
+            return arguments + ["--", epub]
         }
-        arguments += ["--", url]
-        return arguments
     }
 
     /// Runs FanFicFare in `jail` (its working directory, where it writes `story.epub`).

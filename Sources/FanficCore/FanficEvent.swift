@@ -41,7 +41,11 @@ public struct FanficEvent: Codable, Sendable, Hashable {
     public var at: Date
     public var worker: String?
     public var site: String?
+    /// The task's URL.
     public var url: String?
+    /// The story's own URL, as FanFicFare wrote it into the EPUB (the library's identity for
+    /// it), when a worker knows it; may differ from `url` (another spelling of the story).
+    public var storyURL: String?
     public var taskID: String?
     public var calibreID: Int?
     /// Where a routed task went: `fanfic.worker.<id>` or `fanfic.backlog.<site>`.
@@ -53,6 +57,7 @@ public struct FanficEvent: Codable, Sendable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case version, kind = "type", source, at, worker, site, url
+        case storyURL = "story_url"
         case taskID = "task_id"
         case calibreID = "calibre_id"
         case destination, reason, detail, attempt

@@ -70,20 +70,22 @@ public struct StoryPipeline: TaskRunner {
         return try await serverTurn.withLock(timeout: .seconds(600), body)
     }
 
-    /// A book just added must carry its story URL: calibre-server has been seen to store a
-    /// book without the EPUB's metadata (see ``BrokerLock/calibreServer``). Such a book is
-    /// removed and the task retried, with the reason, rather than left as an anonymous "story".
-    private func checkAdded(_ id: Int, url: String, in jail: URL) async throws -> Result? {
-        guard try await !lookup.books(withURL: url).contains(id) else { return nil }
+    /// A book just added must carry the story's URL (the one its EPUB names): calibre-server has
+    /// been seen to store a book without the EPUB's metadata (see ``BrokerLock/calibreServer``).
+    /// Such a book is removed and the task retried, with the reason, rather than left as an
+    /// anonymous "story". Compared with the EPUB's URL, never the task's spelling of it.
+    private func checkAdded(_ id: Int, storyURL: String, in jail: URL) async throws -> Result? {
+        guard try await !lookup.books(withURL: storyURL).contains(id) else { return nil }
         try? await write { try await calibredb.remove(id, in: jail) }
         return .retryable(
-            "the library stored book \(id) without the story's metadata (its URL is missing); removed it. "
+            "the library stored book \(id) without the story's metadata (its URL \(storyURL) is missing); removed it. "
                 + "With a Content Server, restart calibre-server if this repeats")
     }
 
     /// What became of the story.
     enum Result: Sendable {
-        case stored(book: Int, detail: String, notify: Bool)
+        /// `storyURL`: the story's own URL when the EPUB was read.
+        case stored(book: Int, detail: String, notify: Bool, storyURL: String?)
         case retryable(String)
         case permanent(String)
     }
@@ -126,7 +128,14 @@ public struct StoryPipeline: TaskRunner {
             at: jail, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: jail) }
 
-        let books = try await lookup.books(withURL: task.url)
+        // The task's spelling, then the site rules' canonical form of it: only hints, checked
+        // against the URL in the EPUB once FanFicFare has run.
+        var books = try await lookup.books(withURL: task.url)
+        if books.isEmpty, case .success(let canonical) = SiteRules.bundled.resolve(task.url),
+            canonical.canonicalURL != task.url
+        {
+            books = try await lookup.books(withURL: canonical.canonicalURL)
+        }
         if books.count > 1 {
             logger.warning("several books have this URL; updating the first", metadata: ["books": "\(books)"])
         }
@@ -157,24 +166,41 @@ public struct StoryPipeline: TaskRunner {
         case .retryWithForce:
             // Force not allowed (update_no_force), or forced and still skipped: the book stays.
             guard let book = books.first else { return .retryable(Self.reason(outcome)) }
-            return .stored(book: book, detail: "not updated (\(Self.reason(outcome)))", notify: false)
+            return .stored(book: book, detail: "not updated (\(Self.reason(outcome)))", notify: false, storyURL: nil)
         case .success:
             break
         }
         guard FileManager.default.fileExists(atPath: story.path) else {
             return .retryable("fanficfare reported success but wrote no EPUB: \(output.tail)")
         }
-        guard let book = books.first else {
+        // The story's identity is the URL FanFicFare wrote into the EPUB, not the task's spelling.
+        let storyURL: String
+        do {
+            storyURL = try StoryEPUB.sourceURL(of: story)
+        } catch {
+            return .permanent("FanFicFare's EPUB for this story is unusable: \(error)")
+        }
+        if storyURL != task.url {
+            logger.info("the story's own URL differs from the task's", metadata: ["story_url": "\(storyURL)"])
+        }
+        // Downloaded as new, but the library may hold it under the story's own URL.
+        let book: Int
+        if let found = books.first {
+            book = found
+        } else if let found = try await lookup.books(withURL: storyURL).first {
+            logger.info("the library holds this story under its own URL; updating it", metadata: ["book": "\(found)"])
+            book = found
+        } else {
             let id = try await write { try await calibredb.add(story, in: jail) }
-            if let failure = try await checkAdded(id, url: task.url, in: jail) { return failure }
-            return .stored(book: id, detail: "new", notify: true)
+            if let failure = try await checkAdded(id, storyURL: storyURL, in: jail) { return failure }
+            return .stored(book: id, detail: "new", notify: true, storyURL: storyURL)
         }
         if case .upToDate = outcome, method != .updateAlways, task.behavior != .force {
-            return .stored(book: book, detail: "up to date", notify: false)
+            return .stored(book: book, detail: "up to date", notify: false, storyURL: storyURL)
         }
         let id = try await write { try await writeBack(story, over: book, in: jail) }
-        if id != book, let failure = try await checkAdded(id, url: task.url, in: jail) { return failure }
-        return .stored(book: id, detail: "updated", notify: true)
+        if id != book, let failure = try await checkAdded(id, storyURL: storyURL, in: jail) { return failure }
+        return .stored(book: id, detail: "updated", notify: true, storyURL: storyURL)
     }
 
     /// Puts an updated EPUB into the library by the metadata mode; returns the book id now.
@@ -238,14 +264,16 @@ public struct StoryPipeline: TaskRunner {
             .taskSucceeded, source: source, worker: workerID, site: task.site, url: task.url, taskID: task.id,
             attempt: task.attempt, durationMilliseconds: milliseconds)
         switch result {
-        case .stored(let book, let detail, let notify):
+        case .stored(let book, let detail, let notify, let storyURL):
             event.calibreID = book
             event.detail = detail
+            event.storyURL = storyURL
             logger.info("story in the library", metadata: ["book": "\(book)", "detail": "\(detail)"])
             events.emit(event)
             if notify {
                 await notifier.notify(
-                    title: detail == "new" ? "New story" : "Story updated", body: "\(task.url) (book \(book))")
+                    title: detail == "new" ? "New story" : "Story updated",
+                    body: "\(storyURL ?? task.url) (book \(book))")
             }
         case .retryable(let reason):
             var next = task

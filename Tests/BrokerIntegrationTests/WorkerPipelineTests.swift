@@ -122,6 +122,63 @@ extension BrokerTests {
         }
 
         @Test(
+            "every spelling of one story is one book, fetched once per task, with no retry, failure or removal")
+        func spellingsAreOneBook() async throws {
+            // The wrapper records every argument vector, then runs the real fanficfare.
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("argv-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+            let log = scratch.appendingPathComponent("calls.jsonl")
+            let wrapper = scratch.appendingPathComponent("fanficfare-recorder")
+            try """
+            #!/usr/bin/env python3
+            import json, os, sys
+            with open(\(String(reflecting: log.path)), "a") as log:
+                log.write(json.dumps(sys.argv[1:]) + "\\n")
+            os.execvp("fanficfare", ["fanficfare"] + sys.argv[1:])
+
+            """.write(to: wrapper, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: wrapper.path)
+            let system = try await System(extra: { _ in "[fanficfare]\ncommand = \"\(wrapper.path)\"" })
+            defer { system.stop() }
+
+            // Spellings FanFicFare accepts; it stores http://test2.com?sid=4 in the EPUB.
+            let spellings = [
+                "http://test2.com/?sid=4", "http://www.test2.com?sid=4#reviews", "http://test2.com?sid=4&chapter=3",
+                "http://test2.com?sid=4",
+            ]
+            var ends: [FanficEvent] = []
+            for url in spellings {
+                try await system.submit(url, site: "test2.com")
+                ends.append(try await system.events.waitForEnd(of: url))
+            }
+            #expect(ends.map(\.kind) == Array(repeating: .taskSucceeded, count: spellings.count), "\(ends)")
+            #expect(ends.map(\.detail) == ["new", "up to date", "up to date", "up to date"], "\(ends)")
+            #expect(ends.allSatisfy { $0.storyURL == "http://test2.com?sid=4" }, "events carry the story's own URL")
+            let books = try system.library.books()
+            #expect(books.count == 1, "\(books.map(\.title))")
+            #expect(books.first?.identifiers["url"] == "http://test2.com?sid=4")
+            #expect(Set(ends.compactMap(\.calibreID)) == Set(books.map(\.id)))
+            #expect(system.events.of(.taskRetrying).isEmpty && system.events.of(.taskFailed).isEmpty)
+            #expect(try await system.failedReasons().isEmpty)
+            #expect(!system.roles.logText("w1").contains("removed it"))
+
+            // One call per task, each naming exactly one story after "--".
+            let calls = try String(contentsOf: log, encoding: .utf8).split(separator: "\n").map {
+                try JSONDecoder().decode([String].self, from: Data($0.utf8))
+            }
+            #expect(calls.count == spellings.count, "\(calls)")
+            for call in calls {
+                let inputs = call.split(separator: "--", maxSplits: 1, omittingEmptySubsequences: false)
+                #expect(inputs.count == 2 && inputs[1].count == 1, "one story input: \(call)")
+                // Only options before "--" (output_filename=story.epub names where to write).
+                let options = (inputs.first ?? []).filter { !$0.hasPrefix("output_filename=") }
+                #expect(!options.contains { $0.hasPrefix("http") || $0.hasSuffix(".epub") }, "\(call)")
+            }
+            #expect(calls.first?.last == "http://test2.com/?sid=4", "the download names the URL")
+            #expect(calls.dropFirst().allSatisfy { $0.last == "story.epub" }, "updates name only the EPUB")
+        }
+
+        @Test(
             "the same URL again updates its book in each metadata mode; custom columns and own tags survive where promised",
             arguments: ["remove_add", "preserve_metadata", "add_format"])
         func updateByMetadataMode(mode: String) async throws {

@@ -38,6 +38,20 @@ struct FanFicFareCommandTests {
         #expect(!command.arguments(url: "u", mode: .download, hailMary: false).contains("-u"))
     }
 
+    @Test(
+        "every run names exactly one story: the URL for a download, only the EPUB for an update",
+        arguments: FanficConfiguration.Calibre.UpdateMethod.allCases)
+    func oneStoryInput(method: FanficConfiguration.Calibre.UpdateMethod) {
+        let url = "http://test1.com?sid=1"
+        let update = Self.command().arguments(
+            url: url, mode: .update(epub: "story.epub", method: method, force: false), hailMary: false)
+        #expect(!update.contains(url), "the URL beside the EPUB would be a second story and a second fetch")
+        #expect(update.suffix(2) == ["--", "story.epub"])
+        #expect(update.filter { $0 == "story.epub" }.count == 1)
+        let download = Self.command().arguments(url: url, mode: .download, hailMary: false)
+        #expect(download.suffix(2) == ["--", url] && !download.contains("story.epub"))
+    }
+
     @Test("personal.ini, extra options and the Hail Mary's slower settings")
     func settings() {
         let arguments = Self.command(options: ["is_adult=true"]).arguments(url: "u", mode: .download, hailMary: true)
