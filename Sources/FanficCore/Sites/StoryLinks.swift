@@ -101,19 +101,34 @@ public struct StoryLinks: Sendable {
                 // the next line goes on without a space.
                 // Mail programs wrap at 72 to 78 columns; a short line ended by a link, or a next
                 // line that starts with a label ("Author:"), is not a wrap.
-                if line.hasSuffix(match), line.count >= 70, index + 1 < lines.count {
-                    let next = lines[index + 1]
-                    if let continuation = next.range(of: #"^[A-Za-z0-9/?=&%._~+#-]+"#, options: .regularExpression),
-                        !next[continuation].contains("://"), !next[continuation.upperBound...].hasPrefix(":")
-                    {
-                        candidate.joined = trimPunctuation(match + next[continuation])
-                    }
+                if line.hasSuffix(match), line.count >= 70, index + 1 < lines.count,
+                    let continuation = urlContinuation(lines[index + 1])
+                {
+                    candidate.joined = trimPunctuation(match + continuation)
                 }
                 found.append(candidate)
             }
         }
         return found
     }
+
+    /// The start of `line` when it can only be the rest of a wrapped URL: URL characters from the
+    /// first column up to the end of the line or a space, not a list item's marker (`3) `, `- `,
+    /// `* `, `a. `) and not a label (`Author:`). Quoted-printable soft line breaks never get here:
+    /// the decoder has joined them.
+    static func urlContinuation(_ line: String) -> String? {
+        guard line.range(of: listItem, options: .regularExpression) == nil,
+            let range = line.range(of: #"^[A-Za-z0-9/?=&%._~+#-]+"#, options: .regularExpression)
+        else { return nil }
+        let rest = line[range.upperBound...]
+        let continuation = String(line[range])
+        guard !continuation.contains("://"), rest.isEmpty || rest.first!.isWhitespace || ",;!?".contains(rest.first!)
+        else { return nil }
+        return continuation
+    }
+
+    /// A list item's marker at the start of a line: `3) `, `(3) `, `3. `, `a) `, `- `, `* `, `+ `, `• `.
+    static let listItem = #"^\s*(\(?[0-9]{1,3}[.)]|\(?[A-Za-z][.)]|[-*+•])\s"#
 
     static func trimPunctuation(_ url: String) -> String {
         var url = url
