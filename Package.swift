@@ -232,6 +232,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "FanficBrokerTests",
+            dependencies: ["AMQP", "FanficBroker", "FanficCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "StoryPipelineTests",
+            dependencies: [
+                "FanficBroker", "FanficCore", "Notifications", "StoryPipeline", "WorkerRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SupervisionTests",
             dependencies: ["Supervision"],
             swiftSettings: swiftSettings

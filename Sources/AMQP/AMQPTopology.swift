@@ -127,4 +127,10 @@ public struct QueueState: Sendable, Hashable {
     public var name: String
     public var messageCount: UInt32
     public var consumerCount: UInt32
+
+    public init(name: String, messageCount: UInt32, consumerCount: UInt32) {
+        self.name = name
+        self.messageCount = messageCount
+        self.consumerCount = consumerCount
+    }
 }

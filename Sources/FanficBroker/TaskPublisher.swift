@@ -4,14 +4,21 @@ import Foundation
 
 /// Publishes tasks where DESIGN.md says they go, persistent and confirmed.
 public struct TaskPublisher: Sendable {
-    public let connection: AMQPConnection
+    public let bus: any MessageBus
     /// How long a publish keeps retrying through reconnects before it gives up.
     public var retryFor: Duration
 
-    public init(connection: AMQPConnection, retryFor: Duration = .seconds(30)) {
-        self.connection = connection
+    public init(bus: any MessageBus, retryFor: Duration = .seconds(30)) {
+        self.bus = bus
         self.retryFor = retryFor
     }
+
+    public init(connection: AMQPConnection, retryFor: Duration = .seconds(30)) {
+        self.init(bus: AMQPMessageBus(connection), retryFor: retryFor)
+    }
+
+    /// The name of the header that says why a task is in `fanfic.failed`.
+    public static let failureReasonHeader = "x-fanfic-failure-reason"
 
     /// Sends a new task into `fanfic.ingress`; returns once the broker has it on disk.
     public func submit(_ task: TaskMessage) async throws {
@@ -27,15 +34,15 @@ public struct TaskPublisher: Sendable {
     public func park(_ body: Data, reason: String, properties: AMQPMessageProperties = .persistentJSON()) async throws {
         var properties = properties
         properties.deliveryMode = 2
-        properties.headers["x-fanfic-failure-reason"] = .string(reason)
-        try await connection.publish(
+        properties.headers[Self.failureReasonHeader] = .string(reason)
+        try await bus.publish(
             body, exchange: "", routingKey: FanficTopology.failed, properties: properties, mandatory: true,
             retryFor: retryFor)
     }
 
     private func publish(_ task: TaskMessage, exchange: String, routingKey: String) async throws {
         // Mandatory: a task that no queue would take is an error here, not a silent loss.
-        try await connection.publish(
+        try await bus.publish(
             TaskCodec.encode(task), exchange: exchange, routingKey: routingKey,
             properties: .persistentJSON(messageID: task.id), mandatory: true, retryFor: retryFor)
     }

@@ -33,7 +33,7 @@ public struct StoryPipeline: TaskRunner {
     let settings: Settings
     let connection: AMQPConnection
     let events: EventPublisher
-    let notifier: AppriseNotifier
+    let settler: OutcomeSettler
     let logger: Logger
     let lookup: BookLookup
     let calibredb: Calibredb
@@ -48,7 +48,9 @@ public struct StoryPipeline: TaskRunner {
         self.settings = settings
         self.connection = connection
         self.events = events
-        self.notifier = notifier
+        settler = OutcomeSettler(
+            bus: AMQPMessageBus(connection), ladder: settings.ladder, emit: { [events] in events.emit($0) },
+            notifier: notifier)
         self.logger = logger
         let location = CalibreLocation(settings.calibre.library)
         let credentials =
@@ -74,20 +76,12 @@ public struct StoryPipeline: TaskRunner {
     /// been seen to store a book without the EPUB's metadata (see ``BrokerLock/calibreServer``).
     /// Such a book is removed and the task retried, with the reason, rather than left as an
     /// anonymous "story". Compared with the EPUB's URL, never the task's spelling of it.
-    private func checkAdded(_ id: Int, storyURL: String, in jail: URL) async throws -> Result? {
+    private func checkAdded(_ id: Int, storyURL: String, in jail: URL) async throws -> StoryOutcome? {
         guard try await !lookup.books(withURL: storyURL).contains(id) else { return nil }
         try? await write { try await calibredb.remove(id, in: jail) }
         return .retryable(
             "the library stored book \(id) without the story's metadata (its URL \(storyURL) is missing); removed it. "
                 + "With a Content Server, restart calibre-server if this repeats")
-    }
-
-    /// What became of the story.
-    enum Result: Sendable {
-        /// `storyURL`: the story's own URL when the EPUB was read.
-        case stored(book: Int, detail: String, notify: Bool, storyURL: String?)
-        case retryable(String)
-        case permanent(String)
     }
 
     public func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement {
@@ -102,27 +96,20 @@ public struct StoryPipeline: TaskRunner {
                 attempt: task.attempt))
         logger.info("task started", metadata: ["attempt": "\(task.attempt)", "hail_mary": "\(task.hailMary)"])
 
-        let result: Result
+        let outcome: StoryOutcome
         do {
-            result = try await process(task, logger: logger)
+            outcome = try await process(task, logger: logger)
         } catch {
-            result = .retryable("\(error)")
+            outcome = .retryable("\(error)")
         }
         let elapsed = (ContinuousClock.now - started).components
         let milliseconds = Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000)
-        do {
-            try await record(
-                result, of: task, source: source, workerID: workerID, milliseconds: milliseconds, logger: logger)
-            return .done
-        } catch {
-            logger.error("outcome not recorded; the task will run again", metadata: ["error": "\(error)"])
-            return .runAgain
-        }
+        return await settler.settle(outcome, of: task, workerID: workerID, milliseconds: milliseconds, logger: logger)
     }
 
     // MARK: The pipeline
 
-    func process(_ task: TaskMessage, logger: Logger) async throws -> Result {
+    func process(_ task: TaskMessage, logger: Logger) async throws -> StoryOutcome {
         let jail = settings.scratch.appendingPathComponent("fanfic-jail-\(UUID().uuidString)")
         try FileManager.default.createDirectory(
             at: jail, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -251,64 +238,6 @@ public struct StoryPipeline: TaskRunner {
         case .fileNewerThanStory: "the EPUB is newer than the story"
         case .moreChaptersThanSource(let epub, let source): "the EPUB has \(epub) chapters, the site \(source)"
         case .downloaded, .updated, .upToDate: "\(outcome)"
-        }
-    }
-
-    // MARK: Recording the outcome
-
-    func record(
-        _ result: Result, of task: TaskMessage, source: String, workerID: String, milliseconds: Int, logger: Logger
-    ) async throws {
-        let publisher = TaskPublisher(connection: connection, retryFor: .seconds(60))
-        var event = FanficEvent(
-            .taskSucceeded, source: source, worker: workerID, site: task.site, url: task.url, taskID: task.id,
-            attempt: task.attempt, durationMilliseconds: milliseconds)
-        switch result {
-        case .stored(let book, let detail, let notify, let storyURL):
-            event.calibreID = book
-            event.detail = detail
-            event.storyURL = storyURL
-            logger.info("story in the library", metadata: ["book": "\(book)", "detail": "\(detail)"])
-            events.emit(event)
-            if notify {
-                await notifier.notify(
-                    title: detail == "new" ? "New story" : "Story updated",
-                    body: "\(storyURL ?? task.url) (book \(book))")
-            }
-        case .retryable(let reason):
-            var next = task
-            next.attempt += 1
-            event.reason = reason
-            let decision = settings.ladder.decide(failedAttempts: next.attempt)
-            switch decision {
-            case .retry(let tier, _), .hailMary(let tier):
-                if case .retry(_, let index) = decision {
-                    next.retryTier = index
-                } else {
-                    next.hailMary = true
-                    next.retryTier = nil
-                }
-                try await publisher.scheduleRetry(next, tier: tier)
-                event.kind = .taskRetrying
-                event.detail = tier.name
-                logger.warning(
-                    tier.isHailMary ? "task failed again; the Hail Mary waits" : "task failed; retrying later",
-                    metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
-                events.emit(event)
-            case .giveUp:
-                try await publisher.park(TaskCodec.encode(next), reason: "retries exhausted: \(reason)")
-                event.kind = .taskFailed
-                logger.error("retries exhausted; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
-                events.emit(event)
-                await notifier.notify(title: "Story failed after every retry", body: "\(task.url): \(reason)")
-            }
-        case .permanent(let reason):
-            try await publisher.park(TaskCodec.encode(task), reason: reason)
-            event.kind = .taskFailed
-            event.reason = reason
-            logger.error("permanent failure; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
-            events.emit(event)
-            await notifier.notify(title: "Story failed", body: "\(task.url): \(reason)")
         }
     }
 }

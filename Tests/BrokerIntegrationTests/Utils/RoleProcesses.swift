@@ -142,7 +142,10 @@ final class RoleProcesses: @unchecked Sendable {
     deinit {
         stopAll()
         TestBroker.deleteVirtualHost(virtualHost)
-        try? FileManager.default.removeItem(at: directory)
+        // FANFIC_KEEP_TEST_LOGS=1 keeps every role's log for a look after the run.
+        if ProcessInfo.processInfo.environment["FANFIC_KEEP_TEST_LOGS"] == nil {
+            try? FileManager.default.removeItem(at: directory)
+        }
     }
 
     static func monotonicNanos() -> Int {

@@ -1,0 +1,10 @@
+/// What became of one story: the pipeline's answer, which ``OutcomeSettler`` records.
+public enum StoryOutcome: Sendable, Hashable {
+    /// In the library as `book`; `detail`: new, updated, up to date, not updated (why);
+    /// `storyURL`: the story's own URL when its EPUB was read.
+    case stored(book: Int, detail: String, notify: Bool, storyURL: String?)
+    /// Worth another try later, through the retry ladder.
+    case retryable(String)
+    /// Will not succeed by trying again: parked in `fanfic.failed`.
+    case permanent(String)
+}

@@ -1,0 +1,119 @@
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Notifications
+import StoryPipeline
+import Synchronization
+import Testing
+import WorkerRuntime
+
+/// The worker's outcome handling on the in-memory bus: no broker, no tools.
+@Suite("Recording a story's outcome")
+struct OutcomeSettlerTests {
+    static let ladder = RetryLadder(delays: [60, 300], hailMaryDelay: 3600)
+
+    final class Recorder: Notifier {
+        let sent = Mutex<[String]>([])
+        let events = Mutex<[FanficEvent]>([])
+        func notify(title: String, body: String) async -> Bool {
+            sent.withLock { $0.append("\(title): \(body)") }
+            return true
+        }
+    }
+
+    struct Setup {
+        let bus = InMemoryBus(topology: FanficTopology.declarations(retry: OutcomeSettlerTests.ladder))
+        let recorder = Recorder()
+        var settler: OutcomeSettler {
+            OutcomeSettler(
+                bus: bus, ladder: OutcomeSettlerTests.ladder,
+                emit: { [recorder] event in recorder.events.withLock { $0.append(event) } }, notifier: recorder)
+        }
+
+        func settle(_ outcome: StoryOutcome, _ task: TaskMessage) async -> TaskSettlement {
+            await settler.settle(outcome, of: task, workerID: "w1", milliseconds: 1234, logger: Logger(label: "test"))
+        }
+
+        func tasks(in queue: String) throws -> [TaskMessage] {
+            try bus.messages(in: queue).map { try TaskCodec.decode($0.body) }
+        }
+
+        func reasons(in queue: String) -> [String] {
+            bus.messages(in: queue).compactMap {
+                if case .string(let reason) = $0.properties.headers[TaskPublisher.failureReasonHeader] {
+                    reason
+                } else {
+                    nil
+                }
+            }
+        }
+    }
+
+    let task = TaskMessage(url: "http://test2.com/?sid=4", site: "test2.com", submittedBy: "test")
+
+    @Test("a stored story: its event names the book and the story's own URL; the user hears of new ones")
+    func stored() async throws {
+        let setup = Setup()
+        let settled = await setup.settle(
+            .stored(book: 7, detail: "new", notify: true, storyURL: "http://test2.com?sid=4"), task)
+        #expect(settled == .done)
+        let event = try #require(setup.recorder.events.withLock { $0.first })
+        #expect(event.kind == .taskSucceeded && event.calibreID == 7 && event.detail == "new")
+        #expect(event.storyURL == "http://test2.com?sid=4" && event.url == task.url)
+        #expect(event.durationMilliseconds == 1234 && event.worker == "w1")
+        #expect(setup.recorder.sent.withLock { $0 } == ["New story: http://test2.com?sid=4 (book 7)"])
+
+        _ = await setup.settle(.stored(book: 7, detail: "up to date", notify: false, storyURL: nil), task)
+        #expect(setup.recorder.sent.withLock { $0.count } == 1, "nothing to say about an unchanged story")
+        #expect(setup.bus.messages(in: FanficTopology.failed).isEmpty)
+    }
+
+    @Test("a retryable failure climbs the ladder tier by tier, then the Hail Mary, then fanfic.failed")
+    func ladder() async throws {
+        let setup = Setup()
+        var task = task
+        var tiers: [String] = []
+        for _ in 0..<3 {
+            #expect(await setup.settle(.retryable("site down"), task) == .done)
+            let queue = ["fanfic.retry.60s", "fanfic.retry.300s", "fanfic.retry.hail-mary-3600s"].first {
+                !setup.bus.messages(in: $0).isEmpty
+            }
+            let waiting = try #require(queue)
+            let next = try #require(try setup.tasks(in: waiting).first)
+            try setup.bus.expire(queue: waiting)
+            tiers.append(waiting)
+            let back = try #require(try await setup.bus.get(queue: FanficTopology.ingress))
+            try await back.ack()
+            #expect(next.attempt == task.attempt + 1)
+            task = next
+        }
+        #expect(tiers == ["fanfic.retry.60s", "fanfic.retry.300s", "fanfic.retry.hail-mary-3600s"])
+        #expect(task.hailMary && task.retryTier == nil)
+        #expect(await setup.settle(.retryable("site down"), task) == .done)
+        #expect(setup.reasons(in: FanficTopology.failed) == ["retries exhausted: site down"])
+        let kinds = setup.recorder.events.withLock { $0.map(\.kind) }
+        #expect(kinds == [.taskRetrying, .taskRetrying, .taskRetrying, .taskFailed])
+        #expect(setup.recorder.sent.withLock { $0 } == ["Story failed after every retry: \(task.url): site down"])
+    }
+
+    @Test("a permanent failure is parked at once with its reason, and the user is told")
+    func permanent() async throws {
+        let setup = Setup()
+        #expect(await setup.settle(.permanent("the story does not exist"), task) == .done)
+        #expect(setup.reasons(in: FanficTopology.failed) == ["the story does not exist"])
+        #expect(try setup.tasks(in: FanficTopology.failed).first?.attempt == 0)
+        #expect(setup.recorder.events.withLock { $0.map(\.kind) } == [.taskFailed])
+        #expect(setup.recorder.sent.withLock { $0.count } == 1)
+    }
+
+    @Test("when the outcome cannot be recorded, the task runs again and nobody is told anything")
+    func unrecorded() async throws {
+        let setup = Setup()
+        setup.bus.failPublishes(1)
+        #expect(await setup.settle(.permanent("the story does not exist"), task) == .runAgain)
+        #expect(setup.bus.messages(in: FanficTopology.failed).isEmpty)
+        #expect(setup.recorder.events.withLock { $0.isEmpty })
+        #expect(setup.recorder.sent.withLock { $0.isEmpty })
+    }
+}
