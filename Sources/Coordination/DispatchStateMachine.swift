@@ -353,6 +353,14 @@ public struct DispatchStateMachine: Sendable {
         _ id: WorkerID, site: String?, unfinished: Int, now: Duration, into actions: inout [DispatchAction]
     ) {
         let known = workers[id] != nil
+        if known, phase != .running {
+            // Rebuilding: nothing has been sent to any worker in this term, so a worker's latest
+            // report is the best count of what it holds (an earlier one may be stale: a queue
+            // changes under a broker restart, a requeue, a reclaim another term began).
+            seen(id, now: now, into: &actions)
+            believe(id, site: site, unfinished: unfinished)
+            return
+        }
         // What a worker says it holds is believed only for workers this table does not know:
         // after a restart, or when a worker presumed dead comes back. Otherwise sent/finished rule.
         guard !known, let site, unfinished > 0 else {
@@ -371,6 +379,24 @@ public struct DispatchStateMachine: Sendable {
         workers[id]!.sent = unfinished
         holders[site, default: []].insert(id)
         // A backlog that site may have waits until this holder releases it, then drains.
+    }
+
+    /// Takes a known worker's report as its holding, while the table is being rebuilt.
+    private mutating func believe(_ id: WorkerID, site: String?, unfinished: Int) {
+        guard var worker = workers[id] else { return }
+        let holds = unfinished > 0 ? site : nil
+        // A site that others already hold to its cap stays theirs: this report waits for the next.
+        if let holds, holds != worker.site, holders[holds, default: []].count >= configuration.cap(holds) { return }
+        if let old = worker.site, old != holds {
+            holders[old]?.remove(id)
+            if holders[old]?.isEmpty == true { holders[old] = nil }
+        }
+        if let holds { holders[holds, default: []].insert(id) }
+        worker.site = holds
+        worker.sent = unfinished
+        worker.finished = 0
+        worker.outstanding = [:]
+        workers[id] = worker
     }
 
     private mutating func expireSilentWorkers(now: Duration, into actions: inout [DispatchAction]) {

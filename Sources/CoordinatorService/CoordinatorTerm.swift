@@ -170,6 +170,12 @@ final class CoordinatorTerm: Sendable {
     }
 
     private func controlEvent(_ message: ControlMessage, state: inout State) -> DispatchEvent? {
+        logger.trace(
+            "control message",
+            metadata: [
+                "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
+                "unfinished": "\(message.unfinished ?? 0)",
+            ])
         if message.kind == .hello || message.kind == .heartbeat {
             state.reports[message.worker] = (message, Date())
         }

@@ -57,6 +57,8 @@ public final class WorkerSession: Sendable {
     private let progress = Mutex(Progress())
     private let admission: AsyncStream<Void>
     private let admitted: AsyncStream<Void>.Continuation
+    /// Control messages go out one at a time, each computed in its turn (see ``inTurn(_:)``).
+    private let controlTurn = Turnstile()
 
     public init(connection: AMQPConnection, settings: Settings, runner: any TaskRunner, logger: Logger) {
         self.connection = connection
@@ -146,7 +148,7 @@ public final class WorkerSession: Sendable {
         }
         progress.withLock { $0.running = task }
         // Now rather than at the next beat, so that `fanfic status` shows the story at once.
-        await publishControl(liveness(admitted: true), expires: true)
+        await publishLiveness()
         let settlement = await runner.run(task, workerID: settings.id)
         do {
             if settlement == .runAgain {
@@ -161,14 +163,18 @@ public final class WorkerSession: Sendable {
             logger.warning(
                 "ack failed; the task will run again", metadata: ["url": "\(task.url)", "error": "\(error)"])
         }
-        progress.withLock {
-            $0.running = nil
-            $0.lastSite = task.site
-            $0.tasksDone += 1
+        // The task leaves the count and its `finished` goes out in one turn: a heartbeat that
+        // still counts it was published before, one that no longer counts it after.
+        await controlTurn.inTurn {
+            progress.withLock {
+                $0.running = nil
+                $0.lastSite = task.site
+                $0.tasksDone += 1
+            }
+            await publishControl(.finished(worker: settings.id, task: task), expires: false)
         }
-        await publishControl(.finished(worker: settings.id, task: task), expires: false)
         // And a heartbeat, so that `fanfic status` stops showing the story at once.
-        await publishControl(liveness(admitted: true), expires: true)
+        await publishLiveness()
     }
 
     // MARK: Coordination
@@ -212,9 +218,19 @@ public final class WorkerSession: Sendable {
     /// Hello until admitted, then heartbeats, every `heartbeat`.
     private func reportLiveness() async {
         while !Task.isCancelled {
+            await publishLiveness()
+            try? await Task.sleep(for: settings.heartbeat)
+        }
+    }
+
+    /// A hello or heartbeat, counted and published in one turn. A coordinator rebuilding its
+    /// table believes the count; were a heartbeat counted before a task ended but published after
+    /// its `finished`, the site would wait forever for a task that is already done (seen in the
+    /// cluster test after a node came back).
+    private func publishLiveness() async {
+        await controlTurn.inTurn {
             let isAdmitted = progress.withLock { $0.admitted }
             await publishControl(await liveness(admitted: isAdmitted), expires: true)
-            try? await Task.sleep(for: settings.heartbeat)
         }
     }
 
@@ -251,6 +267,26 @@ public final class WorkerSession: Sendable {
         } catch {
             logger.warning(
                 "control message not sent", metadata: ["type": "\(message.kind.rawValue)", "error": "\(error)"])
+        }
+    }
+}
+
+/// One at a time, in arrival order: an async lock for work that suspends.
+actor Turnstile {
+    private var busy = false
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    func inTurn(_ body: @Sendable () async -> Void) async {
+        if busy {
+            await withCheckedContinuation { waiting.append($0) }
+        } else {
+            busy = true
+        }
+        await body()
+        if waiting.isEmpty {
+            busy = false
+        } else {
+            waiting.removeFirst().resume()
         }
     }
 }

@@ -142,6 +142,38 @@ struct DispatchStateMachineTests {
         #expect(last.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
     }
 
+    @Test(
+        "while rebuilding, a worker's latest report replaces an earlier one: a stale count never holds a site forever")
+    func rebuildBelievesTheLatestReport() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        // Seen in the cluster test: a report from before a broker restart says 2, the queue
+        // then holds 1, whose task ends before the rebuild does.
+        _ = machine.handle(.heartbeat("a", site: "test1.com", unfinished: 2), at: .seconds(1))
+        _ = machine.handle(.heartbeat("a", site: "test1.com", unfinished: 1), at: .seconds(2))
+        _ = machine.handle(.taskFinished("a", task(100).identity), at: .seconds(3))
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(4))
+        _ = machine.handle(.tick, at: .seconds(20))
+        let rebuilt = machine.handle(
+            .backlogsDiscovered(["test1.com": 1, "test2.com": 1]), at: .seconds(20))
+        // a holds nothing now: it takes the oldest waiting site and its backlog.
+        #expect(rebuilt.contains(.drainBacklog(site: "test1.com", into: "a")), "\(rebuilt)")
+        _ = machine.handle(
+            .backlogTaskMoved(site: "test1.com", worker: "a", identity: task(7).identity), at: .seconds(21))
+        _ = machine.handle(.backlogDrained(site: "test1.com", worker: "a"), at: .seconds(21))
+        let done = machine.handle(.taskFinished("a", task(7).identity), at: .seconds(22))
+        #expect(done.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        #expect(done.contains(.drainBacklog(site: "test2.com", into: "a")), "the next site is not stuck behind a")
+
+        // A report for a site another worker already holds (to its cap) does not take it over.
+        var other = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = other.handle(.heartbeat("a", site: "test1.com", unfinished: 1), at: .seconds(1))
+        _ = other.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(1))
+        _ = other.handle(.heartbeat("b", site: "test1.com", unfinished: 1), at: .seconds(2))
+        _ = other.handle(.tick, at: .seconds(20))
+        _ = other.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        #expect(other.assignments == ["a": "test1.com"])
+    }
+
     @Test("a site pause keeps a released site unassigned for that long")
     func sitePause() {
         var machine = DispatchStateMachine(

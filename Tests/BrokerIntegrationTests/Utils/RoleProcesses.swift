@@ -56,7 +56,12 @@ final class RoleProcesses: @unchecked Sendable {
     /// Starts a coordinator; `name` tells its log file and pid apart.
     @discardableResult
     func startCoordinator(_ name: String) throws -> pid_t {
-        try start(name, [BuiltProducts.path("coordinator"), "--config", configPath, "--log-level", "debug"])
+        try start(
+            name,
+            [
+                BuiltProducts.path("coordinator"), "--config", configPath, "--log-level",
+                ProcessInfo.processInfo.environment["FANFIC_TEST_COORDINATOR_LOG"] ?? "debug",
+            ])
     }
 
     @discardableResult
