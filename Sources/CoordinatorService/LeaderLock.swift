@@ -7,7 +7,7 @@ import FanficBroker
 /// the control queue has to follow the same coordinator, and SAC does not say who is active.
 struct LeaderLock: Sendable {
     /// The queue whose existence says "a coordinator is active".
-    static let queueName = "fanfic.coordinator.active"
+    static let queueName = FanficTopology.coordinatorLock
 
     let connection: AMQPConnection
 

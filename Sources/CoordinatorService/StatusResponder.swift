@@ -49,9 +49,7 @@ struct StatusResponder: Sendable {
         self.connection = connection
         self.board = board
         self.logger = logger
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        let name = String(board.current.name.map { allowed.contains($0) ? $0 : "-" })
-        queue = "\(FanficTopology.status).\(name)"
+        queue = FanficTopology.statusQueue(coordinator: board.current.name)
     }
 
     func run() async {

@@ -10,7 +10,7 @@ public struct BrokerLock: Sendable {
     /// reads a new book's metadata in request threads that change the process-wide working
     /// directory (calibre's `CurrentDir`, while rendering a cover), so two adds at once can leave
     /// it in a deleted folder, after which every book is added without its metadata.
-    public static let calibreServer = "fanfic.lock.calibre"
+    public static let calibreServer = FanficTopology.calibreServerLock
 
     public struct Timeout: Error, CustomStringConvertible {
         public let name: String

@@ -1,5 +1,6 @@
 import AMQP
 import FanficCore
+import Foundation
 
 /// The broker topology of DESIGN.md, in one place. Every process declares it at start
 /// (idempotently) and again after each reconnect.
@@ -26,6 +27,28 @@ public enum FanficTopology {
     /// Fanout exchange where `fanfic status` asks every coordinator, active or standby, who it
     /// is and what its table holds (answer on the request's `reply_to`).
     public static let status = "fanfic.status"
+
+    /// Header of a message in `fanfic.failed`: why it is there.
+    public static let failureReasonHeader = "x-fanfic-failure-reason"
+
+    /// Exclusive queue held by the active coordinator (the broker deletes it with its connection).
+    public static let coordinatorLock = "fanfic.coordinator.active"
+
+    /// Exclusive queue a worker holds while it writes to a Content Server: writes take turns.
+    public static let calibreServerLock = "fanfic.lock.calibre"
+
+    /// `fanfic.reply.<id>`: where the coordinator answers a worker's hello.
+    public static func replyQueue(worker id: String) -> String { "fanfic.reply.\(id)" }
+
+    /// `fanfic.status.<name>`: a coordinator's queue on the `fanfic.status` exchange; `name` is
+    /// made safe for a queue name.
+    public static func statusQueue(coordinator name: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        return "\(status).\(String(name.map { allowed.contains($0) ? $0 : "-" }))"
+    }
+
+    /// A fresh queue for the answers to one `fanfic status` request.
+    public static func statusReplyQueue() -> String { "\(status).reply.\(UUID().uuidString.lowercased())" }
 
     /// A quorum queue redelivers a message at most this many times before dead-lettering it
     /// to `fanfic.failed`: a message that crashes its consumer is parked, not looped on.

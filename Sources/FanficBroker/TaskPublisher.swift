@@ -17,9 +17,6 @@ public struct TaskPublisher: Sendable {
         self.init(bus: AMQPMessageBus(connection), retryFor: retryFor)
     }
 
-    /// The name of the header that says why a task is in `fanfic.failed`.
-    public static let failureReasonHeader = "x-fanfic-failure-reason"
-
     /// Sends a new task into `fanfic.ingress`; returns once the broker has it on disk.
     public func submit(_ task: TaskMessage) async throws {
         try await publish(task, exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey)
@@ -34,7 +31,7 @@ public struct TaskPublisher: Sendable {
     public func park(_ body: Data, reason: String, properties: AMQPMessageProperties = .persistentJSON()) async throws {
         var properties = properties
         properties.deliveryMode = 2
-        properties.headers[Self.failureReasonHeader] = .string(reason)
+        properties.headers[FanficTopology.failureReasonHeader] = .string(reason)
         try await bus.publish(
             body, exchange: "", routingKey: FanficTopology.failed, properties: properties, mandatory: true,
             retryFor: retryFor)

@@ -25,7 +25,7 @@ struct FailedCommand: AsyncParsableCommand {
 
     static func entry(_ delivery: AMQPDelivery) -> Entry {
         var reason = "(no reason recorded)"
-        if case .string(let text) = delivery.properties.headers[TaskPublisher.failureReasonHeader] { reason = text }
+        if case .string(let text) = delivery.properties.headers[FanficTopology.failureReasonHeader] { reason = text }
         if let task = try? TaskCodec.decode(delivery.body) {
             return Entry(url: task.url, site: task.site, attempt: task.attempt, reason: reason, preview: nil)
         }

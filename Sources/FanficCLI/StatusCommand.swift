@@ -127,7 +127,7 @@ struct StatusCommand: AsyncParsableCommand {
 
     /// Publishes one request to every coordinator and collects the answers for `wait` seconds.
     private func askCoordinators(_ connection: AMQPConnection) async throws -> [CoordinatorStatus] {
-        let replyQueue = "fanfic.status.reply.\(UUID().uuidString.lowercased())"
+        let replyQueue = FanficTopology.statusReplyQueue()
         try await connection.declare(
             AMQPTopology(queues: [QueueSpec(name: replyQueue, durable: false, exclusive: true, autoDelete: true)]),
             remember: false)

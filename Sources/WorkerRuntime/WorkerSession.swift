@@ -73,7 +73,7 @@ public final class WorkerSession: Sendable {
     var queue: String { FanficTopology.workerQueue(id: settings.id) }
     /// Where the coordinator answers this worker's hello. It outlives short disconnections and
     /// expires a minute after the worker is gone.
-    var replyQueue: String { "fanfic.reply.\(settings.id)" }
+    var replyQueue: String { FanficTopology.replyQueue(worker: settings.id) }
 
     /// Runs until graceful shutdown; the task in progress is finished first.
     public func run() async throws {
@@ -143,10 +143,15 @@ public final class WorkerSession: Sendable {
             }
             return
         }
-        if let last = progress.withLock({ $0.lastSite }), last == task.site, settings.sitePause > .zero {
+        // Counted as running from now on: the delivery has left the queue's depth, and a report
+        // that counts neither would let a rebuilding coordinator free the site a task too early.
+        let last = progress.withLock { progress in
+            defer { progress.running = task }
+            return progress.lastSite
+        }
+        if last == task.site, settings.sitePause > .zero {
             try? await Task.sleep(for: settings.sitePause)
         }
-        progress.withLock { $0.running = task }
         // Now rather than at the next beat, so that `fanfic status` shows the story at once.
         await publishLiveness()
         let settlement = await runner.run(task, workerID: settings.id)

@@ -41,7 +41,7 @@ struct OutcomeSettlerTests {
 
         func reasons(in queue: String) -> [String] {
             bus.messages(in: queue).compactMap {
-                if case .string(let reason) = $0.properties.headers[TaskPublisher.failureReasonHeader] {
+                if case .string(let reason) = $0.properties.headers[FanficTopology.failureReasonHeader] {
                     reason
                 } else {
                     nil
