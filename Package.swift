@@ -227,7 +227,10 @@ let package = Package(
         ),
         .testTarget(
             name: "MailIngestTests",
-            dependencies: ["MailIngest", "FanficCore"],
+            dependencies: [
+                "MailIngest", "FanficBroker", "FanficCore", "Notifications",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             exclude: ["Corpus"],
             swiftSettings: swiftSettings
         ),

@@ -30,22 +30,31 @@ public final class Ingester: Sendable {
     }
 
     let settings: Settings
-    let mailbox: IMAPMailbox
+    let mailbox: any Mailbox
     let publisher: TaskPublisher
-    let notifier: AppriseNotifier
+    let notifier: any Notifier
     let logger: Logger
 
-    public init(settings: Settings, connection: AMQPConnection, notifier: AppriseNotifier, logger: Logger) {
-        self.notifier = notifier
+    public init(
+        settings: Settings, mailbox: any Mailbox, bus: any MessageBus, notifier: any Notifier, logger: Logger
+    ) {
         self.settings = settings
+        self.mailbox = mailbox
+        self.publisher = TaskPublisher(bus: bus, retryFor: .seconds(10))
+        self.notifier = notifier
+        self.logger = logger
+    }
+
+    /// The ingester of the configured IMAP mailbox, publishing to the broker.
+    public convenience init(settings: Settings, connection: AMQPConnection, notifier: AppriseNotifier, logger: Logger) {
         let email = settings.email
-        self.mailbox = IMAPMailbox(
+        let mailbox = IMAPMailbox(
             settings: IMAPMailbox.Settings(
                 server: email.server, username: email.username, password: email.password,
                 tls: IMAPMailbox.Settings.TLSMode(rawValue: email.tls.rawValue) ?? .implicit,
                 caFile: email.caFile.isEmpty ? nil : email.caFile))
-        self.publisher = TaskPublisher(connection: connection, retryFor: .seconds(10))
-        self.logger = logger
+        self.init(
+            settings: settings, mailbox: mailbox, bus: AMQPMessageBus(connection), notifier: notifier, logger: logger)
     }
 
     /// Polls every folder once.
