@@ -68,23 +68,21 @@ public struct OutcomeSettler: Sendable {
             var next = task
             next.attempt += 1
             event.reason = reason
-            switch ladder.decide(failedAttempts: next.attempt) {
-            case .retry(let tier, let index):
-                next.retryTier = index
+            let decision = ladder.decide(failedAttempts: next.attempt)
+            switch decision {
+            case .retry(let tier, _), .hailMary(let tier):
+                if case .retry(_, let index) = decision {
+                    next.retryTier = index
+                } else {
+                    next.hailMary = true
+                    next.retryTier = nil
+                }
                 try await publisher.scheduleRetry(next, tier: tier)
                 event.kind = .taskRetrying
                 event.detail = tier.name
                 logger.warning(
-                    "task failed; retrying later", metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
-                emit(event)
-            case .hailMary(let tier):
-                next.hailMary = true
-                next.retryTier = nil
-                try await publisher.scheduleRetry(next, tier: tier)
-                event.kind = .taskRetrying
-                event.detail = tier.name
-                logger.warning(
-                    "task failed again; the Hail Mary waits", metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
+                    tier.isHailMary ? "task failed again; the Hail Mary waits" : "task failed; retrying later",
+                    metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
                 emit(event)
             case .giveUp:
                 try await publisher.park(TaskCodec.encode(next), reason: "retries exhausted: \(reason)")

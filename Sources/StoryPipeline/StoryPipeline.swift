@@ -31,7 +31,6 @@ public struct StoryPipeline: TaskRunner {
     }
 
     let settings: Settings
-    let connection: AMQPConnection
     let events: EventPublisher
     let settler: OutcomeSettler
     let logger: Logger
@@ -46,7 +45,6 @@ public struct StoryPipeline: TaskRunner {
         logger: Logger
     ) {
         self.settings = settings
-        self.connection = connection
         self.events = events
         settler = OutcomeSettler(
             bus: AMQPMessageBus(connection), ladder: settings.ladder, emit: { [events] in events.emit($0) },
