@@ -58,7 +58,7 @@ extension BrokerTests {
                 library.withLibrary = server.url
                 imapPath =
                     cuttableIMAP
-                    ? try NetworkPath(port: Int.random(in: 45_000...49_999), target: dovecot.imapPort) : nil
+                    ? try NetworkPath(port: FreePort.pick(in: 6_000...9_999), target: dovecot.imapPort) : nil
                 roles = try RoleProcesses(
                     extraConfig: """
                         [email]

@@ -315,7 +315,7 @@ extension BrokerTests {
             let passwordFile = scratch.appendingPathComponent("calibre_password").path
             let password = UUID().uuidString
             try "\(password)\n".write(toFile: passwordFile, atomically: true, encoding: .utf8)
-            let port = Int.random(in: 30_000...39_999)
+            let port = FreePort.pick(in: 30_000...32_767)
             var server: LaunchedProcess?
             let system = try await System(
                 extra: { _ in "username = \"fanfic\"\npassword = \"\(password)\"" },

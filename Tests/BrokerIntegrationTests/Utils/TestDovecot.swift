@@ -29,7 +29,7 @@ final class TestDovecot: @unchecked Sendable {
                 at: directory.appendingPathComponent(folder), withIntermediateDirectories: true)
         }
         chmod(directory.appendingPathComponent("mail").path, 0o777)
-        imapPort = Int.random(in: 40_000...44_999)
+        imapPort = FreePort.pick(in: 10_000...14_999, alsoFree: [5000])
         imapsPort = imapPort + 5000
         let path = directory.path
         let certificate = try ChildProcess.run([

@@ -137,7 +137,7 @@ final class NotificationSink {
     private let pid: pid_t
 
     init(in directory: URL) throws {
-        port = Int.random(in: 20_000...29_999)
+        port = FreePort.pick(in: 20_000...29_999)
         file = directory.appendingPathComponent("notifications.jsonl").path
         let script = """
             import http.server, sys
@@ -178,7 +178,7 @@ final class ContentServer {
     private var pid: pid_t = 0
 
     init(library: TestLibrary, log: String) async throws {
-        port = Int.random(in: 30_000...39_999)
+        port = FreePort.pick(in: 30_000...32_767)
         libraryID = library.folder.lastPathComponent
         folder = library.folder.path
         self.log = log
