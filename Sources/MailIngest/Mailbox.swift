@@ -25,7 +25,7 @@ public final class InMemoryMailbox: Mailbox {
     private let folders = Mutex<[String: [Message]]>([:])
     private let nextUID = Mutex<UInt32>(1)
     /// When set, every operation fails with it, as an unreachable server does.
-    public let failure = Mutex<IMAPError?>(nil)
+    private let failure = Mutex<IMAPError?>(nil)
 
     public init() {}
 

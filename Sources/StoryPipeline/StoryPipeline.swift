@@ -115,12 +115,12 @@ public struct StoryPipeline: TaskRunner {
 
         // The task's spelling, then the site rules' canonical form of it: only hints, checked
         // against the URL in the EPUB once FanFicFare has run.
-        var books = try await lookup.books(withURL: task.url)
-        if books.isEmpty, case .success(let canonical) = SiteRules.bundled.resolve(task.url),
-            canonical.canonicalURL != task.url
-        {
-            books = try await lookup.books(withURL: canonical.canonicalURL)
+        var lookedUp = [task.url]
+        if case .success(let canonical) = SiteRules.bundled.resolve(task.url), canonical.canonicalURL != task.url {
+            lookedUp.append(canonical.canonicalURL)
         }
+        var books: [Int] = []
+        for url in lookedUp where books.isEmpty { books = try await lookup.books(withURL: url) }
         if books.count > 1 {
             logger.warning("several books have this URL; updating the first", metadata: ["books": "\(books)"])
         }
@@ -172,7 +172,7 @@ public struct StoryPipeline: TaskRunner {
         let book: Int
         if let found = books.first {
             book = found
-        } else if let found = try await lookup.books(withURL: storyURL).first {
+        } else if !lookedUp.contains(storyURL), let found = try await lookup.books(withURL: storyURL).first {
             logger.info("the library holds this story under its own URL; updating it", metadata: ["book": "\(found)"])
             book = found
         } else {

@@ -4,24 +4,15 @@ import Foundation
 import Logging
 import MailIngest
 import Notifications
-import Synchronization
 import Testing
 
 /// The ingester's settings on an in-memory mailbox and bus: no IMAP server, no broker.
 @Suite("The ingester's settings")
 struct IngesterSettingsTests {
-    final class Recorder: Notifier {
-        let sent = Mutex<[String]>([])
-        func notify(title: String, body: String) async -> Bool {
-            sent.withLock { $0.append("\(title): \(body)") }
-            return true
-        }
-    }
-
     struct Setup {
         let mailbox = InMemoryMailbox()
         let bus = InMemoryBus(topology: FanficTopology.declarations(retry: RetryLadder(delays: [60])))
-        let recorder = Recorder()
+        let recorder = RecordingNotifier()
         var email = FanficConfiguration().email
 
         init(_ configure: (inout FanficConfiguration.Email) -> Void = { _ in }) {
@@ -79,7 +70,7 @@ struct IngesterSettingsTests {
         _ = await setup.poll()
         #expect(setup.queued.map(\.url) == ["http://test3.com?sid=6"])
         #expect(
-            setup.recorder.sent.withLock { $0 } == [
+            setup.recorder.sent == [
                 "Story not downloaded: test2.com is disabled: http://test2.com?sid=5"
             ])
         #expect(setup.mailbox.messages(in: "INBOX").allSatisfy { $0.seen })

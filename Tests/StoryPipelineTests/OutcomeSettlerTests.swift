@@ -13,22 +13,20 @@ import WorkerRuntime
 struct OutcomeSettlerTests {
     static let ladder = RetryLadder(delays: [60, 300], hailMaryDelay: 3600)
 
-    final class Recorder: Notifier {
-        let sent = Mutex<[String]>([])
+    final class EventLog: Sendable {
         let events = Mutex<[FanficEvent]>([])
-        func notify(title: String, body: String) async -> Bool {
-            sent.withLock { $0.append("\(title): \(body)") }
-            return true
-        }
     }
 
     struct Setup {
         let bus = InMemoryBus(topology: FanficTopology.declarations(retry: OutcomeSettlerTests.ladder))
-        let recorder = Recorder()
+        let notifier = RecordingNotifier()
+        let eventLog = EventLog()
+        /// The events emitted so far, in order.
+        var events: [FanficEvent] { eventLog.events.withLock { $0 } }
         var settler: OutcomeSettler {
             OutcomeSettler(
                 bus: bus, ladder: OutcomeSettlerTests.ladder,
-                emit: { [recorder] event in recorder.events.withLock { $0.append(event) } }, notifier: recorder)
+                emit: { [eventLog] event in eventLog.events.withLock { $0.append(event) } }, notifier: notifier)
         }
 
         func settle(_ outcome: StoryOutcome, _ task: TaskMessage) async -> TaskSettlement {
@@ -58,14 +56,14 @@ struct OutcomeSettlerTests {
         let settled = await setup.settle(
             .stored(book: 7, detail: "new", notify: true, storyURL: "http://test2.com?sid=4"), task)
         #expect(settled == .done)
-        let event = try #require(setup.recorder.events.withLock { $0.first })
+        let event = try #require(setup.events.first)
         #expect(event.kind == .taskSucceeded && event.calibreID == 7 && event.detail == "new")
         #expect(event.storyURL == "http://test2.com?sid=4" && event.url == task.url)
         #expect(event.durationMilliseconds == 1234 && event.worker == "w1")
-        #expect(setup.recorder.sent.withLock { $0 } == ["New story: http://test2.com?sid=4 (book 7)"])
+        #expect(setup.notifier.sent == ["New story: http://test2.com?sid=4 (book 7)"])
 
         _ = await setup.settle(.stored(book: 7, detail: "up to date", notify: false, storyURL: nil), task)
-        #expect(setup.recorder.sent.withLock { $0.count } == 1, "nothing to say about an unchanged story")
+        #expect(setup.notifier.sent.count == 1, "nothing to say about an unchanged story")
         #expect(setup.bus.messages(in: FanficTopology.failed).isEmpty)
     }
 
@@ -92,9 +90,9 @@ struct OutcomeSettlerTests {
         #expect(task.hailMary && task.retryTier == nil)
         #expect(await setup.settle(.retryable("site down"), task) == .done)
         #expect(setup.reasons(in: FanficTopology.failed) == ["retries exhausted: site down"])
-        let kinds = setup.recorder.events.withLock { $0.map(\.kind) }
+        let kinds = setup.events.map(\.kind)
         #expect(kinds == [.taskRetrying, .taskRetrying, .taskRetrying, .taskFailed])
-        #expect(setup.recorder.sent.withLock { $0 } == ["Story failed after every retry: \(task.url): site down"])
+        #expect(setup.notifier.sent == ["Story failed after every retry: \(task.url): site down"])
     }
 
     @Test("a permanent failure is parked at once with its reason, and the user is told")
@@ -103,8 +101,8 @@ struct OutcomeSettlerTests {
         #expect(await setup.settle(.permanent("the story does not exist"), task) == .done)
         #expect(setup.reasons(in: FanficTopology.failed) == ["the story does not exist"])
         #expect(try setup.tasks(in: FanficTopology.failed).first?.attempt == 0)
-        #expect(setup.recorder.events.withLock { $0.map(\.kind) } == [.taskFailed])
-        #expect(setup.recorder.sent.withLock { $0.count } == 1)
+        #expect(setup.events.map(\.kind) == [.taskFailed])
+        #expect(setup.notifier.sent.count == 1)
     }
 
     @Test("when the outcome cannot be recorded, the task runs again and nobody is told anything")
@@ -113,7 +111,7 @@ struct OutcomeSettlerTests {
         setup.bus.failPublishes(1)
         #expect(await setup.settle(.permanent("the story does not exist"), task) == .runAgain)
         #expect(setup.bus.messages(in: FanficTopology.failed).isEmpty)
-        #expect(setup.recorder.events.withLock { $0.isEmpty })
-        #expect(setup.recorder.sent.withLock { $0.isEmpty })
+        #expect(setup.events.isEmpty)
+        #expect(setup.notifier.sent.isEmpty)
     }
 }
