@@ -77,6 +77,7 @@ let package = Package(
                 "AMQP",
                 "FanficCore",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -97,7 +98,7 @@ let package = Package(
         .target(
             name: "WorkerRuntime",
             dependencies: [
-                "AMQP", "FanficBroker", "FanficCore",
+                "AMQP", "FanficBroker", "FanficCore", "Notifications",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -138,7 +139,7 @@ let package = Package(
         .target(
             name: "StoryPipeline",
             dependencies: [
-                "AMQP", "CalibreLibrary", "Download", "FanficBroker", "FanficCore", "Notifications", "WorkerRuntime",
+                "CalibreLibrary", "Download", "FanficBroker", "FanficCore", "WorkerRuntime",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -242,7 +243,25 @@ let package = Package(
         .testTarget(
             name: "StoryPipelineTests",
             dependencies: [
-                "FanficBroker", "FanficCore", "Notifications", "StoryPipeline", "WorkerRuntime",
+                "AMQP", "CalibreLibrary", "Download", "ExternalTools", "FanficBroker", "FanficCore", "Notifications",
+                "StoryPipeline", "WorkerRuntime",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WorkerRuntimeTests",
+            dependencies: [
+                "AMQP", "FanficBroker", "FanficCore", "Notifications", "TestSupport", "WorkerRuntime",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "CoordinatorRoleTests",
+            dependencies: [
+                "AMQP", "Coordination", "CoordinatorService", "FanficBroker", "FanficCore", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -265,7 +284,8 @@ let package = Package(
         .executableTarget(
             name: "FanficTestWorker",
             dependencies: [
-                "AppSupport", "FanficCore", "WorkerRuntime",
+                "AppSupport", "FanficBroker", "FanficCore", "Notifications", "WorkerRuntime",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Tests/TestWorker",

@@ -50,7 +50,7 @@ struct RoutingBenchmark: AsyncParsableCommand {
 
         // Raw broker: the tasks into fanfic.ingress, persistent and confirmed.
         let bodies = (0..<tasks).map { index in
-            TaskCodec.encode(
+            WireCodec.encode(
                 TaskMessage(
                     url: "https://\(siteNames[index % sites])/s/\(index)", site: siteNames[index % sites],
                     submittedBy: "bench"))

@@ -3,39 +3,45 @@ import FanficBroker
 import FanficCore
 import Logging
 import ServiceLifecycle
+import Synchronization
 
-/// A role's broker connection as a Service: connects (retrying until the broker is there),
-/// declares the topology, runs the role's work, and closes the connection at shutdown.
-///
-/// The role executables are thin over this until their own services land (coordinator,
-/// worker and ingester issues); even then, this is where their connection lives.
-public struct BrokerSession: Service {
+/// A role's broker connection as a Service, the first of its ServiceGroup (so stopped last):
+/// connects (retrying until the broker is there), declares the topology, opens the gate the
+/// role's other services wait at (``gated(_:)``), and closes the connection at shutdown.
+public final class BrokerSession: Service {
     public let connection: AMQPConnection
     public let configuration: FanficConfiguration
+    /// The connection as the roles use it.
+    public let bus: AMQPMessageBus
     let logger: Logger
-    let work: @Sendable (AMQPConnection) async throws -> Void
+    private let isReady = Atomic<Bool>(false)
 
-    /// - Parameter work: the role's loop; the default waits for graceful shutdown.
-    public init(
-        configuration: FanficConfiguration, broker: AMQPConfiguration, logger: Logger,
-        work: @escaping @Sendable (AMQPConnection) async throws -> Void = { _ in try await gracefulShutdown() }
-    ) {
+    public init(configuration: FanficConfiguration, broker: AMQPConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
-        self.work = work
-        self.connection = AMQPConnection(configuration: broker, logger: logger)
+        connection = AMQPConnection(configuration: broker, logger: logger)
+        bus = AMQPMessageBus(connection)
     }
 
     public func run() async throws {
         do {
             try await connectAndDeclare()
-            try await work(connection)
+            isReady.store(true, ordering: .releasing)
+            try await gracefulShutdown()
         } catch is CancellationError {
         } catch {
             await connection.close()
             throw error
         }
         await connection.close()
+    }
+
+    /// A service that starts once the connection is up and the topology declared.
+    public func gated(_ service: some Service) -> some Service { GatedService(session: self, service: service) }
+
+    /// Returns once the topology is declared; throws when cancelled first.
+    func waitUntilReady() async throws {
+        while !isReady.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(20)) }
     }
 
     /// Waits for the broker as long as it takes (compose may start us first), then declares.
@@ -62,5 +68,20 @@ public struct BrokerSession: Service {
         }
         try await connection.declare(FanficTopology.declarations(retry: configuration.retry.ladder))
         logger.info("broker topology declared", metadata: ["amqp.url": "\(broker)"])
+    }
+}
+
+/// A role's service that waits for its ``BrokerSession`` before it runs.
+struct GatedService<Wrapped: Service>: Service {
+    let session: BrokerSession
+    let service: Wrapped
+
+    func run() async throws {
+        do {
+            try await cancelWhenGracefulShutdown { try await session.waitUntilReady() }
+        } catch is CancellationError {
+            return  // stopped before the broker was there
+        }
+        try await service.run()
     }
 }

@@ -1,23 +1,30 @@
 import AMQP
+import FanficBroker
 import FanficCore
 import Logging
 import ServiceLifecycle
 
-/// Runs one role's services in a ServiceGroup that stops on SIGTERM or SIGINT.
+/// Runs one role as one ServiceGroup: its ``BrokerSession`` first, then the role's own services
+/// (each waiting for the broker), stopped in reverse order on SIGTERM or SIGINT. Graceful
+/// shutdown is bounded by `run.stop_timeout`; past it, the services are cancelled.
 public enum RoleRunner {
-    public static func run(
-        role: String, options: CommonOptions,
-        work: @escaping @Sendable (AMQPConnection, FanficConfiguration, Logger) async throws -> Void
-    ) async throws {
+    /// The role's services in start order, given its bus, configuration and logger.
+    public typealias Services = @Sendable (any MessageBus, FanficConfiguration, Logger) throws -> [any Service]
+
+    public static func run(role: String, options: CommonOptions, services: Services) async throws {
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
         let broker = try Bootstrap.broker(configuration, role: role)
         let logger = Logger(label: "fanfic.\(role)")
         logger.info("starting", metadata: ["role": "\(role)", "amqp.url": "\(broker.redactedURL)"])
-        let session = BrokerSession(configuration: configuration, broker: broker, logger: logger) { connection in
-            try await work(connection, configuration, logger)
-        }
-        try await runUntilStopped(session, logger: logger)
+        let session = BrokerSession(configuration: configuration, broker: broker, logger: logger)
+        let roleServices = try services(session.bus, configuration, logger).map { session.gated($0) }
+        var group = ServiceGroupConfiguration(
+            services: [.init(service: session)] + roleServices.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        group.maximumGracefulShutdownDuration = .seconds(configuration.run.stopTimeout)
+        group.maximumCancellationDuration = .seconds(5)
+        try await ServiceGroup(configuration: group).run()
         logger.info("stopped", metadata: ["role": "\(role)"])
     }
 

@@ -16,10 +16,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
 
     func run() async throws {
-        try await RoleRunner.run(role: "coordinator", options: options) { connection, configuration, logger in
-            let coordinator = Coordinator(
-                connection: connection, settings: Coordinator.Settings(configuration: configuration), logger: logger)
-            try await coordinator.run()
+        try await RoleRunner.run(role: "coordinator", options: options) { bus, configuration, logger in
+            Coordinator.services(bus: bus, settings: Coordinator.Settings(configuration: configuration), logger: logger)
         }
     }
 }

@@ -6,13 +6,14 @@ import Foundation
 import Logging
 import ServiceLifecycle
 
-/// The `coordinator` role: waits to become the active coordinator, then drives the dispatch
-/// state machine over the broker until it loses the lock or is asked to stop.
+/// The `coordinator` role's leadership loop, a Service: waits to become the active coordinator,
+/// then drives the dispatch state machine over the bus until it loses the lock or is asked to stop.
 ///
 /// Each stretch of leadership is a ``CoordinatorTerm`` that starts from an empty table and
 /// rebuilds it from heartbeats: nothing carries over from a term that ended, because a lost
-/// connection may have let another coordinator act meanwhile.
-public final class Coordinator: Sendable {
+/// connection may have let another coordinator act meanwhile. The role's other services (its
+/// ``EventPublisher`` and ``StatusResponder``) run beside it: see ``services``.
+public struct Coordinator: Service {
     public struct Settings: Sendable {
         public var dispatch: DispatchStateMachine.Configuration
         /// Unacknowledged ingress deliveries at once: how many moves may be in flight.
@@ -21,66 +22,82 @@ public final class Coordinator: Sendable {
         public var tickInterval: Duration = .milliseconds(250)
         /// How often a standby tries to become active.
         public var standbyRetry: Duration = .seconds(1)
+        /// How long a term that ends waits for its moves in flight to settle.
+        public var endingGrace: Duration = .seconds(10)
         /// Sites whose backlogs a new term looks for, besides those it sees.
         public var knownSites: [String]
         /// `coordinator@<host>:<pid>`, in events and logs.
         public var name: String
 
         public init(configuration: FanficConfiguration, knownSites: [String] = SiteRules.bundled.rules.map(\.site)) {
-            dispatch = DispatchStateMachine.Configuration(
-                workerTimeout: .seconds(configuration.coordinator.workerTimeout),
-                sitePause: .seconds(configuration.coordinator.sitePause),
-                siteCaps: configuration.coordinator.siteCapTable)
+            self.init(
+                dispatch: DispatchStateMachine.Configuration(
+                    workerTimeout: .seconds(configuration.coordinator.workerTimeout),
+                    sitePause: .seconds(configuration.coordinator.sitePause),
+                    siteCaps: configuration.coordinator.siteCapTable),
+                knownSites: knownSites,
+                name: "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)")
+        }
+
+        public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {
+            self.dispatch = dispatch
             self.knownSites = knownSites
-            name = "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)"
+            self.name = name
         }
     }
 
-    let connection: AMQPConnection
+    let bus: any MessageBus
     let settings: Settings
     let logger: Logger
     let events: EventPublisher
     let board: StatusBoard
 
-    public init(connection: AMQPConnection, settings: Settings, logger: Logger) {
-        self.connection = connection
+    public init(bus: any MessageBus, settings: Settings, events: EventPublisher, board: StatusBoard, logger: Logger) {
+        self.bus = bus
         self.settings = settings
         self.logger = logger
-        self.events = EventPublisher(connection: connection, logger: logger)
-        self.board = StatusBoard(name: settings.name)
+        self.events = events
+        self.board = board
+    }
+
+    /// The role's services in start order (a ServiceGroup stops them in reverse): the event
+    /// publisher outlives the others, so the events of a term that ends still go out.
+    public static func services(bus: any MessageBus, settings: Settings, logger: Logger) -> [any Service] {
+        let events = EventPublisher(bus: bus, logger: logger)
+        let board = StatusBoard(name: settings.name)
+        return [
+            events,
+            StatusResponder(bus: bus, board: board, logger: logger),
+            Coordinator(bus: bus, settings: settings, events: events, board: board, logger: logger),
+        ]
     }
 
     /// Runs until graceful shutdown (or cancellation).
     public func run() async throws {
-        try await withThrowingDiscardingTaskGroup { group in
-            group.addTask { await self.events.run() }
-            let responder = StatusResponder(connection: connection, board: board, logger: logger)
-            let status = Task { await responder.run() }
-            defer { status.cancel() }
-            await cancelWhenGracefulShutdown {
-                while !Task.isCancelled {
-                    guard let generation = await self.becomeActive() else { break }
-                    let term = CoordinatorTerm(coordinator: self, generation: generation)
-                    await term.run()
-                    self.board.standBy()
-                    if !Task.isCancelled {
-                        self.logger.warning("no longer the active coordinator; standing by")
-                    }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                guard let generation = await self.becomeActive() else { break }
+                let term = CoordinatorTerm(
+                    bus: bus, generation: generation, settings: settings, events: events, board: board,
+                    logger: logger)
+                await term.run()
+                board.standBy()
+                if !Task.isCancelled {
+                    logger.warning("no longer the active coordinator; standing by")
                 }
             }
-            events.finish()
         }
     }
 
     /// Waits until this process holds the leader lock; nil when asked to stop first.
     /// Returns the connection generation the lock was won on.
     private func becomeActive() async -> UInt64? {
-        let lock = LeaderLock(connection: connection)
+        let lock = BrokerLock(FanficTopology.coordinatorLock, bus: bus)
         var announcedStandby = false
         while !Task.isCancelled {
             do {
-                try await connection.waitUntilConnected(timeout: .seconds(2))
-                let generation = connection.connectionCount
+                try await bus.waitUntilConnected(timeout: .seconds(2))
+                let generation = bus.generation
                 if try await lock.tryAcquire() {
                     logger.notice("active coordinator", metadata: ["coordinator": "\(settings.name)"])
                     events.emit(FanficEvent(.coordinatorActive, source: settings.name))
@@ -88,7 +105,8 @@ public final class Coordinator: Sendable {
                 }
                 if !announcedStandby {
                     logger.notice(
-                        "another coordinator is active; standing by", metadata: ["lock": "\(LeaderLock.queueName)"])
+                        "another coordinator is active; standing by",
+                        metadata: ["lock": "\(FanficTopology.coordinatorLock)"])
                     announcedStandby = true
                 }
             } catch {

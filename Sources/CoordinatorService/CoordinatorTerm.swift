@@ -11,10 +11,12 @@ import Logging
 /// Everything runs through one loop over ``Input``s, so the state machine is only ever touched
 /// by one task. The actions that wait on the broker (publishes, drains, reclaims) run as child
 /// tasks that report back as inputs: the loop itself never waits on anything but its inputs.
+/// What workers said is the ``ControlLedger``'s, what it means to the world the ``Announcer``'s,
+/// what `fanfic status` shows the ``StatusBoard``'s, the broker work ``QueueMoves``'.
 final class CoordinatorTerm: Sendable {
     enum Input: Sendable {
-        case ingress(AMQPDelivery)
-        case control(AMQPDelivery)
+        case ingress(Result<Decoded<TaskMessage>, UndecodableMessage>)
+        case control(Result<Decoded<ControlMessage>, UndecodableMessage>)
         case event(DispatchEvent)
         case moveSettled
         case operationEnded(WorkerID)
@@ -22,8 +24,14 @@ final class CoordinatorTerm: Sendable {
         case subscriptionEnded(queue: String, error: String?)
     }
 
-    let coordinator: Coordinator
+    let bus: any MessageBus
+    /// The connection generation the lock was won on: a newer one means the lock may be gone.
     let generation: UInt64
+    let settings: Coordinator.Settings
+    let logger: Logger
+    let events: EventPublisher
+    let board: StatusBoard
+    let announcer: Announcer
     let moves: QueueMoves
     let registry: WorkerRegistry
     private let inputs: AsyncStream<Input>
@@ -31,15 +39,19 @@ final class CoordinatorTerm: Sendable {
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
 
-    var connection: AMQPConnection { coordinator.connection }
-    var settings: Coordinator.Settings { coordinator.settings }
-    var logger: Logger { coordinator.logger }
-
-    init(coordinator: Coordinator, generation: UInt64) {
-        self.coordinator = coordinator
+    init(
+        bus: any MessageBus, generation: UInt64, settings: Coordinator.Settings, events: EventPublisher,
+        board: StatusBoard, logger: Logger
+    ) {
+        self.bus = bus
         self.generation = generation
-        self.moves = QueueMoves(connection: coordinator.connection, logger: coordinator.logger)
-        self.registry = WorkerRegistry(connection: coordinator.connection, logger: coordinator.logger)
+        self.settings = settings
+        self.logger = logger
+        self.events = events
+        self.board = board
+        announcer = Announcer(events: events, source: settings.name, logger: logger)
+        moves = QueueMoves(bus: bus, logger: logger)
+        registry = WorkerRegistry(bus: bus, logger: logger)
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
         started = clock.now
     }
@@ -49,34 +61,37 @@ final class CoordinatorTerm: Sendable {
     /// The loop's own state; only the loop touches it.
     private struct State {
         var machine: DispatchStateMachine
-        var deliveries: [DeliveryHandle: AMQPDelivery] = [:]
+        var ledger = ControlLedger()
+        var deliveries: [DeliveryHandle: BusMessage] = [:]
         var nextHandle: DeliveryHandle = 1
-        var replyQueues: [WorkerID: String] = [:]
         /// Drains (by the worker they fill) and reclaims in progress.
         var drains: [WorkerID: StopSignal] = [:]
         var reclaims: Set<WorkerID> = []
         var movesInFlight = 0
-        var sitesSeen: Set<String> = []
         var ending = false
-        /// Each worker's last hello or heartbeat and when it came, for `fanfic status`.
-        var reports: [WorkerID: (message: ControlMessage, at: Date)] = [:]
     }
 
     func run() async {
         var state = State(machine: DispatchStateMachine(configuration: settings.dispatch, now: now))
-        let activeSince = Date()
-        coordinator.board.update {
-            $0.role = .active
-            $0.activeSince = activeSince
-        }
+        board.becameActive(at: Date())
         logger.info(
             "rebuilding the table from heartbeats",
             metadata: ["window_s": "\(settings.dispatch.workerTimeout.components.seconds)"])
         await withDiscardingTaskGroup { group in
             group.addTask {
-                await self.subscribe(FanficTopology.ingress, prefetch: self.settings.ingressPrefetch) { .ingress($0) }
+                await self.subscribe(FanficTopology.ingress, prefetch: self.settings.ingressPrefetch) {
+                    try WireCodec.decode($0)
+                } wrap: {
+                    .ingress($0)
+                }
             }
-            group.addTask { await self.subscribe(FanficTopology.control, prefetch: 100) { .control($0) } }
+            group.addTask {
+                await self.subscribe(FanficTopology.control, prefetch: 100) {
+                    try WireCodec.decodeControl($0)
+                } wrap: {
+                    .control($0)
+                }
+            }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: self.settings.tickInterval)
@@ -87,7 +102,7 @@ final class CoordinatorTerm: Sendable {
             for await input in inputs {
                 handle(input, state: &state, group: &group)
                 if state.ending, endBy == nil {
-                    endBy = clock.now + .seconds(10)
+                    endBy = clock.now + settings.endingGrace
                     for signal in state.drains.values { signal.stop() }
                 }
                 // Ending: let moves in flight settle (so their sources are acked, not
@@ -102,11 +117,20 @@ final class CoordinatorTerm: Sendable {
             feed.finish()
             // What the loop never got to, and what is still unacked, goes back to the broker.
             for await input in inputs {
-                if case .ingress(let delivery) = input { try? await delivery.nack(requeue: true) }
-                if case .control(let delivery) = input { try? await delivery.nack(requeue: true) }
+                if let message = Self.message(of: input) { try? await message.reject(requeue: true) }
             }
-            for delivery in state.deliveries.values { try? await delivery.nack(requeue: true) }
+            for delivery in state.deliveries.values { try? await delivery.reject(requeue: true) }
             group.cancelAll()
+        }
+    }
+
+    private static func message(of input: Input) -> BusMessage? {
+        switch input {
+        case .ingress(.success(let task)): task.message
+        case .ingress(.failure(let bad)): bad.message
+        case .control(.success(let control)): control.message
+        case .control(.failure(let bad)): bad.message
+        default: nil
         }
     }
 
@@ -114,35 +138,35 @@ final class CoordinatorTerm: Sendable {
 
     private func handle(_ input: Input, state: inout State, group: inout DiscardingTaskGroup) {
         switch input {
-        case .ingress(let delivery):
+        case .ingress(let received):
             if state.ending || Task.isCancelled {
-                Task { try? await delivery.nack(requeue: true) }
+                if let message = Self.message(of: input) { group.addTask { try? await message.reject(requeue: true) } }
                 return
             }
-            let task: TaskMessage
-            do {
-                task = try TaskCodec.decode(delivery.body)
-            } catch {
-                park(delivery, reason: "undecodable task: \(error.message)", group: &group)
-                return
+            switch received {
+            case .failure(let bad):
+                park(bad.message, reason: "undecodable task: \(bad.reason)", group: &group)
+            case .success(let task):
+                let handle = state.nextHandle
+                state.nextHandle += 1
+                state.deliveries[handle] = task.message
+                state.ledger.sitesSeen.insert(task.value.site)
+                apply(
+                    .taskArrived(IncomingTask(handle: handle, taskID: task.value.id, identity: task.value.identity)),
+                    state: &state, group: &group)
             }
-            let handle = state.nextHandle
-            state.nextHandle += 1
-            state.deliveries[handle] = delivery
-            state.sitesSeen.insert(task.site)
-            apply(
-                .taskArrived(IncomingTask(handle: handle, taskID: task.id, identity: task.identity)), state: &state,
-                group: &group)
-        case .control(let delivery):
-            let message: ControlMessage
-            do {
-                message = try TaskCodec.decodeControl(delivery.body)
-            } catch {
-                park(delivery, reason: "undecodable control message: \(error.message)", group: &group)
-                return
-            }
-            group.addTask { try? await delivery.ack() }
-            guard let event = controlEvent(message, state: &state) else { return }
+        case .control(.failure(let bad)):
+            park(bad.message, reason: "undecodable control message: \(bad.reason)", group: &group)
+        case .control(.success(let control)):
+            group.addTask { try? await control.message.ack() }
+            let message = control.value
+            logger.trace(
+                "control message",
+                metadata: [
+                    "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
+                    "unfinished": "\(message.unfinished ?? 0)",
+                ])
+            guard let event = state.ledger.translate(message, at: Date()) else { return }
             apply(event, state: &state, group: &group)
         case .event(let event):
             apply(event, state: &state, group: &group)
@@ -152,13 +176,14 @@ final class CoordinatorTerm: Sendable {
             state.drains[worker] = nil
             state.reclaims.remove(worker)
         case .tick:
-            if connection.connectionCount != generation || !connection.isConnected {
+            if bus.generation != generation || !bus.isConnected {
                 if !state.ending { logger.warning("connection to the broker lost; this term ends") }
                 state.ending = true
             }
             if Task.isCancelled { state.ending = true }
             if !state.ending { apply(.tick, state: &state, group: &group) }
-            publishStatus(&state)
+            state.ledger.keepReports(of: state.machine.unfinishedByWorker.keys)
+            board.show(state.machine, ledger: state.ledger)
         case .subscriptionEnded(let queue, let error):
             if !state.ending {
                 logger.error(
@@ -166,53 +191,6 @@ final class CoordinatorTerm: Sendable {
                     metadata: ["queue": "\(queue)", "error": "\(error ?? "none")"])
             }
             state.ending = true
-        }
-    }
-
-    private func controlEvent(_ message: ControlMessage, state: inout State) -> DispatchEvent? {
-        logger.trace(
-            "control message",
-            metadata: [
-                "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
-                "unfinished": "\(message.unfinished ?? 0)",
-            ])
-        if message.kind == .hello || message.kind == .heartbeat {
-            state.reports[message.worker] = (message, Date())
-        }
-        switch message.kind {
-        case .hello:
-            if let replyTo = message.replyTo { state.replyQueues[message.worker] = replyTo }
-            if let site = message.site { state.sitesSeen.insert(site) }
-            return .workerHello(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
-        case .heartbeat:
-            if let site = message.site { state.sitesSeen.insert(site) }
-            return .heartbeat(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
-        case .finished:
-            guard let identity = message.finishedIdentity else { return nil }
-            return .taskFinished(message.worker, identity)
-        case .admit:
-            return nil
-        }
-    }
-
-    /// Copies the table to the status board (every tick: a few workers, cheap).
-    private func publishStatus(_ state: inout State) {
-        let machine = state.machine
-        let assignments = machine.assignments
-        let unfinished = machine.unfinishedByWorker
-        state.reports = state.reports.filter { unfinished[$0.key] != nil }
-        let workers = unfinished.keys.sorted().map { id in
-            let report = state.reports[id]
-            return WorkerStatus(
-                id: id, host: report?.message.host, site: assignments[id], current: report?.message.current,
-                tasksDone: report?.message.tasksDone, unfinished: unfinished[id], lastHeartbeat: report?.at)
-        }
-        let sites = state.sitesSeen.union(assignments.values).union(machine.sitesWaiting).sorted()
-        coordinator.board.update {
-            $0.phase = machine.statusPhase
-            $0.workers = workers
-            $0.waitingSites = machine.sitesWaiting
-            $0.sites = sites
         }
     }
 
@@ -240,7 +218,7 @@ final class CoordinatorTerm: Sendable {
             group.addTask { try? await delivery.ack() }
         case .requeue(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
-            group.addTask { try? await delivery.nack(requeue: true) }
+            group.addTask { try? await delivery.reject(requeue: true) }
         case .drainBacklog(let site, let worker):
             let signal = StopSignal()
             state.drains[worker] = signal
@@ -260,19 +238,19 @@ final class CoordinatorTerm: Sendable {
                 self.feed.yield(.operationEnded(worker))
             }
         case .discoverBacklogs:
-            let sites = Set(settings.knownSites).union(state.sitesSeen).sorted()
+            let sites = Set(settings.knownSites).union(state.ledger.sitesSeen).sorted()
             group.addTask {
                 let counts = await self.moves.backlogCounts(sites: sites)
                 self.feed.yield(.event(.backlogsDiscovered(counts)))
             }
         case .admit(let worker):
-            guard let replyTo = state.replyQueues[worker] else {
+            guard let replyTo = state.ledger.replyQueues[worker] else {
                 logger.warning("cannot admit a worker that gave no reply queue", metadata: ["worker": "\(worker)"])
                 return
             }
             group.addTask { await self.moves.admit(worker, replyTo: replyTo) }
         case .announce(let announcement):
-            announce(announcement)
+            announcer.announce(announcement)
             switch announcement {
             case .workerJoined(let worker):
                 group.addTask { await self.registry.register(worker) }
@@ -285,81 +263,33 @@ final class CoordinatorTerm: Sendable {
         }
     }
 
-    private func park(_ delivery: AMQPDelivery, reason: String, group: inout DiscardingTaskGroup) {
+    private func park(_ message: BusMessage, reason: String, group: inout DiscardingTaskGroup) {
         logger.warning("parked a message in fanfic.failed", metadata: ["reason": "\(reason)"])
-        coordinator.events.emit(FanficEvent(.taskParked, source: settings.name, reason: reason))
+        events.emit(FanficEvent(.taskParked, source: settings.name, reason: reason))
         group.addTask {
             do {
-                try await TaskPublisher(connection: self.connection).park(
-                    delivery.body, reason: reason, properties: delivery.properties)
-                try await delivery.ack()
+                try await TaskPublisher(bus: self.bus).park(
+                    message.body, reason: reason, properties: message.properties)
+                try await message.ack()
             } catch {
                 // Not parked: the broker redelivers it, and past the delivery limit dead-letters it.
-                try? await delivery.nack(requeue: true)
+                try? await message.reject(requeue: true)
             }
         }
     }
 
-    private func subscribe(
-        _ queue: String, prefetch: UInt16, _ wrap: @escaping @Sendable (AMQPDelivery) -> Input
+    /// Feeds one queue's messages, decoded, to the loop until the subscription ends.
+    private func subscribe<Value: Sendable>(
+        _ queue: String, prefetch: UInt16, decode: @escaping @Sendable (Data) throws -> Value,
+        wrap: @escaping @Sendable (Result<Decoded<Value>, UndecodableMessage>) -> Input
     ) async {
         do {
-            for try await delivery in connection.consume(queue: queue, prefetch: prefetch) {
-                feed.yield(wrap(delivery))
+            for try await received in bus.consume(queue: queue, prefetch: prefetch).decoded(decode) {
+                feed.yield(wrap(received))
             }
             feed.yield(.subscriptionEnded(queue: queue, error: nil))
         } catch {
             feed.yield(.subscriptionEnded(queue: queue, error: "\(error)"))
-        }
-    }
-
-    // MARK: Announcements
-
-    private func announce(_ announcement: DispatchAnnouncement) {
-        let source = settings.name
-        let events = coordinator.events
-        switch announcement {
-        case .duplicateDropped(let identity):
-            logger.info("duplicate dropped", metadata: ["site": "\(identity.site)", "url": "\(identity.url)"])
-            events.emit(
-                FanficEvent(
-                    .taskDuplicate, source: source, site: identity.site, url: identity.url,
-                    calibreID: identity.calibreID))
-        case .taskRouted(let identity, let destination):
-            let queue = Self.queueName(destination)
-            logger.debug("task routed", metadata: ["url": "\(identity.url)", "queue": "\(queue)"])
-            var event = FanficEvent(
-                .taskRouted, source: source, site: identity.site, url: identity.url, calibreID: identity.calibreID,
-                destination: queue)
-            if case .worker(let id) = destination { event.worker = id }
-            events.emit(event)
-        case .siteAssigned(let site, let worker):
-            logger.info("site assigned", metadata: ["site": "\(site)", "worker": "\(worker)"])
-            events.emit(FanficEvent(.siteAssigned, source: source, worker: worker, site: site))
-        case .siteReleased(let site, let worker):
-            logger.info("site released", metadata: ["site": "\(site)", "worker": "\(worker)"])
-            events.emit(FanficEvent(.siteReleased, source: source, worker: worker, site: site))
-        case .workerJoined(let worker):
-            logger.info("worker joined", metadata: ["worker": "\(worker)"])
-            events.emit(FanficEvent(.workerJoined, source: source, worker: worker))
-        case .workerPresumedDead(let worker, let site):
-            logger.warning(
-                "worker presumed dead; reclaiming its queue",
-                metadata: ["worker": "\(worker)", "site": "\(site ?? "none")"])
-            events.emit(FanficEvent(.workerDead, source: source, worker: worker, site: site))
-        case .tableRebuilt(let workers, let waitingSites):
-            logger.notice(
-                "table rebuilt; assigning", metadata: ["workers": "\(workers)", "waiting_sites": "\(waitingSites)"])
-            events.emit(
-                FanficEvent(
-                    .coordinatorReady, source: source, detail: "workers=\(workers) waiting_sites=\(waitingSites)"))
-        }
-    }
-
-    static func queueName(_ destination: Destination) -> String {
-        switch destination {
-        case .worker(let id): FanficTopology.workerQueue(id: id)
-        case .backlog(let site): FanficTopology.backlogQueue(site: site)
         }
     }
 }

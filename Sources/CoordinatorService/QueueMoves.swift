@@ -9,22 +9,22 @@ import Synchronization
 /// The broker operations behind the state machine's actions. Every move of a task is publish,
 /// wait for the confirm, then ack the source: a crash in between duplicates, never loses.
 final class QueueMoves: Sendable {
-    let connection: AMQPConnection
+    let bus: any MessageBus
     let logger: Logger
     /// Worker and backlog queues declared in this term (declared once, before the first publish).
     private let declared = Mutex<Set<String>>([])
 
-    init(connection: AMQPConnection, logger: Logger) {
-        self.connection = connection
+    init(bus: any MessageBus, logger: Logger) {
+        self.bus = bus
         self.logger = logger
     }
 
     /// Publishes an ingress delivery's task to its destination; true once confirmed.
-    func publish(_ delivery: AMQPDelivery, to destination: Destination) async -> Bool {
-        let queue = CoordinatorTerm.queueName(destination)
+    func publish(_ delivery: BusMessage, to destination: Destination) async -> Bool {
+        let queue = destination.queueName
         do {
             try await ensureDeclared(destination)
-            try await connection.publish(
+            try await bus.publish(
                 delivery.body, exchange: "", routingKey: queue, properties: Self.persistent(delivery.properties),
                 mandatory: true)
             return true
@@ -48,20 +48,20 @@ final class QueueMoves: Sendable {
         var moved = 0
         while !signal.isStopped && !Task.isCancelled {
             do {
-                guard let message = try await connection.get(queue: source) else {
+                guard let message = try await bus.get(queue: source) else {
                     logger.info(
                         "backlog drained", metadata: ["site": "\(site)", "worker": "\(worker)", "moved": "\(moved)"])
                     report(.backlogDrained(site: site, worker: worker))
                     return
                 }
-                let identity = try? TaskCodec.decode(message.body).identity
+                let identity = try? WireCodec.decode(message.body).identity
                 do {
                     try await ensureDeclared(.worker(worker))
-                    try await connection.publish(
+                    try await bus.publish(
                         message.body, exchange: "", routingKey: target, properties: Self.persistent(message.properties),
                         mandatory: true)
                 } catch {
-                    try? await message.nack(requeue: true)
+                    try? await message.reject(requeue: true)
                     throw error
                 }
                 // Confirmed in the worker's queue: counted there even if this ack is lost (the
@@ -85,16 +85,16 @@ final class QueueMoves: Sendable {
         var moved = 0
         while shouldGoOn() {
             do {
-                guard let message = try await connection.get(queue: queue) else {
+                guard let message = try await bus.get(queue: queue) else {
                     logger.info("worker queue reclaimed", metadata: ["worker": "\(worker)", "moved": "\(moved)"])
                     return true
                 }
                 do {
-                    try await connection.publish(
+                    try await bus.publish(
                         message.body, exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,
                         properties: Self.persistent(message.properties), mandatory: true)
                 } catch {
-                    try? await message.nack(requeue: true)
+                    try? await message.reject(requeue: true)
                     throw error
                 }
                 moved += 1
@@ -114,7 +114,7 @@ final class QueueMoves: Sendable {
         var counts: [String: Int] = [:]
         for site in sites {
             // A failure here only delays a backlog until its site's next task arrives.
-            if let state = try? await connection.queueState(FanficTopology.backlogQueue(site: site)),
+            if let state = try? await bus.queueState(FanficTopology.backlogQueue(site: site)),
                 state.messageCount > 0
             {
                 counts[site] = Int(state.messageCount)
@@ -126,9 +126,9 @@ final class QueueMoves: Sendable {
     /// Tells a worker it may consume its queue.
     func admit(_ worker: WorkerID, replyTo: String) async {
         do {
-            try await connection.publish(
-                TaskCodec.encode(ControlMessage.admit(worker: worker)), exchange: "", routingKey: replyTo,
-                properties: .persistentJSON(), retryFor: .seconds(5))
+            try await bus.publish(
+                WireCodec.encode(ControlMessage.admit(worker: worker)), exchange: "", routingKey: replyTo,
+                properties: .persistentJSON(), mandatory: false, retryFor: .seconds(5))
             logger.info("worker admitted", metadata: ["worker": "\(worker)"])
         } catch {
             // It says hello again at its next heartbeat, and is admitted then.
@@ -137,14 +137,14 @@ final class QueueMoves: Sendable {
     }
 
     private func ensureDeclared(_ destination: Destination) async throws {
-        let name = CoordinatorTerm.queueName(destination)
+        let name = destination.queueName
         if declared.withLock({ $0.contains(name) }) { return }
         let spec =
             switch destination {
             case .worker(let id): FanficTopology.worker(id: id)
             case .backlog(let site): FanficTopology.backlog(site: site)
             }
-        _ = try await connection.declareQueue(spec)
+        try await bus.declare(AMQPTopology(queues: [spec]))
         declared.withLock { _ = $0.insert(name) }
     }
 

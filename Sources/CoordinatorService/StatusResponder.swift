@@ -3,71 +3,31 @@ import FanficBroker
 import FanficCore
 import Foundation
 import Logging
-import Synchronization
-
-/// This coordinator's answer to `fanfic status`: kept current by the active term, read by the
-/// responder whenever a request comes.
-final class StatusBoard: Sendable {
-    private let status: Mutex<CoordinatorStatus>
-
-    init(name: String) {
-        status = Mutex(
-            CoordinatorStatus(
-                name: name, host: ProcessInfo.processInfo.hostName, role: .standby, startedAt: Date()))
-    }
-
-    var current: CoordinatorStatus { status.withLock { $0 } }
-
-    func update(_ body: (inout CoordinatorStatus) -> Void) {
-        status.withLock { body(&$0) }
-    }
-
-    /// Back to standby: nothing of an ended term is shown as current.
-    func standBy() {
-        update {
-            $0.role = .standby
-            $0.activeSince = nil
-            $0.phase = nil
-            $0.workers = []
-            $0.waitingSites = []
-            $0.sites = []
-        }
-    }
-}
+import ServiceLifecycle
 
 /// Answers requests on `fanfic.status` for the whole life of the process, active or standby,
 /// from a private queue bound to that fanout exchange (the broker deletes it with the
-/// connection, and it is declared again after a reconnect).
-struct StatusResponder: Sendable {
-    let connection: AMQPConnection
+/// connection, and it is declared again after a reconnect). A Service of the coordinator role.
+struct StatusResponder: Service {
+    let bus: any MessageBus
     let board: StatusBoard
     let logger: Logger
     /// `fanfic.status.<this coordinator's name>`, made safe for a queue name.
-    let queue: String
-
-    init(connection: AMQPConnection, board: StatusBoard, logger: Logger) {
-        self.connection = connection
-        self.board = board
-        self.logger = logger
-        queue = FanficTopology.statusQueue(coordinator: board.current.name)
-    }
+    var queue: String { FanficTopology.statusQueue(coordinator: board.current.name) }
 
     func run() async {
+        await cancelWhenGracefulShutdown { await answerUntilCancelled() }
+    }
+
+    private func answerUntilCancelled() async {
         while !Task.isCancelled {
             do {
-                try await connection.waitUntilConnected(timeout: .seconds(5))
-                try await connection.declare(
-                    AMQPTopology(
-                        queues: [QueueSpec(name: queue, durable: false, exclusive: true, autoDelete: true)],
-                        bindings: [BindingSpec(queue: queue, exchange: FanficTopology.status, routingKey: "")]))
-                for try await request in connection.consume(queue: queue, prefetch: 10) {
+                try await bus.waitUntilConnected(timeout: .seconds(5))
+                try await bus.declare(FanficTopology.statusRequests(coordinator: board.current.name))
+                for try await request in bus.consume(queue: queue, prefetch: 10) {
                     try? await request.ack()
-                    guard let replyTo = request.properties.replyTo, !replyTo.isEmpty else { continue }
-                    var properties = AMQPMessageProperties(contentType: "application/json", deliveryMode: 1)
-                    properties.correlationID = request.properties.correlationID
                     do {
-                        try await connection.publish(
-                            TaskCodec.encode(board.current), exchange: "", routingKey: replyTo, properties: properties)
+                        try await StatusExchange.answer(request, with: board.current, on: bus)
                     } catch {
                         logger.debug("status answer not sent", metadata: ["error": "\(error)"])
                     }

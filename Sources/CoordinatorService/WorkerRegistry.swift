@@ -16,12 +16,12 @@ import Synchronization
 final class WorkerRegistry: Sendable {
     static var queueName: String { FanficTopology.workers }
 
-    let connection: AMQPConnection
+    let bus: any MessageBus
     let logger: Logger
     private let registered = Mutex<Set<WorkerID>>([])
 
-    init(connection: AMQPConnection, logger: Logger) {
-        self.connection = connection
+    init(bus: any MessageBus, logger: Logger) {
+        self.bus = bus
         self.logger = logger
     }
 
@@ -40,15 +40,15 @@ final class WorkerRegistry: Sendable {
     /// registry without the ones whose queue is gone or now empty. Returns the tasks moved.
     @discardableResult
     func sweep(known: Set<WorkerID>, moves: QueueMoves) async -> Int {
-        var entries: [AMQPDelivery] = []
+        var entries: [BusMessage] = []
         var ids: Set<WorkerID> = []
         do {
-            while let entry = try await connection.get(queue: Self.queueName) {
+            while let entry = try await bus.get(queue: Self.queueName) {
                 entries.append(entry)
                 if let id = String(data: entry.body, encoding: .utf8), !id.isEmpty { ids.insert(id) }
             }
         } catch {
-            for entry in entries { try? await entry.nack(requeue: true) }
+            for entry in entries { try? await entry.reject(requeue: true) }
             logger.warning("worker registry not read", metadata: ["error": "\(error)"])
             return 0
         }
@@ -59,7 +59,7 @@ final class WorkerRegistry: Sendable {
                 keep.insert(id)
                 continue
             }
-            guard let state = try? await connection.queueState(FanficTopology.workerQueue(id: id)) else {
+            guard let state = try? await bus.queueState(FanficTopology.workerQueue(id: id)) else {
                 continue  // its queue is gone: forget it
             }
             if state.consumerCount > 0 {
@@ -78,13 +78,13 @@ final class WorkerRegistry: Sendable {
             for entry in entries { try? await entry.ack() }
             registered.withLock { $0.formUnion(keep) }
         } catch {
-            for entry in entries { try? await entry.nack(requeue: true) }
+            for entry in entries { try? await entry.reject(requeue: true) }
         }
         return moved
     }
 
     private func publish(_ worker: WorkerID) async throws {
-        try await connection.publish(
+        try await bus.publish(
             Data(worker.utf8), exchange: "", routingKey: Self.queueName,
             properties: AMQPMessageProperties(contentType: "text/plain", deliveryMode: 2), mandatory: true,
             retryFor: .seconds(10))

@@ -19,11 +19,11 @@ public struct BrokerLock: Sendable {
     }
 
     public let name: String
-    let connection: AMQPConnection
+    let bus: any MessageBus
 
-    public init(_ name: String, connection: AMQPConnection) {
+    public init(_ name: String, bus: any MessageBus) {
         self.name = name
-        self.connection = connection
+        self.bus = bus
     }
 
     /// Tries once. True when this connection now holds the lock (or already did); the lock is
@@ -31,8 +31,8 @@ public struct BrokerLock: Sendable {
     public func tryAcquire() async throws -> Bool {
         do {
             // Not remembered: after a reconnect the lock is gone, not silently taken again.
-            try await connection.declare(
-                AMQPTopology(queues: [QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)]),
+            try await bus.declare(
+                AMQPTopology(queues: [FanficTopology.lock(name)]),
                 remember: false)
             return true
         } catch let error as AMQPError where error.code == .channelClosed && error.replyCode == 405 {
@@ -41,7 +41,7 @@ public struct BrokerLock: Sendable {
     }
 
     public func release() async {
-        _ = try? await connection.deleteQueue(name)
+        _ = try? await bus.deleteQueue(name)
     }
 
     /// Runs `body` while holding the lock; waits for it (polling every `poll`) at most `timeout`.

@@ -31,7 +31,10 @@ public enum FanficTopology {
     /// Header of a message in `fanfic.failed`: why it is there.
     public static let failureReasonHeader = "x-fanfic-failure-reason"
 
-    /// Exclusive queue held by the active coordinator (the broker deletes it with its connection).
+    /// Exclusive queue held by the active coordinator (a ``BrokerLock``: the broker deletes it with
+    /// its connection, so a crashed or partitioned coordinator loses it as soon as the broker
+    /// notices). Single active consumer on `fanfic.ingress` alone would not do: the control queue
+    /// has to follow the same coordinator, and SAC does not say who is active.
     public static let coordinatorLock = "fanfic.coordinator.active"
 
     /// Exclusive queue a worker holds while it writes to a Content Server: writes take turns.
@@ -107,4 +110,31 @@ public enum FanficTopology {
 
     /// A worker's own queue: durable, so a worker that restarts under the same id resumes it.
     public static func worker(id: String) -> QueueSpec { QueueSpec.quorum(workerQueue(id: id)) }
+
+    /// Where the coordinator answers a worker's hello. Quorum, like every queue a worker relies
+    /// on: a classic queue is unusable while its home node is down, and a worker would then not
+    /// reconnect to the cluster. It outlives short disconnections and expires a minute after the
+    /// worker is gone.
+    public static func reply(worker id: String) -> QueueSpec {
+        QueueSpec.quorum(replyQueue(worker: id), arguments: ["x-expires": .int(60_000)])
+    }
+
+    /// A coordinator's private queue on the `fanfic.status` exchange, bound to it (the broker
+    /// deletes it with the connection).
+    public static func statusRequests(coordinator name: String) -> AMQPTopology {
+        let queue = statusQueue(coordinator: name)
+        return AMQPTopology(
+            queues: [QueueSpec(name: queue, durable: false, exclusive: true, autoDelete: true)],
+            bindings: [BindingSpec(queue: queue, exchange: status, routingKey: "")])
+    }
+
+    /// The private queue of one `fanfic status` request's answers.
+    public static func statusReplies(_ queue: String) -> QueueSpec {
+        QueueSpec(name: queue, durable: false, exclusive: true, autoDelete: true)
+    }
+
+    /// A ``BrokerLock``'s queue: exclusive to its holder's connection, gone with it.
+    public static func lock(_ name: String) -> QueueSpec {
+        QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)
+    }
 }

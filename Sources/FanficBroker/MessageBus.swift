@@ -4,9 +4,32 @@ import Foundation
 /// The broker operations the roles use, so that their logic runs against RabbitMQ
 /// (``AMQPMessageBus``) or, in unit tests, against ``InMemoryBus`` in milliseconds.
 ///
-/// Only what is needed so far: confirmed publishing, fetching one message, and a queue's depth.
-/// Consumers and the rest of the topology operations still use ``AMQP/AMQPConnection`` directly.
+/// One value is one connection: its ``generation`` changes at every reconnect, exclusive queues
+/// (the leader lock, the Content Server's write lock) belong to it. Errors are the AMQP client's
+/// (``AMQP/AMQPError``), from either implementation, so a caller matches one set of codes.
 public protocol MessageBus: Sendable {
+    // MARK: The connection
+
+    /// Changes every time the connection is (re)established: what was true of an older
+    /// generation (a lock held, a subscription) may no longer be.
+    var generation: UInt64 { get }
+    var isConnected: Bool { get }
+    /// Returns once connected; throws `.notConnected` after `timeout`.
+    func waitUntilConnected(timeout: Duration) async throws
+
+    // MARK: Topology
+
+    /// Declares exchanges, queues and bindings. `remember`: declared again after each reconnect.
+    func declare(_ topology: AMQPTopology, remember: Bool) async throws
+    /// Deletes a queue; returns how many messages it held.
+    @discardableResult func deleteQueue(_ name: String) async throws -> UInt32
+    /// Empties a queue; returns how many messages it held.
+    @discardableResult func purgeQueue(_ name: String) async throws -> UInt32
+    /// A queue's depth and consumers, or `nil` when it does not exist.
+    func queueState(_ name: String) async throws -> QueueState?
+
+    // MARK: Messages
+
     /// Publishes one message and returns once the broker has confirmed it. `mandatory`: a message
     /// that no queue takes is an error, not a silent loss. `retryFor`: retryable failures are
     /// tried again until that much time has passed.
@@ -18,8 +41,29 @@ public protocol MessageBus: Sendable {
     /// Takes one message from a queue, or `nil` when it is empty; it must be settled.
     func get(queue: String) async throws -> BusMessage?
 
-    /// A queue's depth and consumers, or `nil` when it does not exist.
-    func queueState(_ name: String) async throws -> QueueState?
+    /// Subscribes to a queue: at most `prefetch` unsettled messages at once. The sequence ends
+    /// normally when the connection is closed, with an error when the queue is refused or deleted;
+    /// `resumesAfterReconnect: false` also ends it (`.connectionLost`) when the connection drops,
+    /// for a consumer that must ask again before it takes more work. Use ``BusSubscription/decoded(_:)``
+    /// to read typed messages without a bad one ending the loop.
+    func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription
+}
+
+extension MessageBus {
+    public func declare(_ topology: AMQPTopology) async throws { try await declare(topology, remember: true) }
+
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        mandatory: Bool = false
+    ) async throws {
+        try await publish(
+            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
+            retryFor: nil)
+    }
+
+    public func consume(queue: String, prefetch: UInt16) -> BusSubscription {
+        consume(queue: queue, prefetch: prefetch, resumesAfterReconnect: true)
+    }
 }
 
 /// One message taken from a queue, to be settled exactly once.
@@ -53,11 +97,72 @@ public struct BusMessage: Sendable {
     public func reject(requeue: Bool) async throws { try await settleAction(.reject(requeue: requeue)) }
 }
 
+/// The messages of one subscription, in order (see ``MessageBus/consume(queue:prefetch:resumesAfterReconnect:)``).
+public struct BusSubscription: AsyncSequence, Sendable {
+    public typealias Element = BusMessage
+    let stream: AsyncThrowingStream<BusMessage, any Error>
+
+    public init(_ stream: AsyncThrowingStream<BusMessage, any Error>) { self.stream = stream }
+
+    public func makeAsyncIterator() -> AsyncThrowingStream<BusMessage, any Error>.AsyncIterator {
+        stream.makeAsyncIterator()
+    }
+
+    /// The subscription's messages decoded: each element is a result, so a message that does not
+    /// decode is an element to park, not an error that ends the loop.
+    public func decoded<Value: Sendable>(
+        _ decode: @escaping @Sendable (Data) throws -> Value
+    ) -> AsyncThrowingMapSequence<BusSubscription, Result<Decoded<Value>, UndecodableMessage>> {
+        map { message in
+            do {
+                return .success(Decoded(value: try decode(message.body), message: message))
+            } catch {
+                return .failure(UndecodableMessage(message: message, reason: "\(error)"))
+            }
+        }
+    }
+}
+
+/// A message and what it decoded to.
+public struct Decoded<Value: Sendable>: Sendable {
+    public let value: Value
+    public let message: BusMessage
+}
+
+/// A message that did not decode, with why: it goes to `fanfic.failed` with the reason.
+public struct UndecodableMessage: Error, Sendable {
+    public let message: BusMessage
+    public let reason: String
+}
+
 /// ``MessageBus`` over the AMQP client: RabbitMQ.
 public struct AMQPMessageBus: MessageBus {
     public let connection: AMQPConnection
 
     public init(_ connection: AMQPConnection) { self.connection = connection }
+
+    public var generation: UInt64 { connection.connectionCount }
+    public var isConnected: Bool { connection.isConnected }
+
+    public func waitUntilConnected(timeout: Duration) async throws {
+        try await connection.waitUntilConnected(timeout: timeout)
+    }
+
+    public func declare(_ topology: AMQPTopology, remember: Bool) async throws {
+        try await connection.declare(topology, remember: remember)
+    }
+
+    @discardableResult public func deleteQueue(_ name: String) async throws -> UInt32 {
+        try await connection.deleteQueue(name)
+    }
+
+    @discardableResult public func purgeQueue(_ name: String) async throws -> UInt32 {
+        try await connection.purgeQueue(name)
+    }
+
+    public func queueState(_ name: String) async throws -> QueueState? {
+        try await connection.queueState(name)
+    }
 
     public func publish(
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
@@ -69,8 +174,19 @@ public struct AMQPMessageBus: MessageBus {
     }
 
     public func get(queue: String) async throws -> BusMessage? {
-        guard let delivery = try await connection.get(queue: queue) else { return nil }
-        return BusMessage(
+        try await connection.get(queue: queue).map(Self.message)
+    }
+
+    public func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription {
+        let consumer = connection.consume(
+            queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect)
+        // Pulled one at a time by the subscriber: the consumer's own buffer and prefetch apply.
+        let source = ConsumerIterator(consumer.makeAsyncIterator())
+        return BusSubscription(AsyncThrowingStream { try await source.next().map(Self.message) })
+    }
+
+    static func message(_ delivery: AMQPDelivery) -> BusMessage {
+        BusMessage(
             body: delivery.body, properties: delivery.properties, routingKey: delivery.routingKey,
             redelivered: delivery.redelivered
         ) { settlement in
@@ -80,8 +196,14 @@ public struct AMQPMessageBus: MessageBus {
             }
         }
     }
+}
 
-    public func queueState(_ name: String) async throws -> QueueState? {
-        try await connection.queueState(name)
-    }
+/// The AMQP consumer's iterator, advanced by one subscriber at a time (the stream's unfolding
+/// closure is never called concurrently).
+private final class ConsumerIterator: @unchecked Sendable {
+    private var base: AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator
+
+    init(_ base: AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator) { self.base = base }
+
+    func next() async throws -> AMQPDelivery? { try await base.next() }
 }

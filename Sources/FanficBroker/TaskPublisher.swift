@@ -13,10 +13,6 @@ public struct TaskPublisher: Sendable {
         self.retryFor = retryFor
     }
 
-    public init(connection: AMQPConnection, retryFor: Duration = .seconds(30)) {
-        self.init(bus: AMQPMessageBus(connection), retryFor: retryFor)
-    }
-
     /// Sends a new task into `fanfic.ingress`; returns once the broker has it on disk.
     public func submit(_ task: TaskMessage) async throws {
         try await publish(task, exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey)
@@ -40,7 +36,7 @@ public struct TaskPublisher: Sendable {
     private func publish(_ task: TaskMessage, exchange: String, routingKey: String) async throws {
         // Mandatory: a task that no queue would take is an error here, not a silent loss.
         try await bus.publish(
-            TaskCodec.encode(task), exchange: exchange, routingKey: routingKey,
+            WireCodec.encode(task), exchange: exchange, routingKey: routingKey,
             properties: .persistentJSON(messageID: task.id), mandatory: true, retryFor: retryFor)
     }
 }

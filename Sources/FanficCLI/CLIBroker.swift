@@ -6,18 +6,22 @@ import FanficCore
 import Logging
 
 /// The broker connection of a CLI command: configuration, connect, declare the topology; a
-/// clear message (never a hang) when the broker can't be reached.
-enum CLIBroker {
-    static func connect(_ options: CommonOptions, timeout: Int = 30) async throws -> (
-        AMQPConnection, FanficConfiguration
-    ) {
+/// clear message (never a hang) when the broker can't be reached. Commands work on ``bus``.
+struct CLIBroker {
+    let connection: AMQPConnection
+    let configuration: FanficConfiguration
+    var bus: any MessageBus { AMQPMessageBus(connection) }
+
+    func close() async { await connection.close() }
+
+    static func connect(_ options: CommonOptions, timeout: Int = 30) async throws -> CLIBroker {
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
-        return (try await connect(configuration, timeout: timeout), configuration)
+        return try await connect(configuration, timeout: timeout)
     }
 
     /// The same, for a command that has loaded its configuration already.
-    static func connect(_ configuration: FanficConfiguration, timeout: Int = 30) async throws -> AMQPConnection {
+    static func connect(_ configuration: FanficConfiguration, timeout: Int = 30) async throws -> CLIBroker {
         let broker = try Bootstrap.broker(configuration, role: "cli")
         let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
         do {
@@ -29,6 +33,6 @@ enum CLIBroker {
             let reason = connection.lastError.map { "\($0)" } ?? "\(error)"
             throw ValidationError("cannot reach the broker at \(broker.redactedURL) within \(timeout) s: \(reason)")
         }
-        return connection
+        return CLIBroker(connection: connection, configuration: configuration)
     }
 }

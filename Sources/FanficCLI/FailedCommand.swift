@@ -1,4 +1,3 @@
-import AMQP
 import AppSupport
 import ArgumentParser
 import FanficBroker
@@ -13,40 +12,6 @@ struct FailedCommand: AsyncParsableCommand {
         subcommands: [List.self, Requeue.self, Purge.self]
     )
 
-    /// One parked message, read without taking it off the queue for good.
-    struct Entry: Encodable {
-        let url: String?
-        let site: String?
-        let attempt: Int?
-        let reason: String
-        /// The first bytes of a message that is not a task.
-        let preview: String?
-    }
-
-    static func entry(_ delivery: AMQPDelivery) -> Entry {
-        var reason = "(no reason recorded)"
-        if case .string(let text) = delivery.properties.headers[FanficTopology.failureReasonHeader] { reason = text }
-        if let task = try? TaskCodec.decode(delivery.body) {
-            return Entry(url: task.url, site: task.site, attempt: task.attempt, reason: reason, preview: nil)
-        }
-        return Entry(
-            url: nil, site: nil, attempt: nil, reason: reason,
-            preview: String(decoding: delivery.body.prefix(80), as: UTF8.self))
-    }
-
-    /// Takes every message off fanfic.failed (unacked), lets `decide` settle each, and gives the
-    /// rest back. Unacked messages return to the queue if anything fails (the broker requeues
-    /// them when the connection closes): nothing is lost.
-    static func sweep(
-        _ connection: AMQPConnection, _ decide: (AMQPDelivery) async throws -> Bool
-    ) async throws {
-        var kept: [AMQPDelivery] = []
-        while let delivery = try await connection.get(queue: FanficTopology.failed) {
-            if try await !decide(delivery) { kept.append(delivery) }
-        }
-        for delivery in kept { try await delivery.nack(requeue: true) }
-    }
-
     struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List the failed tasks with their reasons.")
 
@@ -56,13 +21,9 @@ struct FailedCommand: AsyncParsableCommand {
         var json = false
 
         func run() async throws {
-            let (connection, _) = try await CLIBroker.connect(options)
-            var entries: [Entry] = []
-            try await FailedCommand.sweep(connection) { delivery in
-                entries.append(FailedCommand.entry(delivery))
-                return false
-            }
-            await connection.close()
+            let broker = try await CLIBroker.connect(options)
+            let entries = try await FailedTasks(bus: broker.bus).list()
+            await broker.close()
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -95,26 +56,13 @@ struct FailedCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (connection, _) = try await CLIBroker.connect(options)
-            let publisher = TaskPublisher(connection: connection)
+            let broker = try await CLIBroker.connect(options)
             let wanted = Set(urls)
-            var requeued = 0
-            try await FailedCommand.sweep(connection) { delivery in
-                guard var task = try? TaskCodec.decode(delivery.body), all || wanted.contains(task.url) else {
-                    return false
-                }
-                task.attempt = 0
-                task.retryTier = nil
-                task.hailMary = false
-                try await publisher.submit(task)
-                try await delivery.ack()
-                requeued += 1
-                print("requeued  \(task.url)")
-                return true
-            }
-            await connection.close()
-            print("\(requeued) task(s) requeued")
-            if requeued == 0 { throw ExitCode.failure }
+            let requeued = try await FailedTasks(bus: broker.bus).requeue { all || wanted.contains($0.url) }
+            await broker.close()
+            for task in requeued { print("requeued  \(task.url)") }
+            print("\(requeued.count) task(s) requeued")
+            if requeued.isEmpty { throw ExitCode.failure }
         }
     }
 
@@ -131,9 +79,9 @@ struct FailedCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let (connection, _) = try await CLIBroker.connect(options)
-            let count = try await connection.purgeQueue(FanficTopology.failed)
-            await connection.close()
+            let broker = try await CLIBroker.connect(options)
+            let count = try await FailedTasks(bus: broker.bus).purge()
+            await broker.close()
             print("\(count) failed task(s) deleted")
         }
     }

@@ -4,7 +4,6 @@ import ArgumentParser
 import FanficBroker
 import FanficCore
 import Foundation
-import Synchronization
 
 /// `fanfic status`: the broker, the coordinators, each worker, and the depth of every queue
 /// that holds tasks. Coordinators answer a request on the `fanfic.status` fanout exchange;
@@ -85,90 +84,53 @@ struct StatusCommand: AsyncParsableCommand {
             checkedAt: Date(), broker: .init(url: url, reachable: false), coordinators: [], workers: [],
             backlogs: [:], retry: [])
 
-        let connection: AMQPConnection
+        let broker: CLIBroker
         do {
-            connection = try await CLIBroker.connect(configuration, timeout: 5)
+            broker = try await CLIBroker.connect(configuration, timeout: 5)
         } catch {
             report.broker.error = "\(error)"
             emit(report)
             throw ExitCode.failure
         }
         report.broker.reachable = true
-        defer { Task { await connection.close() } }
+        do {
+            let bus = broker.bus
+            report.coordinators = try await StatusExchange.ask(bus, wait: .milliseconds(Int(wait * 1000)))
+            let active = report.coordinators.first { $0.role == .active }
+            report.active = active?.name
 
-        report.coordinators = try await askCoordinators(connection)
-        let active = report.coordinators.first { $0.role == .active }
-        report.active = active?.name
-
-        for worker in active?.workers ?? [] {
-            let queued = try await connection.queueState(FanficTopology.workerQueue(id: worker.id))
-            report.workers.append(.init(status: worker, queued: queued.map { Int($0.messageCount) }))
-        }
-        for site in active?.sites ?? [] {
-            if let state = try await connection.queueState(FanficTopology.backlogQueue(site: site)),
-                state.messageCount > 0
-            {
-                report.backlogs[site] = Int(state.messageCount)
+            for worker in active?.workers ?? [] {
+                let queued = try await bus.queueState(FanficTopology.workerQueue(id: worker.id))
+                report.workers.append(.init(status: worker, queued: queued.map { Int($0.messageCount) }))
             }
+            for site in active?.sites ?? [] {
+                if let state = try await bus.queueState(FanficTopology.backlogQueue(site: site)),
+                    state.messageCount > 0
+                {
+                    report.backlogs[site] = Int(state.messageCount)
+                }
+            }
+            for tier in configuration.retry.ladder.tiers {
+                let queue = FanficTopology.retryQueue(tier)
+                let state = try await bus.queueState(queue)
+                report.retry.append(
+                    .init(queue: queue, delaySeconds: tier.delaySeconds, depth: state.map { Int($0.messageCount) }))
+            }
+            report.ingress = try await bus.queueState(FanficTopology.ingress).map { Int($0.messageCount) }
+            report.failed = try await bus.queueState(FanficTopology.failed).map { Int($0.messageCount) }
+        } catch {
+            await broker.close()
+            throw error
         }
-        for tier in configuration.retry.ladder.tiers {
-            let queue = FanficTopology.retryQueue(tier)
-            let state = try await connection.queueState(queue)
-            report.retry.append(
-                .init(queue: queue, delaySeconds: tier.delaySeconds, depth: state.map { Int($0.messageCount) }))
-        }
-        report.ingress = try await connection.queueState(FanficTopology.ingress).map { Int($0.messageCount) }
-        report.failed = try await connection.queueState(FanficTopology.failed).map { Int($0.messageCount) }
-        await connection.close()
+        await broker.close()
 
         emit(report)
-        if active == nil { throw ExitCode.failure }
-    }
-
-    /// Publishes one request to every coordinator and collects the answers for `wait` seconds.
-    private func askCoordinators(_ connection: AMQPConnection) async throws -> [CoordinatorStatus] {
-        let replyQueue = FanficTopology.statusReplyQueue()
-        try await connection.declare(
-            AMQPTopology(queues: [QueueSpec(name: replyQueue, durable: false, exclusive: true, autoDelete: true)]),
-            remember: false)
-        let answers = connection.consume(queue: replyQueue, prefetch: 50)
-        var properties = AMQPMessageProperties(contentType: "application/json", deliveryMode: 1)
-        properties.replyTo = replyQueue
-        properties.expiration = "\(Int(wait * 1000))"
-        try await connection.publish(
-            Data(#"{"type":"status","version":\#(TaskMessage.currentVersion)}"#.utf8),
-            exchange: FanficTopology.status, routingKey: "", properties: properties)
-
-        // Every coordinator answers at once. Once the active one has, standbys get a short
-        // grace; the whole window is only waited out when no active coordinator answers.
-        let found = Answers()
-        let collector = Task {
-            for try await answer in answers {
-                try? await answer.ack()
-                if let status = try? TaskCodec.decodeStatus(answer.body) { found.add(status) }
-            }
-        }
-        let deadline = ContinuousClock.now + .milliseconds(Int(wait * 1000))
-        var activeSeenAt: ContinuousClock.Instant?
-        while ContinuousClock.now < deadline {
-            if activeSeenAt == nil, found.all.contains(where: { $0.role == .active }) { activeSeenAt = .now }
-            if let activeSeenAt, ContinuousClock.now - activeSeenAt > .milliseconds(300) { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        collector.cancel()
-        _ = await collector.result
-        return found.all.sorted { ($0.role == .active ? 0 : 1, $0.name) < ($1.role == .active ? 0 : 1, $1.name) }
-    }
-
-    private final class Answers: Sendable {
-        private let list = Mutex<[CoordinatorStatus]>([])
-        func add(_ status: CoordinatorStatus) { list.withLock { $0.append(status) } }
-        var all: [CoordinatorStatus] { list.withLock { $0 } }
+        if report.active == nil { throw ExitCode.failure }
     }
 
     private func emit(_ report: Report) {
         if json {
-            var data = TaskCodec.encodeValue(report)
+            var data = WireCodec.encodeValue(report)
             data.append(0x0A)
             FileHandle.standardOutput.write(data)
         } else {

@@ -93,9 +93,10 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     private func publish(_ stories: [SiteRules.Story]) async throws {
-        let (connection, _) = try await CLIBroker.connect(options)
+        let broker = try await CLIBroker.connect(options)
+        let connection = broker.connection
         do {
-            let publisher = TaskPublisher(connection: connection)
+            let publisher = TaskPublisher(bus: broker.bus)
             let who = "cli:\(ProcessInfo.processInfo.environment["USER"] ?? "unknown")"
             let behavior: TaskMessage.Behavior = force ? .force : .normal
             try await withThrowingTaskGroup(of: Void.self) { group in

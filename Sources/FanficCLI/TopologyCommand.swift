@@ -16,14 +16,14 @@ struct TopologyCommand: AsyncParsableCommand {
     var timeout: Int = 30
 
     func run() async throws {
-        let (connection, configuration) = try await CLIBroker.connect(options, timeout: timeout)
-        let topology = FanficTopology.declarations(retry: configuration.retry.ladder)
+        let broker = try await CLIBroker.connect(options, timeout: timeout)
+        let topology = FanficTopology.declarations(retry: broker.configuration.retry.ladder)
         print("QUEUE\tMESSAGES\tCONSUMERS")
         for queue in topology.queues {
-            if let state = try await connection.queueState(queue.name) {
+            if let state = try await broker.bus.queueState(queue.name) {
                 print("\(queue.name)\t\(state.messageCount)\t\(state.consumerCount)")
             }
         }
-        await connection.close()
+        await broker.close()
     }
 }

@@ -96,21 +96,21 @@ public struct ControlMessage: Codable, Sendable, Hashable {
     }
 }
 
-extension TaskCodec {
+extension WireCodec {
     /// Encodes a control message as UTF-8 JSON.
     public static func encode(_ message: ControlMessage) -> Data { encodeJSON(message) }
 
     /// Decodes a control message, checking its version and that each kind has what it needs.
-    public static func decodeControl(_ data: Data) throws(TaskDecodingError) -> ControlMessage {
+    public static func decodeControl(_ data: Data) throws(MessageDecodingError) -> ControlMessage {
         let message: ControlMessage = try decodeVersioned(data)
-        if message.worker.isEmpty { throw TaskDecodingError(.invalidField, "'worker' is empty") }
+        if message.worker.isEmpty { throw MessageDecodingError(.invalidField, "'worker' is empty") }
         switch message.kind {
         case .hello where message.replyTo?.isEmpty != false:
-            throw TaskDecodingError(.missingField, "a hello needs 'reply_to'")
+            throw MessageDecodingError(.missingField, "a hello needs 'reply_to'")
         case .hello, .heartbeat:
-            if (message.unfinished ?? 0) < 0 { throw TaskDecodingError(.invalidField, "'unfinished' is negative") }
+            if (message.unfinished ?? 0) < 0 { throw MessageDecodingError(.invalidField, "'unfinished' is negative") }
         case .finished where message.finishedIdentity == nil:
-            throw TaskDecodingError(.missingField, "a finished message needs 'url' and 'site'")
+            throw MessageDecodingError(.missingField, "a finished message needs 'url' and 'site'")
         case .finished, .admit:
             break
         }

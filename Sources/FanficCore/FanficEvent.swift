@@ -89,10 +89,10 @@ public struct FanficEvent: Codable, Sendable, Hashable {
     public var routingKey: String { kind.rawValue }
 }
 
-extension TaskCodec {
+extension WireCodec {
     public static func encode(_ event: FanficEvent) -> Data { encodeJSON(event) }
 
-    public static func decodeEvent(_ data: Data) throws(TaskDecodingError) -> FanficEvent {
+    public static func decodeEvent(_ data: Data) throws(MessageDecodingError) -> FanficEvent {
         try decodeVersioned(data)
     }
 }

@@ -54,4 +54,29 @@ public struct RetryLadder: Sendable, Hashable {
         }
         return .giveUp
     }
+
+    /// Where a task goes after a retryable failure, and the task as it goes there: its attempt
+    /// counted, and its tier or Hail Mary marked.
+    public enum Step: Sendable, Hashable {
+        /// Wait in `tier`, then run again.
+        case wait(TaskMessage, in: Tier)
+        /// Past the ladder: to `fanfic.failed`.
+        case giveUp(TaskMessage)
+    }
+
+    public func step(afterFailureOf task: TaskMessage) -> Step {
+        var next = task
+        next.attempt += 1
+        switch decide(failedAttempts: next.attempt) {
+        case .retry(let tier, let index):
+            next.retryTier = index
+            return .wait(next, in: tier)
+        case .hailMary(let tier):
+            next.hailMary = true
+            next.retryTier = nil
+            return .wait(next, in: tier)
+        case .giveUp:
+            return .giveUp(next)
+        }
+    }
 }

@@ -89,10 +89,10 @@ public struct WorkerStatus: Codable, Sendable, Hashable {
     }
 }
 
-extension TaskCodec {
+extension WireCodec {
     public static func encode(_ status: CoordinatorStatus) -> Data { encodeJSON(status) }
 
-    public static func decodeStatus(_ data: Data) throws(TaskDecodingError) -> CoordinatorStatus {
+    public static func decodeStatus(_ data: Data) throws(MessageDecodingError) -> CoordinatorStatus {
         try decodeVersioned(data)
     }
 }

@@ -30,17 +30,17 @@ struct IngesterCommand: AsyncParsableCommand {
             try await pollOnce()
             return
         }
-        try await RoleRunner.run(role: "ingester", options: options) { connection, configuration, logger in
+        try await RoleRunner.run(role: "ingester", options: options) { bus, configuration, logger in
             guard !configuration.email.server.isEmpty else {
                 logger.notice("no mailbox configured (email.server is empty); nothing to poll")
-                try await gracefulShutdown()
-                return
+                return [IdleUntilStopped()]
             }
-            let ingester = Ingester(
-                settings: Ingester.Settings(email: configuration.email), connection: connection,
-                notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger
-            )
-            await cancelWhenGracefulShutdown { await ingester.run() }
+            return [
+                Ingester(
+                    settings: Ingester.Settings(email: configuration.email), bus: bus,
+                    notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger),
+                    logger: logger)
+            ]
         }
     }
 
@@ -64,7 +64,7 @@ struct IngesterCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let ingester = Ingester(
-            settings: Ingester.Settings(email: configuration.email), connection: connection,
+            settings: Ingester.Settings(email: configuration.email), bus: AMQPMessageBus(connection),
             notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger)
         let reports = await ingester.pollOnce()
         await connection.close()
@@ -76,5 +76,12 @@ struct IngesterCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }
         if reports.contains(where: { $0.failed != nil || $0.deferred > 0 }) { throw ExitCode.failure }
+    }
+}
+
+/// A role with nothing to do stays up (compose restarts an exited one) until asked to stop.
+struct IdleUntilStopped: Service {
+    func run() async throws {
+        try? await gracefulShutdown()
     }
 }

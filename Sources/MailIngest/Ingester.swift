@@ -4,11 +4,12 @@ import FanficCore
 import Foundation
 import Logging
 import Notifications
+import ServiceLifecycle
 
 /// The `ingester` role: polls each configured folder, turns every unseen message's story links
 /// into tasks, and marks the message seen (or moves it) only once its tasks are confirmed by
 /// the broker. If the broker is down nothing is marked, and the next poll tries again.
-public final class Ingester: Sendable {
+public final class Ingester: Service {
     public struct Settings: Sendable {
         public var email: FanficConfiguration.Email
         public var submittedBy: String
@@ -45,8 +46,8 @@ public final class Ingester: Sendable {
         self.logger = logger
     }
 
-    /// The ingester of the configured IMAP mailbox, publishing to the broker.
-    public convenience init(settings: Settings, connection: AMQPConnection, notifier: AppriseNotifier, logger: Logger) {
+    /// The ingester of the configured IMAP mailbox.
+    public convenience init(settings: Settings, bus: any MessageBus, notifier: any Notifier, logger: Logger) {
         let email = settings.email
         let mailbox = IMAPMailbox(
             settings: IMAPMailbox.Settings(
@@ -54,7 +55,7 @@ public final class Ingester: Sendable {
                 tls: IMAPMailbox.Settings.TLSMode(rawValue: email.tls.rawValue) ?? .implicit,
                 caFile: email.caFile.isEmpty ? nil : email.caFile))
         self.init(
-            settings: settings, mailbox: mailbox, bus: AMQPMessageBus(connection), notifier: notifier, logger: logger)
+            settings: settings, mailbox: mailbox, bus: bus, notifier: notifier, logger: logger)
     }
 
     /// Polls every folder once.
@@ -66,9 +67,13 @@ public final class Ingester: Sendable {
         return reports
     }
 
-    /// Polls at once, then every `sleep_time` seconds, until cancelled; a failing server gets
-    /// a longer wait (doubling, at most ten polls' worth) and a log line each time.
+    /// Polls at once, then every `sleep_time` seconds, until graceful shutdown; a failing server
+    /// gets a longer wait (doubling, at most ten polls' worth) and a log line each time.
     public func run() async {
+        await cancelWhenGracefulShutdown { await self.pollUntilCancelled() }
+    }
+
+    private func pollUntilCancelled() async {
         var failures = 0
         while !Task.isCancelled {
             let reports = await pollOnce()

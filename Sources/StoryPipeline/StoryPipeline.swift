@@ -1,73 +1,66 @@
-import AMQP
 import CalibreLibrary
 import Download
 import FanficBroker
 import FanficCore
 import Foundation
 import Logging
-import Notifications
 import WorkerRuntime
 
 /// DESIGN.md's worker pipeline for one task: jail, exact Calibre lookup, FanFicFare (download
 /// or update, once more with force when it skipped), the book written back by the metadata
-/// mode, then the outcome recorded (event, retry tier or `fanfic.failed`) and the user told.
+/// mode. It answers a ``StoryOutcome``; the worker session's settler records it.
 ///
 /// Every step is idempotent, because a crash before the ack runs the task again: the lookup
 /// makes a re-run an update, never a second book.
 public struct StoryPipeline: TaskRunner {
     public struct Settings: Sendable {
         public var calibre: FanficConfiguration.Calibre
-        public var fanficfare: FanficConfiguration.FanFicFare
-        public var ladder: RetryLadder
         /// Where jails are made.
         public var scratch: URL
 
         public init(configuration: FanficConfiguration) {
-            calibre = configuration.calibre
-            fanficfare = configuration.fanficfare
-            ladder = configuration.retry.ladder
-            scratch = FileManager.default.temporaryDirectory
+            self.init(calibre: configuration.calibre)
+        }
+
+        public init(calibre: FanficConfiguration.Calibre, scratch: URL = FileManager.default.temporaryDirectory) {
+            self.calibre = calibre
+            self.scratch = scratch
         }
     }
 
     let settings: Settings
-    let events: EventPublisher
-    let settler: OutcomeSettler
-    let logger: Logger
-    let lookup: BookLookup
-    let calibredb: Calibredb
-    let fanficfare: FanFicFare
+    let library: any StoryLibrary
+    let downloader: any StoryDownloader
     /// Writes to a Content Server take turns across every worker (see ``BrokerLock/calibreServer``).
-    let serverTurn: BrokerLock?
+    let writeTurn: BrokerLock?
 
     public init(
-        settings: Settings, connection: AMQPConnection, events: EventPublisher, notifier: AppriseNotifier,
-        logger: Logger
+        settings: Settings, library: any StoryLibrary, downloader: any StoryDownloader, writeTurn: BrokerLock?
     ) {
         self.settings = settings
-        self.events = events
-        settler = OutcomeSettler(
-            bus: AMQPMessageBus(connection), ladder: settings.ladder, emit: { [events] in events.emit($0) },
-            notifier: notifier)
-        self.logger = logger
-        let location = CalibreLocation(settings.calibre.library)
+        self.library = library
+        self.downloader = downloader
+        self.writeTurn = writeTurn
+    }
+
+    /// The pipeline of the configured library and FanFicFare.
+    public init(configuration: FanficConfiguration, bus: any MessageBus) {
+        let calibre = configuration.calibre
+        let location = CalibreLocation(calibre.library)
         let credentials =
-            settings.calibre.username.isEmpty
-            ? nil : CalibreCredentials(username: settings.calibre.username, password: settings.calibre.password)
-        lookup = BookLookup(location: location, credentials: credentials)
-        calibredb = Calibredb(location: location, credentials: credentials)
-        fanficfare = FanFicFare(settings: settings.fanficfare)
-        if case .server = location {
-            serverTurn = BrokerLock(BrokerLock.calibreServer, connection: connection)
-        } else {
-            serverTurn = nil
-        }
+            calibre.username.isEmpty ? nil : CalibreCredentials(username: calibre.username, password: calibre.password)
+        var writeTurn: BrokerLock?
+        if case .server = location { writeTurn = BrokerLock(BrokerLock.calibreServer, bus: bus) }
+        self.init(
+            settings: Settings(configuration: configuration),
+            library: CalibreStoryLibrary(location: location, credentials: credentials),
+            downloader: FanFicFare(settings: configuration.fanficfare), writeTurn: writeTurn)
     }
 
     /// Runs a library write, in turn with every other worker's when the library is a server.
     private func write<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        guard let serverTurn else { return try await body() }
-        return try await serverTurn.withLock(timeout: .seconds(600), body)
+        guard let writeTurn else { return try await body() }
+        return try await writeTurn.withLock(timeout: .seconds(600), body)
     }
 
     /// A book just added must carry the story's URL (the one its EPUB names): calibre-server has
@@ -75,34 +68,19 @@ public struct StoryPipeline: TaskRunner {
     /// Such a book is removed and the task retried, with the reason, rather than left as an
     /// anonymous "story". Compared with the EPUB's URL, never the task's spelling of it.
     private func checkAdded(_ id: Int, storyURL: String, in jail: URL) async throws -> StoryOutcome? {
-        guard try await !lookup.books(withURL: storyURL).contains(id) else { return nil }
-        try? await write { try await calibredb.remove(id, in: jail) }
+        guard try await !library.books(withURL: storyURL).contains(id) else { return nil }
+        try? await write { try await library.remove(id, in: jail) }
         return .retryable(
             "the library stored book \(id) without the story's metadata (its URL \(storyURL) is missing); removed it. "
                 + "With a Content Server, restart calibre-server if this repeats")
     }
 
-    public func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement {
-        var logger = logger
-        logger[metadataKey: "url"] = "\(task.url)"
-        logger[metadataKey: "task"] = "\(task.id)"
-        let source = "worker:\(workerID)"
-        let started = ContinuousClock.now
-        events.emit(
-            FanficEvent(
-                .taskStarted, source: source, worker: workerID, site: task.site, url: task.url, taskID: task.id,
-                attempt: task.attempt))
-        logger.info("task started", metadata: ["attempt": "\(task.attempt)", "hail_mary": "\(task.hailMary)"])
-
-        let outcome: StoryOutcome
+    public func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
         do {
-            outcome = try await process(task, logger: logger)
+            return try await process(task, logger: logger)
         } catch {
-            outcome = .retryable("\(error)")
+            return .retryable("\(error)")
         }
-        let elapsed = (ContinuousClock.now - started).components
-        let milliseconds = Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000)
-        return await settler.settle(outcome, of: task, workerID: workerID, milliseconds: milliseconds, logger: logger)
     }
 
     // MARK: The pipeline
@@ -120,7 +98,7 @@ public struct StoryPipeline: TaskRunner {
             lookedUp.append(canonical.canonicalURL)
         }
         var books: [Int] = []
-        for url in lookedUp where books.isEmpty { books = try await lookup.books(withURL: url) }
+        for url in lookedUp where books.isEmpty { books = try await library.books(withURL: url) }
         if books.count > 1 {
             logger.warning("several books have this URL; updating the first", metadata: ["books": "\(books)"])
         }
@@ -128,19 +106,19 @@ public struct StoryPipeline: TaskRunner {
         let method = settings.calibre.updateMethod
         var mode: FanFicFare.Mode = .download
         if let book = books.first {
-            let exported = try await calibredb.exportEPUB(of: book, to: jail)
+            let exported = try await library.exportEPUB(of: book, to: jail)
             try FileManager.default.moveItem(at: exported, to: story)
             if settings.calibre.metadataMode == .preserveMetadata {
-                try await EbookMeta().writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
+                try await library.writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
             }
             mode = .update(epub: FanFicFare.outputName, method: method, force: task.behavior == .force)
         }
-        var (outcome, output) = try await fanficfare.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+        var (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
         logger.debug("fanficfare finished", metadata: ["outcome": "\(outcome)", "exit": "\(output.exitStatus)"])
         if outcome.disposition == .retryWithForce, case .update(let epub, _, false) = mode, method != .updateNoForce {
             logger.info("fanficfare skipped the update; once more with force", metadata: ["outcome": "\(outcome)"])
             mode = .update(epub: epub, method: method, force: true)
-            (outcome, output) = try await fanficfare.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+            (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
         }
 
         switch outcome.disposition {
@@ -172,11 +150,11 @@ public struct StoryPipeline: TaskRunner {
         let book: Int
         if let found = books.first {
             book = found
-        } else if !lookedUp.contains(storyURL), let found = try await lookup.books(withURL: storyURL).first {
+        } else if !lookedUp.contains(storyURL), let found = try await library.books(withURL: storyURL).first {
             logger.info("the library holds this story under its own URL; updating it", metadata: ["book": "\(found)"])
             book = found
         } else {
-            let id = try await write { try await calibredb.add(story, in: jail) }
+            let id = try await write { try await library.add(story, in: jail) }
             if let failure = try await checkAdded(id, storyURL: storyURL, in: jail) { return failure }
             return .stored(book: id, detail: "new", notify: true, storyURL: storyURL)
         }
@@ -194,23 +172,23 @@ public struct StoryPipeline: TaskRunner {
         case .removeAdd:
             // Remove first: a crash in between leaves no book, and the re-run adds it again;
             // the other order could leave two.
-            try await calibredb.remove(book, in: jail)
-            return try await calibredb.add(story, in: jail)
+            try await library.remove(book, in: jail)
+            return try await library.add(story, in: jail)
         case .addFormat:
-            try await calibredb.replaceEPUB(of: book, with: story, in: jail)
+            try await library.replaceEPUB(of: book, with: story, in: jail)
             return book
         case .preserveMetadata:
             // The user's own tags are those calibre has beyond what the story's EPUB said.
-            let calibreTags = try await calibredb.tags(of: book, in: jail)
-            try await calibredb.replaceEPUB(of: book, with: story, in: jail)
+            let calibreTags = try await library.tags(of: book, in: jail)
+            try await library.replaceEPUB(of: book, with: story, in: jail)
             let opf = jail.appendingPathComponent("story.opf")
-            try await EbookMeta().writeOPF(of: story, to: opf, in: jail)
+            try await library.writeOPF(of: story, to: opf, in: jail)
             let storyTags = Set(try EbookMeta.tags(inOPF: opf))
-            try await calibredb.setMetadata(of: book, from: opf, in: jail)
+            try await library.setMetadata(of: book, from: opf, in: jail)
             let previousStoryTags = Set(try await previousEPUBTags(jail: jail))
             let userTags = calibreTags.filter { !previousStoryTags.contains($0) && !storyTags.contains($0) }
             if !userTags.isEmpty {
-                try await calibredb.setTags(of: book, to: Array(storyTags).sorted() + userTags, in: jail)
+                try await library.setTags(of: book, to: Array(storyTags).sorted() + userTags, in: jail)
             }
             return book
         }

@@ -29,24 +29,20 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         let explicitID = id
         let index = index
-        try await RoleRunner.run(role: "worker", options: options) { connection, configuration, logger in
+        try await RoleRunner.run(role: "worker", options: options) { bus, configuration, logger in
             let workerID = explicitID ?? WorkerIdentity.resolve(configured: configuration.worker.id, index: index)
             var logger = logger
             logger[metadataKey: "worker"] = "\(workerID)"
-            let events = EventPublisher(connection: connection, logger: logger)
-            let pipeline = StoryPipeline(
-                settings: StoryPipeline.Settings(configuration: configuration), connection: connection, events: events,
-                notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger
-            )
+            let events = EventPublisher(bus: bus, logger: logger)
+            let settler = OutcomeSettler(
+                bus: bus, ladder: configuration.retry.ladder, emit: { [events] in events.emit($0) },
+                notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger))
             let session = WorkerSession(
-                connection: connection, settings: WorkerSession.Settings(id: workerID, configuration: configuration),
-                runner: pipeline, logger: logger)
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { await events.run() }
-                try await session.run()
-                events.finish()
-                try await group.waitForAll()
-            }
+                bus: bus, settings: WorkerSession.Settings(id: workerID, configuration: configuration),
+                runner: StoryPipeline(configuration: configuration, bus: bus), settler: settler,
+                emit: { [events] in events.emit($0) }, logger: logger)
+            // The event publisher stops last: the events of the task in hand still go out.
+            return [events, session]
         }
     }
 }

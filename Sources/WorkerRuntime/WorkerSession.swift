@@ -6,25 +6,26 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Runs one task: by the time it returns `.done`, whatever must follow the task (its retry, its
-/// `fanfic.failed` record, its events) is safely published, because the session acks next.
+/// Runs one task and answers what became of it; the session's ``OutcomeSettler`` records that.
+/// Must be idempotent: a task whose outcome could not be recorded runs again.
 public protocol TaskRunner: Sendable {
-    func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement
+    func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome
 }
 
-/// What the session does with the delivery once the runner is through.
+/// How a task left the worker: acked with its outcome recorded, or given back to run again.
 public enum TaskSettlement: Sendable, Hashable {
-    /// Ack: the task's outcome is safely recorded.
+    /// Acked: the task's outcome is safely recorded.
     case done
-    /// Give it back to the queue: its outcome could not be recorded (the broker was gone), so it
+    /// Given back to the queue: its outcome could not be recorded (the broker was gone), so it
     /// runs again; the pipeline is idempotent.
     case runAgain
 }
 
 /// A worker's side of the coordination protocol (docs/coordination.md), around a ``TaskRunner``:
 /// says hello and waits to be admitted, then consumes its own queue one task at a time, with
-/// heartbeats all along and a `finished` report after each task's ack.
-public final class WorkerSession: Sendable {
+/// heartbeats all along; each task's outcome goes to the ``OutcomeSettler``, which acks it and
+/// then has the session report it `finished`. A Service of the worker role.
+public final class WorkerSession: Service {
     public struct Settings: Sendable {
         public var id: String
         public var heartbeat: Duration
@@ -50,9 +51,11 @@ public final class WorkerSession: Sendable {
         var tasksDone = 0
     }
 
-    let connection: AMQPConnection
+    let bus: any MessageBus
     let settings: Settings
     let runner: any TaskRunner
+    let settler: OutcomeSettler
+    let emit: @Sendable (FanficEvent) -> Void
     let logger: Logger
     private let progress = Mutex(Progress())
     private let admission: AsyncStream<Void>
@@ -60,10 +63,15 @@ public final class WorkerSession: Sendable {
     /// Control messages go out one at a time, each computed in its turn (see ``inTurn(_:)``).
     private let controlTurn = Turnstile()
 
-    public init(connection: AMQPConnection, settings: Settings, runner: any TaskRunner, logger: Logger) {
-        self.connection = connection
+    public init(
+        bus: any MessageBus, settings: Settings, runner: any TaskRunner, settler: OutcomeSettler,
+        emit: @escaping @Sendable (FanficEvent) -> Void, logger: Logger
+    ) {
+        self.bus = bus
         self.settings = settings
         self.runner = runner
+        self.settler = settler
+        self.emit = emit
         var logger = logger
         logger[metadataKey: "worker"] = "\(settings.id)"
         self.logger = logger
@@ -77,13 +85,8 @@ public final class WorkerSession: Sendable {
 
     /// Runs until graceful shutdown; the task in progress is finished first.
     public func run() async throws {
-        try await connection.declare(
-            AMQPTopology(queues: [
-                FanficTopology.worker(id: settings.id),
-                // Quorum, like every queue a worker relies on: a classic queue is unusable while
-                // its home node is down, and a worker would then not reconnect to the cluster.
-                QueueSpec.quorum(replyQueue, arguments: ["x-expires": .int(60_000)]),
-            ]))
+        try await bus.declare(
+            AMQPTopology(queues: [FanficTopology.worker(id: settings.id), FanficTopology.reply(worker: settings.id)]))
         try await peekAtLeftovers()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.listenForAdmission() }
@@ -107,42 +110,60 @@ public final class WorkerSession: Sendable {
             if Task.isShuttingDownGracefully || Task.isCancelled { return }
             logger.info("admitted; consuming", metadata: ["queue": "\(queue)"])
             do {
-                try await cancelWhenGracefulShutdown {
-                    for try await delivery in self.connection.consume(
-                        queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
-                    {
-                        // Unstructured, so that a shutdown signal lets the task finish instead of cutting it.
-                        await Task { await self.handle(delivery) }.value
-                    }
-                }
+                try await consumeUntilStopped()
                 return
             } catch let error as AMQPError where error.code == .connectionLost {
                 progress.withLock { $0.admitted = false }
                 logger.warning("connection lost; asking to be admitted again", metadata: ["error": "\(error)"])
                 // Until the broker is back, or a stop is asked for (which ends the loop).
                 try? await cancelWhenGracefulShutdown {
-                    try await self.connection.waitUntilConnected(timeout: .seconds(86_400))
+                    try await self.bus.waitUntilConnected(timeout: .seconds(86_400))
                 }
             }
         }
     }
 
-    private func handle(_ delivery: AMQPDelivery) async {
-        let task: TaskMessage
-        do {
-            task = try TaskCodec.decode(delivery.body)
-        } catch {
-            let reason = "undecodable task: \(error.message)"
-            logger.warning("parking a message that is not a task", metadata: ["reason": "\(reason)"])
-            do {
-                try await TaskPublisher(connection: connection).park(
-                    delivery.body, reason: reason, properties: delivery.properties)
-                try await delivery.ack()
-            } catch {
-                try? await delivery.nack(requeue: true)
+    /// Runs the queue's tasks one at a time until graceful shutdown, which stops the taking, never
+    /// the task in hand: a child takes from the subscription (and is cancelled at shutdown), this
+    /// loop runs what it hands over (and is not).
+    private func consumeUntilStopped() async throws {
+        typealias Received = Result<Decoded<TaskMessage>, UndecodableMessage>
+        let (handover, feed) = AsyncStream.makeStream(of: Received.self)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                defer { feed.finish() }
+                try await cancelWhenGracefulShutdown {
+                    let subscription = self.bus.consume(queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
+                    for try await received in subscription.decoded({ try WireCodec.decode($0) }) {
+                        feed.yield(received)
+                    }
+                }
             }
-            return
+            for await received in handover { await handle(received) }
+            try await group.waitForAll()
         }
+    }
+
+    private func handle(_ received: Result<Decoded<TaskMessage>, UndecodableMessage>) async {
+        switch received {
+        case .failure(let bad): await park(bad)
+        case .success(let task): await run(task.value, message: task.message)
+        }
+    }
+
+    private func park(_ bad: UndecodableMessage) async {
+        let reason = "undecodable task: \(bad.reason)"
+        logger.warning("parking a message that is not a task", metadata: ["reason": "\(reason)"])
+        do {
+            try await TaskPublisher(bus: bus).park(bad.message.body, reason: reason, properties: bad.message.properties)
+            try await bad.message.ack()
+        } catch {
+            try? await bad.message.reject(requeue: true)
+        }
+    }
+
+    /// Runs one task and has its outcome settled: recorded, acked, then reported finished.
+    private func run(_ task: TaskMessage, message: BusMessage) async {
         // Counted as running from now on: the delivery has left the queue's depth, and a report
         // that counts neither would let a rebuilding coordinator free the site a task too early.
         let last = progress.withLock { progress in
@@ -154,22 +175,39 @@ public final class WorkerSession: Sendable {
         }
         // Now rather than at the next beat, so that `fanfic status` shows the story at once.
         await publishLiveness()
-        let settlement = await runner.run(task, workerID: settings.id)
-        do {
-            if settlement == .runAgain {
-                try? await Task.sleep(for: .seconds(1))
-                try await delivery.nack(requeue: true)
-                progress.withLock { $0.running = nil }
-                return
-            }
-            try await delivery.ack()
-        } catch {
-            // The broker gives it to this queue again; the pipeline is idempotent.
-            logger.warning(
-                "ack failed; the task will run again", metadata: ["url": "\(task.url)", "error": "\(error)"])
+        var logger = logger
+        logger[metadataKey: "url"] = "\(task.url)"
+        logger[metadataKey: "task"] = "\(task.id)"
+        let (outcome, milliseconds) = await timedRun(task, logger: logger)
+        let settlement = await settler.settle(
+            outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, logger: logger
+        ) {
+            await self.reportFinished(task)
         }
-        // The task leaves the count and its `finished` goes out in one turn: a heartbeat that
-        // still counts it was published before, one that no longer counts it after.
+        if settlement == .runAgain {
+            progress.withLock { $0.running = nil }
+            return
+        }
+        // And a heartbeat, so that `fanfic status` stops showing the story at once.
+        await publishLiveness()
+    }
+
+    /// The runner's outcome and how long it took, announced by a `task.started` event.
+    private func timedRun(_ task: TaskMessage, logger: Logger) async -> (StoryOutcome, milliseconds: Int) {
+        emit(
+            FanficEvent(
+                .taskStarted, source: "worker:\(settings.id)", worker: settings.id, site: task.site, url: task.url,
+                taskID: task.id, attempt: task.attempt))
+        logger.info("task started", metadata: ["attempt": "\(task.attempt)", "hail_mary": "\(task.hailMary)"])
+        let started = ContinuousClock.now
+        let outcome = await runner.run(task, workerID: settings.id, logger: logger)
+        let elapsed = (ContinuousClock.now - started).components
+        return (outcome, Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000))
+    }
+
+    /// The task leaves the count and its `finished` goes out in one turn: a heartbeat that still
+    /// counts it was published before, one that no longer counts it after.
+    private func reportFinished(_ task: TaskMessage) async {
         await controlTurn.inTurn {
             progress.withLock {
                 $0.running = nil
@@ -178,19 +216,17 @@ public final class WorkerSession: Sendable {
             }
             await publishControl(.finished(worker: settings.id, task: task), expires: false)
         }
-        // And a heartbeat, so that `fanfic status` stops showing the story at once.
-        await publishLiveness()
     }
 
     // MARK: Coordination
 
     /// After a restart the queue may still hold tasks: their site goes into the hello.
     private func peekAtLeftovers() async throws {
-        guard let state = try await connection.queueState(queue), state.messageCount > 0,
-            let message = try await connection.get(queue: queue)
+        guard let state = try await bus.queueState(queue), state.messageCount > 0,
+            let message = try await bus.get(queue: queue)
         else { return }
-        let site = try? TaskCodec.decode(message.body).site
-        try? await message.nack(requeue: true)
+        let site = try? WireCodec.decode(message.body).site
+        try? await message.reject(requeue: true)
         progress.withLock { $0.lastSite = site }
         logger.info(
             "found tasks left in the queue", metadata: ["count": "\(state.messageCount)", "site": "\(site ?? "?")"])
@@ -199,9 +235,9 @@ public final class WorkerSession: Sendable {
     private func listenForAdmission() async {
         while !Task.isCancelled {
             do {
-                for try await delivery in connection.consume(queue: replyQueue, prefetch: 10) {
+                for try await delivery in bus.consume(queue: replyQueue, prefetch: 10) {
                     try? await delivery.ack()
-                    guard let message = try? TaskCodec.decodeControl(delivery.body), message.kind == .admit,
+                    guard let message = try? WireCodec.decodeControl(delivery.body), message.kind == .admit,
                         message.worker == settings.id
                     else { continue }
                     // Only an admission the worker waits for counts: a duplicate (two hellos
@@ -254,7 +290,7 @@ public final class WorkerSession: Sendable {
 
     /// The site this worker's queue holds and how many of its tasks are not finished.
     private func backlogSummary() async -> (site: String?, unfinished: Int) {
-        let queued = (try? await connection.queueState(queue)).flatMap { $0.map { Int($0.messageCount) } } ?? 0
+        let queued = (try? await bus.queueState(queue)).flatMap { $0.map { Int($0.messageCount) } } ?? 0
         let (running, lastSite) = progress.withLock { ($0.running, $0.lastSite) }
         let unfinished = queued + (running == nil ? 0 : 1)
         return (running?.site ?? (unfinished > 0 ? lastSite : nil), unfinished)
@@ -266,32 +302,12 @@ public final class WorkerSession: Sendable {
             properties.expiration = "\(settings.workerTimeout.components.seconds * 1000)"
         }
         do {
-            try await connection.publish(
-                TaskCodec.encode(message), exchange: "", routingKey: FanficTopology.control, properties: properties,
+            try await bus.publish(
+                WireCodec.encode(message), exchange: "", routingKey: FanficTopology.control, properties: properties,
                 mandatory: true, retryFor: expires ? nil : .seconds(60))
         } catch {
             logger.warning(
                 "control message not sent", metadata: ["type": "\(message.kind.rawValue)", "error": "\(error)"])
-        }
-    }
-}
-
-/// One at a time, in arrival order: an async lock for work that suspends.
-actor Turnstile {
-    private var busy = false
-    private var waiting: [CheckedContinuation<Void, Never>] = []
-
-    func inTurn(_ body: @Sendable () async -> Void) async {
-        if busy {
-            await withCheckedContinuation { waiting.append($0) }
-        } else {
-            busy = true
-        }
-        await body()
-        if waiting.isEmpty {
-            busy = false
-        } else {
-            waiting.removeFirst().resume()
         }
     }
 }

@@ -1,5 +1,6 @@
 import AMQP
 import Foundation
+import TestSupport
 import Testing
 
 /// TLS and network failures; part of the serialized suite, so no restart interferes.

@@ -2,6 +2,7 @@ import AMQP
 import FanficBroker
 import FanficCore
 import Foundation
+import TestSupport
 import Testing
 
 /// The AMQP client against the real broker started by `scripts/broker.sh`. Serialized: some
@@ -16,7 +17,7 @@ extension BrokerTests {
             try await TestBroker.withConnection { connection, _ in
                 try await connection.declare(FanficTopology.declarations(retry: ladder))
                 let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
-                try await TaskPublisher(connection: connection).submit(task)
+                try await TaskPublisher(bus: AMQPMessageBus(connection)).submit(task)
 
                 let ingress = try #require(await connection.queueState(FanficTopology.ingress))
                 #expect(ingress.messageCount == 1)
@@ -25,7 +26,7 @@ extension BrokerTests {
                 for try await delivery in connection.consume(queue: FanficTopology.ingress) {
                     #expect(delivery.properties.deliveryMode == 2)
                     #expect(delivery.properties.contentType == "application/json")
-                    received = try TaskCodec.decode(delivery.body)
+                    received = try WireCodec.decode(delivery.body)
                     try await delivery.ack()
                     break
                 }
@@ -223,13 +224,13 @@ extension BrokerTests {
 
                 let consumer = connection.consume(queue: FanficTopology.ingress)
                 let published = ContinuousClock.now
-                try await TaskPublisher(connection: connection).scheduleRetry(task, tier: tier)
+                try await TaskPublisher(bus: AMQPMessageBus(connection)).scheduleRetry(task, tier: tier)
                 #expect(try await connection.queueState(FanficTopology.retryQueue(tier))?.messageCount == 1)
 
                 var elapsed: Duration?
                 for try await delivery in consumer {
                     elapsed = ContinuousClock.now - published
-                    #expect(try TaskCodec.decode(delivery.body) == task)
+                    #expect(try WireCodec.decode(delivery.body) == task)
                     #expect(delivery.exchange == FanficTopology.ingress)
                     #expect(delivery.routingKey == FanficTopology.taskRoutingKey)
                     try await delivery.ack()
@@ -291,7 +292,7 @@ extension BrokerTests {
                 let counter = CountingConsumer(connection: consumerConnection, queue: FanficTopology.ingress)
 
                 let publishing = Task {
-                    let tasks = TaskPublisher(connection: publisher, retryFor: .seconds(90))
+                    let tasks = TaskPublisher(bus: AMQPMessageBus(publisher), retryFor: .seconds(90))
                     for index in 0..<total {
                         let task = TaskMessage(
                             id: "m\(index)", url: "http://test1.com?sid=\(index)", site: "test1.com", submittedBy: name)
@@ -324,7 +325,7 @@ extension BrokerTests {
                 try await connection.declare(FanficTopology.declarations(retry: ladder))
                 try await connection.declareQueue(QueueSpec(name: "classic-durable"))
                 let task = TaskMessage(url: "http://test3.com?sid=3", site: "test3.com", submittedBy: "test")
-                try await TaskPublisher(connection: connection).submit(task)
+                try await TaskPublisher(bus: AMQPMessageBus(connection)).submit(task)
                 try await connection.publish(
                     Data("classic".utf8), exchange: "", routingKey: "classic-durable",
                     properties: .persistentJSON(messageID: "c1"))
@@ -336,7 +337,7 @@ extension BrokerTests {
                 #expect(classic.properties.messageID == "c1")
                 try await classic.ack()
                 for try await delivery in connection.consume(queue: FanficTopology.ingress) {
-                    #expect(try TaskCodec.decode(delivery.body) == task)
+                    #expect(try WireCodec.decode(delivery.body) == task)
                     try await delivery.ack()
                     break
                 }

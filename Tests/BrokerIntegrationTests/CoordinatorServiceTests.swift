@@ -2,6 +2,7 @@ import AMQP
 import FanficBroker
 import FanficCore
 import Foundation
+import TestSupport
 import Testing
 
 /// The `coordinator` executable with test workers (the real coordination protocol, tasks that
@@ -15,7 +16,7 @@ extension BrokerTests {
         static func submit(_ tasks: [TaskMessage], through connection: AMQPConnection) async throws {
             try await connection.waitUntilConnected(timeout: .seconds(30))
             try await connection.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
-            let publisher = TaskPublisher(connection: connection)
+            let publisher = TaskPublisher(bus: AMQPMessageBus(connection))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for task in tasks { group.addTask { try await publisher.submit(task) } }
                 try await group.waitForAll()

@@ -21,13 +21,13 @@ extension BrokerTests {
             defer { Task { await client.close() } }
             try await client.waitUntilConnected(timeout: .seconds(30))
             try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
-            let publisher = TaskPublisher(connection: client)
+            let publisher = TaskPublisher(bus: AMQPMessageBus(client))
             var exhausted = TaskMessage(url: "http://test1.com?sid=667", site: "test1.com", submittedBy: "test")
             exhausted.attempt = 4
             exhausted.hailMary = true
-            try await publisher.park(TaskCodec.encode(exhausted), reason: "retries exhausted: chapters failed")
+            try await publisher.park(WireCodec.encode(exhausted), reason: "retries exhausted: chapters failed")
             try await publisher.park(
-                TaskCodec.encode(TaskMessage(url: "http://test1.com?sid=666", site: "test1.com", submittedBy: "test")),
+                WireCodec.encode(TaskMessage(url: "http://test1.com?sid=666", site: "test1.com", submittedBy: "test")),
                 reason: "the story does not exist")
             try await publisher.park(Data("garbage".utf8), reason: "undecodable task: not JSON")
 
@@ -44,7 +44,7 @@ extension BrokerTests {
             #expect(try await client.queueState(FanficTopology.ingress)?.messageCount == 1)
             var back: TaskMessage?
             for try await delivery in client.consume(queue: FanficTopology.ingress, prefetch: 1) {
-                back = try TaskCodec.decode(delivery.body)
+                back = try WireCodec.decode(delivery.body)
                 try await delivery.ack()
                 break
             }

@@ -58,7 +58,7 @@ extension BrokerTests {
                 guard count > 0 else { return [] }
                 var tasks: [TaskMessage] = []
                 for try await delivery in client.consume(queue: FanficTopology.ingress, prefetch: 100) {
-                    tasks.append(try TaskCodec.decode(delivery.body))
+                    tasks.append(try WireCodec.decode(delivery.body))
                     try await delivery.ack()
                     if tasks.count == count { break }
                 }

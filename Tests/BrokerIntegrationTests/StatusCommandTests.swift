@@ -98,12 +98,12 @@ extension BrokerTests {
                 ("test4.com", 6),
             ].map { TaskMessage(url: "http://\($0.0)?sid=\($0.1)&ms=30000", site: $0.0, submittedBy: "test") }
             // In order, so that test1 and test2 take the two workers and test3 and test4 wait.
-            for task in long { try await TaskPublisher(connection: client).submit(task) }
+            for task in long { try await TaskPublisher(bus: AMQPMessageBus(client)).submit(task) }
             // A task waiting in the first retry tier, and a message the coordinator parks.
             var retried = long[0]
             retried.url = "http://test1.com?sid=99"
             try await client.publish(
-                TaskCodec.encode(retried), exchange: FanficTopology.retry, routingKey: "60s",
+                WireCodec.encode(retried), exchange: FanficTopology.retry, routingKey: "60s",
                 properties: .persistentJSON())
             try await client.publish(
                 Data("not a task".utf8), exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,

@@ -46,7 +46,7 @@ extension BrokerTests {
             }
 
             func submit(_ url: String, site: String = "test1.com") async throws {
-                try await TaskPublisher(connection: client).submit(
+                try await TaskPublisher(bus: AMQPMessageBus(client)).submit(
                     TaskMessage(url: url, site: site, submittedBy: "test"))
             }
 

@@ -31,7 +31,7 @@ struct IngesterSettingsTests {
         /// The tasks published to fanfic.ingress: canonical URL and who submitted them.
         var queued: [(url: String, by: String)] {
             bus.messages(in: FanficTopology.ingress).compactMap {
-                (try? TaskCodec.decode($0.body)).map { ($0.url, $0.submittedBy) }
+                (try? WireCodec.decode($0.body)).map { ($0.url, $0.submittedBy) }
             }
         }
     }

@@ -1,7 +1,10 @@
 import AppSupport
 import ArgumentParser
+import FanficBroker
 import FanficCore
 import Foundation
+import Logging
+import Notifications
 import WorkerRuntime
 
 #if canImport(Glibc)
@@ -32,12 +35,16 @@ struct TestWorkerCommand: AsyncParsableCommand {
         let record = self.record
         let taskMs = self.taskMs
         let id = self.id
-        try await RoleRunner.run(role: "test-worker", options: options) { connection, configuration, logger in
+        try await RoleRunner.run(role: "test-worker", options: options) { bus, configuration, logger in
             let workerID = id ?? configuration.worker.id
-            let session = WorkerSession(
-                connection: connection, settings: WorkerSession.Settings(id: workerID, configuration: configuration),
-                runner: RecordingRunner(path: record, defaultMilliseconds: taskMs), logger: logger)
-            try await session.run()
+            let settler = OutcomeSettler(
+                bus: bus, ladder: configuration.retry.ladder, emit: { _ in }, notifier: RecordingNotifier())
+            return [
+                WorkerSession(
+                    bus: bus, settings: WorkerSession.Settings(id: workerID, configuration: configuration),
+                    runner: RecordingRunner(path: record, defaultMilliseconds: taskMs), settler: settler,
+                    emit: { _ in }, logger: logger)
+            ]
         }
     }
 }
@@ -46,14 +53,14 @@ struct RecordingRunner: TaskRunner {
     let path: String
     let defaultMilliseconds: Int
 
-    func run(_ task: TaskMessage, workerID: String) async -> TaskSettlement {
+    func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
         let milliseconds =
             URLComponents(string: task.url)?.queryItems?.first { $0.name == "ms" }?.value.flatMap(Int.init)
             ?? defaultMilliseconds
         append(["event": "start", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])
         try? await Task.sleep(for: .milliseconds(milliseconds))
         append(["event": "end", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])
-        return .done
+        return .stored(book: 0, detail: "simulated", notify: false, storyURL: nil)
     }
 
     /// CLOCK_MONOTONIC is one clock for every process on the machine: records of several

@@ -88,24 +88,6 @@ enum TestBroker {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// Polls `condition` until it holds or `timeout` passes: waiting on a condition, never on luck.
-func waitUntil(
-    _ what: String, timeout: Duration = .seconds(30), every interval: Duration = .milliseconds(50),
-    _ condition: () async throws -> Bool
-) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: interval)
-    }
-    throw TestFailure("timed out after \(timeout) waiting until \(what)")
-}
-
 /// Collects message ids from a consumer in the background, acking each one.
 final class CountingConsumer: Sendable {
     private let state = LockedState()

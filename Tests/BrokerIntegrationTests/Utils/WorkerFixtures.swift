@@ -26,7 +26,7 @@ final class EventLog: @unchecked Sendable {
         task = Task { [weak self] in
             do {
                 for try await delivery in connection.consume(queue: queue, prefetch: 100) {
-                    if let event = try? TaskCodec.decodeEvent(delivery.body) {
+                    if let event = try? WireCodec.decodeEvent(delivery.body) {
                         self?.lock.withLock { self?.events.append(event) }
                     }
                     try? await delivery.ack()

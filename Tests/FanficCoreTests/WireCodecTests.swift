@@ -3,7 +3,7 @@ import Foundation
 import Testing
 
 @Suite("Task message codec")
-struct TaskCodecTests {
+struct WireCodecTests {
     let task = TaskMessage(
         url: "https://www.fanfiction.net/s/123/1/", site: "www.fanfiction.net", calibreID: 42, attempt: 2,
         retryTier: 1, hailMary: false, behavior: .force, submittedBy: "email:reader@example.com",
@@ -11,14 +11,14 @@ struct TaskCodecTests {
 
     @Test("round trip keeps every field")
     func roundTrip() throws {
-        let decoded = try TaskCodec.decode(TaskCodec.encode(task))
+        let decoded = try WireCodec.decode(WireCodec.encode(task))
         #expect(decoded == task)
         #expect(decoded.identity == task.identity)
     }
 
     @Test("the JSON uses DESIGN.md's field names and a schema version")
     func fieldNames() throws {
-        let object = try #require(try JSONSerialization.jsonObject(with: TaskCodec.encode(task)) as? [String: Any])
+        let object = try #require(try JSONSerialization.jsonObject(with: WireCodec.encode(task)) as? [String: Any])
         #expect(
             Set(object.keys) == [
                 "version", "id", "url", "site", "calibre_id", "attempt", "retry_tier", "hail_mary", "behavior",
@@ -35,7 +35,7 @@ struct TaskCodecTests {
              "hail_mary": false, "behavior": "normal", "submitted_by": "script",
              "submitted_at": "2026-01-02T03:04:05Z"}
             """
-        let decoded = try TaskCodec.decode(Data(json.utf8))
+        let decoded = try WireCodec.decode(Data(json.utf8))
         #expect(decoded.calibreID == nil)
         #expect(decoded.retryTier == nil)
         #expect(decoded.submittedAt == Date(timeIntervalSince1970: 1_767_323_045))
@@ -43,10 +43,10 @@ struct TaskCodecTests {
 
     @Test("an unknown version is refused and says which versions are read")
     func unknownVersion() throws {
-        var object = try #require(try JSONSerialization.jsonObject(with: TaskCodec.encode(task)) as? [String: Any])
+        var object = try #require(try JSONSerialization.jsonObject(with: WireCodec.encode(task)) as? [String: Any])
         object["version"] = 2
-        let error = #expect(throws: TaskDecodingError.self) {
-            try TaskCodec.decode(try JSONSerialization.data(withJSONObject: object))
+        let error = #expect(throws: MessageDecodingError.self) {
+            try WireCodec.decode(try JSONSerialization.data(withJSONObject: object))
         }
         #expect(error?.code == .unsupportedVersion)
         #expect(error?.message.contains("version 2") == true)
@@ -55,7 +55,7 @@ struct TaskCodecTests {
     @Test(
         "garbage is refused with a reason",
         arguments: [
-            ("not json at all", TaskDecodingError.Code.notJSON),
+            ("not json at all", MessageDecodingError.Code.notJSON),
             ("[1, 2]", .notJSON),
             ("{\"url\": \"x\"}", .missingField),
             ("{\"version\": \"1\"}", .missingField),
@@ -77,15 +77,15 @@ struct TaskCodecTests {
                 .invalidField
             ),
         ])
-    func garbage(input: String, code: TaskDecodingError.Code) {
-        let error = #expect(throws: TaskDecodingError.self) { try TaskCodec.decode(Data(input.utf8)) }
+    func garbage(input: String, code: MessageDecodingError.Code) {
+        let error = #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(input.utf8)) }
         #expect(error?.code == code, "\(input) -> \(String(describing: error))")
         #expect(error?.message.isEmpty == false)
     }
 
     @Test("invalid UTF-8 bytes are refused, not crashed on")
     func binaryGarbage() {
-        let error = #expect(throws: TaskDecodingError.self) { try TaskCodec.decode(Data([0xFF, 0xFE, 0x00, 0x7B])) }
+        let error = #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data([0xFF, 0xFE, 0x00, 0x7B])) }
         #expect(error?.code == .notJSON)
     }
 
@@ -126,6 +126,21 @@ struct RetryLadderTests {
     func repeatedDelays() {
         #expect(RetryLadder(delays: [5, 5, 10], hailMary: false).tiers.map(\.name) == ["5s", "10s"])
     }
+
+    @Test("a failed task's next step carries its attempt, its tier or the Hail Mary mark")
+    func steps() {
+        let ladder = RetryLadder(delays: [60, 300])
+        var task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        var seen: [String] = []
+        while case .wait(let next, let tier) = ladder.step(afterFailureOf: task) {
+            seen.append("\(next.attempt):\(tier.name):\(next.retryTier.map(String.init) ?? "-"):\(next.hailMary)")
+            task = next
+        }
+        #expect(seen == ["1:60s:0:false", "2:300s:1:false", "3:hail-mary-3600s:-:true"])
+        var last = task
+        last.attempt += 1
+        #expect(ladder.step(afterFailureOf: task) == .giveUp(last))
+    }
 }
 
 @Suite("Control message codec")
@@ -140,7 +155,7 @@ struct ControlMessageTests {
             .admit(worker: "box-1"),
         ])
     func roundTrip(message: ControlMessage) throws {
-        #expect(try TaskCodec.decodeControl(TaskCodec.encode(message)) == message)
+        #expect(try WireCodec.decodeControl(WireCodec.encode(message)) == message)
     }
 
     @Test("the finished message names the task's identity")
@@ -160,6 +175,6 @@ struct ControlMessageTests {
             "garbage",
         ])
     func refused(json: String) {
-        #expect(throws: TaskDecodingError.self) { try TaskCodec.decodeControl(Data(json.utf8)) }
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decodeControl(Data(json.utf8)) }
     }
 }

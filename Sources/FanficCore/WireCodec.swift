@@ -1,7 +1,8 @@
 import Foundation
 
-/// Turns task messages into bytes and back, refusing what this build cannot trust.
-public enum TaskCodec {
+/// Turns every message on the wire (tasks here; control messages, events and status answers in
+/// their own files) into bytes and back, refusing what this build cannot trust.
+public enum WireCodec {
     /// Encodes a task as UTF-8 JSON with sorted keys (stable bytes for the same task).
     public static func encode(_ task: TaskMessage) -> Data { encodeJSON(task) }
 
@@ -21,31 +22,31 @@ public enum TaskCodec {
     }
 
     /// Decodes a task; the error says what is wrong, for the message's `fanfic.failed` record.
-    public static func decode(_ data: Data) throws(TaskDecodingError) -> TaskMessage {
+    public static func decode(_ data: Data) throws(MessageDecodingError) -> TaskMessage {
         let task: TaskMessage = try decodeVersioned(data)
-        if task.url.isEmpty { throw TaskDecodingError(.invalidField, "'url' is empty") }
-        if task.site.isEmpty { throw TaskDecodingError(.invalidField, "'site' is empty") }
-        if task.attempt < 0 { throw TaskDecodingError(.invalidField, "'attempt' is negative") }
+        if task.url.isEmpty { throw MessageDecodingError(.invalidField, "'url' is empty") }
+        if task.site.isEmpty { throw MessageDecodingError(.invalidField, "'site' is empty") }
+        if task.attempt < 0 { throw MessageDecodingError(.invalidField, "'attempt' is negative") }
         return task
     }
 
     /// JSON object with a supported `version`, then the typed fields.
-    static func decodeVersioned<Message: Decodable>(_ data: Data) throws(TaskDecodingError) -> Message {
+    static func decodeVersioned<Message: Decodable>(_ data: Data) throws(MessageDecodingError) -> Message {
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: data)
         } catch {
             let preview = String(decoding: data.prefix(80), as: UTF8.self)
-            throw TaskDecodingError(.notJSON, "the message is not JSON: \(preview.debugDescription)")
+            throw MessageDecodingError(.notJSON, "the message is not JSON: \(preview.debugDescription)")
         }
         guard let fields = object as? [String: Any] else {
-            throw TaskDecodingError(.notJSON, "the message is JSON but not an object")
+            throw MessageDecodingError(.notJSON, "the message is JSON but not an object")
         }
         guard let version = fields["version"] as? Int else {
-            throw TaskDecodingError(.missingField, "the message has no integer 'version' field")
+            throw MessageDecodingError(.missingField, "the message has no integer 'version' field")
         }
         guard version == TaskMessage.currentVersion else {
-            throw TaskDecodingError(
+            throw MessageDecodingError(
                 .unsupportedVersion,
                 "schema version \(version) is not supported (this build reads version \(TaskMessage.currentVersion))")
         }
@@ -62,9 +63,9 @@ public enum TaskCodec {
         do {
             return try decoder.decode(Message.self, from: data)
         } catch let error as DecodingError {
-            throw TaskDecodingError(.invalidField, Self.describe(error))
+            throw MessageDecodingError(.invalidField, Self.describe(error))
         } catch {
-            throw TaskDecodingError(.invalidField, "\(error)")
+            throw MessageDecodingError(.invalidField, "\(error)")
         }
     }
 
@@ -85,7 +86,7 @@ public enum TaskCodec {
 }
 
 /// Why a message is not a task this build can run.
-public struct TaskDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
+public struct MessageDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable {
         let name: String
         public static let notJSON = Code(name: "notJSON")

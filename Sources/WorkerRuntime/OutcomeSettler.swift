@@ -3,18 +3,16 @@ import FanficCore
 import Foundation
 import Logging
 import Notifications
-import WorkerRuntime
 
-/// Records a story's outcome, in the order DESIGN.md asks, and says whether the task may be acked:
+/// Settles one task from its outcome, in the order DESIGN.md asks; the one place that does:
 ///
 /// 1. a retryable failure goes to its retry tier (or, past the ladder, to `fanfic.failed`), and a
 ///    permanent one to `fanfic.failed`, each a confirmed publish; if that publish fails, the task
-///    runs again (`.runAgain`) and nothing else happens;
+///    goes back to its queue to run again (`.runAgain`) and nothing else happens;
 /// 2. the outcome's event is emitted (fire-and-forget: events are for observers, never a
 ///    record the system depends on);
-/// 3. the user is told (new, updated, failed, retries exhausted).
-///
-/// Only then does the worker session ack the task and report it finished.
+/// 3. the user is told (new, updated, failed, retries exhausted);
+/// 4. only then is the task acked, and the coordinator told it is finished.
 public struct OutcomeSettler: Sendable {
     let bus: any MessageBus
     let ladder: RetryLadder
@@ -22,6 +20,9 @@ public struct OutcomeSettler: Sendable {
     let notifier: any Notifier
     /// How long a publish keeps retrying through reconnects before the task is given back.
     var retryFor: Duration = .seconds(60)
+    /// Rest before a task whose outcome could not be recorded goes back to its queue: the broker
+    /// was gone, and the task would otherwise come straight back.
+    public var runAgainPause: Duration = .seconds(1)
 
     public init(
         bus: any MessageBus, ladder: RetryLadder, emit: @escaping @Sendable (FanficEvent) -> Void,
@@ -33,16 +34,33 @@ public struct OutcomeSettler: Sendable {
         self.notifier = notifier
     }
 
+    /// Records the outcome, then acks `message` and calls `finished`; or, when the outcome could
+    /// not be recorded, gives the task back to its queue (the pipeline is idempotent).
     public func settle(
-        _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int, logger: Logger
+        _ outcome: StoryOutcome, of task: TaskMessage, message: BusMessage, workerID: String, milliseconds: Int,
+        logger: Logger, finished: @Sendable () async -> Void
     ) async -> TaskSettlement {
         do {
             try await record(outcome, of: task, workerID: workerID, milliseconds: milliseconds, logger: logger)
-            return .done
         } catch {
             logger.error("outcome not recorded; the task will run again", metadata: ["error": "\(error)"])
+            try? await Task.sleep(for: runAgainPause)
+            do {
+                try await message.reject(requeue: true)
+            } catch {
+                // Its connection is gone: the broker redelivers it anyway.
+                logger.warning("task not given back; the broker redelivers it", metadata: ["error": "\(error)"])
+            }
             return .runAgain
         }
+        do {
+            try await message.ack()
+        } catch {
+            // The broker gives it to this queue again; the pipeline is idempotent.
+            logger.warning("ack failed; the task will run again", metadata: ["error": "\(error)"])
+        }
+        await finished()
+        return .done
     }
 
     func record(
@@ -65,18 +83,9 @@ public struct OutcomeSettler: Sendable {
                     body: "\(storyURL ?? task.url) (book \(book))")
             }
         case .retryable(let reason):
-            var next = task
-            next.attempt += 1
             event.reason = reason
-            let decision = ladder.decide(failedAttempts: next.attempt)
-            switch decision {
-            case .retry(let tier, _), .hailMary(let tier):
-                if case .retry(_, let index) = decision {
-                    next.retryTier = index
-                } else {
-                    next.hailMary = true
-                    next.retryTier = nil
-                }
+            switch ladder.step(afterFailureOf: task) {
+            case .wait(let next, let tier):
                 try await publisher.scheduleRetry(next, tier: tier)
                 event.kind = .taskRetrying
                 event.detail = tier.name
@@ -84,15 +93,15 @@ public struct OutcomeSettler: Sendable {
                     tier.isHailMary ? "task failed again; the Hail Mary waits" : "task failed; retrying later",
                     metadata: ["tier": "\(tier.name)", "reason": "\(reason)"])
                 emit(event)
-            case .giveUp:
-                try await publisher.park(TaskCodec.encode(next), reason: "retries exhausted: \(reason)")
+            case .giveUp(let next):
+                try await publisher.park(WireCodec.encode(next), reason: "retries exhausted: \(reason)")
                 event.kind = .taskFailed
                 logger.error("retries exhausted; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
                 emit(event)
                 await notifier.notify(title: "Story failed after every retry", body: "\(task.url): \(reason)")
             }
         case .permanent(let reason):
-            try await publisher.park(TaskCodec.encode(task), reason: reason)
+            try await publisher.park(WireCodec.encode(task), reason: reason)
             event.kind = .taskFailed
             event.reason = reason
             logger.error("permanent failure; parked in fanfic.failed", metadata: ["reason": "\(reason)"])

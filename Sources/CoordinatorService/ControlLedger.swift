@@ -1,0 +1,41 @@
+import Coordination
+import FanficCore
+import Foundation
+
+/// What workers said: turns each control message into the state machine's event, and keeps
+/// where to answer each worker, its last report (for `fanfic status`) and the sites seen.
+/// A value the term's loop owns: no broker, no clock, so its rules are tested directly.
+struct ControlLedger {
+    /// Where each worker's hello asked to be answered.
+    var replyQueues: [WorkerID: String] = [:]
+    /// Each worker's last hello or heartbeat and when it came.
+    var reports: [WorkerID: (message: ControlMessage, at: Date)] = [:]
+    /// Sites of tasks and reports this term has seen: where a new term looks for backlogs.
+    var sitesSeen: Set<String> = []
+
+    /// The state machine's event for a control message, or nil when it has none (`admit` is the
+    /// coordinator's own message; a `finished` that names no task).
+    mutating func translate(_ message: ControlMessage, at date: Date) -> DispatchEvent? {
+        if message.kind == .hello || message.kind == .heartbeat {
+            reports[message.worker] = (message, date)
+            if let site = message.site { sitesSeen.insert(site) }
+        }
+        switch message.kind {
+        case .hello:
+            if let replyTo = message.replyTo { replyQueues[message.worker] = replyTo }
+            return .workerHello(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
+        case .heartbeat:
+            return .heartbeat(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
+        case .finished:
+            return message.finishedIdentity.map { .taskFinished(message.worker, $0) }
+        case .admit:
+            return nil
+        }
+    }
+
+    /// Forgets the reports of workers the table no longer has.
+    mutating func keepReports(of workers: some Collection<WorkerID>) {
+        let kept = Set(workers)
+        reports = reports.filter { kept.contains($0.key) }
+    }
+}

@@ -1,0 +1,148 @@
+import AMQP
+import Coordination
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Synchronization
+import TestSupport
+
+@testable import CoordinatorService
+
+/// A coordinator on an in-memory broker, and fake workers that speak the coordination protocol
+/// by hand: what a test does to the coordinator is exactly what a message on the wire does.
+final class Fleet: Sendable {
+    static let ladder = RetryLadder(delays: [60], hailMaryDelay: 3600)
+
+    let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: Fleet.ladder))
+    /// The test's own connection: publishing tasks, looking at queues.
+    let client: InMemoryBus
+    let workerTimeout: Duration
+
+    init(workerTimeout: Duration = .seconds(1)) {
+        client = InMemoryBus(broker: broker)
+        self.workerTimeout = workerTimeout
+    }
+
+    func settings(name: String) -> Coordinator.Settings {
+        var settings = Coordinator.Settings(
+            dispatch: DispatchStateMachine.Configuration(workerTimeout: workerTimeout, sitePause: .zero, siteCaps: [:]),
+            knownSites: ["test1.com", "test2.com"], name: name)
+        settings.tickInterval = .milliseconds(10)
+        settings.standbyRetry = .milliseconds(20)
+        settings.endingGrace = .milliseconds(500)
+        return settings
+    }
+
+    /// A coordinator with its own connection; runs until the returned task is cancelled.
+    func startCoordinator(_ name: String = "c1") -> (coordinator: Coordinator, bus: InMemoryBus, run: Task<Void, Never>)
+    {
+        let bus = InMemoryBus(broker: broker)
+        var logger = Logger(label: "test.\(name)")
+        // FANFIC_TEST_COORDINATOR_LOG=debug (or trace) shows what the coordinator decided.
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["FANFIC_TEST_COORDINATOR_LOG"].flatMap(Logger.Level.init(rawValue:))
+            ?? .critical
+        let events = EventPublisher(bus: bus, logger: logger)
+        let coordinator = Coordinator(
+            bus: bus, settings: settings(name: name), events: events, board: StatusBoard(name: name), logger: logger)
+        let run = Task {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await events.run() }
+                group.addTask { try? await coordinator.run() }
+            }
+        }
+        return (coordinator, bus, run)
+    }
+
+    func submit(_ url: String, site: String) async throws -> TaskMessage {
+        let task = TaskMessage(url: url, site: site, submittedBy: "test")
+        try await TaskPublisher(bus: client).submit(task)
+        return task
+    }
+
+    func publishRaw(_ text: String) async throws {
+        try await client.publish(
+            Data(text.utf8), exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,
+            properties: .persistentJSON(), mandatory: true)
+    }
+
+    func queue(_ name: String) -> [TaskMessage] {
+        broker.messages(in: name).compactMap { try? WireCodec.decode($0.body) }
+    }
+
+    func worker(_ id: String) -> FakeWorker { FakeWorker(id: id, bus: InMemoryBus(broker: broker)) }
+}
+
+/// A worker played by the test: it says what the test tells it to, and counts what it holds.
+final class FakeWorker: Sendable {
+    let id: String
+    let bus: InMemoryBus
+    var queue: String { FanficTopology.workerQueue(id: id) }
+    var replyQueue: String { FanficTopology.replyQueue(worker: id) }
+    private let running = Mutex<[TaskMessage]>([])
+    private let lastSite = Mutex<String?>(nil)
+
+    init(id: String, bus: InMemoryBus) {
+        self.id = id
+        self.bus = bus
+    }
+
+    func send(_ message: ControlMessage) async throws {
+        try await bus.publish(
+            WireCodec.encode(message), exchange: "", routingKey: FanficTopology.control,
+            properties: .persistentJSON(), mandatory: true)
+    }
+
+    /// What it holds: its queue's depth plus the tasks it has taken and not finished.
+    func holding() async throws -> (site: String?, unfinished: Int) {
+        let queued = Int(try await bus.queueState(queue)?.messageCount ?? 0)
+        let (site, count) = running.withLock { ($0.first?.site, $0.count) }
+        let unfinished = queued + count
+        return (site ?? (unfinished > 0 ? lastSite.withLock { $0 } : nil), unfinished)
+    }
+
+    /// Hello, then waits for the coordinator's admission.
+    func join(timeout: Duration = .seconds(5)) async throws {
+        try await bus.declare(
+            AMQPTopology(queues: [FanficTopology.worker(id: id), QueueSpec.quorum(replyQueue)]))
+        let (site, unfinished) = try await holding()
+        try await send(.hello(worker: id, site: site, unfinished: unfinished, replyTo: replyQueue))
+        try await waitUntil("\(id) is admitted", timeout: timeout, every: .milliseconds(10)) {
+            guard let reply = try await bus.get(queue: replyQueue) else { return false }
+            try await reply.ack()
+            return (try? WireCodec.decodeControl(reply.body))?.kind == .admit
+        }
+    }
+
+    func heartbeat() async throws {
+        let (site, unfinished) = try await holding()
+        try await send(.heartbeat(worker: id, site: site, unfinished: unfinished))
+    }
+
+    /// Heartbeats every `interval` until the returned task is cancelled.
+    func keepBeating(every interval: Duration = .milliseconds(50)) -> Task<Void, Never> {
+        Task {
+            while !Task.isCancelled {
+                try? await heartbeat()
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// Takes the next task of its queue, as the worker session does.
+    func take() async throws -> TaskMessage? {
+        guard let message = try await bus.get(queue: queue) else { return nil }
+        let task = try WireCodec.decode(message.body)
+        running.withLock { $0.append(task) }
+        try await message.ack()
+        return task
+    }
+
+    /// Finishes a task it took.
+    func finish(_ task: TaskMessage) async throws {
+        running.withLock { $0.removeAll { $0.id == task.id } }
+        lastSite.withLock { $0 = task.site }
+        try await send(.finished(worker: id, task: task))
+    }
+}

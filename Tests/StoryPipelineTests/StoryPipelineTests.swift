@@ -1,0 +1,109 @@
+import CalibreLibrary
+import Download
+import FanficCore
+import Foundation
+import Logging
+import StoryPipeline
+import Testing
+import WorkerRuntime
+
+/// The worker's pipeline on an in-memory library and a scripted FanFicFare: which run it asks
+/// for, what it writes, and the outcome it answers.
+@Suite("The story pipeline's decisions")
+struct StoryPipelineUnitTests {
+    let library = InMemoryLibrary()
+    let url = "http://test1.com?sid=1"
+
+    func pipeline(_ downloader: ScriptedDownloader, _ adjust: (inout FanficConfiguration.Calibre) -> Void = { _ in })
+        -> StoryPipeline
+    {
+        var calibre = FanficConfiguration().calibre
+        adjust(&calibre)
+        return StoryPipeline(
+            settings: StoryPipeline.Settings(calibre: calibre), library: library, downloader: downloader,
+            writeTurn: nil)
+    }
+
+    func run(_ pipeline: StoryPipeline, _ url: String, behavior: TaskMessage.Behavior? = nil) async -> StoryOutcome {
+        var task = TaskMessage(url: url, site: "test1.com", submittedBy: "test")
+        if let behavior { task.behavior = behavior }
+        return await pipeline.run(task, workerID: "w1", logger: Logger(label: "test"))
+    }
+
+    @Test("a story not in the library is downloaded and added once, under the URL its EPUB names")
+    func newStory() async throws {
+        let downloader = ScriptedDownloader([.init(outcome: .downloaded, storyURL: url)])
+        let outcome = await run(pipeline(downloader), url)
+        #expect(outcome == .stored(book: 1, detail: "new", notify: true, storyURL: url))
+        #expect(downloader.modes == [.download])
+        #expect(library.books.mapValues(\.url) == [1: url])
+    }
+
+    @Test("a story in the library is updated in place from its own EPUB")
+    func update() async throws {
+        try library.hold(5, url: url)
+        let downloader = ScriptedDownloader([.init(outcome: .updated(fromChapters: 3, toChapters: 4), storyURL: url)])
+        let outcome = await run(pipeline(downloader) { $0.metadataMode = .addFormat }, url)
+        #expect(outcome == .stored(book: 5, detail: "updated", notify: true, storyURL: url))
+        #expect(downloader.modes == [.update(epub: FanFicFare.outputName, method: .update, force: false)])
+        #expect(library.books.count == 1)
+    }
+
+    @Test("nothing new: up to date, the library untouched, nobody told")
+    func upToDate() async throws {
+        try library.hold(5, url: url)
+        let before = try #require(library.books[5]?.epub)
+        let downloader = ScriptedDownloader([.init(outcome: .upToDate(chapters: 4), storyURL: url)])
+        let outcome = await run(pipeline(downloader), url)
+        #expect(outcome == .stored(book: 5, detail: "up to date", notify: false, storyURL: url))
+        #expect(library.books[5]?.epub == before)
+    }
+
+    @Test("a skipped update runs once more with force; update_no_force keeps the book as it is")
+    func skippedUpdate() async throws {
+        try library.hold(5, url: url)
+        let forced = ScriptedDownloader([
+            .init(outcome: .fileNewerThanStory, storyURL: nil),
+            .init(outcome: .updated(fromChapters: 3, toChapters: 4), storyURL: url),
+        ])
+        let outcome = await run(pipeline(forced) { $0.metadataMode = .addFormat }, url)
+        #expect(outcome == .stored(book: 5, detail: "updated", notify: true, storyURL: url))
+        #expect(
+            forced.modes.map { mode -> Bool? in if case .update(_, _, let force) = mode { force } else { nil } }
+                == [false, true])
+
+        let unforced = ScriptedDownloader([.init(outcome: .fileNewerThanStory, storyURL: nil)])
+        let kept = await run(pipeline(unforced) { $0.updateMethod = .updateNoForce }, url)
+        guard case .stored(5, let detail, false, nil) = kept else {
+            Issue.record("unexpected \(kept)")
+            return
+        }
+        #expect(detail.hasPrefix("not updated"))
+        #expect(unforced.modes.count == 1)
+    }
+
+    @Test("a task spelled differently finds the book the story's own URL names: no second book")
+    func ownURL() async throws {
+        try library.hold(5, url: url)
+        let spelling = "http://test1.com/?sid=1&chapter=3"
+        let downloader = ScriptedDownloader([.init(outcome: .downloaded, storyURL: url)])
+        let outcome = await run(pipeline(downloader) { $0.metadataMode = .addFormat }, spelling)
+        #expect(outcome == .stored(book: 5, detail: "updated", notify: true, storyURL: url))
+        #expect(library.books.count == 1)
+    }
+
+    @Test("failures: permanent ones are permanent, the rest retryable, with FanFicFare's reason")
+    func failures() async throws {
+        let missing = ScriptedDownloader([.init(outcome: .storyDoesNotExist, storyURL: nil)])
+        #expect(await run(pipeline(missing), url) == .permanent("the story does not exist"))
+        let flaky = ScriptedDownloader([.init(outcome: .failed("HTTP Error 502"), storyURL: nil)])
+        #expect(await run(pipeline(flaky), url) == .retryable("HTTP Error 502"))
+        let silent = ScriptedDownloader([.init(outcome: .downloaded, storyURL: nil)])
+        guard case .retryable(let reason) = await run(pipeline(silent), url) else {
+            Issue.record("a success without an EPUB must be retried")
+            return
+        }
+        #expect(reason.contains("wrote no EPUB"))
+        #expect(library.books.isEmpty)
+    }
+}

@@ -1,0 +1,161 @@
+import AMQP
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import Notifications
+import Synchronization
+import TestSupport
+import Testing
+
+@testable import WorkerRuntime
+
+/// The worker's side of the coordination protocol on the in-memory bus; the test plays the
+/// coordinator (reads `fanfic.control`, answers on the reply queue) and the runner.
+@Suite("The worker session on the in-memory bus")
+struct WorkerSessionTests {
+    static let ladder = RetryLadder(delays: [60], hailMaryDelay: 3600)
+
+    /// Answers each task with the next outcome (the last one repeats), and counts the runs.
+    final class ScriptedRunner: TaskRunner {
+        private let state: Mutex<(outcomes: [StoryOutcome], ran: [String])>
+        init(_ outcomes: [StoryOutcome]) { state = Mutex((outcomes, [])) }
+        var ran: [String] { state.withLock { $0.ran } }
+
+        func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
+            state.withLock { state in
+                state.ran.append(task.url)
+                return state.outcomes.count > 1 ? state.outcomes.removeFirst() : state.outcomes[0]
+            }
+        }
+    }
+
+    final class Events: Sendable {
+        let kinds = Mutex<[FanficEvent.Kind]>([])
+        func emit(_ event: FanficEvent) { kinds.withLock { $0.append(event.kind) } }
+    }
+
+    let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: WorkerSessionTests.ladder))
+    let client: InMemoryBus
+    let events = Events()
+    let queue = FanficTopology.workerQueue(id: "w1")
+
+    init() { client = InMemoryBus(broker: broker) }
+
+    /// A session on its own connection; `settlerBus` lets a test make the settler's publishes fail.
+    func start(_ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil) -> Task<Void, Never> {
+        let bus = InMemoryBus(broker: broker)
+        var settings = WorkerSession.Settings(id: "w1", configuration: FanficConfiguration())
+        settings.heartbeat = .milliseconds(20)
+        settings.sitePause = .zero
+        var settler = OutcomeSettler(
+            bus: settlerBus ?? bus, ladder: Self.ladder, emit: { [events] in events.emit($0) },
+            notifier: RecordingNotifier())
+        settler.runAgainPause = .zero
+        var logger = Logger(label: "test.worker")
+        logger.logLevel = .critical
+        let session = WorkerSession(
+            bus: bus, settings: settings, runner: runner, settler: settler, emit: { [events] in events.emit($0) },
+            logger: logger)
+        return Task { try? await session.run() }
+    }
+
+    /// Everything the worker said to the coordinator so far (taken off `fanfic.control`).
+    final class ControlLog: Sendable {
+        let messages = Mutex<[ControlMessage]>([])
+        var all: [ControlMessage] { messages.withLock { $0 } }
+    }
+
+    func read(_ log: ControlLog) async throws {
+        while let message = try await client.get(queue: FanficTopology.control) {
+            try await message.ack()
+            let control = try WireCodec.decodeControl(message.body)
+            log.messages.withLock { $0.append(control) }
+        }
+    }
+
+    /// Admits the worker once it has declared its reply queue.
+    func admit() async throws {
+        try await waitUntil("the reply queue exists") { broker.hasQueue(FanficTopology.replyQueue(worker: "w1")) }
+        try await client.publish(
+            WireCodec.encode(ControlMessage.admit(worker: "w1")), exchange: "",
+            routingKey: FanficTopology.replyQueue(worker: "w1"), properties: .persistentJSON(), mandatory: true)
+    }
+
+    func put(_ body: Data) async throws {
+        try await client.declare(AMQPTopology(queues: [FanficTopology.worker(id: "w1")]))
+        try await client.publish(body, exchange: "", routingKey: queue, properties: .persistentJSON(), mandatory: true)
+    }
+
+    @Test(
+        "hello with what its queue holds until admitted; then each task is run, acked, reported finished, then heartbeats"
+    )
+    func protocolOrder() async throws {
+        let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        try await put(WireCodec.encode(task))
+        let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: true, storyURL: task.url)])
+        let session = start(runner)
+        defer { session.cancel() }
+        let log = ControlLog()
+        try await waitUntil("a hello") {
+            try await read(log)
+            return !log.all.isEmpty
+        }
+        let hello = try #require(log.all.first)
+        #expect(hello.kind == .hello && hello.replyTo == FanficTopology.replyQueue(worker: "w1"))
+        #expect(hello.site == "test1.com" && hello.unfinished == 1, "the queue's leftovers are in the hello")
+        #expect(runner.ran.isEmpty, "nothing runs before admission")
+
+        try await admit()
+        try await waitUntil("the task is reported finished") {
+            try await read(log)
+            return log.all.contains { $0.kind == .finished }
+        }
+        #expect(runner.ran == [task.url])
+        #expect(broker.messages(in: queue).isEmpty, "acked")
+        let finished = try #require(log.all.first { $0.kind == .finished })
+        #expect(finished.finishedIdentity == task.identity)
+        #expect(events.kinds.withLock { $0 } == [.taskStarted, .taskSucceeded])
+        try await waitUntil("a heartbeat after the finished report") {
+            try await read(log)
+            return log.all.drop { $0.kind != .finished }.contains { $0.kind == .heartbeat && $0.unfinished == 0 }
+        }
+    }
+
+    @Test("a message in its queue that is not a task is parked with the reason; the next task runs")
+    func garbage() async throws {
+        try await put(Data("{not a task".utf8))
+        let task = TaskMessage(url: "http://test1.com?sid=2", site: "test1.com", submittedBy: "test")
+        try await put(WireCodec.encode(task))
+        let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: false, storyURL: nil)])
+        let session = start(runner)
+        defer { session.cancel() }
+        try await admit()
+        try await waitUntil("the task ran") { runner.ran == [task.url] }
+        let parked = try #require(broker.messages(in: FanficTopology.failed).first)
+        guard case .string(let reason) = parked.properties.headers[FanficTopology.failureReasonHeader] else {
+            Issue.record("no reason header")
+            return
+        }
+        #expect(reason.hasPrefix("undecodable task: "))
+    }
+
+    @Test("an outcome that cannot be recorded gives the task back: it runs again and is reported finished once")
+    func unrecorded() async throws {
+        let task = TaskMessage(url: "http://test1.com?sid=3", site: "test1.com", submittedBy: "test")
+        try await put(WireCodec.encode(task))
+        let settlerBus = InMemoryBus(broker: broker)
+        settlerBus.failPublishes(1)
+        let runner = ScriptedRunner([.permanent("the story does not exist")])
+        let session = start(runner, settlerBus: settlerBus)
+        defer { session.cancel() }
+        try await admit()
+        let log = ControlLog()
+        try await waitUntil("the task is parked and reported finished") {
+            try await read(log)
+            return log.all.contains { $0.kind == .finished } && broker.messages(in: FanficTopology.failed).count == 1
+        }
+        #expect(runner.ran == [task.url, task.url])
+        #expect(log.all.filter { $0.kind == .finished }.count == 1)
+    }
+}
