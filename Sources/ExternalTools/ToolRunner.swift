@@ -21,6 +21,14 @@ public struct ToolResult: Sendable {
     public let timedOut: Bool
     public let duration: Duration
 
+    public init(exitStatus: Int32, stdout: String, stderr: String, timedOut: Bool = false, duration: Duration = .zero) {
+        self.exitStatus = exitStatus
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timedOut = timedOut
+        self.duration = duration
+    }
+
     public var succeeded: Bool { exitStatus == 0 && !timedOut }
 
     /// The last lines of both outputs, for error messages and logs.
@@ -40,9 +48,12 @@ public struct ToolError: Error, Sendable, CustomStringConvertible {
 /// SIGKILL), and its output captured through files so that no size limit or pipe can stall it.
 public struct ToolRunner: Sendable {
     public var environment: [String: String]
+    /// How long a tool past its timeout (or cancelled) has between SIGTERM and SIGKILL.
+    public var terminationGrace: Duration
 
-    public init(environment: [String: String] = [:]) {
+    public init(environment: [String: String] = [:], terminationGrace: Duration = .seconds(5)) {
         self.environment = environment
+        self.terminationGrace = terminationGrace
     }
 
     /// - Parameters:
@@ -64,7 +75,7 @@ public struct ToolRunner: Sendable {
         var options = PlatformOptions()
         options.processGroupID = 0  // its own group: a timeout stops its children too
         options.teardownSequence = [
-            .send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: .seconds(5)),
+            .send(signal: .terminate, toProcessGroup: true, allowedDurationToNextStep: terminationGrace),
             .send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .seconds(1)),
         ]
         var overrides: [Environment.Key: String?] = [:]
@@ -102,11 +113,11 @@ public struct ToolRunner: Sendable {
                 group.cancelAll()
                 return first
             }
-            // Timed out: SIGTERM to the group, SIGKILL five seconds later if it is still there.
+            // Timed out: SIGTERM to the group, SIGKILL after the grace if it is still there.
             let pid = processID.value.withLock { $0 }
             if let pid { kill(-pid, SIGTERM) }
             group.addTask {
-                try await Task.sleep(for: .seconds(5))
+                try await Task.sleep(for: terminationGrace)
                 if let pid { kill(-pid, SIGKILL) }
                 return (nil, true)
             }

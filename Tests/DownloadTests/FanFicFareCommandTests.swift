@@ -80,7 +80,7 @@ struct FanFicFareCommandTests {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
         // A tool that ignores SIGTERM and leaves a child of its own behind.
-        let result = try await ToolRunner().run(
+        let result = try await ToolRunner(terminationGrace: .milliseconds(300)).run(
             "/bin/sh", ["-c", "trap '' TERM; sleep 300 & echo $! > child.pid; wait"], in: directory,
             timeout: .milliseconds(300))
         #expect(result.timedOut)
