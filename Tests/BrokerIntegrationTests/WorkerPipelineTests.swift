@@ -61,8 +61,16 @@ extension BrokerTests {
                 for _ in 0..<10 {
                     let duplicates = events.of(.taskDuplicate, url: url).count
                     try await submit(url)
-                    try await waitUntil("\(url) ran again or was reported a duplicate", timeout: .seconds(90)) {
-                        events.ends(of: url).count > ended || events.of(.taskDuplicate, url: url).count > duplicates
+                    do {
+                        try await waitUntil("\(url) ran again or was reported a duplicate", timeout: .seconds(90)) {
+                            events.ends(of: url).count > ended
+                                || events.of(.taskDuplicate, url: url).count > duplicates
+                        }
+                    } catch {
+                        // What the roles were doing, for the failure's report.
+                        throw TestFailure(
+                            "\(error)\n-- coordinator:\n\(roles.logText("coordinator-a").suffix(3000))"
+                                + "\n-- w1:\n\(roles.logText("w1").suffix(3000))")
                     }
                     if events.ends(of: url).count > ended { return events.ends(of: url)[ended] }
                 }
