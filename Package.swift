@@ -284,7 +284,7 @@ let package = Package(
         .executableTarget(
             name: "FanficTestWorker",
             dependencies: [
-                "AppSupport", "FanficBroker", "FanficCore", "Notifications", "WorkerRuntime",
+                "AppSupport", "FanficBroker", "FanficCore", "Notifications", "TestSupport", "WorkerRuntime",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

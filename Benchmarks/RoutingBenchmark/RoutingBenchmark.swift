@@ -44,7 +44,11 @@ struct RoutingBenchmark: AsyncParsableCommand {
         let connection = AMQPConnection(configuration: configuration, logger: logger)
         try await connection.waitUntilConnected(timeout: .seconds(30))
         try await connection.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
-        let siteNames = (1...sites).map { "site\($0).example" }
+        // Real sites: the coordinator derives each task's site from its URL and parks what the
+        // site rules refuse. A story URL per site and index: an adapter's example URL with its
+        // last number replaced, kept when the rules accept it.
+        let storyURLs = Self.storyURLTemplates(count: sites)
+        let siteNames = storyURLs.map(\.site)
         for site in siteNames { _ = try await connection.purgeQueueIfExists(FanficTopology.backlogQueue(site: site)) }
         _ = try await connection.purgeQueue(FanficTopology.ingress)
 
@@ -52,7 +56,7 @@ struct RoutingBenchmark: AsyncParsableCommand {
         let bodies = (0..<tasks).map { index in
             WireCodec.encode(
                 TaskMessage(
-                    url: "https://\(siteNames[index % sites])/s/\(index)", site: siteNames[index % sites],
+                    url: storyURLs[index % siteNames.count].url(index + 1), site: siteNames[index % siteNames.count],
                     submittedBy: "bench"))
         }
         let fillStart = ContinuousClock.now
@@ -152,5 +156,25 @@ extension AMQPConnection {
     func purgeQueueIfExists(_ name: String) async throws -> UInt32 {
         guard try await queueState(name) != nil else { return 0 }
         return try await purgeQueue(name)
+    }
+}
+
+extension RoutingBenchmark {
+    /// Up to `count` sites whose example URL takes another story number.
+    static func storyURLTemplates(count: Int) -> [(site: String, url: @Sendable (Int) -> String)] {
+        var templates: [(site: String, url: @Sendable (Int) -> String)] = []
+        for rule in SiteRules.bundled.rules where templates.count < count {
+            guard let example = rule.examples.first,
+                let digits = example.range(of: "[0-9]+", options: [.regularExpression, .backwards])
+            else { continue }
+            let (head, tail) = (String(example[..<digits.lowerBound]), String(example[digits.upperBound...]))
+            let url: @Sendable (Int) -> String = { "\(head)\(1000 + $0)\(tail)" }
+            // The number must be the story's: two numbers, two canonical URLs of this site.
+            guard case .success(let one) = SiteRules.bundled.resolve(url(1)), one.site == rule.site,
+                case .success(let two) = SiteRules.bundled.resolve(url(2)), two.canonicalURL != one.canonicalURL
+            else { continue }
+            templates.append((rule.site, url))
+        }
+        return templates
     }
 }

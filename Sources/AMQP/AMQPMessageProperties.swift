@@ -17,6 +17,9 @@ public struct AMQPMessageProperties: Sendable, Hashable {
     public var timestamp: UInt64?
     public var type: String?
     public var appID: String?
+    /// The publishing user. The broker refuses a message whose `user_id` is not the user of the
+    /// connection that publishes it, so a consumer may believe it.
+    public var userID: String?
 
     public init(
         contentType: String? = nil,
@@ -30,7 +33,8 @@ public struct AMQPMessageProperties: Sendable, Hashable {
         messageID: String? = nil,
         timestamp: UInt64? = nil,
         type: String? = nil,
-        appID: String? = nil
+        appID: String? = nil,
+        userID: String? = nil
     ) {
         self.contentType = contentType
         self.contentEncoding = contentEncoding
@@ -44,6 +48,7 @@ public struct AMQPMessageProperties: Sendable, Hashable {
         self.timestamp = timestamp
         self.type = type
         self.appID = appID
+        self.userID = userID
     }
 
     /// Persistent JSON, the default for everything this project publishes.

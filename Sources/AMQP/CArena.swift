@@ -100,6 +100,7 @@ final class CArena {
         set(properties.messageID, fanfic_amqp_basic_message_id_flag) { result.message_id = $0 }
         set(properties.type, fanfic_amqp_basic_type_flag) { result.type = $0 }
         set(properties.appID, fanfic_amqp_basic_app_id_flag) { result.app_id = $0 }
+        set(properties.userID, fanfic_amqp_basic_user_id_flag) { result.user_id = $0 }
         if !properties.headers.isEmpty {
             result.headers = table(properties.headers)
             flags |= UInt32(fanfic_amqp_basic_headers_flag)
@@ -199,7 +200,8 @@ enum CDecoding {
             messageID: text(fanfic_amqp_basic_message_id_flag, raw.message_id),
             timestamp: has(fanfic_amqp_basic_timestamp_flag) ? raw.timestamp : nil,
             type: text(fanfic_amqp_basic_type_flag, raw.type),
-            appID: text(fanfic_amqp_basic_app_id_flag, raw.app_id)
+            appID: text(fanfic_amqp_basic_app_id_flag, raw.app_id),
+            userID: text(fanfic_amqp_basic_user_id_flag, raw.user_id)
         )
     }
 }

@@ -34,6 +34,7 @@ static const uint16_t fanfic_amqp_basic_message_id_flag = AMQP_BASIC_MESSAGE_ID_
 static const uint16_t fanfic_amqp_basic_timestamp_flag = AMQP_BASIC_TIMESTAMP_FLAG;
 static const uint16_t fanfic_amqp_basic_type_flag = AMQP_BASIC_TYPE_FLAG;
 static const uint16_t fanfic_amqp_basic_app_id_flag = AMQP_BASIC_APP_ID_FLAG;
+static const uint16_t fanfic_amqp_basic_user_id_flag = AMQP_BASIC_USER_ID_FLAG;
 
 // Method numbers (cast macros that Swift does not import).
 static const amqp_method_number_t fanfic_amqp_connection_close_method = AMQP_CONNECTION_CLOSE_METHOD;

@@ -51,6 +51,16 @@ public struct DispatchStateMachine: Sendable {
 
         var isIdle: Bool { site == nil }
         var hasWorkLeft: Bool { draining || sent > finished }
+
+        /// Whether a `finished` for `identity` can be this worker's: a task this table sent it, or
+        /// one of the tasks it is only known to hold by count (its report when the table was
+        /// rebuilt, a drained task that did not decode), of its site. Anything else is forged or
+        /// stale, and must neither release its site early nor free another worker's identity.
+        func mayHaveFinished(_ identity: TaskIdentity) -> Bool {
+            if outstanding[identity] != nil { return true }
+            let anonymous = sent - finished - outstanding.values.reduce(0, +)
+            return anonymous > 0 && identity.site == site
+        }
     }
 
     enum Phase: Sendable, Hashable {
@@ -75,8 +85,11 @@ public struct DispatchStateMachine: Sendable {
     /// Copies of each identity in the pipeline (pending, parked, queued or running).
     private(set) var inPipeline: [TaskIdentity: Int] = [:]
     private(set) var pendingMoves: [MoveID: PendingMove] = [:]
-    /// Workers whose queue is being reclaimed; admitted (empty) once it is done.
-    private(set) var reclaiming: [WorkerID: Duration] = [:]
+    /// Workers whose queue is being reclaimed, and whether to admit them (empty) once it is done:
+    /// only those that said hello. A worker presumed dead stays out until it says hello.
+    private(set) var reclaiming: [WorkerID: Bool] = [:]
+    /// When each unknown worker was last asked to say hello again (at most once a timeout).
+    private var askedToRejoin: [WorkerID: Duration] = [:]
     /// Hellos with leftovers heard while rebuilding: decided once every running worker has
     /// reported, so that a worker already running a site wins over one returning to it.
     private var deferredHellos: [WorkerID: (site: String, unfinished: Int)] = [:]
@@ -138,25 +151,34 @@ public struct DispatchStateMachine: Sendable {
         case .workerHello(let id, let site, let unfinished):
             hello(id, site: site, unfinished: unfinished, now: now, into: &actions)
         case .workerReclaimed(let id):
-            guard reclaiming.removeValue(forKey: id) != nil else { break }
+            guard let admit = reclaiming.removeValue(forKey: id), admit else { break }
             seen(id, now: now, into: &actions)
             actions.append(.admit(id))
         case .heartbeat(let id, _, _) where reclaiming[id] != nil:
             break  // not admitted yet: its reclaim goes on
+        case .heartbeat(let id, _, _) where workers[id] == nil && phase == .running:
+            // Once the table is rebuilt, only workers that said hello to it are believed: one
+            // presumed dead, or one that never said hello, is asked to (once a timeout).
+            if askedToRejoin[id].map({ now - $0 >= configuration.workerTimeout }) ?? true {
+                if askedToRejoin.count >= 1024 { askedToRejoin = [:] }  // bounded, whoever sends
+                askedToRejoin[id] = now
+                actions.append(.askToRejoin(id))
+            }
         case .heartbeat(let id, let site, let unfinished):
             heartbeat(id, site: site, unfinished: unfinished, now: now, into: &actions)
         case .taskFinished(let id, let identity):
             // Only hellos and heartbeats introduce a worker: one unknown here may hold a queue
             // that its next heartbeat has to account for.
-            workers[id]?.lastSeen = now
-            forget(identity)
-            if var worker = workers[id], worker.site != nil,
-                worker.outstanding[identity] != nil || worker.sent > worker.finished
-            {
+            guard var worker = workers[id] else { break }
+            worker.lastSeen = now
+            if worker.site != nil, worker.mayHaveFinished(identity) {
                 worker.finished += 1
                 worker.outstanding.remove(identity)
-                workers[id] = worker
+                forget(identity)
+            } else {
+                actions.append(.announce(.finishedIgnored(id, identity)))
             }
+            workers[id] = worker
             releaseIfDone(now: now, into: &actions)
         case .backlogTaskMoved(let site, let id, let identity):
             guard var worker = workers[id], worker.site == site else { break }
@@ -317,6 +339,7 @@ public struct DispatchStateMachine: Sendable {
     private mutating func seen(_ id: WorkerID, now: Duration, into actions: inout [DispatchAction]) {
         if workers[id] == nil {
             workers[id] = Worker(lastSeen: now)
+            askedToRejoin[id] = nil
             actions.append(.announce(.workerJoined(id)))
         } else {
             workers[id]!.lastSeen = now
@@ -327,7 +350,7 @@ public struct DispatchStateMachine: Sendable {
         _ id: WorkerID, site: String?, unfinished: Int, now: Duration, into actions: inout [DispatchAction]
     ) {
         if reclaiming[id] != nil {
-            reclaiming[id] = now  // still waiting for its queue to be emptied
+            reclaiming[id] = true  // admitted once its queue is emptied
             return
         }
         if workers[id] != nil {
@@ -341,7 +364,7 @@ public struct DispatchStateMachine: Sendable {
             return
         }
         if let site, unfinished > 0, holders[site, default: []].count >= configuration.cap(site) {
-            reclaiming[id] = now
+            reclaiming[id] = true
             actions.append(.reclaim(id))
             return
         }
@@ -369,8 +392,8 @@ public struct DispatchStateMachine: Sendable {
         }
         guard holders[site, default: []].count < configuration.cap(site) else {
             // Running a site someone else holds (a worker presumed dead that was not): take back
-            // what it has not started, and give it no site until that is done.
-            reclaiming[id] = now
+            // what it has not started, and give it no site until it says hello again.
+            reclaiming[id] = false
             actions.append(.reclaim(id))
             return
         }
@@ -415,8 +438,9 @@ public struct DispatchStateMachine: Sendable {
                 for _ in 0..<count { forget(identity) }
             }
             actions.append(.announce(.workerPresumedDead(id, site: worker.site)))
-            // Should it come back before its queue is emptied, it waits for the reclaim to finish.
-            reclaiming[id] = now
+            // Should it say hello before its queue is emptied, it waits for the reclaim to finish;
+            // if it does not, it stays out.
+            reclaiming[id] = false
             actions.append(.reclaim(id))
         }
     }

@@ -85,6 +85,9 @@ public enum DispatchAction: Hashable, Sendable {
     case reclaim(WorkerID)
     /// Tell a worker that said hello that it may consume its queue.
     case admit(WorkerID)
+    /// Tell a worker this table does not know (presumed dead, or never admitted by it) to stop
+    /// taking tasks and say hello again: until then its heartbeats are not believed.
+    case askToRejoin(WorkerID)
     /// Something worth publishing to `fanfic.events` and logging.
     case announce(DispatchAnnouncement)
 }
@@ -98,4 +101,6 @@ public enum DispatchAnnouncement: Hashable, Sendable {
     case workerJoined(WorkerID)
     case workerPresumedDead(WorkerID, site: String?)
     case tableRebuilt(workers: Int, waitingSites: Int)
+    /// A `finished` for a task the worker was not sent (forged, or stale): ignored.
+    case finishedIgnored(WorkerID, TaskIdentity)
 }

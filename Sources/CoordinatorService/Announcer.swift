@@ -41,6 +41,10 @@ struct Announcer: Sendable {
                 "worker presumed dead; reclaiming its queue",
                 metadata: ["worker": "\(worker)", "site": "\(site ?? "none")"])
             events.emit(FanficEvent(.workerDead, source: source, worker: worker, site: site))
+        case .finishedIgnored(let worker, let identity):
+            logger.warning(
+                "ignored a `finished` for a task the worker was not sent",
+                metadata: ["worker": "\(worker)", "url": "\(identity.url)"])
         case .tableRebuilt(let workers, let waitingSites):
             logger.notice(
                 "table rebuilt; assigning", metadata: ["workers": "\(workers)", "waiting_sites": "\(waitingSites)"])

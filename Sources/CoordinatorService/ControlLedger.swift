@@ -1,4 +1,5 @@
 import Coordination
+import FanficBroker
 import FanficCore
 import Foundation
 
@@ -12,6 +13,19 @@ struct ControlLedger {
     var reports: [WorkerID: (message: ControlMessage, at: Date)] = [:]
     /// Sites of tasks and reports this term has seen: where a new term looks for backlogs.
     var sitesSeen: Set<String> = []
+
+    /// Why a control message is not believed, or nil. `user` is its publisher as the broker
+    /// vouches (`user_id`); `workerUsers` empty: any user. A hello must ask to be answered on the
+    /// worker's own reply queue: the coordinator publishes nowhere a message names.
+    func refusal(of message: ControlMessage, from user: String?, workerUsers: Set<String>) -> String? {
+        if !workerUsers.isEmpty, !workerUsers.contains(user ?? "") {
+            return "published by broker user \(user.map { "'\($0)'" } ?? "unknown"), not a worker user"
+        }
+        if message.kind == .hello, message.replyTo != FanficTopology.replyQueue(worker: message.worker) {
+            return "a hello must ask for replies on \(FanficTopology.replyQueue(worker: message.worker))"
+        }
+        return nil
+    }
 
     /// The state machine's event for a control message, or nil when it has none (`admit` is the
     /// coordinator's own message; a `finished` that names no task).
@@ -28,8 +42,8 @@ struct ControlLedger {
             return .heartbeat(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
         case .finished:
             return message.finishedIdentity.map { .taskFinished(message.worker, $0) }
-        case .admit:
-            return nil
+        case .admit, .rejoin:
+            return nil  // the coordinator's own messages
         }
     }
 

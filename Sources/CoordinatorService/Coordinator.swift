@@ -26,6 +26,8 @@ public struct Coordinator: Service {
         public var endingGrace: Duration = .seconds(10)
         /// Sites whose backlogs a new term looks for, besides those it sees.
         public var knownSites: [String]
+        /// Broker users whose control messages count (`coordinator.worker_users`); empty: any.
+        public var workerUsers: Set<String> = []
         /// `coordinator@<host>:<pid>`, in events and logs.
         public var name: String
 
@@ -37,6 +39,7 @@ public struct Coordinator: Service {
                     siteCaps: configuration.coordinator.siteCapTable),
                 knownSites: knownSites,
                 name: "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)")
+            workerUsers = Set(configuration.coordinator.workerUsers)
         }
 
         public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {

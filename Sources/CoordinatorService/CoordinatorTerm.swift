@@ -62,13 +62,16 @@ final class CoordinatorTerm: Sendable {
     private struct State {
         var machine: DispatchStateMachine
         var ledger = ControlLedger()
-        var deliveries: [DeliveryHandle: BusMessage] = [:]
+        /// Ingress messages not yet settled, with the task's body as it moves on (see ``TaskIntake``).
+        var deliveries: [DeliveryHandle: (message: BusMessage, body: Data)] = [:]
         var nextHandle: DeliveryHandle = 1
         /// Drains (by the worker they fill) and reclaims in progress.
         var drains: [WorkerID: StopSignal] = [:]
         var reclaims: Set<WorkerID> = []
         var movesInFlight = 0
         var ending = false
+        /// When a refused control message was last logged, by sender and worker id.
+        var refusalsLogged: [String: ContinuousClock.Instant] = [:]
     }
 
     func run() async {
@@ -119,7 +122,7 @@ final class CoordinatorTerm: Sendable {
             for await input in inputs {
                 if let message = Self.message(of: input) { try? await message.reject(requeue: true) }
             }
-            for delivery in state.deliveries.values { try? await delivery.reject(requeue: true) }
+            for delivery in state.deliveries.values { try? await delivery.message.reject(requeue: true) }
             group.cancelAll()
         }
     }
@@ -146,20 +149,31 @@ final class CoordinatorTerm: Sendable {
             switch received {
             case .failure(let bad):
                 park(bad.message, reason: "undecodable task: \(bad.reason)", group: &group)
-            case .success(let task):
-                let handle = state.nextHandle
-                state.nextHandle += 1
-                state.deliveries[handle] = task.message
-                state.ledger.sitesSeen.insert(task.value.site)
-                apply(
-                    .taskArrived(IncomingTask(handle: handle, taskID: task.value.id, identity: task.value.identity)),
-                    state: &state, group: &group)
+            case .success(let received):
+                switch TaskIntake.admit(received.value, body: received.message.body) {
+                case .failure(let refusal):
+                    park(received.message, reason: refusal.reason, group: &group)
+                case .success(let admitted):
+                    let task = admitted.task
+                    let handle = state.nextHandle
+                    state.nextHandle += 1
+                    state.deliveries[handle] = (received.message, admitted.body)
+                    state.ledger.sitesSeen.insert(task.site)
+                    apply(
+                        .taskArrived(IncomingTask(handle: handle, taskID: task.id, identity: task.identity)),
+                        state: &state, group: &group)
+                }
             }
         case .control(.failure(let bad)):
             park(bad.message, reason: "undecodable control message: \(bad.reason)", group: &group)
         case .control(.success(let control)):
             group.addTask { try? await control.message.ack() }
             let message = control.value
+            let sender = control.message.properties.userID
+            if let refusal = state.ledger.refusal(of: message, from: sender, workerUsers: settings.workerUsers) {
+                noteRefused(message, sender: sender, reason: refusal, state: &state)
+                return
+            }
             logger.trace(
                 "control message",
                 metadata: [
@@ -194,6 +208,21 @@ final class CoordinatorTerm: Sendable {
         }
     }
 
+    /// A control message not believed is dropped; logged once a minute per sender and worker id,
+    /// so a flood neither fills the log nor slows the loop.
+    private func noteRefused(_ message: ControlMessage, sender: String?, reason: String, state: inout State) {
+        let key = "\(sender ?? "?")/\(message.worker)"
+        if let last = state.refusalsLogged[key], clock.now - last < .seconds(60) { return }
+        state.refusalsLogged[key] = clock.now
+        if state.refusalsLogged.count > 1000 { state.refusalsLogged = [key: clock.now] }
+        logger.warning(
+            "dropped a control message",
+            metadata: [
+                "type": "\(message.kind.rawValue)", "worker": "\(InertText.escape(message.worker))",
+                "user": "\(InertText.escape(sender ?? "?"))", "reason": "\(reason)",
+            ])
+    }
+
     // MARK: Actions
 
     private func apply(_ event: DispatchEvent, state: inout State, group: inout DiscardingTaskGroup) {
@@ -209,16 +238,17 @@ final class CoordinatorTerm: Sendable {
             guard let delivery = state.deliveries[task.handle] else { return }
             state.movesInFlight += 1
             group.addTask {
-                let confirmed = await self.moves.publish(delivery, to: destination)
+                let confirmed = await self.moves.publish(
+                    delivery.body, properties: delivery.message.properties, site: task.identity.site, to: destination)
                 self.feed.yield(.event(confirmed ? .publishConfirmed(move) : .publishFailed(move)))
                 self.feed.yield(.moveSettled)
             }
         case .ack(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
-            group.addTask { try? await delivery.ack() }
+            group.addTask { try? await delivery.message.ack() }
         case .requeue(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
-            group.addTask { try? await delivery.reject(requeue: true) }
+            group.addTask { try? await delivery.message.reject(requeue: true) }
         case .drainBacklog(let site, let worker):
             let signal = StopSignal()
             state.drains[worker] = signal
@@ -249,6 +279,11 @@ final class CoordinatorTerm: Sendable {
                 return
             }
             group.addTask { await self.moves.admit(worker, replyTo: replyTo) }
+        case .askToRejoin(let worker):
+            logger.info(
+                "heartbeats from a worker this table does not know; asking it to say hello",
+                metadata: ["worker": "\(worker)"])
+            group.addTask { await self.moves.askToRejoin(worker) }
         case .announce(let announcement):
             announcer.announce(announcement)
             switch announcement {

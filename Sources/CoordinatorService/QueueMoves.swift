@@ -19,14 +19,17 @@ final class QueueMoves: Sendable {
         self.logger = logger
     }
 
-    /// Publishes an ingress delivery's task to its destination; true once confirmed.
-    func publish(_ delivery: BusMessage, to destination: Destination) async -> Bool {
+    /// Publishes a task from ingress to its destination, marked with the site the coordinator
+    /// derived for it (the worker checks it); true once confirmed.
+    func publish(
+        _ body: Data, properties: AMQPMessageProperties, site: String, to destination: Destination
+    ) async -> Bool {
         let queue = destination.queueName
+        var properties = Self.persistent(properties)
+        properties.headers[FanficTopology.siteHeader] = .string(site)
         do {
             try await ensureDeclared(destination)
-            try await bus.publish(
-                delivery.body, exchange: "", routingKey: queue, properties: Self.persistent(delivery.properties),
-                mandatory: true)
+            try await bus.publish(body, exchange: "", routingKey: queue, properties: properties, mandatory: true)
             return true
         } catch {
             logger.warning(
@@ -133,6 +136,19 @@ final class QueueMoves: Sendable {
         } catch {
             // It says hello again at its next heartbeat, and is admitted then.
             logger.warning("admit not sent", metadata: ["worker": "\(worker)", "error": "\(error)"])
+        }
+    }
+
+    /// Asks a worker to say hello again, on the reply queue its id names (never one a message
+    /// names); nothing happens when there is no such queue.
+    func askToRejoin(_ worker: WorkerID) async {
+        do {
+            try await bus.publish(
+                WireCodec.encode(ControlMessage.rejoin(worker: worker)), exchange: "",
+                routingKey: FanficTopology.replyQueue(worker: worker), properties: .persistentJSON(), mandatory: false,
+                retryFor: nil)
+        } catch {
+            logger.debug("rejoin not sent", metadata: ["worker": "\(worker)", "error": "\(error)"])
         }
     }
 

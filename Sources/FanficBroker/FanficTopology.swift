@@ -31,6 +31,10 @@ public enum FanficTopology {
     /// Header of a message in `fanfic.failed`: why it is there.
     public static let failureReasonHeader = "x-fanfic-failure-reason"
 
+    /// Header of a task in a backlog or worker queue: the site the coordinator derived from its
+    /// URL, which the worker checks before it runs the task.
+    public static let siteHeader = "x-fanfic-site"
+
     /// Exclusive queue held by the active coordinator (a ``BrokerLock``: the broker deletes it with
     /// its connection, so a crashed or partitioned coordinator loses it as soon as the broker
     /// notices). Single active consumer on `fanfic.ingress` alone would not do: the control queue

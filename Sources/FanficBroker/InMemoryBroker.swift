@@ -83,6 +83,11 @@ public final class InMemoryBroker: Sendable {
         state.withLock { $0.queues[queue]?.messages ?? [] }
     }
 
+    /// How many messages of a queue are taken and not yet settled.
+    public func unsettled(in queue: String) -> Int {
+        state.withLock { $0.unsettled.values.filter { $0.queue == queue }.count }
+    }
+
     /// Whether a queue exists.
     public func hasQueue(_ name: String) -> Bool { state.withLock { $0.queues[name] != nil } }
 

@@ -8,9 +8,12 @@ import Synchronization
 public final class InMemoryBus: MessageBus {
     public let broker: InMemoryBroker
     let id: UInt64
+    /// The user this connection logged in as: the `user_id` of what it publishes.
+    public let user: String
 
-    public init(broker: InMemoryBroker) {
+    public init(broker: InMemoryBroker, user: String = "guest") {
         self.broker = broker
+        self.user = user
         id = broker.state.withLock { state in
             let id = state.makeID()
             state.connections[id] = InMemoryBroker.Connection()
@@ -19,8 +22,8 @@ public final class InMemoryBus: MessageBus {
     }
 
     /// A connection to a broker of its own that holds `topology`.
-    public convenience init(topology: AMQPTopology = AMQPTopology()) {
-        self.init(broker: InMemoryBroker(topology: topology))
+    public convenience init(topology: AMQPTopology = AMQPTopology(), user: String = "guest") {
+        self.init(broker: InMemoryBroker(topology: topology), user: user)
     }
 
     // MARK: For tests
@@ -93,6 +96,8 @@ public final class InMemoryBus: MessageBus {
         retryFor: Duration?
     ) async throws {
         try requireConnection()
+        var properties = properties
+        properties.userID = user  // as AMQPMessageBus stamps it
         try broker.publish(
             InMemoryBroker.Stored(body: body, properties: properties, routingKey: routingKey, redelivered: false),
             exchange: exchange, mandatory: mandatory, by: id)

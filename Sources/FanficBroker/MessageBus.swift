@@ -5,7 +5,8 @@ import Foundation
 /// (``AMQPMessageBus``) or, in unit tests, against ``InMemoryBus`` in milliseconds.
 ///
 /// One value is one connection: its ``generation`` changes at every reconnect, exclusive queues
-/// (the leader lock, the Content Server's write lock) belong to it. Errors are the AMQP client's
+/// (the leader lock, the Content Server's write lock) belong to it, and every message it publishes
+/// carries its user as `user_id` (which the broker checks). Errors are the AMQP client's
 /// (``AMQP/AMQPError``), from either implementation, so a caller matches one set of codes.
 public protocol MessageBus: Sendable {
     // MARK: The connection
@@ -164,10 +165,14 @@ public struct AMQPMessageBus: MessageBus {
         try await connection.queueState(name)
     }
 
+    /// Every message carries this connection's user as its `user_id` (a moved message, its mover's):
+    /// the broker refuses any other, so a consumer can tell who published what.
     public func publish(
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         retryFor: Duration?
     ) async throws {
+        var properties = properties
+        properties.userID = connection.configuration.username
         try await connection.publish(
             body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
             retryFor: retryFor)

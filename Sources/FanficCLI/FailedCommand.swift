@@ -31,9 +31,9 @@ struct FailedCommand: AsyncParsableCommand {
                 return
             }
             for entry in entries {
-                print(
-                    "\(entry.url ?? "(not a task: \(entry.preview ?? ""))")  attempt \(entry.attempt ?? 0)  \(entry.reason)"
-                )
+                // Whatever was parked came from the wire: printed inert.
+                let what = entry.url ?? "(not a task: \(entry.preview ?? ""))"
+                print("\(InertText.escape(what))  attempt \(entry.attempt ?? 0)  \(InertText.escape(entry.reason))")
             }
             print("\(entries.count) failed task(s)")
         }
@@ -60,7 +60,7 @@ struct FailedCommand: AsyncParsableCommand {
             let wanted = Set(urls)
             let requeued = try await FailedTasks(bus: broker.bus).requeue { all || wanted.contains($0.url) }
             await broker.close()
-            for task in requeued { print("requeued  \(task.url)") }
+            for task in requeued { print("requeued  \(InertText.escape(task.url))") }
             print("\(requeued.count) task(s) requeued")
             if requeued.isEmpty { throw ExitCode.failure }
         }

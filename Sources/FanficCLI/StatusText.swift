@@ -90,6 +90,8 @@ enum StatusText {
         let widths = (0..<columns).map { column in
             rows.map { column < $0.count ? $0[column].count : 0 }.max() ?? 0
         }
+        // Cells hold what coordinators and workers reported: printed inert.
+        let rows = rows.map { $0.map(InertText.escape) }
         return rows.map { row in
             row.enumerated().map { index, cell in
                 index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)

@@ -16,6 +16,9 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         case finished
         /// Coordinator -> worker (on its reply queue): consume your queue.
         case admit
+        /// Coordinator -> worker (on its reply queue): this table does not know you (presumed
+        /// dead, or a new coordinator); stop taking tasks and say hello again.
+        case rejoin
     }
 
     public var version: Int
@@ -91,6 +94,10 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         return message
     }
 
+    public static func rejoin(worker: String) -> ControlMessage {
+        ControlMessage(kind: .rejoin, worker: worker)
+    }
+
     public static func admit(worker: String) -> ControlMessage {
         ControlMessage(kind: .admit, worker: worker)
     }
@@ -104,6 +111,10 @@ extension WireCodec {
     public static func decodeControl(_ data: Data) throws(MessageDecodingError) -> ControlMessage {
         let message: ControlMessage = try decodeVersioned(data)
         if message.worker.isEmpty { throw MessageDecodingError(.invalidField, "'worker' is empty") }
+        // It names the worker's queues: the same rule as `worker.id`.
+        if let problem = Rules.workerID(message.worker) {
+            throw MessageDecodingError(.invalidField, "'worker' \(problem)")
+        }
         switch message.kind {
         case .hello where message.replyTo?.isEmpty != false:
             throw MessageDecodingError(.missingField, "a hello needs 'reply_to'")
@@ -111,7 +122,7 @@ extension WireCodec {
             if (message.unfinished ?? 0) < 0 { throw MessageDecodingError(.invalidField, "'unfinished' is negative") }
         case .finished where message.finishedIdentity == nil:
             throw MessageDecodingError(.missingField, "a finished message needs 'url' and 'site'")
-        case .finished, .admit:
+        case .finished, .admit, .rejoin:
             break
         }
         return message

@@ -26,6 +26,13 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Index appended to the host name for the default id, when several workers share a host.")
     var index: Int = 1
 
+    func validate() throws {
+        if let id, let problem = WorkerIdentity.problem(with: id) {
+            throw ValidationError("--id \(id.debugDescription) \(problem)")
+        }
+        if index < 1 { throw ValidationError("--index must be at least 1") }
+    }
+
     func run() async throws {
         let explicitID = id
         let index = index

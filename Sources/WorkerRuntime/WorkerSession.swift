@@ -59,6 +59,9 @@ public final class WorkerSession: Service {
     let logger: Logger
     private let progress = Mutex(Progress())
     private let admission: AsyncStream<Void>
+    /// While this worker consumes: where a `rejoin` from the coordinator goes (stop taking, say
+    /// hello again). A stream per consuming session: a cancelled iteration ends its stream.
+    private let revocation = Mutex<AsyncStream<Void>.Continuation?>(nil)
     private let admitted: AsyncStream<Void>.Continuation
     /// Control messages go out one at a time, each computed in its turn (see ``inTurn(_:)``).
     private let controlTurn = Turnstile()
@@ -100,7 +103,8 @@ public final class WorkerSession: Service {
 
     /// Consumes the queue once admitted. A lost connection ends the subscription: the worker says
     /// hello again and waits to be admitted again, because while it was away the coordinator may
-    /// have presumed it dead, reclaimed its queue and given its site to another worker.
+    /// have presumed it dead, reclaimed its queue and given its site to another worker. So does
+    /// the coordinator's `rejoin`, sent when it no longer knows this worker.
     private func consumeTasks() async throws {
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             logger.info("waiting to be admitted by the coordinator", metadata: ["queue": "\(queue)"])
@@ -110,8 +114,8 @@ public final class WorkerSession: Service {
             if Task.isShuttingDownGracefully || Task.isCancelled { return }
             logger.info("admitted; consuming", metadata: ["queue": "\(queue)"])
             do {
-                try await consumeUntilStopped()
-                return
+                guard try await consumeUntilStopped() == .revoked else { return }
+                logger.warning("the coordinator does not know this worker (presumed dead?); saying hello again")
             } catch let error as AMQPError where error.code == .connectionLost {
                 progress.withLock { $0.admitted = false }
                 logger.warning("connection lost; asking to be admitted again", metadata: ["error": "\(error)"])
@@ -123,24 +127,48 @@ public final class WorkerSession: Service {
         }
     }
 
-    /// Runs the queue's tasks one at a time until graceful shutdown, which stops the taking, never
-    /// the task in hand: a child takes from the subscription (and is cancelled at shutdown), this
-    /// loop runs what it hands over (and is not).
-    private func consumeUntilStopped() async throws {
+    /// Why the taking stopped.
+    enum Stop: Sendable { case shutdown, revoked }
+
+    /// Runs the queue's tasks one at a time until graceful shutdown or a `rejoin`, which stop the
+    /// taking, never the task in hand: a child takes from the subscription (and is cancelled),
+    /// this loop runs what it hands over (and is not).
+    private func consumeUntilStopped() async throws -> Stop {
         typealias Received = Result<Decoded<TaskMessage>, UndecodableMessage>
         let (handover, feed) = AsyncStream.makeStream(of: Received.self)
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        return try await withThrowingTaskGroup(of: Stop.self) { group in
             group.addTask {
                 defer { feed.finish() }
-                try await cancelWhenGracefulShutdown {
-                    let subscription = self.bus.consume(queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
-                    for try await received in subscription.decoded({ try WireCodec.decode($0) }) {
-                        feed.yield(received)
-                    }
-                }
+                return try await cancelWhenGracefulShutdown { try await self.take(into: feed) }
             }
             for await received in handover { await handle(received) }
-            try await group.waitForAll()
+            return try await group.next() ?? .shutdown
+        }
+    }
+
+    /// Hands the subscription's tasks over one by one until a `rejoin` (`.revoked`), the end of
+    /// the subscription or cancellation (`.shutdown`).
+    private func take(into feed: AsyncStream<Result<Decoded<TaskMessage>, UndecodableMessage>>.Continuation)
+        async throws -> Stop
+    {
+        let (revocations, revoke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        revocation.withLock { $0 = revoke }
+        defer { revocation.withLock { $0 = nil } }
+        return try await withThrowingTaskGroup(of: Stop.self) { taking in
+            taking.addTask {
+                let subscription = self.bus.consume(queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
+                for try await received in subscription.decoded({ try WireCodec.decode($0) }) {
+                    feed.yield(received)
+                }
+                return .shutdown
+            }
+            taking.addTask {
+                for await _ in revocations { return .revoked }
+                return .shutdown
+            }
+            let stop = try await taking.next() ?? .shutdown
+            taking.cancelAll()
+            return stop
         }
     }
 
@@ -164,6 +192,10 @@ public final class WorkerSession: Service {
 
     /// Runs one task and has its outcome settled: recorded, acked, then reported finished.
     private func run(_ task: TaskMessage, message: BusMessage) async {
+        if let reason = Self.misplaced(task, message) {
+            await handBack(task, message: message, reason: reason)
+            return
+        }
         // Counted as running from now on: the delivery has left the queue's depth, and a report
         // that counts neither would let a rebuilding coordinator free the site a task too early.
         let last = progress.withLock { progress in
@@ -182,7 +214,7 @@ public final class WorkerSession: Service {
         let settlement = await settler.settle(
             outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, logger: logger
         ) {
-            await self.reportFinished(task)
+            await self.reportFinished(task, ran: true)
         }
         if settlement == .runAgain {
             progress.withLock { $0.running = nil }
@@ -190,6 +222,44 @@ public final class WorkerSession: Service {
         }
         // And a heartbeat, so that `fanfic status` stops showing the story at once.
         await publishLiveness()
+    }
+
+    /// Why a task in this worker's queue is not this worker's to run, or nil: its URL must be a
+    /// story URL of the site the coordinator gave it (the task's header), and the task must say
+    /// the same site. A task from an older coordinator, without the header, is checked against
+    /// its own `site`.
+    static func misplaced(_ task: TaskMessage, _ message: BusMessage, rules: SiteRules = .bundled) -> String? {
+        guard case .success(let story) = rules.resolve(task.url) else { return "its URL is not a story URL" }
+        var given = task.site
+        if case .string(let site) = message.properties.headers[FanficTopology.siteHeader] { given = site }
+        guard story.site == given, task.site == given else {
+            return "its URL is of \(story.site), but it came as a task of \(given)"
+        }
+        return nil
+    }
+
+    /// Gives a misplaced task back, to be routed by its URL, and reports it finished here: the
+    /// coordinator counted it as this worker's. Back through the shortest retry tier (its attempt
+    /// unchanged), not straight to ingress: there it could arrive before this `finished`, while
+    /// the coordinator still holds its identity, and be dropped as a duplicate.
+    private func handBack(_ task: TaskMessage, message: BusMessage, reason: String) async {
+        logger.warning(
+            "a task in this worker's queue is not its site's; handing it back",
+            metadata: ["url": "\(task.url)", "reason": "\(reason)"])
+        do {
+            let publisher = TaskPublisher(bus: bus)
+            if let tier = settler.ladder.tiers.first {
+                try await publisher.scheduleRetry(task, tier: tier)
+            } else {
+                try await publisher.submit(task)
+            }
+            try await message.ack()
+        } catch {
+            try? await Task.sleep(for: .seconds(1))
+            try? await message.reject(requeue: true)
+            return
+        }
+        await reportFinished(task, ran: false)
     }
 
     /// The runner's outcome and how long it took, announced by a `task.started` event.
@@ -207,12 +277,14 @@ public final class WorkerSession: Service {
 
     /// The task leaves the count and its `finished` goes out in one turn: a heartbeat that still
     /// counts it was published before, one that no longer counts it after.
-    private func reportFinished(_ task: TaskMessage) async {
+    private func reportFinished(_ task: TaskMessage, ran: Bool) async {
         await controlTurn.inTurn {
             progress.withLock {
                 $0.running = nil
-                $0.lastSite = task.site
-                $0.tasksDone += 1
+                if ran {
+                    $0.lastSite = task.site
+                    $0.tasksDone += 1
+                }
             }
             await publishControl(.finished(worker: settings.id, task: task), expires: false)
         }
@@ -237,9 +309,18 @@ public final class WorkerSession: Service {
             do {
                 for try await delivery in bus.consume(queue: replyQueue, prefetch: 10) {
                     try? await delivery.ack()
-                    guard let message = try? WireCodec.decodeControl(delivery.body), message.kind == .admit,
-                        message.worker == settings.id
+                    guard let message = try? WireCodec.decodeControl(delivery.body), message.worker == settings.id
                     else { continue }
+                    if message.kind == .rejoin {
+                        // Only while admitted: the hellos that follow are the answer.
+                        let wasAdmitted = progress.withLock { progress -> Bool in
+                            defer { progress.admitted = false }
+                            return progress.admitted
+                        }
+                        if wasAdmitted { revocation.withLock { _ = $0?.yield() } }
+                        continue
+                    }
+                    guard message.kind == .admit else { continue }
                     // Only an admission the worker waits for counts: a duplicate (two hellos
                     // answered) must not be kept for after a lost connection.
                     let wasWaiting = progress.withLock { progress -> Bool in

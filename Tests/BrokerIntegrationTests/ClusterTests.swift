@@ -64,7 +64,7 @@ extension BrokerTests {
             defer { Task { await client.close() } }
             let tasks = (1...24).map { index in
                 let site = CoordinatorServiceTests.sites[index % 4]
-                return TaskMessage(url: "http://\(site)/s/cluster-\(index)", site: site, submittedBy: "test")
+                return TaskMessage(url: "http://\(site)?sid=\(index)", site: site, submittedBy: "test")
             }
             try await CoordinatorServiceTests.submit(tasks, through: client)
             let queues = try await client.queueState(FanficTopology.ingress)

@@ -84,7 +84,9 @@ extension BrokerTests {
             try roles.startCoordinator("coordinator-a")
             let client = try roles.connection()
             defer { Task { await client.close() } }
-            let task = TaskMessage(url: "http://test1.com/s/dup?ms=50", site: "test1.com", submittedBy: "test")
+            let task = TaskMessage(
+                url: "http://test1.com?sid=4242", site: "test1.com",
+                submittedBy: RecordingTasks.submitter(milliseconds: 50))
             var copy = task
             copy.id = "another-submission"
             try await Self.submit([task, copy], through: client)

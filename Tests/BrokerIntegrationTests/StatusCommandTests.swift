@@ -86,8 +86,12 @@ extension BrokerTests {
 
             // One quick task each, so that `tasks_done` has something to count; then long ones.
             let quick = [
-                TaskMessage(url: "http://test1.com?sid=90&ms=50", site: "test1.com", submittedBy: "test"),
-                TaskMessage(url: "http://test2.com?sid=91&ms=50", site: "test2.com", submittedBy: "test"),
+                TaskMessage(
+                    url: "http://test1.com?sid=90", site: "test1.com",
+                    submittedBy: RecordingTasks.submitter(milliseconds: 50)),
+                TaskMessage(
+                    url: "http://test2.com?sid=91", site: "test2.com",
+                    submittedBy: RecordingTasks.submitter(milliseconds: 50)),
             ]
             try await CoordinatorServiceTests.submit(quick, through: client)
             try await waitUntil("both quick tasks ran", timeout: .seconds(60)) {
@@ -96,7 +100,11 @@ extension BrokerTests {
             let long = [
                 ("test1.com", 1), ("test1.com", 2), ("test2.com", 3), ("test3.com", 4), ("test4.com", 5),
                 ("test4.com", 6),
-            ].map { TaskMessage(url: "http://\($0.0)?sid=\($0.1)&ms=30000", site: $0.0, submittedBy: "test") }
+            ].map {
+                TaskMessage(
+                    url: "http://\($0.0)?sid=\($0.1)", site: $0.0,
+                    submittedBy: RecordingTasks.submitter(milliseconds: 30000))
+            }
             // In order, so that test1 and test2 take the two workers and test3 and test4 wait.
             for task in long { try await TaskPublisher(bus: AMQPMessageBus(client)).submit(task) }
             // A task waiting in the first retry tier, and a message the coordinator parks.

@@ -380,6 +380,10 @@ struct Simulation {
             workers[id]?.reclaimPending = true
         case .admit(let id):
             if workers[id]?.alive == true { workers[id]!.admitted = true }
+        case .askToRejoin(let id):
+            // The worker stops taking tasks (the one in hand goes on) and says hello again.
+            stats["asked to rejoin", default: 0] += 1
+            if workers[id]?.alive == true { workers[id]!.admitted = false }
         case .announce(.duplicateDropped):
             stats["duplicate dropped", default: 0] += 1
         case .announce(.workerPresumedDead):

@@ -104,7 +104,8 @@ struct DispatchStateMachineTests {
         let stillDraining = machine.handle(.tick, at: .seconds(24))
         #expect(!stillDraining.contains(.announce(.siteReleased(site: "test2.com", worker: "a"))))
         _ = machine.handle(
-            .backlogTaskMoved(site: "test2.com", worker: "a", identity: task(3).identity), at: .seconds(24))
+            .backlogTaskMoved(site: "test2.com", worker: "a", identity: task(3, site: "test2.com").identity),
+            at: .seconds(24))
         _ = machine.handle(.backlogDrained(site: "test2.com", worker: "a"), at: .seconds(24))
         let next = machine.handle(.taskFinished("a", task(3, site: "test2.com").identity), at: .seconds(25))
         #expect(next.contains(.drainBacklog(site: "test3.com", into: "a")))
@@ -231,5 +232,49 @@ struct DispatchStateMachineTests {
         #expect(machine.assignments["a"] == "test1.com")
         let next = machine.handle(.taskArrived(task(5)), at: .seconds(23))
         #expect(publishes(next).map(\.1) == [.worker("a")])
+    }
+
+    @Test("a `finished` for a task the worker was not sent neither frees its site nor another worker's identity")
+    func finishedForAnotherTask() {
+        var machine = running(workers: ["a", "b"])
+        let sent = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        guard let (move, _) = publishes(sent).first else {
+            Issue.record("not routed")
+            return
+        }
+        _ = machine.handle(.publishConfirmed(move), at: .seconds(21))
+        let forged = machine.handle(.taskFinished("a", task(7).identity), at: .seconds(22))
+        #expect(forged.contains(.announce(.finishedIgnored("a", task(7).identity))))
+        #expect(machine.assignments["a"] == "test1.com", "still running its one task")
+        // The real one releases it.
+        let real = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(23))
+        #expect(real.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+    }
+
+    @Test("after the rebuild, heartbeats from an unknown worker ask it to say hello, once a timeout")
+    func unknownHeartbeats() {
+        var machine = running(workers: ["a"])
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(21))
+        #expect(machine.handle(.heartbeat("x", site: nil, unfinished: 0), at: .seconds(21)) == [.askToRejoin("x")])
+        #expect(machine.handle(.heartbeat("x", site: nil, unfinished: 0), at: .seconds(25)).isEmpty)
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(40))
+        #expect(machine.handle(.heartbeat("x", site: nil, unfinished: 0), at: .seconds(41)) == [.askToRejoin("x")])
+        #expect(!machine.knownWorkers.contains("x"))
+        let arrived = machine.handle(.taskArrived(task(1)), at: .seconds(42))
+        #expect(publishes(arrived).map(\.1) == [.worker("a")])
+    }
+
+    @Test("a worker presumed dead is not admitted when its queue is reclaimed, only after a hello")
+    func deadStaysDead() {
+        var machine = running(workers: ["a", "b"])
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(15))
+        _ = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(15))
+        _ = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(30))
+        let dead = machine.handle(.heartbeat("b", site: nil, unfinished: 0), at: .seconds(40))
+        #expect(dead.contains(.reclaim("a")))
+        #expect(!machine.handle(.workerReclaimed("a"), at: .seconds(41)).contains(.admit("a")))
+        #expect(machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(42)) == [.askToRejoin("a")])
+        let hello = machine.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(43))
+        #expect(hello.contains(.admit("a")))
     }
 }

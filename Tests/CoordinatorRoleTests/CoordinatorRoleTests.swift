@@ -68,7 +68,7 @@ struct CoordinatorRoleTests {
             }
         }
         #expect(reasons.allSatisfy { $0.hasPrefix("undecodable task: ") }, "\(reasons)")
-        try await waitUntil("the duplicate left ingress") { fleet.queue(FanficTopology.ingress).isEmpty }
+        try await waitUntil("the duplicate left ingress") { fleet.ingressSettled }
         #expect(fleet.queue(w1.queue).count == 1, "the duplicate was dropped, not queued twice")
     }
 
@@ -114,21 +114,72 @@ struct CoordinatorRoleTests {
         try await waitUntil("c2 routed the task") { fleet.queue(w1.queue).map(\.url) == [task.url] }
     }
 
-    @Test("heartbeats from a worker id that never said hello do not get it a site")
+    @Test("heartbeats from a worker id that never said hello do not get it a site; it is asked to say hello")
     func phantomHeartbeats() async throws {
         let fleet = Fleet()
         let (coordinator, _, run) = fleet.startCoordinator()
         defer { run.cancel() }
+        try await waitUntil("the table is rebuilt") { coordinator.board.current.phase == .running }
+        let phantom = fleet.worker("0")
+        try await phantom.bus.declare(AMQPTopology(queues: [FanficTopology.reply(worker: "0")]))
+        let beating = phantom.keepBeating()
+        defer { beating.cancel() }
+        try await waitUntil("the phantom is asked to say hello") {
+            fleet.broker.messages(in: FanficTopology.replyQueue(worker: "0")).contains {
+                (try? WireCodec.decodeControl($0.body))?.kind == .rejoin
+            }
+        }
+        let task = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
+        try await waitUntil("the task left ingress") { fleet.ingressSettled }
+        #expect(
+            fleet.queue(FanficTopology.backlogQueue(site: "test1.com")).map(\.url) == [task.url],
+            "with no admitted worker the task waits in its backlog")
+        #expect(coordinator.board.current.workers.isEmpty)
+    }
+
+    @Test("heartbeats while the table is rebuilt are believed: a phantom then is a worker")
+    func phantomWhileRebuilding() async throws {
+        let fleet = Fleet()
         let phantom = fleet.worker("0")
         let beating = phantom.keepBeating()
         defer { beating.cancel() }
+        let (coordinator, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
         try await waitUntil("the table is rebuilt") { coordinator.board.current.phase == .running }
         let task = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
-        try await waitUntil("the task left ingress") { fleet.queue(FanficTopology.ingress).isEmpty }
-        withKnownIssue("issue 14: the coordinator believes heartbeats from workers it never admitted") {
-            #expect(
-                fleet.queue(FanficTopology.backlogQueue(site: "test1.com")).map(\.url) == [task.url],
-                "with no admitted worker the task waits in its backlog")
+        try await waitUntil("the task left ingress") { fleet.ingressSettled }
+        withKnownIssue("issue 14: a new coordinator believes heartbeats from workers it never admitted") {
+            #expect(fleet.queue(FanficTopology.backlogQueue(site: "test1.com")).map(\.url) == [task.url])
+        }
+    }
+
+    @Test("a worker presumed dead stays out until it says hello: its heartbeats get it no work, status drops it")
+    func deadStaysDead() async throws {
+        let fleet = Fleet()
+        let (coordinator, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        let w1 = fleet.worker("w1")
+        try await w1.join()
+        try await waitUntil("w1 is listed") { coordinator.board.current.workers.map(\.id) == ["w1"] }
+        // Silent past the timeout (a network blip), then it beats again, without a hello.
+        try await waitUntil("w1 is presumed dead", timeout: .seconds(10)) {
+            coordinator.board.current.workers.isEmpty
+        }
+        let beating = w1.keepBeating()
+        defer { beating.cancel() }
+        try await waitUntil("w1 is asked to say hello") {
+            guard let reply = try await w1.bus.get(queue: w1.replyQueue) else { return false }
+            try await reply.ack()
+            return (try? WireCodec.decodeControl(reply.body))?.kind == .rejoin
+        }
+        let task = try await fleet.submit("http://test2.com?sid=2", site: "test2.com")
+        try await waitUntil("the task waits in its backlog, not in w1's queue") {
+            fleet.queue(FanficTopology.backlogQueue(site: "test2.com")).map(\.url) == [task.url]
+        }
+        #expect(coordinator.board.current.workers.isEmpty)
+        try await w1.join()
+        try await waitUntil("once it said hello it gets the waiting site") {
+            fleet.queue(w1.queue).map(\.url) == [task.url]
         }
     }
 
@@ -158,8 +209,78 @@ struct CoordinatorRoleTests {
         try await waitUntil("the coordinator handled the forgery") {
             coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after-the-forgery"
         }
-        withKnownIssue("issue 14: `finished` is believed for a task the worker was never sent") {
-            #expect(coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com")
+        #expect(coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com")
+    }
+
+    @Test(
+        "the site and canonical URL come from the URL: a lying `site` is neither a lock nor a queue, a non-story URL is parked"
+    )
+    func derivedSite() async throws {
+        let fleet = Fleet()
+        let (_, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        let w1 = fleet.worker("w1")
+        try await w1.join()
+        let beating = w1.keepBeating()
+        defer { beating.cancel() }
+
+        // One story published three times, each claiming another site, one of them 300 characters.
+        for site in ["test3.com", "evil-a.example", String(repeating: "x", count: 300)] {
+            _ = try await fleet.submit("http://www.test3.com/?sid=7", site: site)
         }
+        _ = try await fleet.submit("http://test1.com/not-a-story", site: "test1.com")
+        try await waitUntil("every message is routed, dropped or parked") {
+            fleet.ingressSettled && fleet.broker.messages(in: FanficTopology.failed).count == 1
+        }
+        // In w1's queue, or in test3.com's backlog when it came while the table was rebuilt.
+        let routed = fleet.queue(w1.queue) + fleet.queue(FanficTopology.backlogQueue(site: "test3.com"))
+        #expect(
+            routed.map(\.url) == ["http://test3.com?sid=7"], "one task, canonical, the copies dropped as duplicates")
+        #expect(routed.map(\.site) == ["test3.com"])
+        #expect(!fleet.broker.hasQueue(FanficTopology.backlogQueue(site: "evil-a.example")))
+        let parked = try #require(fleet.broker.messages(in: FanficTopology.failed).first)
+        guard case .string(let reason) = parked.properties.headers[FanficTopology.failureReasonHeader] else {
+            Issue.record("no reason")
+            return
+        }
+        #expect(reason.hasPrefix("not a story URL: "), "\(reason)")
+    }
+
+    @Test("control messages count only from worker users, and a hello only with the worker's own reply queue")
+    func controlFromWorkerUsersOnly() async throws {
+        let fleet = Fleet(workerUsers: ["fanfic-worker"])
+        let (coordinator, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        let w1 = fleet.worker("w1")
+        try await w1.join()
+        let beating = w1.keepBeating()
+        defer { beating.cancel() }
+        _ = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
+        try await waitUntil("w1 holds test1.com") {
+            coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com"
+        }
+
+        // The CLI's user pretends to be w1, then a worker of its own; a worker's hello asks for
+        // answers on someone else's queue.
+        let impostor = fleet.worker("w1", user: "fanfic-cli")
+        try await impostor.send(
+            .finished(
+                worker: "w1", task: TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "x")))
+        try await fleet.worker("ghost", user: "fanfic-cli").send(.heartbeat(worker: "ghost", site: nil, unfinished: 0))
+        try await fleet.client.declare(AMQPTopology(queues: [QueueSpec.quorum("victim")]))
+        try await fleet.worker("w9").send(.hello(worker: "w9", site: nil, unfinished: 0, replyTo: "victim"))
+        // In order on the control queue: once w1's marked heartbeat shows, the others were handled.
+        beating.cancel()
+        let (site, unfinished) = try await w1.holding()
+        try await w1.send(
+            ControlMessage.heartbeat(worker: "w1", site: site, unfinished: unfinished)
+                .reporting(host: "after", current: nil, tasksDone: 0))
+        try await waitUntil("the coordinator handled them") {
+            coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after"
+        }
+        let workers = coordinator.board.current.workers
+        #expect(workers.map(\.id) == ["w1"], "no ghost, no w9")
+        #expect(workers.first?.site == "test1.com", "the impostor's `finished` released nothing")
+        #expect(fleet.broker.messages(in: "victim").isEmpty, "nothing published where a message said")
     }
 }

@@ -18,10 +18,13 @@ final class Fleet: Sendable {
     /// The test's own connection: publishing tasks, looking at queues.
     let client: InMemoryBus
     let workerTimeout: Duration
+    /// `coordinator.worker_users`: empty, any user.
+    let workerUsers: Set<String>
 
-    init(workerTimeout: Duration = .seconds(1)) {
-        client = InMemoryBus(broker: broker)
+    init(workerTimeout: Duration = .seconds(1), workerUsers: Set<String> = []) {
+        client = InMemoryBus(broker: broker, user: "fanfic-cli")
         self.workerTimeout = workerTimeout
+        self.workerUsers = workerUsers
     }
 
     func settings(name: String) -> Coordinator.Settings {
@@ -31,13 +34,14 @@ final class Fleet: Sendable {
         settings.tickInterval = .milliseconds(10)
         settings.standbyRetry = .milliseconds(20)
         settings.endingGrace = .milliseconds(500)
+        settings.workerUsers = workerUsers
         return settings
     }
 
     /// A coordinator with its own connection; runs until the returned task is cancelled.
     func startCoordinator(_ name: String = "c1") -> (coordinator: Coordinator, bus: InMemoryBus, run: Task<Void, Never>)
     {
-        let bus = InMemoryBus(broker: broker)
+        let bus = InMemoryBus(broker: broker, user: "fanfic-coordinator")
         var logger = Logger(label: "test.\(name)")
         // FANFIC_TEST_COORDINATOR_LOG=debug (or trace) shows what the coordinator decided.
         logger.logLevel =
@@ -67,11 +71,19 @@ final class Fleet: Sendable {
             properties: .persistentJSON(), mandatory: true)
     }
 
+    /// Whether every message that entered `fanfic.ingress` has been routed, dropped or parked.
+    var ingressSettled: Bool {
+        broker.messages(in: FanficTopology.ingress).isEmpty && broker.unsettled(in: FanficTopology.ingress) == 0
+    }
+
     func queue(_ name: String) -> [TaskMessage] {
         broker.messages(in: name).compactMap { try? WireCodec.decode($0.body) }
     }
 
-    func worker(_ id: String) -> FakeWorker { FakeWorker(id: id, bus: InMemoryBus(broker: broker)) }
+    /// A worker (or someone pretending to be one) on its own connection as `user`.
+    func worker(_ id: String, user: String = "fanfic-worker") -> FakeWorker {
+        FakeWorker(id: id, bus: InMemoryBus(broker: broker, user: user))
+    }
 }
 
 /// A worker played by the test: it says what the test tells it to, and counts what it holds.

@@ -172,6 +172,8 @@ struct ControlMessageTests {
             "{\"version\": 1, \"type\": \"dance\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
             "{\"version\": 1, \"type\": \"admit\", \"worker\": \"\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
             "{\"version\": 9, \"type\": \"admit\", \"worker\": \"w\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 1, \"type\": \"heartbeat\", \"worker\": \"a/b\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
+            "{\"version\": 1, \"type\": \"heartbeat\", \"worker\": \"\(String(repeating: "w", count: 65))\", \"sent_at\": \"2026-01-01T00:00:00Z\"}",
             "garbage",
         ])
     func refused(json: String) {

@@ -5,6 +5,7 @@ import FanficCore
 import Foundation
 import Logging
 import Notifications
+import TestSupport
 import WorkerRuntime
 
 #if canImport(Glibc)
@@ -28,7 +29,7 @@ struct TestWorkerCommand: AsyncParsableCommand {
     @Option(help: "Append one JSON line per task start and end to this file.")
     var record: String
 
-    @Option(help: "How long a task takes, in milliseconds (a URL's ms=N query item overrides it).")
+    @Option(help: "How long a task takes, in milliseconds (a task's submitted_by \"... ms=N\" overrides it).")
     var taskMs: Int = 200
 
     func run() async throws {
@@ -55,8 +56,7 @@ struct RecordingRunner: TaskRunner {
 
     func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
         let milliseconds =
-            URLComponents(string: task.url)?.queryItems?.first { $0.name == "ms" }?.value.flatMap(Int.init)
-            ?? defaultMilliseconds
+            RecordingTasks.milliseconds(from: task.submittedBy) ?? defaultMilliseconds
         append(["event": "start", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])
         try? await Task.sleep(for: .milliseconds(milliseconds))
         append(["event": "end", "worker": workerID, "site": task.site, "url": task.url, "t": Self.monotonicNanos()])

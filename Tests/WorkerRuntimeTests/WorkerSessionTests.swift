@@ -158,4 +158,29 @@ struct WorkerSessionTests {
         #expect(runner.ran == [task.url, task.url])
         #expect(log.all.filter { $0.kind == .finished }.count == 1)
     }
+
+    @Test("a task whose URL is not of the site it came as is handed back through a retry tier, never run")
+    func misplaced() async throws {
+        let stray = TaskMessage(url: "http://test2.com?sid=5", site: "test1.com", submittedBy: "test")
+        var properties = AMQPMessageProperties.persistentJSON()
+        properties.headers[FanficTopology.siteHeader] = .string("test1.com")
+        try await client.declare(AMQPTopology(queues: [FanficTopology.worker(id: "w1")]))
+        try await client.publish(
+            WireCodec.encode(stray), exchange: "", routingKey: queue, properties: properties, mandatory: true)
+        let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: false, storyURL: nil)])
+        let session = start(runner)
+        defer { session.cancel() }
+        try await admit()
+        let log = ControlLog()
+        try await waitUntil("it is reported finished") {
+            try await read(log)
+            return log.all.contains { $0.kind == .finished }
+        }
+        #expect(runner.ran.isEmpty)
+        #expect(broker.messages(in: queue).isEmpty, "acked")
+        let back = try broker.messages(in: "fanfic.retry.60s").map { try WireCodec.decode($0.body) }
+        #expect(
+            back.map(\.url) == [stray.url] && back.first?.attempt == 0,
+            "back through the shortest tier, no attempt spent")
+    }
 }

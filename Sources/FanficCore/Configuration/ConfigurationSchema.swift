@@ -52,6 +52,7 @@ enum ConfigurationSchema {
             .integer("coordinator", "worker_timeout", \.coordinator.workerTimeout, range: 2...3600),
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
             .stringList("coordinator", "site_caps", \.coordinator.siteCaps, rule: Rules.siteCap),
+            .stringList("coordinator", "worker_users", \.coordinator.workerUsers, rule: Rules.brokerUser),
         ]
     }
 }
@@ -127,6 +128,13 @@ enum Rules {
         return nil
     }
 
+    static func brokerUser(_ text: String) -> String? {
+        guard !text.isEmpty, text.count <= 255, !text.unicodeScalars.contains(where: { $0.value < 0x20 }) else {
+            return "each must be a broker user name, e.g. fanfic-worker"
+        }
+        return nil
+    }
+
     static func workerID(_ text: String) -> String? {
         let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "._-"))
         guard text.unicodeScalars.allSatisfy({ allowed.contains($0) && $0.isASCII }), text.count <= 64 else {
@@ -134,4 +142,9 @@ enum Rules {
         }
         return nil
     }
+}
+
+extension FanficConfiguration {
+    /// What is wrong with a worker id (it names the queue `fanfic.worker.<id>`), or nil.
+    public static func workerIDProblem(_ id: String) -> String? { Rules.workerID(id) }
 }

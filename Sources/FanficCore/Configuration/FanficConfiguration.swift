@@ -108,6 +108,9 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var sitePause = 0
         /// `SITE=N`: sites that allow N workers at once (every other site: one).
         public var siteCaps: [String] = []
+        /// Broker users whose control messages (hello, heartbeat, finished) the coordinator
+        /// believes; empty: any user (one broker user for everything).
+        public var workerUsers: [String] = []
 
         /// `site_caps` as a table; the configuration check has made sure every entry parses.
         public var siteCapTable: [String: Int] {

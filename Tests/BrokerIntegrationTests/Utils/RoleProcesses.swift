@@ -244,7 +244,9 @@ final class RoleProcesses: @unchecked Sendable {
         for index in 0..<perSite {
             for site in sites {
                 tasks.append(
-                    TaskMessage(url: "http://\(site)/s/\(index)?ms=\(milliseconds)", site: site, submittedBy: "test"))
+                    TaskMessage(
+                        url: "http://\(site)?sid=\(index)", site: site,
+                        submittedBy: RecordingTasks.submitter(milliseconds: milliseconds)))
             }
         }
         return tasks

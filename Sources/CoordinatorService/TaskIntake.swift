@@ -1,0 +1,36 @@
+import FanficBroker
+import FanficCore
+import Foundation
+
+/// What the coordinator believes of a task that arrives on `fanfic.ingress`: its URL, nothing
+/// else. Anyone may publish a task, so the site (the lock key and a queue name) and the canonical
+/// URL (the identity duplicates are dropped by) are derived from the URL with the site rules;
+/// the message's own `site` is never used. A URL the rules refuse is not a story: parked.
+enum TaskIntake {
+    /// The task as it goes on: canonical URL, derived site, the rest as it came; and its body,
+    /// re-encoded when that changed anything.
+    struct Admitted: Sendable {
+        let task: TaskMessage
+        let body: Data
+    }
+
+    static func admit(_ task: TaskMessage, body: Data, rules: SiteRules = .bundled) -> Result<Admitted, Refusal> {
+        switch rules.resolve(task.url) {
+        case .failure(let refusal):
+            return .failure(Refusal(reason: "not a story URL: \(refusal)"))
+        case .success(let story):
+            guard story.site != task.site || story.canonicalURL != task.url else {
+                return .success(Admitted(task: task, body: body))
+            }
+            var derived = task
+            derived.site = story.site
+            derived.url = story.canonicalURL
+            return .success(Admitted(task: derived, body: WireCodec.encode(derived)))
+        }
+    }
+
+    struct Refusal: Error, Sendable, CustomStringConvertible {
+        let reason: String
+        var description: String { reason }
+    }
+}
