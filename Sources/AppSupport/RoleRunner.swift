@@ -1,6 +1,7 @@
 import AMQP
 import FanficBroker
 import FanficCore
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -18,7 +19,15 @@ public enum RoleRunner {
         let logger = Logger(label: "fanfic.\(role)")
         logger.info("starting", metadata: ["role": "\(role)", "amqp.url": "\(broker.redactedURL)"])
         let session = BrokerSession(configuration: configuration, broker: broker, logger: logger)
-        let roleServices = try services(session.bus, configuration, logger).map { session.gated($0) }
+        let roleServices: [any Service]
+        do {
+            roleServices = try services(session.bus, configuration, logger).map { session.gated($0) }
+        } catch let error as CannotStart {
+            for problem in error.problems { logger.critical("cannot start: \(problem)") }
+            FileHandle.standardError.write(
+                Data(("\(role) cannot start:\n" + error.problems.map { "  \($0)\n" }.joined()).utf8))
+            throw Bootstrap.configurationExitCode
+        }
         var group = ServiceGroupConfiguration(
             services: [.init(service: session)] + roleServices.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
@@ -35,4 +44,11 @@ public enum RoleRunner {
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
+}
+
+/// A role's services cannot run here (a tool missing, a library unusable): each problem says
+/// what and how to fix it. The role exits 78 before it connects, so it takes no work.
+public struct CannotStart: Error, Sendable {
+    public let problems: [String]
+    public init(_ problems: [String]) { self.problems = problems }
 }

@@ -28,6 +28,8 @@ public struct Coordinator: Service {
         public var knownSites: [String]
         /// Broker users whose control messages count (`coordinator.worker_users`); empty: any.
         public var workerUsers: Set<String> = []
+        /// Bounds on what comes from outside (`[limits]`).
+        public var limits = FanficConfiguration.Limits()
         /// `coordinator@<host>:<pid>`, in events and logs.
         public var name: String
 
@@ -40,6 +42,7 @@ public struct Coordinator: Service {
                 knownSites: knownSites,
                 name: "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)")
             workerUsers = Set(configuration.coordinator.workerUsers)
+            limits = configuration.limits
         }
 
         public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {

@@ -83,14 +83,16 @@ final class CoordinatorTerm: Sendable {
         await withDiscardingTaskGroup { group in
             group.addTask {
                 await self.subscribe(FanficTopology.ingress, prefetch: self.settings.ingressPrefetch) {
-                    try WireCodec.decode($0)
+                    [wire = self.settings.limits.wire] in
+                    try WireCodec.decode($0, limits: wire)
                 } wrap: {
                     .ingress($0)
                 }
             }
             group.addTask {
                 await self.subscribe(FanficTopology.control, prefetch: 100) {
-                    try WireCodec.decodeControl($0)
+                    [wire = self.settings.limits.wire] in
+                    try WireCodec.decodeControl($0, limits: wire)
                 } wrap: {
                     .control($0)
                 }
@@ -170,6 +172,14 @@ final class CoordinatorTerm: Sendable {
             group.addTask { try? await control.message.ack() }
             let message = control.value
             let sender = control.message.properties.userID
+            if message.kind == .hello, !state.machine.knownWorkers.contains(message.worker),
+                state.machine.knownWorkers.count >= settings.limits.maxWorkers
+            {
+                noteRefused(
+                    message, sender: sender,
+                    reason: "the table holds \(settings.limits.maxWorkers) workers (limits.max_workers)", state: &state)
+                return
+            }
             if let refusal = state.ledger.refusal(of: message, from: sender, workerUsers: settings.workerUsers) {
                 noteRefused(message, sender: sender, reason: refusal, state: &state)
                 return
@@ -300,10 +310,13 @@ final class CoordinatorTerm: Sendable {
 
     private func park(_ message: BusMessage, reason: String, group: inout DiscardingTaskGroup) {
         logger.warning("parked a message in fanfic.failed", metadata: ["reason": "\(reason)"])
-        events.emit(FanficEvent(.taskParked, source: settings.name, reason: reason))
+        events.emit(
+            FanficEvent(
+                .taskParked, source: settings.name,
+                reason: TaskPublisher.bounded(reason, to: settings.limits.maxReasonLength)))
         group.addTask {
             do {
-                try await TaskPublisher(bus: self.bus).park(
+                try await TaskPublisher(bus: self.bus, maxReasonLength: self.settings.limits.maxReasonLength).park(
                     message.body, reason: reason, properties: message.properties)
                 try await message.ack()
             } catch {

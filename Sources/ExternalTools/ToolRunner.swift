@@ -38,6 +38,26 @@ public struct ToolResult: Sendable {
     }
 }
 
+/// Where a tool is, before anything depends on it.
+public enum ToolLocator {
+    /// The executable a name or path stands for: a path is checked as it is, a bare name is
+    /// looked up on `PATH`. Nil when there is no such executable file.
+    public static func locate(_ tool: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String? {
+        let manager = FileManager.default
+        func runnable(_ candidate: String) -> Bool {
+            var isDirectory: ObjCBool = false
+            return manager.fileExists(atPath: candidate, isDirectory: &isDirectory) && !isDirectory.boolValue
+                && manager.isExecutableFile(atPath: candidate)
+        }
+        if tool.contains("/") { return runnable(tool) ? tool : nil }
+        for directory in (path ?? "").split(separator: ":") where !directory.isEmpty {
+            let candidate = "\(directory)/\(tool)"
+            if runnable(candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
 public struct ToolError: Error, Sendable, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }

@@ -7,10 +7,18 @@ public struct TaskPublisher: Sendable {
     public let bus: any MessageBus
     /// How long a publish keeps retrying through reconnects before it gives up.
     public var retryFor: Duration
+    /// A parked message's reason is cut to this many characters (`limits.max_reason_length`).
+    public var maxReasonLength: Int
 
-    public init(bus: any MessageBus, retryFor: Duration = .seconds(30)) {
+    public init(bus: any MessageBus, retryFor: Duration = .seconds(30), maxReasonLength: Int = 2000) {
         self.bus = bus
         self.retryFor = retryFor
+        self.maxReasonLength = maxReasonLength
+    }
+
+    /// A reason as long as it may be: cut, and marked as cut.
+    public static func bounded(_ reason: String, to length: Int) -> String {
+        reason.count <= length ? reason : String(reason.prefix(max(0, length - 1))) + "…"
     }
 
     /// Sends a new task into `fanfic.ingress`; returns once the broker has it on disk.
@@ -27,7 +35,7 @@ public struct TaskPublisher: Sendable {
     public func park(_ body: Data, reason: String, properties: AMQPMessageProperties = .persistentJSON()) async throws {
         var properties = properties
         properties.deliveryMode = 2
-        properties.headers[FanficTopology.failureReasonHeader] = .string(reason)
+        properties.headers[FanficTopology.failureReasonHeader] = .string(Self.bounded(reason, to: maxReasonLength))
         try await bus.publish(
             body, exchange: "", routingKey: FanficTopology.failed, properties: properties, mandatory: true,
             retryFor: retryFor)

@@ -108,7 +108,10 @@ extension WireCodec {
     public static func encode(_ message: ControlMessage) -> Data { encodeJSON(message) }
 
     /// Decodes a control message, checking its version and that each kind has what it needs.
-    public static func decodeControl(_ data: Data) throws(MessageDecodingError) -> ControlMessage {
+    public static func decodeControl(_ data: Data, limits: WireLimits = WireLimits()) throws(MessageDecodingError)
+        -> ControlMessage
+    {
+        try limits.check(size: data.count)
         let message: ControlMessage = try decodeVersioned(data)
         if message.worker.isEmpty { throw MessageDecodingError(.invalidField, "'worker' is empty") }
         // It names the worker's queues: the same rule as `worker.id`.

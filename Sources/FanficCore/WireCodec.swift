@@ -22,8 +22,16 @@ public enum WireCodec {
     }
 
     /// Decodes a task; the error says what is wrong, for the message's `fanfic.failed` record.
-    public static func decode(_ data: Data) throws(MessageDecodingError) -> TaskMessage {
+    public static func decode(_ data: Data, limits: WireLimits = WireLimits()) throws(MessageDecodingError)
+        -> TaskMessage
+    {
+        try limits.check(size: data.count)
         let task: TaskMessage = try decodeVersioned(data)
+        if task.url.count > limits.maxURLLength {
+            throw MessageDecodingError(
+                .tooLarge,
+                "'url' is \(task.url.count) characters; at most \(limits.maxURLLength) (limits.max_url_length)")
+        }
         if task.url.isEmpty { throw MessageDecodingError(.invalidField, "'url' is empty") }
         if task.site.isEmpty { throw MessageDecodingError(.invalidField, "'site' is empty") }
         if task.attempt < 0 { throw MessageDecodingError(.invalidField, "'attempt' is negative") }
@@ -86,6 +94,25 @@ public enum WireCodec {
 }
 
 /// Why a message is not a task this build can run.
+/// How much of a message is read at all (`[limits]`): checked before anything is parsed.
+public struct WireLimits: Sendable, Hashable {
+    public var maxMessageBytes: Int
+    public var maxURLLength: Int
+
+    public init(maxMessageBytes: Int = 65_536, maxURLLength: Int = 2048) {
+        self.maxMessageBytes = maxMessageBytes
+        self.maxURLLength = maxURLLength
+    }
+
+    func check(size: Int) throws(MessageDecodingError) {
+        if size > maxMessageBytes {
+            throw MessageDecodingError(
+                .tooLarge,
+                "the message is \(size) bytes; at most \(maxMessageBytes) are read (limits.max_message_bytes)")
+        }
+    }
+}
+
 public struct MessageDecodingError: Error, Sendable, Hashable, CustomStringConvertible {
     public struct Code: Hashable, Sendable {
         let name: String
@@ -93,6 +120,8 @@ public struct MessageDecodingError: Error, Sendable, Hashable, CustomStringConve
         public static let missingField = Code(name: "missingField")
         public static let unsupportedVersion = Code(name: "unsupportedVersion")
         public static let invalidField = Code(name: "invalidField")
+        /// Past a `[limits]` bound.
+        public static let tooLarge = Code(name: "tooLarge")
     }
 
     public let code: Code

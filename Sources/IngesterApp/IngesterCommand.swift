@@ -72,6 +72,7 @@ struct IngesterCommand: AsyncParsableCommand {
             let line =
                 "\(report.folder): \(report.messages) message(s), \(report.tasksQueued) task(s) queued"
                 + (report.deferred > 0 ? ", \(report.deferred) left for the next poll" : "")
+                + (report.skipped > 0 ? ", \(report.skipped) too big to read (skipped)" : "")
                 + (report.failed.map { ", not read: \($0)" } ?? "")
             FileHandle.standardError.write(Data((line + "\n").utf8))
         }

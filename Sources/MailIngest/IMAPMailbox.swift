@@ -55,10 +55,12 @@ public final class IMAPMailbox: @unchecked Sendable {
         if let handle { curl_easy_cleanup(handle) }
     }
 
-    /// UIDs of the folder's unseen messages, oldest first.
+    /// UIDs of the folder's unseen messages not marked skipped, oldest first.
     public func unseen(in folder: String) async throws -> [UInt32] {
-        let response = try await command("UID SEARCH UNSEEN", folder: folder)
-        let line = response.body.split(separator: "\n").first { $0.hasPrefix("* SEARCH") } ?? ""
+        let response = try await command("UID SEARCH UNSEEN UNKEYWORD \(skippedKeyword)", folder: folder)
+        // Lines end in CRLF, one Character in Swift: split on any newline. Other untagged lines
+        // may follow (a new keyword makes Dovecot send FLAGS and PERMANENTFLAGS).
+        let line = response.body.split(whereSeparator: \.isNewline).first { $0.hasPrefix("* SEARCH") } ?? ""
         return line.split(separator: " ").dropFirst(2).compactMap {
             UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
@@ -81,6 +83,20 @@ public final class IMAPMailbox: @unchecked Sendable {
         if data.count > start, data[start] == UInt8(ascii: "\n") { start += 1 }
         guard data.count >= start + size else { throw IMAPError("message \(uid) arrived truncated") }
         return data[start..<(start + size)]
+    }
+
+    /// The message's size (`RFC822.SIZE`), without fetching it.
+    public func size(uid: UInt32, in folder: String) async throws -> Int {
+        let response = try await command("UID FETCH \(uid) RFC822.SIZE", folder: folder)
+        let text = response.body + String(decoding: response.headers, as: UTF8.self)
+        guard let marker = text.range(of: "RFC822.SIZE "),
+            let size = Int(text[marker.upperBound...].prefix { $0.isNumber })
+        else { throw IMAPError("the size of message \(uid) in \(folder) was not returned (deleted meanwhile?)") }
+        return size
+    }
+
+    public func markSkipped(uid: UInt32, in folder: String) async throws {
+        _ = try await command("UID STORE \(uid) +FLAGS (\(skippedKeyword))", folder: folder)
     }
 
     public func markSeen(uid: UInt32, in folder: String) async throws {

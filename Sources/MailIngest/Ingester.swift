@@ -27,6 +27,8 @@ public final class Ingester: Service {
         public var tasksQueued = 0
         /// Messages left unseen because their tasks could not be published.
         public var deferred = 0
+        /// Messages over `email.max_message_bytes`, marked so they are never fetched again.
+        public var skipped = 0
         public var failed: String?
     }
 
@@ -99,6 +101,12 @@ public final class Ingester: Service {
         for uid in uids {
             report.messages += 1
             do {
+                let size = try await mailbox.size(uid: uid, in: folder)
+                if size > settings.email.maxMessageBytes {
+                    try await skipTooBig(uid, size: size, in: folder)
+                    report.skipped += 1
+                    continue
+                }
                 let raw = try await mailbox.fetch(uid: uid, in: folder)
                 let outcome = try await handle(MailMessage(raw), uid: uid, folder: folder)
                 report.tasksQueued += outcome
@@ -132,8 +140,9 @@ public final class Ingester: Service {
             let allowed = Set(email.allowedSenders.map { $0.lowercased() })
             guard let sender = message.sender, allowed.contains(sender) else {
                 logger.notice(
-                    "message from a sender not in email.allowed_senders; left unseen",
-                    metadata: ["sender": "\(message.sender ?? "unknown")", "uid": "\(uid)"])
+                    "message from a sender not in email.allowed_senders; left unseen, not read again",
+                    metadata: ["sender": "\(InertText.escape(message.sender ?? "unknown"))", "uid": "\(uid)"])
+                try await mailbox.markSkipped(uid: uid, in: folder)
                 return 0
             }
         }
@@ -158,7 +167,12 @@ public final class Ingester: Service {
         stories.removeAll { disabled.contains($0.story.site) }
 
         if stories.isEmpty && skipped.isEmpty {
-            if email.markUnmatchedSeen { try await mark(uid, in: folder) }
+            // Seen when asked; otherwise left unseen for its reader, and not read again.
+            if email.markUnmatchedSeen {
+                try await mark(uid, in: folder)
+            } else {
+                try await mailbox.markSkipped(uid: uid, in: folder)
+            }
             return 0
         }
         let submitter = message.sender.map { "email:\($0)" } ?? settings.submittedBy
@@ -171,6 +185,20 @@ public final class Ingester: Service {
         }
         try await mark(uid, in: folder)
         return stories.count
+    }
+
+    /// A message too big to read: marked so it is never fetched again, and the user told.
+    private func skipTooBig(_ uid: UInt32, size: Int, in folder: String) async throws {
+        let limit = settings.email.maxMessageBytes
+        logger.warning(
+            "message over email.max_message_bytes; skipped and not read again",
+            metadata: ["folder": "\(folder)", "uid": "\(uid)", "bytes": "\(size)", "limit": "\(limit)"])
+        try await mailbox.markSkipped(uid: uid, in: folder)
+        await notifier.notify(
+            title: "An email was too big to read",
+            body:
+                "Message \(uid) in \(folder) has \(size) bytes, over email.max_message_bytes (\(limit)); "
+                + "it is left unseen and will not be read. Send the story links in a smaller email.")
     }
 
     private func mark(_ uid: UInt32, in folder: String) async throws {

@@ -4,13 +4,22 @@ import Synchronization
 /// The mailbox operations the ingester uses: an IMAP server (``IMAPMailbox``) or, in unit
 /// tests, ``InMemoryMailbox``.
 public protocol Mailbox: Sendable {
-    /// The UIDs of the unseen messages of a folder, oldest first.
+    /// The UIDs of the unseen messages of a folder that are not marked ``skippedKeyword``,
+    /// oldest first.
     func unseen(in folder: String) async throws -> [UInt32]
+    /// A message's size in bytes, before it is fetched.
+    func size(uid: UInt32, in folder: String) async throws -> Int
     /// A message's raw bytes (RFC 5322).
     func fetch(uid: UInt32, in folder: String) async throws -> Data
+    /// Marks a message ``skippedKeyword``: left unseen for its reader, never fetched again.
+    func markSkipped(uid: UInt32, in folder: String) async throws
     func markSeen(uid: UInt32, in folder: String) async throws
     func move(uid: UInt32, in folder: String, to target: String) async throws
 }
+
+/// The IMAP keyword of messages the ingester will not read again (too big, from a sender not
+/// allowed, without story links): they stay unseen for their reader.
+public let skippedKeyword = "$FanficSkipped"
 
 extension IMAPMailbox: Mailbox {}
 
@@ -20,12 +29,17 @@ public final class InMemoryMailbox: Mailbox {
         public var uid: UInt32
         public var raw: Data
         public var seen = false
+        public var skipped = false
     }
 
     private let folders = Mutex<[String: [Message]]>([:])
     private let nextUID = Mutex<UInt32>(1)
     /// When set, every operation fails with it, as an unreachable server does.
     private let failure = Mutex<IMAPError?>(nil)
+    private let fetched = Mutex(0)
+
+    /// How many messages were fetched so far.
+    public var fetchCount: Int { fetched.withLock { $0 } }
 
     public init() {}
 
@@ -52,7 +66,15 @@ public final class InMemoryMailbox: Mailbox {
 
     public func unseen(in folder: String) async throws -> [UInt32] {
         try check()
-        return folders.withLock { ($0[folder] ?? []).filter { !$0.seen }.map(\.uid) }
+        return folders.withLock { ($0[folder] ?? []).filter { !$0.seen && !$0.skipped }.map(\.uid) }
+    }
+
+    public func size(uid: UInt32, in folder: String) async throws -> Int {
+        try check()
+        guard let message = folders.withLock({ $0[folder]?.first { $0.uid == uid } }) else {
+            throw IMAPError("no message \(uid) in \(folder)")
+        }
+        return message.raw.count
     }
 
     public func fetch(uid: UInt32, in folder: String) async throws -> Data {
@@ -60,7 +82,16 @@ public final class InMemoryMailbox: Mailbox {
         guard let message = folders.withLock({ $0[folder]?.first { $0.uid == uid } }) else {
             throw IMAPError("no message \(uid) in \(folder)")
         }
+        fetched.withLock { $0 += 1 }
         return message.raw
+    }
+
+    public func markSkipped(uid: UInt32, in folder: String) async throws {
+        try check()
+        folders.withLock { folders in
+            guard let index = folders[folder]?.firstIndex(where: { $0.uid == uid }) else { return }
+            folders[folder]![index].skipped = true
+        }
     }
 
     public func markSeen(uid: UInt32, in folder: String) async throws {

@@ -37,13 +37,16 @@ struct WorkerCommand: AsyncParsableCommand {
         let explicitID = id
         let index = index
         try await RoleRunner.run(role: "worker", options: options) { bus, configuration, logger in
+            let problems = Preflight.problems(configuration)
+            if !problems.isEmpty { throw CannotStart(problems) }
             let workerID = explicitID ?? WorkerIdentity.resolve(configured: configuration.worker.id, index: index)
             var logger = logger
             logger[metadataKey: "worker"] = "\(workerID)"
             let events = EventPublisher(bus: bus, logger: logger)
-            let settler = OutcomeSettler(
+            var settler = OutcomeSettler(
                 bus: bus, ladder: configuration.retry.ladder, emit: { [events] in events.emit($0) },
                 notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger))
+            settler.maxReasonLength = configuration.limits.maxReasonLength
             let session = WorkerSession(
                 bus: bus, settings: WorkerSession.Settings(id: workerID, configuration: configuration),
                 runner: StoryPipeline(configuration: configuration, bus: bus), settler: settler,

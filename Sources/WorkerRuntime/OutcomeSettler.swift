@@ -23,6 +23,8 @@ public struct OutcomeSettler: Sendable {
     /// Rest before a task whose outcome could not be recorded goes back to its queue: the broker
     /// was gone, and the task would otherwise come straight back.
     public var runAgainPause: Duration = .seconds(1)
+    /// Reasons in `fanfic.failed` and events are cut to this (`limits.max_reason_length`).
+    public var maxReasonLength = 2000
 
     public init(
         bus: any MessageBus, ladder: RetryLadder, emit: @escaping @Sendable (FanficEvent) -> Void,
@@ -66,7 +68,7 @@ public struct OutcomeSettler: Sendable {
     func record(
         _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int, logger: Logger
     ) async throws {
-        let publisher = TaskPublisher(bus: bus, retryFor: retryFor)
+        let publisher = TaskPublisher(bus: bus, retryFor: retryFor, maxReasonLength: maxReasonLength)
         var event = FanficEvent(
             .taskSucceeded, source: "worker:\(workerID)", worker: workerID, site: task.site, url: task.url,
             taskID: task.id, attempt: task.attempt, durationMilliseconds: milliseconds)
@@ -83,7 +85,7 @@ public struct OutcomeSettler: Sendable {
                     body: "\(storyURL ?? task.url) (book \(book))")
             }
         case .retryable(let reason):
-            event.reason = reason
+            event.reason = TaskPublisher.bounded(reason, to: maxReasonLength)
             switch ladder.step(afterFailureOf: task) {
             case .wait(let next, let tier):
                 try await publisher.scheduleRetry(next, tier: tier)
@@ -103,7 +105,7 @@ public struct OutcomeSettler: Sendable {
         case .permanent(let reason):
             try await publisher.park(WireCodec.encode(task), reason: reason)
             event.kind = .taskFailed
-            event.reason = reason
+            event.reason = TaskPublisher.bounded(reason, to: maxReasonLength)
             logger.error("permanent failure; parked in fanfic.failed", metadata: ["reason": "\(reason)"])
             emit(event)
             await notifier.notify(title: "Story failed", body: "\(task.url): \(reason)")

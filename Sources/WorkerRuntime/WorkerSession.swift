@@ -34,12 +34,15 @@ public final class WorkerSession: Service {
         /// Rest between two tasks of one site (`coordinator.site_pause`): the lock keeps other
         /// workers off the site, this keeps one worker from running its tasks back to back.
         public var sitePause: Duration
+        /// Bounds on the tasks it reads (`[limits]`).
+        public var limits: WireLimits
 
         public init(id: String, configuration: FanficConfiguration) {
             self.id = id
             heartbeat = .seconds(configuration.worker.heartbeat)
             workerTimeout = .seconds(configuration.coordinator.workerTimeout)
             sitePause = .seconds(configuration.coordinator.sitePause)
+            limits = configuration.limits.wire
         }
     }
 
@@ -157,7 +160,8 @@ public final class WorkerSession: Service {
         return try await withThrowingTaskGroup(of: Stop.self) { taking in
             taking.addTask {
                 let subscription = self.bus.consume(queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
-                for try await received in subscription.decoded({ try WireCodec.decode($0) }) {
+                let limits = self.settings.limits
+                for try await received in subscription.decoded({ try WireCodec.decode($0, limits: limits) }) {
                     feed.yield(received)
                 }
                 return .shutdown

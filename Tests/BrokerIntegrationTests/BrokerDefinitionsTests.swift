@@ -64,7 +64,10 @@ extension BrokerTests {
             func secret(_ role: String) -> String { "FANFIC_BROKER_URL_FILE=\(secrets.path)/\(role)_broker_url" }
             let records = scratch.appendingPathComponent("records.jsonl").path
             let coordinator = try LaunchedProcess(
-                ["/usr/bin/env", secret("coordinator"), BuiltProducts.path("coordinator"), "--config", config],
+                [
+                    "/usr/bin/env", secret("coordinator"), "FANFIC_COORDINATOR_WORKER_USERS=fanfic-worker",
+                    BuiltProducts.path("coordinator"), "--config", config,
+                ],
                 output: scratch.appendingPathComponent("coordinator.log").path)
             let worker = try LaunchedProcess(
                 [

@@ -83,7 +83,7 @@ extension BrokerTests {
             let run = try setup.pollOnce()
             #expect(run.status == 0, "\(run.stderr)")
             let tasks = try await setup.queuedTasks()
-            #expect(Set(tasks.map(\.url)) == expected)
+            #expect(Set(tasks.map(\.url)) == expected, "\(run.stderr.suffix(3000))")
             #expect(tasks.count == expected.count, "one task per story")
             #expect(tasks.allSatisfy { $0.submittedBy.hasPrefix("email:") })
             // Mail with stories is seen; the one without stays unseen (email.mark_unmatched_seen).

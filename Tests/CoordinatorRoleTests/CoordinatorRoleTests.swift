@@ -283,4 +283,55 @@ struct CoordinatorRoleTests {
         #expect(workers.first?.site == "test1.com", "the impostor's `finished` released nothing")
         #expect(fleet.broker.messages(in: "victim").isEmpty, "nothing published where a message said")
     }
+
+    @Test("past the limits: a big task and a long URL are parked saying which key; hellos past max_workers are refused")
+    func limits() async throws {
+        var limits = FanficConfiguration.Limits()
+        limits.maxMessageBytes = 2048
+        limits.maxURLLength = 100
+        limits.maxWorkers = 1
+        let fleet = Fleet(limits: limits)
+        let (coordinator, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        let w1 = fleet.worker("w1")
+        try await w1.join()
+        let beating = w1.keepBeating()
+        defer { beating.cancel() }
+
+        var big = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "")
+        big.submittedBy = String(repeating: "x", count: 4096)
+        try await TaskPublisher(bus: fleet.client).submit(big)
+        _ = try await fleet.submit("http://test1.com?sid=2&" + String(repeating: "a", count: 200), site: "test1.com")
+        let task = try await fleet.submit("http://test1.com?sid=3", site: "test1.com")
+        try await waitUntil("both are parked and the next task routed") {
+            fleet.ingressSettled && fleet.broker.messages(in: FanficTopology.failed).count == 2
+                && (fleet.queue(w1.queue) + fleet.queue(FanficTopology.backlogQueue(site: "test1.com"))).map(\.url)
+                    == [task.url]
+        }
+        let reasons = fleet.broker.messages(in: FanficTopology.failed).map {
+            if case .string(let reason) = $0.properties.headers[FanficTopology.failureReasonHeader] {
+                reason
+            } else {
+                ""
+            }
+        }
+        #expect(reasons.contains { $0.contains("limits.max_message_bytes") }, "\(reasons)")
+        #expect(reasons.contains { $0.contains("limits.max_url_length") }, "\(reasons)")
+
+        let w2 = fleet.worker("w2")
+        try await w2.bus.declare(
+            AMQPTopology(queues: [FanficTopology.worker(id: "w2"), FanficTopology.reply(worker: "w2")]))
+        try await w2.send(.hello(worker: "w2", site: nil, unfinished: 0, replyTo: w2.replyQueue))
+        // In order on the control queue: once w1's marked heartbeat shows, the hello was handled.
+        beating.cancel()
+        let (site, unfinished) = try await w1.holding()
+        try await w1.send(
+            ControlMessage.heartbeat(worker: "w1", site: site, unfinished: unfinished)
+                .reporting(host: "after", current: nil, tasksDone: 0))
+        try await waitUntil("the coordinator handled the hello") {
+            coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after"
+        }
+        #expect(coordinator.board.current.workers.map(\.id) == ["w1"])
+        #expect(fleet.broker.messages(in: w2.replyQueue).isEmpty, "w2 is not admitted")
+    }
 }

@@ -21,10 +21,16 @@ final class Fleet: Sendable {
     /// `coordinator.worker_users`: empty, any user.
     let workerUsers: Set<String>
 
-    init(workerTimeout: Duration = .seconds(1), workerUsers: Set<String> = []) {
+    let limits: FanficConfiguration.Limits
+
+    init(
+        workerTimeout: Duration = .seconds(1), workerUsers: Set<String> = [],
+        limits: FanficConfiguration.Limits = FanficConfiguration.Limits()
+    ) {
         client = InMemoryBus(broker: broker, user: "fanfic-cli")
         self.workerTimeout = workerTimeout
         self.workerUsers = workerUsers
+        self.limits = limits
     }
 
     func settings(name: String) -> Coordinator.Settings {
@@ -35,6 +41,7 @@ final class Fleet: Sendable {
         settings.standbyRetry = .milliseconds(20)
         settings.endingGrace = .milliseconds(500)
         settings.workerUsers = workerUsers
+        settings.limits = limits
         return settings
     }
 
@@ -115,7 +122,7 @@ final class FakeWorker: Sendable {
     }
 
     /// Hello, then waits for the coordinator's admission.
-    func join(timeout: Duration = .seconds(5)) async throws {
+    func join(timeout: Duration = .seconds(30)) async throws {
         try await bus.declare(
             AMQPTopology(queues: [FanficTopology.worker(id: id), QueueSpec.quorum(replyQueue)]))
         let (site, unfinished) = try await holding()

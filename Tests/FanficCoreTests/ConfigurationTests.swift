@@ -230,7 +230,7 @@ struct ConfigurationTests {
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 35)
+        #expect(FanficConfiguration.keys.count == 40)
         #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT"))
     }
 

@@ -143,6 +143,32 @@ struct RetryLadderTests {
     }
 }
 
+@Suite("Limits on what is read")
+struct WireLimitsTests {
+    @Test("a message past max_message_bytes is not parsed; a URL past max_url_length is refused; both say the key")
+    func limits() throws {
+        let limits = WireLimits(maxMessageBytes: 2048, maxURLLength: 100)
+        let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "t")
+        #expect(try WireCodec.decode(WireCodec.encode(task), limits: limits) == task)
+
+        var big = task
+        big.submittedBy = String(repeating: "x", count: 4096)
+        let tooBig = #expect(throws: MessageDecodingError.self) {
+            try WireCodec.decode(WireCodec.encode(big), limits: limits)
+        }
+        #expect(tooBig?.code == .tooLarge && tooBig?.message.contains("limits.max_message_bytes") == true)
+        let control = Data(String(repeating: " ", count: 4096).utf8)
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decodeControl(control, limits: limits) }
+
+        var long = task
+        long.url = "http://test1.com?sid=1&" + String(repeating: "a", count: 200)
+        let tooLong = #expect(throws: MessageDecodingError.self) {
+            try WireCodec.decode(WireCodec.encode(long), limits: limits)
+        }
+        #expect(tooLong?.message.contains("limits.max_url_length") == true)
+    }
+}
+
 @Suite("Control message codec")
 struct ControlMessageTests {
     @Test(

@@ -61,6 +61,9 @@ struct IngesterSettingsTests {
         _ = await setup.poll()
         #expect(setup.queued.map(\.url) == ["http://test1.com?sid=2"])
         #expect(setup.mailbox.messages(in: "INBOX").map(\.seen) == [false, true])
+        #expect(setup.mailbox.messages(in: "INBOX").map(\.skipped) == [true, false], "the stranger's: not read again")
+        #expect(await setup.poll().map(\.messages) == [0])
+        #expect(setup.mailbox.fetchCount == 2)
     }
 
     @Test("email.disabled_sites: the user is told, nothing is queued for that site, the message is done")
@@ -99,6 +102,8 @@ struct IngesterSettingsTests {
         keep.mailbox.deliver(Self.mail("no links here"))
         _ = await keep.poll()
         #expect(keep.mailbox.messages(in: "INBOX").map(\.seen) == [false])
+        #expect(await keep.poll().map(\.messages) == [0], "not fetched again on every poll")
+        #expect(keep.mailbox.fetchCount == 1)
         let mark = Setup { $0.markUnmatchedSeen = true }
         mark.mailbox.deliver(Self.mail("no links here"))
         _ = await mark.poll()
@@ -118,5 +123,19 @@ struct IngesterSettingsTests {
         setup.mailbox.fail(with: nil)
         #expect(await setup.poll().map(\.tasksQueued) == [1])
         #expect(setup.mailbox.messages(in: "INBOX").map(\.seen) == [true])
+    }
+
+    @Test("email.max_message_bytes: a bigger message is not fetched, marked, the user told; the next is read")
+    func maxMessageBytes() async {
+        let setup = Setup { $0.maxMessageBytes = 4096 }
+        setup.mailbox.deliver(Self.mail("http://test1.com?sid=1 " + String(repeating: "x", count: 8000)))
+        setup.mailbox.deliver(Self.mail("http://test1.com?sid=2"))
+        let reports = await setup.poll()
+        #expect(reports.map(\.skipped) == [1] && reports.map(\.tasksQueued) == [1])
+        #expect(setup.queued.map(\.url) == ["http://test1.com?sid=2"])
+        #expect(setup.mailbox.fetchCount == 1, "the big one was never fetched")
+        #expect(setup.mailbox.messages(in: "INBOX").map(\.skipped) == [true, false])
+        #expect(setup.recorder.sent.count == 1 && setup.recorder.sent[0].contains("email.max_message_bytes"))
+        #expect(await setup.poll().map(\.messages) == [0], "and not looked at again")
     }
 }

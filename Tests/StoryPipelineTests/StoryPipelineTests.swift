@@ -107,3 +107,28 @@ struct StoryPipelineUnitTests {
         #expect(library.books.isEmpty)
     }
 }
+
+@Suite("A worker's checks before it takes work")
+struct PreflightTests {
+    @Test("a missing tool or an unusable library is named, with the key and the fix")
+    func problems() throws {
+        var configuration = FanficConfiguration()
+        configuration.fanficfare.command = "/nowhere/fanficfare"
+        configuration.calibre.metadataMode = .preserveMetadata
+        configuration.notifications.appriseURLs = ["json://127.0.0.1:1/"]
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("not-a-library-\(UUID().uuidString)")
+        try Data("x".utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        configuration.calibre.library = file.path
+        let problems = Preflight.problems(configuration) { $0 == "calibredb" ? "/usr/bin/calibredb" : nil }
+        #expect(problems.count == 4, "\(problems)")
+        #expect(
+            problems.contains { $0.hasPrefix("fanficfare.command: '/nowhere/fanficfare' is not an executable file") })
+        #expect(problems.contains { $0.contains("ebook-meta") } && problems.contains { $0.contains("apprise") })
+        #expect(problems.contains { $0.contains("is a file, not a library folder") })
+
+        var fine = FanficConfiguration()
+        fine.calibre.library = FileManager.default.temporaryDirectory.path
+        #expect(Preflight.problems(fine) { "/usr/bin/\($0)" }.isEmpty)
+    }
+}

@@ -5,6 +5,7 @@ import Foundation
 enum ConfigurationSchema {
     static let sections = [
         "broker", "email", "calibre", "fanficfare", "retry", "notifications", "worker", "run", "coordinator",
+        "limits",
     ]
 
     static var fields: [ConfigurationField] {
@@ -22,6 +23,7 @@ enum ConfigurationSchema {
             .string("email", "processed_folder", \.email.processedFolder),
             .string("email", "ca_file", \.email.caFile),
             .integer("email", "max_urls_per_message", \.email.maxURLsPerMessage, range: 1...10_000),
+            .integer("email", "max_message_bytes", \.email.maxMessageBytes, range: 1024...1_073_741_824),
             .bool("email", "mark_unmatched_seen", \.email.markUnmatchedSeen),
 
             .string("calibre", "library", \.calibre.library, rule: Rules.calibreLibrary),
@@ -53,6 +55,11 @@ enum ConfigurationSchema {
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
             .stringList("coordinator", "site_caps", \.coordinator.siteCaps, rule: Rules.siteCap),
             .stringList("coordinator", "worker_users", \.coordinator.workerUsers, rule: Rules.brokerUser),
+
+            .integer("limits", "max_message_bytes", \.limits.maxMessageBytes, range: 1024...16_777_216),
+            .integer("limits", "max_url_length", \.limits.maxURLLength, range: 64...65_536),
+            .integer("limits", "max_reason_length", \.limits.maxReasonLength, range: 80...65_536),
+            .integer("limits", "max_workers", \.limits.maxWorkers, range: 1...100_000),
         ]
     }
 }

@@ -12,8 +12,30 @@ public struct FanficConfiguration: Sendable, Hashable {
     public var worker = Worker()
     public var run = Run()
     public var coordinator = Coordinator()
+    public var limits = Limits()
 
     public init() {}
+
+    /// Bounds on what comes from outside (anyone may publish a task): past each, the thing is
+    /// parked or refused with the reason, logged, and the loop goes on.
+    public struct Limits: Sendable, Hashable {
+        /// A task or control message bigger than this is parked (or dropped) unread.
+        public var maxMessageBytes = 65_536
+        /// A task whose URL is longer is parked.
+        public var maxURLLength = 2048
+        /// A failure reason is cut to this many characters in `fanfic.failed` and events.
+        public var maxReasonLength = 2000
+        /// Workers the coordinator keeps in its table; hellos from more are refused. (Sites
+        /// need no bound: they come from the site rules, not from messages.)
+        public var maxWorkers = 1000
+
+        public init() {}
+
+        /// The wire codec's part of them.
+        public var wire: WireLimits {
+            WireLimits(maxMessageBytes: maxMessageBytes, maxURLLength: maxURLLength)
+        }
+    }
 
     public struct Broker: Sendable, Hashable {
         /// `amqp://` or `amqps://` (TLS); the password is a secret.
@@ -39,6 +61,8 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var caFile = ""
         /// Links beyond this many in one message are ignored (a runaway list, a newsletter).
         public var maxURLsPerMessage = 50
+        /// A message bigger than this is not fetched: marked, left unseen, and the user told.
+        public var maxMessageBytes = 10_485_760
         /// Mark messages without any story URL seen too (default: leave them as they are).
         public var markUnmatchedSeen = false
     }
