@@ -40,7 +40,7 @@ run_integration() {
         started=1
     fi
     export FANFIC_TEST_BROKER_URL="${FANFIC_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:${FANFIC_BROKER_PORT:-56720}}"
-    # The dispatch simulations again, over 200 random schedules instead of the unit suite's 50.
+    # The dispatch simulations again, over 200 random schedules instead of the unit suite's 30.
     FANFIC_SIMULATION_SEEDS="${FANFIC_SIMULATION_SEEDS:-200}" \
         swift test --disable-xctest --filter "$integration|DispatchSimulationTests" "$@"
 }
