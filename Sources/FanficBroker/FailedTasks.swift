@@ -41,7 +41,8 @@ public struct FailedTasks: Sendable {
 
     public init(bus: any MessageBus) { self.bus = bus }
 
-    /// Every parked message, in queue order; the queue is left as it was.
+    /// Every parked message, in queue order; the queue is left as it was (and no delivery is
+    /// counted against any of them).
     public func list() async throws -> [Entry] {
         var entries: [Entry] = []
         try await sweep { message in
@@ -70,14 +71,20 @@ public struct FailedTasks: Sendable {
     /// Deletes every parked message; returns how many there were.
     public func purge() async throws -> UInt32 { try await bus.purgeQueue(FanficTopology.failed) }
 
-    /// Takes every message off the queue (unsettled), lets `settle` handle each (true: it did),
-    /// and gives the rest back. Unsettled messages return to the queue if anything fails (the
-    /// broker requeues them when the connection closes): nothing is lost.
+    /// Goes through the messages that are in the queue now, once each, letting `settle` handle
+    /// each (true: it did). The others are put back at the tail, in order, as confirmed copies
+    /// (then the original is acked): given back with a requeue instead, a quorum queue would count
+    /// a delivery each time, and RabbitMQ 4 drops a message past its delivery limit. A message
+    /// neither settled nor copied stays unacked and returns when the connection closes.
     private func sweep(_ settle: (BusMessage) async throws -> Bool) async throws {
-        var kept: [BusMessage] = []
-        while let message = try await bus.get(queue: FanficTopology.failed) {
-            if try await !settle(message) { kept.append(message) }
+        let count = Int(try await bus.queueState(FanficTopology.failed)?.messageCount ?? 0)
+        for _ in 0..<count {
+            guard let message = try await bus.get(queue: FanficTopology.failed) else { return }
+            if try await settle(message) { continue }
+            try await bus.publish(
+                message.body, exchange: "", routingKey: FanficTopology.failed, properties: message.properties,
+                mandatory: true, retryFor: .seconds(30))
+            try await message.ack()
         }
-        for message in kept { try await message.reject(requeue: true) }
     }
 }

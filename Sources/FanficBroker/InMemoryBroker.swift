@@ -31,6 +31,7 @@ public final class InMemoryBroker: Sendable {
         let queue: String
         let prefetch: Int
         let resumesAfterReconnect: Bool
+        let arguments: AMQPTable
         let continuation: AsyncThrowingStream<BusMessage, any Error>.Continuation
         var unsettled = 0
     }
@@ -81,6 +82,13 @@ public final class InMemoryBroker: Sendable {
     /// What a queue holds, head first, without taking it.
     public func messages(in queue: String) -> [Stored] {
         state.withLock { $0.queues[queue]?.messages ?? [] }
+    }
+
+    /// The arguments of a queue's consumers, oldest first.
+    public func consumerArguments(of queue: String) -> [AMQPTable] {
+        state.withLock { state in
+            state.consumers.sorted { $0.key < $1.key }.filter { $0.value.queue == queue }.map(\.value.arguments)
+        }
     }
 
     /// How many messages of a queue are taken and not yet settled.
@@ -156,7 +164,7 @@ public final class InMemoryBroker: Sendable {
     }
 
     func consume(
-        queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, by connection: UInt64
+        queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, arguments: AMQPTable, by connection: UInt64
     ) -> BusSubscription {
         let (stream, continuation) = AsyncThrowingStream.makeStream(of: BusMessage.self)
         let handovers: [Handover] = state.withLock { state in
@@ -168,7 +176,7 @@ public final class InMemoryBroker: Sendable {
             let id = state.makeID()
             state.consumers[id] = Consumer(
                 connection: connection, queue: queue, prefetch: Int(max(prefetch, 1)),
-                resumesAfterReconnect: resumesAfterReconnect, continuation: continuation)
+                resumesAfterReconnect: resumesAfterReconnect, arguments: arguments, continuation: continuation)
             continuation.onTermination = { [weak self] _ in self?.cancel(consumer: id) }
             return self.dispatch(in: &state)
         }

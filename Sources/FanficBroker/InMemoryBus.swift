@@ -108,7 +108,11 @@ public final class InMemoryBus: MessageBus {
         return try broker.get(queue: queue, by: id)
     }
 
-    public func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription {
-        broker.consume(queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect, by: id)
+    public func consume(
+        queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, arguments: AMQPTable
+    ) -> BusSubscription {
+        broker.consume(
+            queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect, arguments: arguments,
+            by: id)
     }
 }

@@ -47,7 +47,8 @@ public protocol MessageBus: Sendable {
     /// `resumesAfterReconnect: false` also ends it (`.connectionLost`) when the connection drops,
     /// for a consumer that must ask again before it takes more work. Use ``BusSubscription/decoded(_:)``
     /// to read typed messages without a bad one ending the loop.
-    func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription
+    /// `arguments`: the consumer's (`x-consumer-timeout`, ...).
+    func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, arguments: AMQPTable) -> BusSubscription
 }
 
 extension MessageBus {
@@ -63,7 +64,11 @@ extension MessageBus {
     }
 
     public func consume(queue: String, prefetch: UInt16) -> BusSubscription {
-        consume(queue: queue, prefetch: prefetch, resumesAfterReconnect: true)
+        consume(queue: queue, prefetch: prefetch, resumesAfterReconnect: true, arguments: [:])
+    }
+
+    public func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription {
+        consume(queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect, arguments: [:])
     }
 }
 
@@ -182,9 +187,11 @@ public struct AMQPMessageBus: MessageBus {
         try await connection.get(queue: queue).map(Self.message)
     }
 
-    public func consume(queue: String, prefetch: UInt16, resumesAfterReconnect: Bool) -> BusSubscription {
+    public func consume(
+        queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, arguments: AMQPTable
+    ) -> BusSubscription {
         let consumer = connection.consume(
-            queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect)
+            queue: queue, prefetch: prefetch, arguments: arguments, resumesAfterReconnect: resumesAfterReconnect)
         // Pulled one at a time by the subscriber: the consumer's own buffer and prefetch apply.
         let source = ConsumerIterator(consumer.makeAsyncIterator())
         return BusSubscription(AsyncThrowingStream { try await source.next().map(Self.message) })

@@ -36,6 +36,10 @@ public final class WorkerSession: Service {
         public var sitePause: Duration
         /// Bounds on the tasks it reads (`[limits]`).
         public var limits: WireLimits
+        /// How long one task may hold its delivery unacked: the broker's consumer timeout for
+        /// this worker's subscription (RabbitMQ's default, 30 minutes, would redeliver a long
+        /// story under the worker still downloading it). FanFicFare's timeout and a margin.
+        public var taskTimeout: Duration
 
         public init(id: String, configuration: FanficConfiguration) {
             self.id = id
@@ -43,6 +47,7 @@ public final class WorkerSession: Service {
             workerTimeout = .seconds(configuration.coordinator.workerTimeout)
             sitePause = .seconds(configuration.coordinator.sitePause)
             limits = configuration.limits.wire
+            taskTimeout = .seconds(configuration.fanficfare.timeout + 600)
         }
     }
 
@@ -159,7 +164,9 @@ public final class WorkerSession: Service {
         defer { revocation.withLock { $0 = nil } }
         return try await withThrowingTaskGroup(of: Stop.self) { taking in
             taking.addTask {
-                let subscription = self.bus.consume(queue: self.queue, prefetch: 1, resumesAfterReconnect: false)
+                let subscription = self.bus.consume(
+                    queue: self.queue, prefetch: 1, resumesAfterReconnect: false,
+                    arguments: ["x-consumer-timeout": .int(self.settings.taskTimeout.components.seconds * 1000)])
                 let limits = self.settings.limits
                 for try await received in subscription.decoded({ try WireCodec.decode($0, limits: limits) }) {
                     feed.yield(received)

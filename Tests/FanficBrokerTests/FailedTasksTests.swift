@@ -31,6 +31,10 @@ struct FailedTasksTests {
             ])
         #expect(entries[2].url == nil && entries[2].preview == "garbage")
         #expect(bus.messages(in: FanficTopology.failed).count == 3, "listing takes nothing away")
+        #expect(try await failed.list().map(\.reason) == entries.map(\.reason), "nor changes the order")
+        #expect(
+            bus.messages(in: FanficTopology.failed).allSatisfy { !$0.redelivered },
+            "nor counts a delivery: RabbitMQ 4 drops a quorum queue's message past its delivery limit")
 
         let requeued = try await failed.requeue { $0.url == spent.url }
         #expect(requeued.map(\.url) == [spent.url])

@@ -113,6 +113,10 @@ struct WorkerSessionTests {
         }
         #expect(runner.ran == [task.url])
         #expect(broker.messages(in: queue).isEmpty, "acked")
+        #expect(
+            broker.consumerArguments(of: queue).first?["x-consumer-timeout"]
+                == .int(Int64((FanficConfiguration().fanficfare.timeout + 600) * 1000)),
+            "a long story is not redelivered under the worker after RabbitMQ's default 30 minutes")
         let finished = try #require(log.all.first { $0.kind == .finished })
         #expect(finished.finishedIdentity == task.identity)
         #expect(events.kinds.withLock { $0 } == [.taskStarted, .taskSucceeded])
