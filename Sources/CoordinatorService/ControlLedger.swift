@@ -13,6 +13,11 @@ struct ControlLedger {
     var reports: [WorkerID: (message: ControlMessage, at: Date)] = [:]
     /// Sites of tasks and reports this term has seen: where a new term looks for backlogs.
     var sitesSeen: Set<String> = []
+    /// Workers this term has not admitted whose heartbeats it believes while its table is
+    /// rebuilt: each was seen holding a subscription to its queue, as an admitted worker does.
+    var subscribed: Set<WorkerID> = []
+    /// Workers whose subscription is being looked at.
+    var checking: Set<WorkerID> = []
 
     /// Why a control message is not believed, or nil. `user` is its publisher as the broker
     /// vouches (`user_id`); `workerUsers` empty: any user. A hello must ask to be answered on the

@@ -22,6 +22,9 @@ final class CoordinatorTerm: Sendable {
         case operationEnded(WorkerID)
         case tick
         case subscriptionEnded(queue: String, error: String?)
+        /// Whether a worker that sent `heartbeat` while the table was rebuilt holds a
+        /// subscription to its queue.
+        case subscriptionChecked(ControlMessage, subscribed: Bool)
     }
 
     let bus: any MessageBus
@@ -190,6 +193,27 @@ final class CoordinatorTerm: Sendable {
                     "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
                     "unfinished": "\(message.unfinished ?? 0)",
                 ])
+            if message.kind == .heartbeat, !state.machine.isRunning,
+                !state.machine.knownWorkers.contains(message.worker),
+                !state.ledger.subscribed.contains(message.worker)
+            {
+                // Rebuilding, a heartbeat is how a worker admitted by an earlier coordinator is
+                // found; believed only from a worker that consumes its queue, as an admitted one
+                // does (a phantom id does not). This one waits for the look.
+                checkSubscription(of: message, state: &state, group: &group)
+                return
+            }
+            guard let event = state.ledger.translate(message, at: Date()) else { return }
+            apply(event, state: &state, group: &group)
+        case .subscriptionChecked(let message, let subscribed):
+            state.ledger.checking.remove(message.worker)
+            guard subscribed else {
+                noteRefused(
+                    message, sender: nil, reason: "no subscription to its queue: not a worker any coordinator admitted",
+                    state: &state)
+                return
+            }
+            state.ledger.subscribed.insert(message.worker)
             guard let event = state.ledger.translate(message, at: Date()) else { return }
             apply(event, state: &state, group: &group)
         case .event(let event):
@@ -215,6 +239,20 @@ final class CoordinatorTerm: Sendable {
                     metadata: ["queue": "\(queue)", "error": "\(error ?? "none")"])
             }
             state.ending = true
+        }
+    }
+
+    private func checkSubscription(
+        of message: ControlMessage, state: inout State, group: inout DiscardingTaskGroup
+    ) {
+        guard !state.ledger.checking.contains(message.worker),
+            state.ledger.checking.count + state.ledger.subscribed.count < settings.limits.maxWorkers
+        else { return }
+        state.ledger.checking.insert(message.worker)
+        let queue = FanficTopology.workerQueue(id: message.worker)
+        group.addTask {
+            let consumers = (try? await self.bus.queueState(queue))?.consumerCount ?? 0
+            self.feed.yield(.subscriptionChecked(message, subscribed: consumers > 0))
         }
     }
 

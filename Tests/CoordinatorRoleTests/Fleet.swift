@@ -134,6 +134,16 @@ final class FakeWorker: Sendable {
         }
     }
 
+    /// Holds a subscription to its queue, as an admitted worker does, until cancelled.
+    func holdSubscription() -> Task<Void, Never> {
+        let subscription = bus.consume(queue: queue, prefetch: 1)
+        return Task {
+            do {
+                for try await _ in subscription {}
+            } catch {}
+        }
+    }
+
     func heartbeat() async throws {
         let (site, unfinished) = try await holding()
         try await send(.heartbeat(worker: id, site: site, unfinished: unfinished))
