@@ -15,12 +15,9 @@ struct CoordinatorRoleTests {
     @Test("an admitted worker gets a site's tasks; another site waits in its backlog until the site is released")
     func routing() async throws {
         let fleet = Fleet()
-        let (_, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let w1 = scene.worker
 
         let first = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
         let second = try await fleet.submit("http://test1.com?sid=2", site: "test1.com")
@@ -45,12 +42,9 @@ struct CoordinatorRoleTests {
     )
     func duplicatesAndGarbage() async throws {
         let fleet = Fleet()
-        let (_, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let w1 = scene.worker
 
         try await fleet.publishRaw("not json at all")
         try await fleet.publishRaw(#"{"version":1,"url":"","site":"test1.com"}"#)
@@ -188,29 +182,19 @@ struct CoordinatorRoleTests {
     @Test("a forged `finished` for a task the worker never got does not release its site")
     func forgedFinished() async throws {
         let fleet = Fleet()
-        let (coordinator, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let (coordinator, w1) = (scene.coordinator, scene.worker)
         _ = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
         try await waitUntil("w1 holds test1.com") {
             coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com"
         }
         _ = try #require(try await w1.take())  // running, not finished
-        beating.cancel()
         let forger = fleet.worker("w1")
         let forged = TaskMessage(url: "http://test1.com?sid=666", site: "test1.com", submittedBy: "forger")
         try await forger.send(.finished(worker: "w1", task: forged))
-        // The control queue is in order: once a later heartbeat shows, the forgery was handled.
-        let (site, unfinished) = try await w1.holding()
-        try await w1.send(
-            ControlMessage.heartbeat(worker: "w1", site: site, unfinished: unfinished)
-                .reporting(host: "after-the-forgery", current: nil, tasksDone: 0))
-        try await waitUntil("the coordinator handled the forgery") {
-            coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after-the-forgery"
-        }
+        // The control queue is in order: once a later heartbeat shows, all before it were handled.
+        try await fleet.waitUntilHandled(by: coordinator, through: scene)
         #expect(coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com")
     }
 
@@ -219,12 +203,9 @@ struct CoordinatorRoleTests {
     )
     func derivedSite() async throws {
         let fleet = Fleet()
-        let (_, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let w1 = scene.worker
 
         // One story published three times, each claiming another site, one of them 300 characters.
         for site in ["test3.com", "evil-a.example", String(repeating: "x", count: 300)] {
@@ -251,12 +232,9 @@ struct CoordinatorRoleTests {
     @Test("control messages count only from worker users, and a hello only with the worker's own reply queue")
     func controlFromWorkerUsersOnly() async throws {
         let fleet = Fleet(workerUsers: ["fanfic-worker"])
-        let (coordinator, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let coordinator = scene.coordinator
         _ = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
         try await waitUntil("w1 holds test1.com") {
             coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com"
@@ -272,14 +250,8 @@ struct CoordinatorRoleTests {
         try await fleet.client.declare(AMQPTopology(queues: [QueueSpec.quorum("victim")]))
         try await fleet.worker("w9").send(.hello(worker: "w9", site: nil, unfinished: 0, replyTo: "victim"))
         // In order on the control queue: once w1's marked heartbeat shows, the others were handled.
-        beating.cancel()
-        let (site, unfinished) = try await w1.holding()
-        try await w1.send(
-            ControlMessage.heartbeat(worker: "w1", site: site, unfinished: unfinished)
-                .reporting(host: "after", current: nil, tasksDone: 0))
-        try await waitUntil("the coordinator handled them") {
-            coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after"
-        }
+        // The control queue is in order: once a later heartbeat shows, all before it were handled.
+        try await fleet.waitUntilHandled(by: coordinator, through: scene)
         let workers = coordinator.board.current.workers
         #expect(workers.map(\.id) == ["w1"], "no ghost, no w9")
         #expect(workers.first?.site == "test1.com", "the impostor's `finished` released nothing")
@@ -293,12 +265,9 @@ struct CoordinatorRoleTests {
         limits.maxURLLength = 100
         limits.maxWorkers = 1
         let fleet = Fleet(limits: limits)
-        let (coordinator, _, run) = fleet.startCoordinator()
-        defer { run.cancel() }
-        let w1 = fleet.worker("w1")
-        try await w1.join()
-        let beating = w1.keepBeating()
-        defer { beating.cancel() }
+        let scene = try await fleet.sceneWithWorker()
+        defer { scene.stop() }
+        let (coordinator, w1) = (scene.coordinator, scene.worker)
 
         var big = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "")
         big.submittedBy = String(repeating: "x", count: 4096)
@@ -325,14 +294,8 @@ struct CoordinatorRoleTests {
             AMQPTopology(queues: [FanficTopology.worker(id: "w2"), FanficTopology.reply(worker: "w2")]))
         try await w2.send(.hello(worker: "w2", site: nil, unfinished: 0, replyTo: w2.replyQueue))
         // In order on the control queue: once w1's marked heartbeat shows, the hello was handled.
-        beating.cancel()
-        let (site, unfinished) = try await w1.holding()
-        try await w1.send(
-            ControlMessage.heartbeat(worker: "w1", site: site, unfinished: unfinished)
-                .reporting(host: "after", current: nil, tasksDone: 0))
-        try await waitUntil("the coordinator handled the hello") {
-            coordinator.board.current.workers.first { $0.id == "w1" }?.host == "after"
-        }
+        // The control queue is in order: once a later heartbeat shows, all before it were handled.
+        try await fleet.waitUntilHandled(by: coordinator, through: scene)
         #expect(coordinator.board.current.workers.map(\.id) == ["w1"])
         #expect(fleet.broker.messages(in: w2.replyQueue).isEmpty, "w2 is not admitted")
     }

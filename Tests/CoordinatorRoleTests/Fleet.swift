@@ -66,6 +66,48 @@ final class Fleet: Sendable {
         return (coordinator, bus, run)
     }
 
+    /// A running coordinator with one admitted, beating worker: what most tests start from.
+    struct Scene: Sendable {
+        let coordinator: Coordinator
+        let worker: FakeWorker
+        let run: Task<Void, Never>
+        let beating: Task<Void, Never>
+
+        func stop() {
+            beating.cancel()
+            run.cancel()
+        }
+    }
+
+    func sceneWithWorker(_ id: String = "w1") async throws -> Scene {
+        let (coordinator, _, run) = startCoordinator()
+        let worker = worker(id)
+        do {
+            try await worker.join()
+        } catch {
+            run.cancel()
+            throw error
+        }
+        return Scene(coordinator: coordinator, worker: worker, run: run, beating: worker.keepBeating())
+    }
+
+    /// Returns once the coordinator has handled every control message sent before: the control
+    /// queue is in order, so it sends a marked heartbeat from `worker` (whose beating stops) and
+    /// waits until the status shows the mark.
+    func waitUntilHandled(by coordinator: Coordinator, through scene: Scene) async throws {
+        scene.beating.cancel()
+        await scene.beating.value  // no heartbeat of its may land after the mark
+        let worker = scene.worker
+        let mark = "mark-\(UUID().uuidString.prefix(8))"
+        let (site, unfinished) = try await worker.holding()
+        try await worker.send(
+            ControlMessage.heartbeat(worker: worker.id, site: site, unfinished: unfinished)
+                .reporting(host: mark, current: nil, tasksDone: 0))
+        try await waitUntil("the coordinator handled what came before") {
+            coordinator.board.current.workers.first { $0.id == worker.id }?.host == mark
+        }
+    }
+
     func submit(_ url: String, site: String) async throws -> TaskMessage {
         let task = TaskMessage(url: url, site: site, submittedBy: "test")
         try await TaskPublisher(bus: client).submit(task)
