@@ -151,60 +151,12 @@ final class CoordinatorTerm: Sendable {
                 if let message = Self.message(of: input) { group.addTask { try? await message.reject(requeue: true) } }
                 return
             }
-            switch received {
-            case .failure(let bad):
-                park(bad.message, reason: "undecodable task: \(bad.reason)", group: &group)
-            case .success(let received):
-                switch TaskIntake.admit(received.value, body: received.message.body) {
-                case .failure(let refusal):
-                    park(received.message, reason: refusal.reason, group: &group)
-                case .success(let admitted):
-                    let task = admitted.task
-                    let handle = state.nextHandle
-                    state.nextHandle += 1
-                    state.deliveries[handle] = (received.message, admitted.body)
-                    state.ledger.sitesSeen.insert(task.site)
-                    apply(
-                        .taskArrived(IncomingTask(handle: handle, taskID: task.id, identity: task.identity)),
-                        state: &state, group: &group)
-                }
-            }
+            arrive(received, state: &state, group: &group)
         case .control(.failure(let bad)):
             park(bad.message, reason: "undecodable control message: \(bad.reason)", group: &group)
         case .control(.success(let control)):
             group.addTask { try? await control.message.ack() }
-            let message = control.value
-            let sender = control.message.properties.userID
-            if message.kind == .hello, !state.machine.knownWorkers.contains(message.worker),
-                state.machine.knownWorkers.count >= settings.limits.maxWorkers
-            {
-                noteRefused(
-                    message, sender: sender,
-                    reason: "the table holds \(settings.limits.maxWorkers) workers (limits.max_workers)", state: &state)
-                return
-            }
-            if let refusal = state.ledger.refusal(of: message, from: sender, workerUsers: settings.workerUsers) {
-                noteRefused(message, sender: sender, reason: refusal, state: &state)
-                return
-            }
-            logger.trace(
-                "control message",
-                metadata: [
-                    "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
-                    "unfinished": "\(message.unfinished ?? 0)",
-                ])
-            if message.kind == .heartbeat, !state.machine.isRunning,
-                !state.machine.knownWorkers.contains(message.worker),
-                !state.ledger.subscribed.contains(message.worker)
-            {
-                // Rebuilding, a heartbeat is how a worker admitted by an earlier coordinator is
-                // found; believed only from a worker that consumes its queue, as an admitted one
-                // does (a phantom id does not). This one waits for the look.
-                checkSubscription(of: message, state: &state, group: &group)
-                return
-            }
-            guard let event = state.ledger.translate(message, at: Date()) else { return }
-            apply(event, state: &state, group: &group)
+            hear(control.value, from: control.message.properties.userID, state: &state, group: &group)
         case .subscriptionChecked(let message, let subscribed):
             state.ledger.checking.remove(message.worker)
             guard subscribed else {
@@ -254,6 +206,66 @@ final class CoordinatorTerm: Sendable {
             let consumers = (try? await self.bus.queueState(queue))?.consumerCount ?? 0
             self.feed.yield(.subscriptionChecked(message, subscribed: consumers > 0))
         }
+    }
+
+    /// A task from ingress: parked when it does not decode or is not a story, else to the table.
+    private func arrive(
+        _ received: Result<Decoded<TaskMessage>, UndecodableMessage>, state: inout State,
+        group: inout DiscardingTaskGroup
+    ) {
+        switch received {
+        case .failure(let bad):
+            park(bad.message, reason: "undecodable task: \(bad.reason)", group: &group)
+        case .success(let received):
+            switch TaskIntake.admit(received.value, body: received.message.body) {
+            case .failure(let refusal):
+                park(received.message, reason: refusal.reason, group: &group)
+            case .success(let admitted):
+                let task = admitted.task
+                let handle = state.nextHandle
+                state.nextHandle += 1
+                state.deliveries[handle] = (received.message, admitted.body)
+                state.ledger.sitesSeen.insert(task.site)
+                apply(
+                    .taskArrived(IncomingTask(handle: handle, taskID: task.id, identity: task.identity)),
+                    state: &state, group: &group)
+            }
+        }
+    }
+
+    /// A worker's control message, from `sender` as the broker vouches: checked, then to the table.
+    private func hear(
+        _ message: ControlMessage, from sender: String?, state: inout State, group: inout DiscardingTaskGroup
+    ) {
+        if message.kind == .hello, !state.machine.knownWorkers.contains(message.worker),
+            state.machine.knownWorkers.count >= settings.limits.maxWorkers
+        {
+            noteRefused(
+                message, sender: sender,
+                reason: "the table holds \(settings.limits.maxWorkers) workers (limits.max_workers)", state: &state)
+            return
+        }
+        if let refusal = state.ledger.refusal(of: message, from: sender, workerUsers: settings.workerUsers) {
+            noteRefused(message, sender: sender, reason: refusal, state: &state)
+            return
+        }
+        logger.trace(
+            "control message",
+            metadata: [
+                "type": "\(message.kind.rawValue)", "worker": "\(message.worker)", "site": "\(message.site ?? "-")",
+                "unfinished": "\(message.unfinished ?? 0)",
+            ])
+        if message.kind == .heartbeat, !state.machine.isRunning, !state.machine.knownWorkers.contains(message.worker),
+            !state.ledger.subscribed.contains(message.worker)
+        {
+            // Rebuilding, a heartbeat is how a worker admitted by an earlier coordinator is
+            // found; believed only from a worker that consumes its queue, as an admitted one
+            // does (a phantom id does not). This one waits for the look.
+            checkSubscription(of: message, state: &state, group: &group)
+            return
+        }
+        guard let event = state.ledger.translate(message, at: Date()) else { return }
+        apply(event, state: &state, group: &group)
     }
 
     /// A control message not believed is dropped; logged once a minute per sender and worker id,
