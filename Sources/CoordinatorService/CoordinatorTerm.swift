@@ -364,16 +364,8 @@ final class CoordinatorTerm: Sendable {
             FanficEvent(
                 .taskParked, source: settings.name,
                 reason: TaskPublisher.bounded(reason, to: settings.limits.maxReasonLength)))
-        group.addTask {
-            do {
-                try await TaskPublisher(bus: self.bus, maxReasonLength: self.settings.limits.maxReasonLength).park(
-                    message.body, reason: reason, properties: message.properties)
-                try await message.ack()
-            } catch {
-                // Not parked: the broker redelivers it, and past the delivery limit dead-letters it.
-                try? await message.reject(requeue: true)
-            }
-        }
+        let publisher = TaskPublisher(bus: bus, maxReasonLength: settings.limits.maxReasonLength)
+        group.addTask { await publisher.park(message, reason: reason) }
     }
 
     /// Feeds one queue's messages, decoded, to the loop until the subscription ends.

@@ -41,6 +41,18 @@ public struct TaskPublisher: Sendable {
             retryFor: retryFor)
     }
 
+    /// Parks a message taken from a queue (one that is not a task, or not one to run), then acks
+    /// it. If the park is not confirmed the message goes back to its queue: the broker redelivers
+    /// it, and past the queue's delivery limit dead-letters it. Nothing is dropped either way.
+    public func park(_ message: BusMessage, reason: String) async {
+        do {
+            try await park(message.body, reason: reason, properties: message.properties)
+            try await message.ack()
+        } catch {
+            try? await message.reject(requeue: true)
+        }
+    }
+
     private func publish(_ task: TaskMessage, exchange: String, routingKey: String) async throws {
         // Mandatory: a task that no queue would take is an error here, not a silent loss.
         try await bus.publish(

@@ -42,8 +42,36 @@ public struct OutcomeSettler: Sendable {
         _ outcome: StoryOutcome, of task: TaskMessage, message: BusMessage, workerID: String, milliseconds: Int,
         logger: Logger, finished: @Sendable () async -> Void
     ) async -> TaskSettlement {
-        do {
+        await conclude(message, logger: logger, finished: finished) {
             try await record(outcome, of: task, workerID: workerID, milliseconds: milliseconds, logger: logger)
+        }
+    }
+
+    /// A task that is not this worker's to run goes back to be routed by its URL, through the
+    /// shortest retry tier with its attempt unchanged (straight to ingress it could arrive before
+    /// this worker's `finished`, while the coordinator still holds its identity, and be dropped
+    /// as a duplicate); then it is acked and reported finished, as a settled task is.
+    public func handBack(
+        _ task: TaskMessage, message: BusMessage, logger: Logger, finished: @Sendable () async -> Void
+    ) async -> TaskSettlement {
+        await conclude(message, logger: logger, finished: finished) {
+            let publisher = TaskPublisher(bus: bus, retryFor: retryFor, maxReasonLength: maxReasonLength)
+            if let tier = ladder.tiers.first {
+                try await publisher.scheduleRetry(task, tier: tier)
+            } else {
+                try await publisher.submit(task)
+            }
+        }
+    }
+
+    /// The order every task leaves a worker in: `record` (confirmed publishes), then the ack, then
+    /// `finished`. If `record` fails, nothing else happens and the task goes back to its queue.
+    private func conclude(
+        _ message: BusMessage, logger: Logger, finished: @Sendable () async -> Void,
+        record: () async throws -> Void
+    ) async -> TaskSettlement {
+        do {
+            try await record()
         } catch {
             logger.error("outcome not recorded; the task will run again", metadata: ["error": "\(error)"])
             try? await Task.sleep(for: runAgainPause)

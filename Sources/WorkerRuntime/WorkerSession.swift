@@ -193,12 +193,7 @@ public final class WorkerSession: Service {
     private func park(_ bad: UndecodableMessage) async {
         let reason = "undecodable task: \(bad.reason)"
         logger.warning("parking a message that is not a task", metadata: ["reason": "\(reason)"])
-        do {
-            try await TaskPublisher(bus: bus).park(bad.message.body, reason: reason, properties: bad.message.properties)
-            try await bad.message.ack()
-        } catch {
-            try? await bad.message.reject(requeue: true)
-        }
+        await TaskPublisher(bus: bus, maxReasonLength: settler.maxReasonLength).park(bad.message, reason: reason)
     }
 
     /// Runs one task and has its outcome settled: recorded, acked, then reported finished.
@@ -249,28 +244,15 @@ public final class WorkerSession: Service {
         return nil
     }
 
-    /// Gives a misplaced task back, to be routed by its URL, and reports it finished here: the
-    /// coordinator counted it as this worker's. Back through the shortest retry tier (its attempt
-    /// unchanged), not straight to ingress: there it could arrive before this `finished`, while
-    /// the coordinator still holds its identity, and be dropped as a duplicate.
+    /// Gives a misplaced task back (see ``OutcomeSettler/handBack(_:message:logger:finished:)``)
+    /// and reports it finished here: the coordinator counted it as this worker's.
     private func handBack(_ task: TaskMessage, message: BusMessage, reason: String) async {
         logger.warning(
             "a task in this worker's queue is not its site's; handing it back",
             metadata: ["url": "\(task.url)", "reason": "\(reason)"])
-        do {
-            let publisher = TaskPublisher(bus: bus)
-            if let tier = settler.ladder.tiers.first {
-                try await publisher.scheduleRetry(task, tier: tier)
-            } else {
-                try await publisher.submit(task)
-            }
-            try await message.ack()
-        } catch {
-            try? await Task.sleep(for: .seconds(1))
-            try? await message.reject(requeue: true)
-            return
+        _ = await settler.handBack(task, message: message, logger: logger) {
+            await self.reportFinished(task, ran: false)
         }
-        await reportFinished(task, ran: false)
     }
 
     /// The runner's outcome and how long it took, announced by a `task.started` event.
