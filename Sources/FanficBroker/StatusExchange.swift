@@ -8,6 +8,10 @@ import Synchronization
 /// active or standby, with the request's correlation id.
 public enum StatusExchange {
     /// The request's body: its type and the schema version of the asker.
+    /// An answer lists every worker of the table (up to `limits.max_workers`, about 200 bytes
+    /// each): read up to this much, and no more.
+    static let answerLimits = WireLimits(maxMessageBytes: 16 << 20)
+
     public static let requestBody = Data(#"{"type":"status","version":\#(TaskMessage.currentVersion)}"#.utf8)
 
     /// Asks every coordinator and collects the answers for at most `wait`. Once the active one
@@ -28,7 +32,7 @@ public enum StatusExchange {
         let found = Answers()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
-                for try await answer in answers.decoded({ try WireCodec.decodeStatus($0) }) {
+                for try await answer in answers.decoded({ try WireCodec.decodeStatus($0, limits: answerLimits) }) {
                     switch answer {
                     case .success(let status):
                         try? await status.message.ack()

@@ -92,7 +92,10 @@ public struct WorkerStatus: Codable, Sendable, Hashable {
 extension WireCodec {
     public static func encode(_ status: CoordinatorStatus) -> Data { encodeJSON(status) }
 
-    public static func decodeStatus(_ data: Data) throws(MessageDecodingError) -> CoordinatorStatus {
-        try decodeVersioned(data)
+    public static func decodeStatus(_ data: Data, limits: WireLimits = WireLimits()) throws(MessageDecodingError)
+        -> CoordinatorStatus
+    {
+        try limits.check(size: data.count)
+        return try decodeVersioned(data)
     }
 }
