@@ -305,17 +305,6 @@ public final class InMemoryBroker: Sendable {
         Self.hand(handovers)
     }
 
-    /// Closed by its owner: subscriptions end normally, the rest as for a lost connection.
-    func close(_ connection: UInt64) {
-        let ended = state.withLock { state in
-            let consumers = state.consumers.filter { $0.value.connection == connection }
-            for id in consumers.keys { state.consumers[id] = nil }
-            return consumers.values.map(\.continuation)
-        }
-        for continuation in ended { continuation.finish() }
-        disconnect(connection)
-    }
-
     // MARK: Routing
 
     /// Hands queued messages to consumers with room under their prefetch; the first consumer of a

@@ -45,9 +45,6 @@ public final class InMemoryBus: MessageBus {
     /// Connected again, under a new ``generation``.
     public func reconnect() { broker.reconnect(id) }
 
-    /// Closed for good, as a process that exits.
-    public func close() { broker.close(id) }
-
     // MARK: MessageBus
 
     private var connection: InMemoryBroker.Connection {

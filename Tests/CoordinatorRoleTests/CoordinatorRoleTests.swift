@@ -194,7 +194,7 @@ struct CoordinatorRoleTests {
         let forged = TaskMessage(url: "http://test1.com?sid=666", site: "test1.com", submittedBy: "forger")
         try await forger.send(.finished(worker: "w1", task: forged))
         // The control queue is in order: once a later heartbeat shows, all before it were handled.
-        try await fleet.waitUntilHandled(by: coordinator, through: scene)
+        try await fleet.waitUntilHandled(through: scene)
         #expect(coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com")
     }
 
@@ -251,7 +251,7 @@ struct CoordinatorRoleTests {
         try await fleet.worker("w9").send(.hello(worker: "w9", site: nil, unfinished: 0, replyTo: "victim"))
         // In order on the control queue: once w1's marked heartbeat shows, the others were handled.
         // The control queue is in order: once a later heartbeat shows, all before it were handled.
-        try await fleet.waitUntilHandled(by: coordinator, through: scene)
+        try await fleet.waitUntilHandled(through: scene)
         let workers = coordinator.board.current.workers
         #expect(workers.map(\.id) == ["w1"], "no ghost, no w9")
         #expect(workers.first?.site == "test1.com", "the impostor's `finished` released nothing")
@@ -295,7 +295,7 @@ struct CoordinatorRoleTests {
         try await w2.send(.hello(worker: "w2", site: nil, unfinished: 0, replyTo: w2.replyQueue))
         // In order on the control queue: once w1's marked heartbeat shows, the hello was handled.
         // The control queue is in order: once a later heartbeat shows, all before it were handled.
-        try await fleet.waitUntilHandled(by: coordinator, through: scene)
+        try await fleet.waitUntilHandled(through: scene)
         #expect(coordinator.board.current.workers.map(\.id) == ["w1"])
         #expect(fleet.broker.messages(in: w2.replyQueue).isEmpty, "w2 is not admitted")
     }

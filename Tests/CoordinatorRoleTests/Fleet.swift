@@ -94,7 +94,7 @@ final class Fleet: Sendable {
     /// Returns once the coordinator has handled every control message sent before: the control
     /// queue is in order, so it sends a marked heartbeat from `worker` (whose beating stops) and
     /// waits until the status shows the mark.
-    func waitUntilHandled(by coordinator: Coordinator, through scene: Scene) async throws {
+    func waitUntilHandled(through scene: Scene) async throws {
         scene.beating.cancel()
         await scene.beating.value  // no heartbeat of its may land after the mark
         let worker = scene.worker
@@ -104,7 +104,7 @@ final class Fleet: Sendable {
             ControlMessage.heartbeat(worker: worker.id, site: site, unfinished: unfinished)
                 .reporting(host: mark, current: nil, tasksDone: 0))
         try await waitUntil("the coordinator handled what came before") {
-            coordinator.board.current.workers.first { $0.id == worker.id }?.host == mark
+            scene.coordinator.board.current.workers.first { $0.id == worker.id }?.host == mark
         }
     }
 

@@ -83,7 +83,7 @@ struct InMemoryBusTests {
             try await publish(bus, text, exchange: FanficTopology.ingress, key: FanficTopology.taskRoutingKey)
         }
         var first = bus.consume(queue: FanficTopology.ingress, prefetch: 2).makeAsyncIterator()
-        var second = bus.consume(queue: FanficTopology.ingress, prefetch: 2).makeAsyncIterator()
+        let second = bus.consume(queue: FanficTopology.ingress, prefetch: 2).makeAsyncIterator()
         let a = try #require(try await first.next())
         let b = try #require(try await first.next())
         #expect(bus.messages(in: FanficTopology.ingress).count == 1, "the third waits for room under prefetch")
