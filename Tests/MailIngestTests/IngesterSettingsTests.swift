@@ -47,7 +47,9 @@ struct IngesterSettingsTests {
             Self.mail("http://test1.com?sid=1\r\nhttp://www.test1.com/?sid=1#x\r\nhttp://test2.com?sid=2"))
         let reports = await setup.poll()
         #expect(reports.map(\.tasksQueued) == [2])
-        #expect(setup.queued.map(\.url) == ["http://test1.com?sid=1", "http://test2.com?sid=2"])
+        // A message's tasks are published at once: their order in the queue is not a promise.
+        #expect(setup.queued.count == 2)
+        #expect(Set(setup.queued.map(\.url)) == ["http://test1.com?sid=1", "http://test2.com?sid=2"])
         #expect(setup.queued.allSatisfy { $0.by == "email:reader@example.com" })
         #expect(setup.mailbox.messages(in: "INBOX").allSatisfy { $0.seen })
         #expect(await setup.poll().map(\.messages) == [0], "nothing on the next poll")
@@ -84,7 +86,8 @@ struct IngesterSettingsTests {
         let setup = Setup { $0.maxURLsPerMessage = 2 }
         setup.mailbox.deliver(Self.mail((1...5).map { "http://test4.com?sid=\($0)" }.joined(separator: "\r\n")))
         _ = await setup.poll()
-        #expect(setup.queued.map(\.url) == ["http://test4.com?sid=1", "http://test4.com?sid=2"])
+        #expect(setup.queued.count == 2)
+        #expect(Set(setup.queued.map(\.url)) == ["http://test4.com?sid=1", "http://test4.com?sid=2"])
     }
 
     @Test("email.processed_folder: a handled message moves there instead of being marked seen")
