@@ -122,6 +122,16 @@ public final class AMQPConnection: Sendable {
         }
     }
 
+    /// Whether an exchange exists (a passive declaration, which needs no permission).
+    public func exchangeExists(_ name: String) async throws -> Bool {
+        do {
+            try await perform { try $0.checkExchange(name) }
+            return true
+        } catch let error as AMQPError where error.code == .channelClosed && error.replyCode == 404 {
+            return false
+        }
+    }
+
     public func bind(_ spec: BindingSpec) async throws {
         try await perform { try $0.bind(spec) }
     }

@@ -649,12 +649,17 @@ final class ConnectionLoop: @unchecked Sendable {
         return result
     }
 
-    private func declareExchange(_ spec: ExchangeSpec) throws {
+    private func declareExchange(_ spec: ExchangeSpec, passive: Bool = false) throws {
         _ = try rpc("declare exchange '\(spec.name)'") { connection, arena in
             amqp_exchange_declare(
                 connection, Self.rpcChannel, arena.bytes(spec.name), arena.bytes(spec.kind.rawValue),
-                0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
+                passive ? 1 : 0, spec.durable ? 1 : 0, spec.autoDelete ? 1 : 0, 0, arena.table(spec.arguments))
         }
+    }
+
+    /// A passive exchange declaration: needs no permission, fails with 404 when there is none.
+    func checkExchange(_ name: String) throws {
+        try run { try declareExchange(ExchangeSpec(name: name, kind: .direct), passive: true) }
     }
 
     private func declareQueueNow(_ spec: QueueSpec, passive: Bool) throws -> QueueState {

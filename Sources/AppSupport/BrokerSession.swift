@@ -66,8 +66,21 @@ public final class BrokerSession: Service {
                 }
             }
         }
-        try await connection.declare(FanficTopology.declarations(retry: configuration.retry.ladder))
-        logger.info("broker topology declared", metadata: ["amqp.url": "\(broker)"])
+        let topology = FanficTopology.declarations(retry: configuration.retry.ladder)
+        let outcome: TopologySetup.Outcome
+        do {
+            outcome = try await cancelWhenGracefulShutdown {
+                try await TopologySetup.declareOrAwait(topology, on: self.bus, logger: self.logger)
+            }
+        } catch let error where TopologyMigration.isInequivalent(error) {
+            logger.critical(
+                "a queue on the broker was declared by another version, with other arguments: stop every role, then run `fanfic topology --migrate` as the broker's admin user (its messages are kept)",
+                metadata: ["amqp.error": "\(error)"])
+            throw error
+        }
+        logger.info(
+            outcome == .declared ? "broker topology declared" : "broker topology found (declared by the coordinator)",
+            metadata: ["amqp.url": "\(broker)"])
     }
 }
 

@@ -334,11 +334,11 @@ final class CoordinatorTerm: Sendable {
                 self.feed.yield(.event(.backlogsDiscovered(counts)))
             }
         case .admit(let worker):
-            guard let replyTo = state.ledger.replyQueues[worker] else {
+            guard state.ledger.replyQueues[worker] != nil else {
                 logger.warning("cannot admit a worker that gave no reply queue", metadata: ["worker": "\(worker)"])
                 return
             }
-            group.addTask { await self.moves.admit(worker, replyTo: replyTo) }
+            group.addTask { await self.moves.admit(worker) }
         case .askToRejoin(let worker):
             logger.info(
                 "heartbeats from a worker this table does not know; asking it to say hello",

@@ -29,7 +29,8 @@ final class QueueMoves: Sendable {
         properties.headers[FanficTopology.siteHeader] = .string(site)
         do {
             try await ensureDeclared(destination)
-            try await bus.publish(body, exchange: "", routingKey: queue, properties: properties, mandatory: true)
+            try await bus.publish(
+                body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true)
             return true
         } catch {
             logger.warning(
@@ -61,8 +62,8 @@ final class QueueMoves: Sendable {
                 do {
                     try await ensureDeclared(.worker(worker))
                     try await bus.publish(
-                        message.body, exchange: "", routingKey: target, properties: Self.persistent(message.properties),
-                        mandatory: true)
+                        message.body, exchange: FanficTopology.dispatch, routingKey: target,
+                        properties: Self.persistent(message.properties), mandatory: true)
                 } catch {
                     try? await message.reject(requeue: true)
                     throw error
@@ -126,12 +127,16 @@ final class QueueMoves: Sendable {
         return counts
     }
 
-    /// Tells a worker it may consume its queue.
-    func admit(_ worker: WorkerID, replyTo: String) async {
+    /// Tells a worker it may consume its queue: declares its queue and reply queue (a worker may
+    /// not), then answers on the reply queue its id names (never one a message names).
+    func admit(_ worker: WorkerID) async {
         do {
+            try await bus.declare(FanficTopology.workerQueues(id: worker))
+            declared.withLock { _ = $0.insert(FanficTopology.workerQueue(id: worker)) }
             try await bus.publish(
-                WireCodec.encode(ControlMessage.admit(worker: worker)), exchange: "", routingKey: replyTo,
-                properties: .persistentJSON(), mandatory: false, retryFor: .seconds(5))
+                WireCodec.encode(ControlMessage.admit(worker: worker)), exchange: FanficTopology.dispatch,
+                routingKey: FanficTopology.replyQueue(worker: worker), properties: .persistentJSON(), mandatory: true,
+                retryFor: .seconds(5))
             logger.info("worker admitted", metadata: ["worker": "\(worker)"])
         } catch {
             // It says hello again at its next heartbeat, and is admitted then.
@@ -144,7 +149,7 @@ final class QueueMoves: Sendable {
     func askToRejoin(_ worker: WorkerID) async {
         do {
             try await bus.publish(
-                WireCodec.encode(ControlMessage.rejoin(worker: worker)), exchange: "",
+                WireCodec.encode(ControlMessage.rejoin(worker: worker)), exchange: FanficTopology.dispatch,
                 routingKey: FanficTopology.replyQueue(worker: worker), properties: .persistentJSON(), mandatory: false,
                 retryFor: nil)
         } catch {
@@ -155,12 +160,12 @@ final class QueueMoves: Sendable {
     private func ensureDeclared(_ destination: Destination) async throws {
         let name = destination.queueName
         if declared.withLock({ $0.contains(name) }) { return }
-        let spec =
+        let topology =
             switch destination {
             case .worker(let id): FanficTopology.worker(id: id)
             case .backlog(let site): FanficTopology.backlog(site: site)
             }
-        try await bus.declare(AMQPTopology(queues: [spec]))
+        try await bus.declare(topology)
         declared.withLock { _ = $0.insert(name) }
     }
 

@@ -85,7 +85,7 @@ final class WorkerRegistry: Sendable {
 
     private func publish(_ worker: WorkerID) async throws {
         try await bus.publish(
-            Data(worker.utf8), exchange: "", routingKey: Self.queueName,
+            Data(worker.utf8), exchange: FanficTopology.dispatch, routingKey: Self.queueName,
             properties: AMQPMessageProperties(contentType: "text/plain", deliveryMode: 2), mandatory: true,
             retryFor: .seconds(10))
     }

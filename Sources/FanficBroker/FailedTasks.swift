@@ -82,7 +82,7 @@ public struct FailedTasks: Sendable {
             guard let message = try await bus.get(queue: FanficTopology.failed) else { return }
             if try await settle(message) { continue }
             try await bus.publish(
-                message.body, exchange: "", routingKey: FanficTopology.failed, properties: message.properties,
+                message.body, exchange: FanficTopology.failed, routingKey: "", properties: message.properties,
                 mandatory: true, retryFor: .seconds(30))
             try await message.ack()
         }

@@ -11,14 +11,26 @@ public enum FanficTopology {
     public static let ingress = "fanfic.ingress"
     /// The routing key that binds `fanfic.ingress` (exchange) to `fanfic.ingress` (queue).
     public static let taskRoutingKey = "task"
-    /// Worker -> coordinator: hello, heartbeat, task started, task finished.
+    /// Worker -> coordinator: hello, heartbeat, task finished. A fanout exchange and the
+    /// coordinator's queue, of one name.
     public static let control = "fanfic.control"
     /// Topic exchange of everything that happened (`task.queued`, `task.succeeded`, ...).
     public static let events = "fanfic.events"
     /// Direct exchange routing a failed task to its delay tier (routing key: the tier's name).
     public static let retry = "fanfic.retry"
-    /// Tasks that exhausted every retry, or could not be decoded, with the reason.
+    /// Tasks that exhausted every retry, or could not be decoded, with the reason. A fanout
+    /// exchange and its queue, of one name.
     public static let failed = "fanfic.failed"
+
+    /// Direct exchange of the coordinator's own deliveries, routed by queue name: tasks into worker
+    /// and backlog queues, answers into workers' reply queues, the worker registry. Only the
+    /// coordinator may publish here; nothing goes through the default exchange, so a role's
+    /// permissions say exactly where it may put messages.
+    public static let dispatch = "fanfic.dispatch"
+
+    /// Direct exchange of the answers to `fanfic status`, routed by the request's reply queue,
+    /// which the requester binds (an exclusive queue: nobody else may bind it).
+    public static let statusReplies = "fanfic.status.replies"
 
     /// The ids of the workers coordinators have seen, one message each: how a new coordinator
     /// finds the queue of a worker that died while no coordinator was watching.
@@ -54,12 +66,41 @@ public enum FanficTopology {
         return "\(status).\(String(name.map { allowed.contains($0) ? $0 : "-" }))"
     }
 
-    /// A fresh queue for the answers to one `fanfic status` request.
-    public static func statusReplyQueue() -> String { "\(status).reply.\(UUID().uuidString.lowercased())" }
+    /// The prefix of every `fanfic status` reply queue: the only queues a coordinator answers to.
+    public static let statusReplyPrefix = "\(status).reply."
 
-    /// A quorum queue redelivers a message at most this many times before dead-lettering it
-    /// to `fanfic.failed`: a message that crashes its consumer is parked, not looped on.
+    /// A fresh queue for the answers to one `fanfic status` request.
+    public static func statusReplyQueue() -> String { statusReplyPrefix + UUID().uuidString.lowercased() }
+
+    /// Whether a `reply_to` names a `fanfic status` reply queue (and nothing else).
+    public static func isStatusReplyQueue(_ name: String) -> Bool {
+        guard name.hasPrefix(statusReplyPrefix), name.utf8.count <= 255 else { return false }
+        let id = name.dropFirst(statusReplyPrefix.count)
+        return !id.isEmpty && id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") }
+    }
+
+    // MARK: Delivery limits and dead-lettering, queue by queue
+    //
+    // RabbitMQ 4 gives quorum queues a delivery limit of 20 and drops a message past it when the
+    // queue has no dead-letter target; RabbitMQ 3 has no limit unless one is set. So each queue
+    // says what it wants:
+    // - fanfic.ingress: 20, then parked in fanfic.failed (a task that keeps crashing the
+    //   coordinator is set aside, not looped on);
+    // - worker and backlog queues: 50, then parked in fanfic.failed. A worker that stops
+    //   gracefully cancels its subscription before it acks its last task, so nothing is returned
+    //   and nothing counted; before RabbitMQ 4.3 a crash or kill returns the task in hand and
+    //   counts, and 50 leaves room for that;
+    // - fanfic.failed and fanfic.workers: no limit that matters (one million): read by `get`, then
+    //   acked or put back at the tail, never returned, so nothing counts; they are the last stop;
+    // - retry queues: no consumers (their messages expire to fanfic.ingress); the default, stated;
+    // - fanfic.control and reply queues: 20, then dropped: a control message states what its
+    //   worker says again at its next beat (and heartbeats expire); none is worth parking;
+    // - status and lock queues: classic, exclusive, gone with their connection.
+
     public static let ingressDeliveryLimit: Int64 = 20
+    public static let taskQueueDeliveryLimit: Int64 = 50
+    public static let controlDeliveryLimit: Int64 = 20
+    public static let keptDeliveryLimit: Int64 = 1_000_000
 
     /// `fanfic.retry.<tier>`: the delay queue of one tier.
     public static func retryQueue(_ tier: RetryLadder.Tier) -> String { "\(retry).\(tier.name)" }
@@ -80,17 +121,27 @@ public enum FanficTopology {
                 ExchangeSpec(name: events, kind: .topic),
                 ExchangeSpec(name: retry, kind: .direct),
                 ExchangeSpec(name: status, kind: .fanout),
+                ExchangeSpec(name: control, kind: .fanout),
+                ExchangeSpec(name: failed, kind: .fanout),
+                ExchangeSpec(name: dispatch, kind: .direct),
+                ExchangeSpec(name: statusReplies, kind: .direct),
             ],
             queues: [
                 QueueSpec.quorum(ingress)
                     .singleActiveConsumer()
                     .deliveryLimit(ingressDeliveryLimit)
-                    .deadLetter(exchange: "", routingKey: failed),
-                QueueSpec.quorum(control).singleActiveConsumer(),
-                QueueSpec.quorum(failed),
-                QueueSpec.quorum(workers),
+                    .deadLetter(exchange: failed)
+                    .atLeastOnceDeadLettering(),
+                QueueSpec.quorum(control).singleActiveConsumer().deliveryLimit(controlDeliveryLimit),
+                QueueSpec.quorum(failed).deliveryLimit(keptDeliveryLimit),
+                QueueSpec.quorum(workers).deliveryLimit(keptDeliveryLimit),
             ],
-            bindings: [BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey)]
+            bindings: [
+                BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey),
+                BindingSpec(queue: control, exchange: control, routingKey: ""),
+                BindingSpec(queue: failed, exchange: failed, routingKey: ""),
+                BindingSpec(queue: workers, exchange: dispatch, routingKey: workers),
+            ]
         )
         for tier in ladder.tiers {
             let name = retryQueue(tier)
@@ -102,6 +153,7 @@ public enum FanficTopology {
             topology.queues.append(
                 QueueSpec.quorum(name)
                     .messageTTL(milliseconds: Int64(tier.delaySeconds) * 1000)
+                    .deliveryLimit(ingressDeliveryLimit)
                     .deadLetter(exchange: ingress, routingKey: taskRoutingKey)
                     .atLeastOnceDeadLettering())
             topology.bindings.append(BindingSpec(queue: name, exchange: retry, routingKey: tier.name))
@@ -109,18 +161,34 @@ public enum FanficTopology {
         return topology
     }
 
-    /// A site's backlog queue: durable, consumed by nobody, drained by the coordinator.
-    public static func backlog(site: String) -> QueueSpec { QueueSpec.quorum(backlogQueue(site: site)) }
+    /// A site's backlog queue: durable, consumed by nobody, drained by the coordinator; bound to
+    /// `fanfic.dispatch` by its name.
+    public static func backlog(site: String) -> AMQPTopology {
+        dispatched(QueueSpec.quorum(backlogQueue(site: site)).taskQueue())
+    }
 
-    /// A worker's own queue: durable, so a worker that restarts under the same id resumes it.
-    public static func worker(id: String) -> QueueSpec { QueueSpec.quorum(workerQueue(id: id)) }
+    /// A worker's own queue: durable, so a worker that restarts under the same id resumes it;
+    /// bound to `fanfic.dispatch` by its name. The coordinator declares it (a worker may not).
+    public static func worker(id: String) -> AMQPTopology {
+        dispatched(QueueSpec.quorum(workerQueue(id: id)).taskQueue())
+    }
 
-    /// Where the coordinator answers a worker's hello. Quorum, like every queue a worker relies
-    /// on: a classic queue is unusable while its home node is down, and a worker would then not
-    /// reconnect to the cluster. It outlives short disconnections and expires a minute after the
-    /// worker is gone.
-    public static func reply(worker id: String) -> QueueSpec {
-        QueueSpec.quorum(replyQueue(worker: id), arguments: ["x-expires": .int(60_000)])
+    /// Where the coordinator answers a worker's hello, bound to `fanfic.dispatch` by its name.
+    /// Quorum, like every queue a worker relies on: a classic queue is unusable while its home
+    /// node is down, and a worker would then not reconnect to the cluster. It outlives short
+    /// disconnections and expires a minute after the worker is gone.
+    public static func reply(worker id: String) -> AMQPTopology {
+        dispatched(
+            QueueSpec.quorum(replyQueue(worker: id), arguments: ["x-expires": .int(60_000)])
+                .deliveryLimit(controlDeliveryLimit))
+    }
+
+    /// A worker's queue and reply queue, as the coordinator declares them when it hears its hello.
+    public static func workerQueues(id: String) -> AMQPTopology { worker(id: id).merging(reply(worker: id)) }
+
+    private static func dispatched(_ queue: QueueSpec) -> AMQPTopology {
+        AMQPTopology(
+            queues: [queue], bindings: [BindingSpec(queue: queue.name, exchange: dispatch, routingKey: queue.name)])
     }
 
     /// A coordinator's private queue on the `fanfic.status` exchange, bound to it (the broker
@@ -132,13 +200,31 @@ public enum FanficTopology {
             bindings: [BindingSpec(queue: queue, exchange: status, routingKey: "")])
     }
 
-    /// The private queue of one `fanfic status` request's answers.
-    public static func statusReplies(_ queue: String) -> QueueSpec {
-        QueueSpec(name: queue, durable: false, exclusive: true, autoDelete: true)
+    /// The private queue of one `fanfic status` request's answers, bound to `fanfic.status.replies`.
+    public static func statusReplies(_ queue: String) -> AMQPTopology {
+        AMQPTopology(
+            queues: [QueueSpec(name: queue, durable: false, exclusive: true, autoDelete: true)],
+            bindings: [BindingSpec(queue: queue, exchange: statusReplies, routingKey: queue)])
+    }
+
+    /// What a role that does not own the topology needs to find before it starts: the exchanges
+    /// it publishes to and the queues behind them.
+    public static func required(retry ladder: RetryLadder) -> AMQPTopology {
+        let all = declarations(retry: ladder)
+        return AMQPTopology(exchanges: all.exchanges, queues: all.queues)
     }
 
     /// A ``BrokerLock``'s queue: exclusive to its holder's connection, gone with it.
     public static func lock(_ name: String) -> QueueSpec {
         QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)
+    }
+}
+
+extension QueueSpec {
+    /// A queue of tasks in their site's turn (worker, backlog): redelivered at most
+    /// ``FanficTopology/taskQueueDeliveryLimit`` times, then parked in `fanfic.failed`.
+    func taskQueue() -> QueueSpec {
+        deliveryLimit(FanficTopology.taskQueueDeliveryLimit).deadLetter(exchange: FanficTopology.failed)
+            .atLeastOnceDeadLettering()
     }
 }

@@ -56,6 +56,7 @@ public final class InMemoryBroker: Sendable {
         var consumers: [UInt64: Consumer] = [:]
         var unsettled: [UInt64: Unsettled] = [:]
         var connections: [UInt64: Connection] = [:]
+        var permissions: [String: Permissions] = [:]
         var nextID: UInt64 = 1
 
         mutating func makeID() -> UInt64 {
@@ -77,6 +78,49 @@ public final class InMemoryBroker: Sendable {
                 preconditionFailure("a fresh in-memory broker refused its topology: \(error)")
             }
         }
+    }
+
+    /// A user's permissions, as RabbitMQ's `set_permissions` gives them: three regular
+    /// expressions over resource names. A user without any may do everything.
+    public struct Permissions: Sendable {
+        public enum Kind: String, Sendable { case configure, write, read }
+        public var configure: String
+        public var write: String
+        public var read: String
+
+        public init(configure: String, write: String, read: String) {
+            self.configure = configure
+            self.write = write
+            self.read = read
+        }
+
+        func allows(_ kind: Kind, _ resource: String) -> Bool {
+            let pattern =
+                switch kind {
+                case .configure: configure
+                case .write: write
+                case .read: read
+                }
+            guard !pattern.isEmpty else { return false }
+            return resource.range(of: pattern, options: .regularExpression) != nil
+        }
+    }
+
+    /// Gives `user` these permissions from now on (RabbitMQ's `set_permissions`).
+    public func setPermissions(_ permissions: Permissions, for user: String) {
+        state.withLock { $0.permissions[user] = permissions }
+    }
+
+    /// Throws RabbitMQ's 403 when `user` may not do `kind` to `resource` (the default exchange
+    /// is `amq.default`).
+    func check(_ kind: Permissions.Kind, _ resource: String, by user: String) throws {
+        let name = resource.isEmpty ? "amq.default" : resource
+        guard let permissions = state.withLock({ $0.permissions[user] }), !permissions.allows(kind, name) else {
+            return
+        }
+        throw AMQPError(
+            .channelClosed, "ACCESS_REFUSED - access to '\(name)' refused for user '\(user)' (\(kind.rawValue))",
+            replyCode: 403)
     }
 
     /// What a queue holds, head first, without taking it.
@@ -120,6 +164,12 @@ public final class InMemoryBroker: Sendable {
                     throw AMQPError(
                         .channelClosed, "RESOURCE_LOCKED - cannot obtain exclusive access to queue '\(queue.name)'",
                         replyCode: 405)
+                }
+                if existing.spec.arguments != queue.arguments || existing.spec.durable != queue.durable {
+                    throw AMQPError(
+                        .channelClosed,
+                        "PRECONDITION_FAILED - inequivalent arguments for queue '\(queue.name)': declared with other arguments",
+                        replyCode: 406)
                 }
                 continue
             }

@@ -70,16 +70,30 @@ public final class InMemoryBus: MessageBus {
 
     public func declare(_ topology: AMQPTopology, remember: Bool) async throws {
         try requireConnection()
+        for exchange in topology.exchanges { try broker.check(.configure, exchange.name, by: user) }
+        for queue in topology.queues {
+            try broker.check(.configure, queue.name, by: user)
+            if case .string(let target) = queue.arguments["x-dead-letter-exchange"] {
+                try broker.check(.write, target, by: user)
+                try broker.check(.read, queue.name, by: user)
+            }
+        }
+        for binding in topology.bindings {
+            try broker.check(.write, binding.queue, by: user)
+            try broker.check(.read, binding.exchange, by: user)
+        }
         try broker.state.withLock { try InMemoryBroker.declare(topology, by: id, in: &$0) }
     }
 
     @discardableResult public func deleteQueue(_ name: String) async throws -> UInt32 {
         try requireConnection()
+        try broker.check(.configure, name, by: user)
         return try broker.deleteQueue(name)
     }
 
     @discardableResult public func purgeQueue(_ name: String) async throws -> UInt32 {
         try requireConnection()
+        try broker.check(.read, name, by: user)
         return try broker.purgeQueue(name)
     }
 
@@ -88,11 +102,17 @@ public final class InMemoryBus: MessageBus {
         return broker.queueState(name)
     }
 
+    public func exchangeExists(_ name: String) async throws -> Bool {
+        try requireConnection()
+        return name.isEmpty || broker.state.withLock { $0.exchanges[name] != nil }
+    }
+
     public func publish(
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         retryFor: Duration?
     ) async throws {
         try requireConnection()
+        try broker.check(.write, exchange, by: user)
         var properties = properties
         properties.userID = user  // as AMQPMessageBus stamps it
         try broker.publish(
@@ -102,13 +122,19 @@ public final class InMemoryBus: MessageBus {
 
     public func get(queue: String) async throws -> BusMessage? {
         try requireConnection()
+        try broker.check(.read, queue, by: user)
         return try broker.get(queue: queue, by: id)
     }
 
     public func consume(
         queue: String, prefetch: UInt16, resumesAfterReconnect: Bool, arguments: AMQPTable
     ) -> BusSubscription {
-        broker.consume(
+        do {
+            try broker.check(.read, queue, by: user)
+        } catch {
+            return BusSubscription(AsyncThrowingStream { throw error })
+        }
+        return broker.consume(
             queue: queue, prefetch: prefetch, resumesAfterReconnect: resumesAfterReconnect, arguments: arguments,
             by: id)
     }

@@ -26,8 +26,10 @@ public protocol MessageBus: Sendable {
     @discardableResult func deleteQueue(_ name: String) async throws -> UInt32
     /// Empties a queue; returns how many messages it held.
     @discardableResult func purgeQueue(_ name: String) async throws -> UInt32
-    /// A queue's depth and consumers, or `nil` when it does not exist.
+    /// A queue's depth and consumers, or `nil` when it does not exist (needs no permission).
     func queueState(_ name: String) async throws -> QueueState?
+    /// Whether an exchange exists (needs no permission).
+    func exchangeExists(_ name: String) async throws -> Bool
 
     // MARK: Messages
 
@@ -168,6 +170,10 @@ public struct AMQPMessageBus: MessageBus {
 
     public func queueState(_ name: String) async throws -> QueueState? {
         try await connection.queueState(name)
+    }
+
+    public func exchangeExists(_ name: String) async throws -> Bool {
+        try await connection.exchangeExists(name)
     }
 
     /// Every message carries this connection's user as its `user_id` (a moved message, its mover's):

@@ -19,9 +19,7 @@ public enum StatusExchange {
     /// active coordinator answers. The active one comes first, then the others by name.
     public static func ask(_ bus: any MessageBus, wait: Duration) async throws -> [CoordinatorStatus] {
         let replyQueue = FanficTopology.statusReplyQueue()
-        try await bus.declare(
-            AMQPTopology(queues: [FanficTopology.statusReplies(replyQueue)]),
-            remember: false)
+        try await bus.declare(FanficTopology.statusReplies(replyQueue), remember: false)
         let answers = bus.consume(queue: replyQueue, prefetch: 50)
         var properties = AMQPMessageProperties(contentType: "application/json", deliveryMode: 1)
         properties.replyTo = replyQueue
@@ -56,14 +54,22 @@ public enum StatusExchange {
         }
     }
 
-    /// Answers one request with this coordinator's status; a request without `reply_to` is dropped.
+    /// Answers one request with this coordinator's status, through `fanfic.status.replies`; a
+    /// request whose `reply_to` is not a status reply queue is dropped (false): the coordinator
+    /// answers nowhere else.
+    @discardableResult
     public static func answer(_ request: BusMessage, with status: CoordinatorStatus, on bus: any MessageBus)
-        async throws
+        async throws -> Bool
     {
-        guard let replyTo = request.properties.replyTo, !replyTo.isEmpty else { return }
+        guard let replyTo = request.properties.replyTo, FanficTopology.isStatusReplyQueue(replyTo) else {
+            return false
+        }
         var properties = AMQPMessageProperties(contentType: "application/json", deliveryMode: 1)
-        properties.correlationID = request.properties.correlationID
-        try await bus.publish(WireCodec.encode(status), exchange: "", routingKey: replyTo, properties: properties)
+        properties.correlationID = request.properties.correlationID.map { String($0.prefix(128)) }
+        try await bus.publish(
+            WireCodec.encode(status), exchange: FanficTopology.statusReplies, routingKey: replyTo,
+            properties: properties)
+        return true
     }
 
     private final class Answers: Sendable {

@@ -37,7 +37,7 @@ public struct TaskPublisher: Sendable {
         properties.deliveryMode = 2
         properties.headers[FanficTopology.failureReasonHeader] = .string(Self.bounded(reason, to: maxReasonLength))
         try await bus.publish(
-            body, exchange: "", routingKey: FanficTopology.failed, properties: properties, mandatory: true,
+            body, exchange: FanficTopology.failed, routingKey: "", properties: properties, mandatory: true,
             retryFor: retryFor)
     }
 

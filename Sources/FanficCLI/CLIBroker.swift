@@ -14,20 +14,26 @@ struct CLIBroker {
 
     func close() async { await connection.close() }
 
-    static func connect(_ options: CommonOptions, timeout: Int = 30) async throws -> CLIBroker {
+    static func connect(_ options: CommonOptions, timeout: Int = 30, declaring: Bool = true) async throws -> CLIBroker {
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
-        return try await connect(configuration, timeout: timeout)
+        return try await connect(configuration, timeout: timeout, declaring: declaring)
     }
 
-    /// The same, for a command that has loaded its configuration already.
-    static func connect(_ configuration: FanficConfiguration, timeout: Int = 30) async throws -> CLIBroker {
+    /// The same, for a command that has loaded its configuration already. `declaring: false`
+    /// connects only (for a command that declares the topology itself).
+    static func connect(_ configuration: FanficConfiguration, timeout: Int = 30, declaring: Bool = true) async throws
+        -> CLIBroker
+    {
         let broker = try Bootstrap.broker(configuration, role: "cli")
         let connection = AMQPConnection(configuration: broker, logger: Logger(label: "fanfic.cli"))
         do {
             try await connection.waitUntilConnected(timeout: .seconds(timeout))
-            try await connection.declare(
-                FanficTopology.declarations(retry: configuration.retry.ladder), remember: false)
+            if declaring {
+                try await TopologySetup.declareOrAwait(
+                    FanficTopology.declarations(retry: configuration.retry.ladder), on: AMQPMessageBus(connection),
+                    logger: Logger(label: "fanfic.cli"), waitAtMost: .seconds(timeout))
+            }
         } catch {
             await connection.close()
             let reason = connection.lastError.map { "\($0)" } ?? "\(error)"

@@ -56,7 +56,9 @@ struct IngesterCommand: AsyncParsableCommand {
             configuration: try Bootstrap.broker(configuration, role: "ingester"), logger: logger)
         do {
             try await connection.waitUntilConnected(timeout: .seconds(30))
-            try await connection.declare(FanficTopology.declarations(retry: configuration.retry.ladder))
+            try await TopologySetup.declareOrAwait(
+                FanficTopology.declarations(retry: configuration.retry.ladder), on: AMQPMessageBus(connection),
+                logger: logger, waitAtMost: .seconds(30))
         } catch {
             // Nothing is read, so nothing is marked: the mail waits for the broker.
             logger.error("broker unreachable; no mailbox read", metadata: ["error": "\(error)"])

@@ -96,8 +96,12 @@ public final class WorkerSession: Service {
 
     /// Runs until graceful shutdown; the task in progress is finished first.
     public func run() async throws {
-        try await bus.declare(
-            AMQPTopology(queues: [FanficTopology.worker(id: settings.id), FanficTopology.reply(worker: settings.id)]))
+        do {
+            try await bus.declare(FanficTopology.workerQueues(id: settings.id))
+        } catch let error as AMQPError where error.replyCode == 403 {
+            // Least privilege: the coordinator declares them when it hears this worker's hello.
+            logger.debug("the coordinator declares this worker's queues", metadata: ["amqp.error": "\(error)"])
+        }
         try await peekAtLeftovers()
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await self.listenForAdmission() }
@@ -377,7 +381,7 @@ public final class WorkerSession: Service {
         }
         do {
             try await bus.publish(
-                WireCodec.encode(message), exchange: "", routingKey: FanficTopology.control, properties: properties,
+                WireCodec.encode(message), exchange: FanficTopology.control, routingKey: "", properties: properties,
                 mandatory: true, retryFor: expires ? nil : .seconds(60))
         } catch {
             logger.warning(

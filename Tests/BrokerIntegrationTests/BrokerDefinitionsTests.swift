@@ -40,6 +40,18 @@ extension BrokerTests {
             let again = try ChildProcess.run([Self.docker.appendingPathComponent("make-secrets.sh").path, secrets.path])
             #expect(again.stdout.contains("nothing new"), "existing secrets are kept: \(again.stdout)")
 
+            var urls: [String: String] = [:]
+            for role in ["coordinator", "worker", "ingester", "cli"] {
+                urls[role] = try String(
+                    contentsOf: secrets.appendingPathComponent("\(role)_broker_url"), encoding: .utf8
+                )
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            let adminPassword = try String(
+                contentsOf: secrets.appendingPathComponent("rabbitmq_admin_password"), encoding: .utf8
+            ).trimmingCharacters(in: .whitespacesAndNewlines)
+            urls["admin"] = "amqp://admin:\(adminPassword)@127.0.0.1:\(TestBroker.port)/\(vhost)"
+
             let definitions = scratch.appendingPathComponent("definitions.json").path
             let rendered = try ChildProcess.run([
                 Self.docker.appendingPathComponent("rabbitmq/render-definitions.sh").path,
@@ -99,7 +111,10 @@ extension BrokerTests {
                 status = try cli(["status", "--json"])
                 return status.status == 0 && status.stdout.contains("\"id\":\"w1\"")
             }
-            #expect(try cli(["failed", "list"]).status == 0)
+            let listed = try ChildProcess.run(
+                ["/usr/bin/env", "FANFIC_BROKER_URL=\(urls["admin"]!)", BuiltProducts.path("fanfic"), "failed", "list"]
+                    + ["--config", config])
+            #expect(listed.status == 0, "\(listed.stderr)")
 
             // The ingester as its own user: a story link from a real mailbox becomes a task the worker runs.
             let dovecot = try #require(TestDovecot.shared, "dovecot could not be started")
@@ -118,29 +133,48 @@ extension BrokerTests {
             #expect(!coordinator.text.contains("ACCESS_REFUSED"), "\(coordinator.text.suffix(1500))")
             #expect(!worker.text.contains("ACCESS_REFUSED"), "\(worker.text.suffix(1500))")
 
-            // Refused: a worker reading the coordinator's control queue or a site's backlog; the
-            // ingester reading failed tasks.
-            for (role, queue) in [
-                ("worker", FanficTopology.control), ("worker", FanficTopology.backlogQueue(site: "test1.com")),
-                ("ingester", FanficTopology.failed),
-            ] {
-                let url = try String(contentsOf: secrets.appendingPathComponent("\(role)_broker_url"), encoding: .utf8)
-                var configuration = try AMQPConfiguration(url: url.trimmingCharacters(in: .whitespacesAndNewlines))
-                configuration.connectionName = "definitions-test-\(role)"
-                let connection = AMQPConnection(configuration: configuration, logger: TestBroker.logger)
-                try await connection.waitUntilConnected(timeout: .seconds(30))
-                var refusal: String?
-                do {
-                    for try await delivery in connection.consume(queue: queue, prefetch: 1) {
-                        try? await delivery.nack(requeue: true)
-                        break
-                    }
-                } catch {
-                    refusal = "\(error)"
-                }
-                await connection.close()
-                #expect(refusal?.contains("403") == true, "\(role) reading \(queue): \(refusal ?? "allowed")")
+            // Every role's user through the matrix of operations.
+            let ladder = FanficConfiguration().retry.ladder
+            let results = try await PermissionMatrix.run(urls: urls, ladder: ladder)
+            var table = "role\toperation\texpected\tanswer\n"
+            for row in results {
+                table +=
+                    "\(row.role)\t\(row.operation)\t\(row.expected.rawValue)\t\(row.answer.rawValue)\t\(row.detail)\n"
+                #expect(
+                    row.answer == row.expected,
+                    "\(row.role): \(row.operation) was \(row.answer.rawValue), expected \(row.expected.rawValue) \(row.detail)"
+                )
             }
+            // A worker claiming to be the coordinator: the broker refuses a user_id that is not the
+            // connection's own.
+            var forgedProperties = AMQPMessageProperties.persistentJSON()
+            forgedProperties.userID = "fanfic-coordinator"
+            let forger = AMQPConnection(
+                configuration: try AMQPConfiguration(url: urls["worker"]!), logger: TestBroker.logger)
+            try await forger.waitUntilConnected(timeout: .seconds(30))
+            var forgery: String?
+            do {
+                try await forger.publish(
+                    Data(#"{"type":"hello"}"#.utf8), exchange: FanficTopology.control, routingKey: "",
+                    properties: forgedProperties)
+            } catch {
+                forgery = "\(error)"
+            }
+            await forger.close()
+            #expect(forgery?.contains("406") == true, "a forged user_id: \(forgery ?? "accepted")")
+
+            // fanfic failed is the operator's: the CLI user may not read the parked tasks (the
+            // matrix left some there), the admin may.
+            let refusedList = try cli(["failed", "list"])
+            #expect(refusedList.status != 0 && refusedList.stderr.contains("ACCESS_REFUSED"), "\(refusedList.stderr)")
+
+            // For the record (the closing note's matrix): which broker, and what it answered.
+            let version = (try? TestBroker.script("ctl", "-q", "version"))?.trimmingCharacters(
+                in: .whitespacesAndNewlines)
+            try table.write(
+                toFile: FileManager.default.temporaryDirectory.appendingPathComponent(
+                    "fanfic-permission-matrix-\(version ?? "unknown").tsv"
+                ).path, atomically: true, encoding: .utf8)
         }
     }
 }

@@ -115,7 +115,7 @@ struct CoordinatorRoleTests {
         defer { run.cancel() }
         try await waitUntil("the table is rebuilt") { coordinator.board.current.phase == .running }
         let phantom = fleet.worker("0")
-        try await phantom.bus.declare(AMQPTopology(queues: [FanficTopology.reply(worker: "0")]))
+        try await phantom.bus.declare(FanficTopology.reply(worker: "0"))
         let beating = phantom.keepBeating()
         defer { beating.cancel() }
         try await waitUntil("the phantom is asked to say hello") {
@@ -137,7 +137,7 @@ struct CoordinatorRoleTests {
         // w1 was admitted by an earlier coordinator: it consumes its queue and beats. "0" only beats.
         let w1 = fleet.worker("w1")
         try await w1.bus.declare(
-            AMQPTopology(queues: [FanficTopology.worker(id: "w1"), FanficTopology.reply(worker: "w1")]))
+            FanficTopology.workerQueues(id: "w1"))
         let subscription = w1.holdSubscription()
         defer { subscription.cancel() }
         let phantom = fleet.worker("0")
@@ -291,7 +291,7 @@ struct CoordinatorRoleTests {
 
         let w2 = fleet.worker("w2")
         try await w2.bus.declare(
-            AMQPTopology(queues: [FanficTopology.worker(id: "w2"), FanficTopology.reply(worker: "w2")]))
+            FanficTopology.workerQueues(id: "w2"))
         try await w2.send(.hello(worker: "w2", site: nil, unfinished: 0, replyTo: w2.replyQueue))
         // In order on the control queue: once w1's marked heartbeat shows, the hello was handled.
         // The control queue is in order: once a later heartbeat shows, all before it were handled.

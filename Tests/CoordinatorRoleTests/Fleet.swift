@@ -151,7 +151,7 @@ final class FakeWorker: Sendable {
 
     func send(_ message: ControlMessage) async throws {
         try await bus.publish(
-            WireCodec.encode(message), exchange: "", routingKey: FanficTopology.control,
+            WireCodec.encode(message), exchange: FanficTopology.control, routingKey: "",
             properties: .persistentJSON(), mandatory: true)
     }
 
@@ -166,7 +166,7 @@ final class FakeWorker: Sendable {
     /// Hello, then waits for the coordinator's admission.
     func join(timeout: Duration = .seconds(30)) async throws {
         try await bus.declare(
-            AMQPTopology(queues: [FanficTopology.worker(id: id), QueueSpec.quorum(replyQueue)]))
+            FanficTopology.workerQueues(id: id))
         let (site, unfinished) = try await holding()
         try await send(.hello(worker: id, site: site, unfinished: unfinished, replyTo: replyQueue))
         try await waitUntil("\(id) is admitted", timeout: timeout, every: .milliseconds(10)) {

@@ -41,7 +41,7 @@ struct OutcomeSettlerTests {
         func settle(_ outcome: StoryOutcome, _ task: TaskMessage, failingPublishes: Int = 0) async throws
             -> TaskSettlement
         {
-            try await bus.declare(AMQPTopology(queues: [FanficTopology.worker(id: "w1")]))
+            try await bus.declare(FanficTopology.worker(id: "w1"))
             try await bus.publish(
                 WireCodec.encode(task), exchange: "", routingKey: Self.queue, properties: .persistentJSON(),
                 mandatory: true)

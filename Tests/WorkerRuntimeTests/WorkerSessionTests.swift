@@ -83,7 +83,7 @@ struct WorkerSessionTests {
     }
 
     func put(_ body: Data) async throws {
-        try await client.declare(AMQPTopology(queues: [FanficTopology.worker(id: "w1")]))
+        try await client.declare(FanficTopology.worker(id: "w1"))
         try await client.publish(body, exchange: "", routingKey: queue, properties: .persistentJSON(), mandatory: true)
     }
 
@@ -168,7 +168,7 @@ struct WorkerSessionTests {
         let stray = TaskMessage(url: "http://test2.com?sid=5", site: "test1.com", submittedBy: "test")
         var properties = AMQPMessageProperties.persistentJSON()
         properties.headers[FanficTopology.siteHeader] = .string("test1.com")
-        try await client.declare(AMQPTopology(queues: [FanficTopology.worker(id: "w1")]))
+        try await client.declare(FanficTopology.worker(id: "w1"))
         try await client.publish(
             WireCodec.encode(stray), exchange: "", routingKey: queue, properties: properties, mandatory: true)
         let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: false, storyURL: nil)])
