@@ -7,6 +7,11 @@
 # FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 56720).
 set -euo pipefail
 
+# FANFIC_BROKER_FLAVOR=rabbitmq4: the same commands on RabbitMQ 4, in a container.
+if [ "${FANFIC_BROKER_FLAVOR:-debian}" = rabbitmq4 ]; then
+    exec "$(dirname "$0")/rabbitmq4.sh" "$@"
+fi
+
 dir="${FANFIC_BROKER_DIR:-/tmp/fanfic-broker}"
 port="${FANFIC_BROKER_PORT:-56720}"
 tls_port=$((port + 2))   # amqps; port + 1 is Erlang distribution

@@ -3,7 +3,9 @@
 #
 #   scripts/test.sh                 unit tests, then integration tests (what CI runs)
 #   scripts/test.sh unit            unit tests only: no broker, no tools, in seconds
-#   scripts/test.sh integration     integration tests only (starts the test broker)
+#   scripts/test.sh integration     integration tests only (starts the test broker), then the
+#                                   broker-facing suites again on RabbitMQ 4 (in a container)
+#   scripts/test.sh rabbitmq4       only the RabbitMQ 4 pass (FANFIC_RABBITMQ4=0 skips it elsewhere)
 #   scripts/test.sh [unit|integration] [swift test options, e.g. --filter AMQPClientTests]
 #
 # The two run as separate processes: the integration tests block threads on child processes,
@@ -15,9 +17,16 @@ cd "$(dirname "$0")/.."
 # (Module.Suite/test). Everything else is a unit test.
 integration='BrokerIntegrationTests|SiteRulesAgreementTests|OutcomeClassifierTests/live|realFanFicFare'
 
+# Suites run a second time on RabbitMQ 4, what compose users run (Debian's is 3.10): every one
+# that depends on how the broker behaves, not on FanFicFare or Calibre. Not the TLS and network
+# cut tests (the container has no TLS listener; the cut needs a local socat path), nor the
+# two-node cluster (Debian's nodes).
+rabbitmq4_suites='AMQPClientTests|BrokerDefinitionsTests|DeliveryLimitTests|FailedCommandTests|StatusCommandTests|SubmitCommandTests|CoordinatorServiceTests|IngesterTests'
+rabbitmq4_skips='tlsConnection|networkCut'
+
 mode=all
 case "${1:-}" in
-    unit | integration | all) mode=$1; shift ;;
+    unit | integration | rabbitmq4 | all) mode=$1; shift ;;
 esac
 
 # Swift Testing only: XCTest would add an empty "Executed 0 tests" run.
@@ -45,11 +54,27 @@ run_integration() {
         swift test --disable-xctest --filter "$integration|DispatchSimulationTests" "$@"
 }
 
+# The same suites against RabbitMQ 4.0 in a container (scripts/rabbitmq4.sh builds its image
+# offline the first time, a few minutes), on a port of its own.
+run_rabbitmq4() {
+    echo "== integration tests on RabbitMQ 4" >&2
+    export FANFIC_BROKER_FLAVOR=rabbitmq4 FANFIC_BROKER_PORT="${FANFIC_RABBITMQ4_PORT:-56800}"
+    export FANFIC_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:$FANFIC_BROKER_PORT"
+    trap 'pkill -f "fanfic-dovecot-[0-9]+/dovecot.conf" 2>/dev/null || true; scripts/rabbitmq4.sh stop' EXIT
+    scripts/rabbitmq4.sh start
+    swift test --disable-xctest --filter "$rabbitmq4_suites" --skip "$rabbitmq4_skips" "$@"
+}
+
 case "$mode" in
     unit) run_unit "$@" ;;
-    integration) run_integration "$@" ;;
+    integration)
+        (run_integration "$@")
+        if [ "${FANFIC_RABBITMQ4:-1}" != 0 ]; then run_rabbitmq4 --skip-build "$@"; fi
+        ;;
+    rabbitmq4) run_rabbitmq4 "$@" ;;
     all)
         run_unit "$@"
-        run_integration --skip-build "$@"
+        (run_integration --skip-build "$@")
+        if [ "${FANFIC_RABBITMQ4:-1}" != 0 ]; then run_rabbitmq4 --skip-build "$@"; fi
         ;;
 esac
