@@ -15,6 +15,11 @@ public struct FanFicFare: Sendable {
     /// The file every run writes, inside the task's jail.
     public static let outputName = "story.epub"
 
+    /// The `fanficfare.options` of a run, as an ini file in the task's jail: options may hold
+    /// site logins (`password=...`), and a process's argument list is readable by every user of
+    /// the machine (`ps`), a file of mode 0600 is not.
+    public static let optionsName = "fanfic-options.ini"
+
     public let settings: FanficConfiguration.FanFicFare
     let runner: ToolRunner
 
@@ -28,12 +33,14 @@ public struct FanFicFare: Sendable {
     /// A download names the URL; an update names only the EPUB (`-u` is a flag, not an option
     /// taking the file: the URL beside it would be a second story and a second fetch), and
     /// FanFicFare reads the story's URL from the EPUB, the identity the library holds.
+    /// `fanficfare.options` go in ``optionsName`` (see ``optionsFile()``), read after the user's ini
+    /// files, as `-o` would be: never on the command line.
     public func arguments(url: String, mode: Mode, hailMary: Bool) -> [String] {
         var arguments = ["--non-interactive"]
         for ini in [settings.defaultsIni, settings.personalIni] where !ini.isEmpty {
             arguments += ["-c", ini]
         }
-        for option in settings.options { arguments += ["-o", option] }
+        if !settings.options.isEmpty { arguments += ["-c", Self.optionsName] }
         if hailMary {
             // The last try: slower, so that a struggling site gets a chance.
             arguments += ["-o", "slow_down_sleep_time=5"]
@@ -49,10 +56,35 @@ public struct FanFicFare: Sendable {
         }
     }
 
+    /// The options file's text: FanFicFare's `[overrides]` section, which is what `-o` sets, one
+    /// `NAME:VALUE` line per option (`%` doubled: FanFicFare's ini files interpolate). Nil
+    /// without options. Configuration refuses option values with line breaks.
+    public func optionsFile() -> String? {
+        guard !settings.options.isEmpty else { return nil }
+        var text = "# Written by the worker for one run; deleted with its jail.\n[overrides]\n"
+        for option in settings.options {
+            guard let equals = option.firstIndex(of: "=") else { continue }
+            let name = option[..<equals].trimmingCharacters(in: .whitespaces)
+            let value = option[option.index(after: equals)...].replacingOccurrences(of: "%", with: "%%")
+            text += "\(name):\(value)\n"
+        }
+        return text
+    }
+
     /// Runs FanFicFare in `jail` (its working directory, where it writes `story.epub`).
     public func run(url: String, mode: Mode, hailMary: Bool, in jail: URL) async throws -> (
         FanFicFareOutcome, ToolResult
     ) {
+        if let options = optionsFile() {
+            let path = jail.appendingPathComponent(Self.optionsName).path
+            guard
+                FileManager.default.createFile(
+                    atPath: path, contents: Data(options.utf8), attributes: [.posixPermissions: 0o600])
+            else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+            }
+        }
+        defer { try? FileManager.default.removeItem(at: jail.appendingPathComponent(Self.optionsName)) }
         let result = try await runner.run(
             settings.command, arguments(url: url, mode: mode, hailMary: hailMary), in: jail,
             timeout: .seconds(settings.timeout))

@@ -52,11 +52,17 @@ struct FanFicFareCommandTests {
         #expect(download.suffix(2) == ["--", url] && !download.contains("story.epub"))
     }
 
-    @Test("personal.ini, extra options and the Hail Mary's slower settings")
-    func settings() {
-        let arguments = Self.command(options: ["is_adult=true"]).arguments(url: "u", mode: .download, hailMary: true)
+    @Test("personal.ini, extra options (in a file, never on the command line) and the Hail Mary's slower settings")
+    func settings() throws {
+        let command = Self.command(options: ["is_adult=true", "password=s3cret%1"])
+        let arguments = command.arguments(url: "u", mode: .download, hailMary: true)
         #expect(arguments.contains("/config/personal.ini"))
-        #expect(zip(arguments, arguments.dropFirst()).contains { $0 == "-o" && $1 == "is_adult=true" })
+        #expect(!arguments.joined(separator: " ").contains("s3cret"), "a login on the argument list: \(arguments)")
+        #expect(zip(arguments, arguments.dropFirst()).contains { $0 == "-c" && $1 == FanFicFare.optionsName })
+        let file = try #require(command.optionsFile())
+        #expect(file.contains("[overrides]\nis_adult:true\npassword:s3cret%%1\n"))
+        #expect(Self.command().optionsFile() == nil)
+        #expect(!Self.command().arguments(url: "u", mode: .download, hailMary: false).contains(FanFicFare.optionsName))
         #expect(arguments.contains("slow_down_sleep_time=5"))
         #expect(
             !Self.command().arguments(url: "u", mode: .download, hailMary: false).contains("slow_down_sleep_time=5"))
@@ -72,6 +78,23 @@ struct FanFicFareCommandTests {
         // Had it been parsed as an option, FanFicFare would have printed its usage and exited 0.
         #expect(!result.stdout.contains("usage:") && !result.stdout.contains("Usage:"))
         #expect(outcome.disposition != .success, "\(outcome)")
+    }
+
+    @Test("the real fanficfare reads the options file as -o, and the file is gone after the run")
+    func realFanFicFareReadsOptionsFile() async throws {
+        guard ChildProcess.isInstalled("fanficfare") else { return }
+        let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffopt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: jail, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: jail) }
+        // extratags become the book's subjects: the option reached FanFicFare if the tag is there.
+        let renamed = Self.command(options: ["extratags=OptionsFileTag", "password=never-on-argv"])
+        let (outcome, result) = try await renamed.run(
+            url: "http://test1.com?sid=1", mode: .download, hailMary: false, in: jail)
+        #expect(outcome.disposition == .success, "\(outcome) \(result.stderr.suffix(500))")
+        #expect(!FileManager.default.fileExists(atPath: jail.appendingPathComponent(FanFicFare.optionsName).path))
+        let epub = jail.appendingPathComponent(FanFicFare.outputName)
+        let listing = try ChildProcess.run(["/usr/bin/unzip", "-p", epub.path])
+        #expect(listing.stdout.contains("OptionsFileTag"), "the option reached FanFicFare")
     }
 
     @Test("a tool past its timeout is stopped, with its children")

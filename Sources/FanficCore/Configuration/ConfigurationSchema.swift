@@ -35,7 +35,8 @@ enum ConfigurationSchema {
             .string("fanficfare", "command", \.fanficfare.command, rule: Rules.nonEmpty("a command name or path")),
             .string("fanficfare", "personal_ini", \.fanficfare.personalIni),
             .string("fanficfare", "defaults_ini", \.fanficfare.defaultsIni),
-            .stringList("fanficfare", "options", \.fanficfare.options, rule: Rules.fanficfareOption),
+            .stringList(
+                "fanficfare", "options", \.fanficfare.options, secrecy: .whole, rule: Rules.fanficfareOption),
             .integer("fanficfare", "timeout", \.fanficfare.timeout, range: 1...86_400),
 
             .integerList("retry", "delays", \.retry.delays, range: 1...604_800),
@@ -116,6 +117,9 @@ enum Rules {
     static func fanficfareOption(_ text: String) -> String? {
         guard let equals = text.firstIndex(of: "="), equals != text.startIndex, !text.hasPrefix("-") else {
             return "each option must be NAME=VALUE (passed as -o NAME=VALUE), e.g. is_adult=true"
+        }
+        if text.contains(where: \.isNewline) {
+            return "an option is one line: NAME=VALUE without line breaks"
         }
         return nil
     }
