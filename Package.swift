@@ -29,6 +29,8 @@ let package = Package(
         .executable(name: "worker", targets: ["WorkerApp"]),
         .executable(name: "fanfic", targets: ["FanficCLI"]),
         .executable(name: "broker-bench", targets: ["BrokerBenchmark"]),
+        .executable(name: "parsing-bench", targets: ["ParsingBenchmark"]),
+        .executable(name: "fanfic-fuzz", targets: ["FuzzDriver"]),
         .executable(name: "routing-bench", targets: ["RoutingBenchmark"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "FanficCore", targets: ["FanficCore"]),
@@ -186,6 +188,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .executableTarget(
+            name: "ParsingBenchmark",
+            dependencies: ["FanficCore", "MailIngest"],
+            path: "Benchmarks/ParsingBenchmark",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "FuzzTargets",
+            dependencies: ["FanficCore", "MailIngest"],
+            path: "Fuzz/FuzzTargets",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "FuzzDriver",
+            dependencies: ["FuzzTargets"],
+            path: "Fuzz/Driver",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
             name: "BrokerBenchmark",
             dependencies: [
                 "AMQP",
@@ -229,7 +249,7 @@ let package = Package(
         .testTarget(
             name: "MailIngestTests",
             dependencies: [
-                "MailIngest", "FanficBroker", "FanficCore", "Notifications",
+                "MailIngest", "FanficBroker", "FanficCore", "Notifications", "FuzzTargets",
                 .product(name: "Logging", package: "swift-log"),
             ],
             exclude: ["Corpus"],

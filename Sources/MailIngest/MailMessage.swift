@@ -61,30 +61,38 @@ public struct MailMessage: Sendable {
         }
         let headerText = String(decoding: bytes[0..<end], as: UTF8.self)
         var headers: [String: String] = [:]
-        var current: (String, String)?
+        // A header's folded lines are collected, then joined once: appending to the value line by
+        // line would copy it again for each of (possibly) thousands of lines.
+        var current: (name: String, pieces: [String])?
+        func finish() {
+            if let (name, pieces) = current, headers[name] == nil { headers[name] = pieces.joined(separator: " ") }
+        }
         for rawLine in headerText.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline) {
             let line = String(rawLine)
-            if line.first == " " || line.first == "\t", let (name, value) = current {
-                current = (name, value + " " + line.trimmingCharacters(in: .whitespaces))
+            if line.first == " " || line.first == "\t", current != nil {
+                current?.pieces.append(line.trimmingCharacters(in: .whitespaces))
                 continue
             }
-            if let (name, value) = current, headers[name] == nil { headers[name] = value }
+            finish()
             guard let colon = line.firstIndex(of: ":") else {
                 current = nil
                 continue
             }
             current = (
                 line[..<colon].trimmingCharacters(in: .whitespaces).lowercased(),
-                line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                [line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)]
             )
         }
-        if let (name, value) = current, headers[name] == nil { headers[name] = value }
+        finish()
         return (headers, Data(bytes[min(bodyStart, bytes.count)...]))
     }
 
     static func collect(headers: [String: String], body: Data, into parts: inout [Part], depth: Int) {
         let (type, parameters) = parseContentType(headers["content-type"] ?? "text/plain")
-        if type.hasPrefix("multipart/"), let boundary = parameters["boundary"], depth < 10 {
+        // RFC 2046 boundaries are 1 to 70 characters; a longer one is not a multipart's.
+        if type.hasPrefix("multipart/"), let boundary = parameters["boundary"], (1...200).contains(boundary.utf8.count),
+            depth < 10
+        {
             for section in splitMultipart(body, boundary: boundary) {
                 let (partHeaders, partBody) = split(section)
                 collect(headers: partHeaders, body: partBody, into: &parts, depth: depth + 1)
@@ -133,7 +141,7 @@ public struct MailMessage: Sendable {
         // Delimiters start a line.
         while index + delimiter.count <= text.count {
             let atLineStart = index == 0 || text[index - 1] == 0x0A
-            if atLineStart, Array(text[index..<(index + delimiter.count)]) == delimiter {
+            if atLineStart, text[index..<(index + delimiter.count)].elementsEqual(delimiter) {
                 starts.append(index)
                 index += delimiter.count
                 continue
@@ -209,11 +217,14 @@ public struct MailMessage: Sendable {
         }
     }
 
-    /// `=?utf-8?Q?...?=` and `=?utf-8?B?...?=` words of a header.
+    /// `=?utf-8?Q?...?=` and `=?utf-8?B?...?=` words of a header, decoded in one forward pass
+    /// (replacing each word in place would copy the header once per word).
     static func decodeEncodedWords(_ value: String) -> String {
-        guard let regex = try? NSRegularExpression(pattern: #"=\?([^?]+)\?([QqBb])\?([^?]*)\?="#) else { return value }
-        var result = value
-        for match in regex.matches(in: value, range: NSRange(value.startIndex..., in: value)).reversed() {
+        guard value.contains("=?"), let regex = try? NSRegularExpression(pattern: #"=\?([^?]+)\?([QqBb])\?([^?]*)\?="#)
+        else { return value }
+        var result = ""
+        var copiedUpTo = value.startIndex
+        for match in regex.matches(in: value, range: NSRange(value.startIndex..., in: value)) {
             guard let whole = Range(match.range, in: value), let charsetRange = Range(match.range(at: 1), in: value),
                 let kindRange = Range(match.range(at: 2), in: value),
                 let textRange = Range(match.range(at: 3), in: value)
@@ -223,10 +234,12 @@ public struct MailMessage: Sendable {
                 value[kindRange].lowercased() == "b"
                 ? Data(base64Encoded: text)
                 : decodeQuotedPrintable(Data(text.replacingOccurrences(of: "_", with: " ").utf8))
-            guard let data, let resultRange = Range(match.range, in: result) else { continue }
-            _ = whole
-            result.replaceSubrange(resultRange, with: decodeCharset(data, charset: String(value[charsetRange])))
+            guard let data else { continue }
+            result += value[copiedUpTo..<whole.lowerBound]
+            result += decodeCharset(data, charset: String(value[charsetRange]))
+            copiedUpTo = whole.upperBound
         }
+        result += value[copiedUpTo...]
         return result
     }
 }

@@ -81,28 +81,33 @@ public struct StoryLinks: Sendable {
         var joined: String?
     }
 
+    /// Every link of `text`, in order. Hand-written scans rather than regular expressions, each
+    /// linear in the text: a mail is input from anyone, and a backtracking pattern over 1 MB of
+    /// `<` or `href="` would take minutes.
     static func candidates(in text: String, html: Bool) -> [Candidate] {
         var found: [Candidate] = []
         if html {
             // href values first (the visible text may be shortened), then the visible text.
-            let hrefs = matches(#"(?i)href\s*=\s*["']([^"']+)["']"#, in: text)
-            found += hrefs.map(unescapeHTML).filter { $0.lowercased().hasPrefix("http") }.map { Candidate(url: $0) }
-            let visible = text.replacingOccurrences(of: #"<[^>]*>"#, with: " ", options: .regularExpression)
-            found += candidates(in: unescapeHTML(visible), html: false)
+            let scalars = Array(text.unicodeScalars)
+            found += hrefValues(in: scalars).map(unescapeHTML).filter { $0.lowercased().hasPrefix("http") }
+                .map { Candidate(url: $0) }
+            found += candidates(in: unescapeHTML(visibleText(of: scalars)), html: false)
             return found
         }
         // IMAP delivers CRLF line ends; a wrapped link is judged on lines without them.
         let lines = text.replacingOccurrences(of: "\r\n", with: "\n").components(separatedBy: .newlines)
-        let urlPattern = #"https?://[^\s<>"'\]\[)(]+"#
         for (index, line) in lines.enumerated() {
-            for match in matches(urlPattern, in: line, group: 0) {
+            let scalars = Array(line.unicodeScalars)
+            let links = urlRanges(in: scalars)
+            for (position, range) in links.enumerated() {
+                let match = string(scalars[range])
                 var candidate = Candidate(url: trimPunctuation(match))
                 // A link wrapped across lines by a mail program: the line ends in the link and
                 // the next line goes on without a space.
                 // Mail programs wrap at 72 to 78 columns; a short line ended by a link, or a next
                 // line that starts with a label ("Author:"), is not a wrap.
-                if line.hasSuffix(match), line.count >= 70, index + 1 < lines.count,
-                    let continuation = urlContinuation(lines[index + 1])
+                if position == links.count - 1, range.upperBound == scalars.count, line.count >= 70,
+                    index + 1 < lines.count, let continuation = urlContinuation(lines[index + 1])
                 {
                     candidate.joined = trimPunctuation(match + continuation)
                 }
@@ -110,6 +115,123 @@ public struct StoryLinks: Sendable {
             }
         }
         return found
+    }
+
+    private static func string(_ scalars: ArraySlice<Unicode.Scalar>) -> String {
+        var view = String.UnicodeScalarView()
+        view.append(contentsOf: scalars)
+        return String(view)
+    }
+
+    /// Whether `scalars` holds `word` at `index`, ASCII letters in any case when `anyCase`.
+    private static func has(_ word: String, at index: Int, in scalars: [Unicode.Scalar], anyCase: Bool = false) -> Bool
+    {
+        var position = index
+        for expected in word.unicodeScalars {
+            guard position < scalars.count else { return false }
+            let actual = scalars[position]
+            let same = anyCase ? asciiLowercase(actual) == asciiLowercase(expected) : actual == expected
+            guard same else { return false }
+            position += 1
+        }
+        return true
+    }
+
+    private static func asciiLowercase(_ scalar: Unicode.Scalar) -> UInt32 {
+        (65...90).contains(scalar.value) ? scalar.value + 32 : scalar.value
+    }
+
+    /// The ranges of `https?://` followed by at least one character that is not a space, a quote,
+    /// `<`, `>`, a bracket or a parenthesis.
+    static func urlRanges(in scalars: [Unicode.Scalar]) -> [Range<Int>] {
+        func ends(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isWhitespace || "<>\"'[]()".unicodeScalars.contains(scalar)
+        }
+        var ranges: [Range<Int>] = []
+        var index = 0
+        while index < scalars.count {
+            if scalars[index] == "h" {
+                let scheme =
+                    has("https://", at: index, in: scalars) ? 8 : has("http://", at: index, in: scalars) ? 7 : 0
+                if scheme > 0 {
+                    var end = index + scheme
+                    while end < scalars.count, !ends(scalars[end]) { end += 1 }
+                    if end > index + scheme {
+                        ranges.append(index..<end)
+                        index = end
+                        continue
+                    }
+                }
+            }
+            index += 1
+        }
+        return ranges
+    }
+
+    /// The text with every tag (`<` to the next `>`) replaced by a space. A `<` with no `>` after
+    /// it is text; once one is found, every later one is too (no second search to the end).
+    static func visibleText(of scalars: [Unicode.Scalar]) -> String {
+        var visible = String.UnicodeScalarView()
+        var closingAhead = true
+        var index = 0
+        while index < scalars.count {
+            if scalars[index] == "<", closingAhead {
+                var end = index + 1
+                while end < scalars.count, scalars[end] != ">" { end += 1 }
+                if end < scalars.count {
+                    visible.append(" ")
+                    index = end + 1
+                    continue
+                }
+                closingAhead = false
+            }
+            visible.append(scalars[index])
+            index += 1
+        }
+        return String(visible)
+    }
+
+    /// The values of `href = "..."` or `href='...'` (any case, spaces around `=`), a value ending
+    /// at the next quote of either kind. Where a search for a closing quote failed, no quote
+    /// follows: later searches from there fail at once.
+    static func hrefValues(in scalars: [Unicode.Scalar]) -> [String] {
+        func isQuote(_ scalar: Unicode.Scalar) -> Bool { scalar == "\"" || scalar == "'" }
+        var values: [String] = []
+        var noQuoteFrom = scalars.count
+        var index = 0
+        while index < scalars.count {
+            guard has("href", at: index, in: scalars, anyCase: true) else {
+                index += 1
+                continue
+            }
+            var position = index + 4
+            while position < scalars.count, scalars[position].properties.isWhitespace { position += 1 }
+            guard position < scalars.count, scalars[position] == "=" else {
+                index += 1
+                continue
+            }
+            position += 1
+            while position < scalars.count, scalars[position].properties.isWhitespace { position += 1 }
+            guard position < scalars.count, isQuote(scalars[position]) else {
+                index += 1
+                continue
+            }
+            let start = position + 1
+            var end = start
+            while end < noQuoteFrom, !isQuote(scalars[end]) { end += 1 }
+            guard end < noQuoteFrom else {
+                noQuoteFrom = min(noQuoteFrom, start)
+                index += 1
+                continue
+            }
+            guard end > start else {
+                index += 1
+                continue
+            }
+            values.append(string(scalars[start..<end]))
+            index = end + 1
+        }
+        return values
     }
 
     /// The start of `line` when it can only be the rest of a wrapped URL: URL characters from the
@@ -134,13 +256,6 @@ public struct StoryLinks: Sendable {
         var url = url
         while let last = url.last, ".,;:!?>".contains(last) { url.removeLast() }
         return url
-    }
-
-    static func matches(_ pattern: String, in text: String, group: Int = 1) -> [String] {
-        guard let regex = try? NSRegularExpression(pattern: pattern) else { return [] }
-        return regex.matches(in: text, range: NSRange(text.startIndex..., in: text)).compactMap {
-            Range($0.range(at: group), in: text).map { String(text[$0]) }
-        }
     }
 
     static func unescapeHTML(_ text: String) -> String {

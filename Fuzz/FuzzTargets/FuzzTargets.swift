@@ -1,0 +1,43 @@
+import FanficCore
+import Foundation
+import MailIngest
+
+/// What the fuzzers feed arbitrary bytes to: the parsers of everything that comes from the wire
+/// (a task, a control message, a mail and its links). Each target must never crash, hang or
+/// grow memory without bound on any input, and checks one property of what it parsed. Shared by
+/// the libFuzzer driver (Fuzz/Driver) and the unit tests that replay Fuzz/regressions.
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    case taskCodec = "task-codec"
+    case controlCodec = "control-codec"
+    case mime
+    case links
+
+    public func run(_ data: Data) {
+        switch self {
+        case .taskCodec:
+            // A task that decodes encodes to a task that decodes to the same task.
+            guard let task = try? WireCodec.decode(data) else { return }
+            let again = try? WireCodec.decode(WireCodec.encode(task))
+            precondition(again == task, "a decoded task does not survive its own encoding")
+        case .controlCodec:
+            guard let message = try? WireCodec.decodeControl(data) else { return }
+            let again = try? WireCodec.decodeControl(WireCodec.encodeValue(message))
+            precondition(again == message, "a decoded control message does not survive its own encoding")
+        case .mime:
+            let mail = MailMessage(data)
+            _ = mail.sender
+            _ = mail.subject
+            for part in mail.parts { precondition(part.isHTML || part.contentType == "text/plain") }
+        case .links:
+            // The first byte picks plain text or HTML; every story found is a story of its site.
+            let html = data.first.map { $0 & 1 == 1 } ?? false
+            let links = StoryLinks.extract(text: String(decoding: data.dropFirst(), as: UTF8.self), html: html)
+            for found in links.stories {
+                guard case .success(let story) = SiteRules.bundled.resolve(found.story.canonicalURL) else {
+                    preconditionFailure("a found story's canonical URL is not a story URL: \(found.story.canonicalURL)")
+                }
+                precondition(story == found.story, "a canonical URL resolves to another story")
+            }
+        }
+    }
+}
