@@ -85,11 +85,21 @@ CONF
 
 stop() { docker rm -f "$name" >/dev/null 2>&1 || true; }
 
+# The same node again, its data kept (what a broker restart is).
+restart() {
+    docker restart -t 30 "$name" >/dev/null
+    local deadline=$((SECONDS + 120))
+    until ctl -q await_startup >/dev/null 2>&1; do
+        ((SECONDS > deadline)) && { docker logs --tail 30 "$name" >&2; return 1; }
+        sleep 0.5
+    done
+}
+
 case "${1:-}" in
 image) build_image ;;
 start) start ;;
 stop | shutdown) stop ;;
-restart) stop; start ;;
+restart) restart ;;
 stop-app) ctl -q stop_app ;;
 start-app) ctl -q start_app && ctl -q await_startup ;;
 status) ctl -q status ;;

@@ -2,6 +2,7 @@ import AMQP
 import FanficBroker
 import FanficCore
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -11,6 +12,12 @@ import Testing
 extension BrokerTests {
     @Suite("Delivery limits: nothing dropped, nothing counted that should not be")
     struct DeliveryLimitTests {
+        final class Counter: Sendable {
+            private let count = Mutex(0)
+            func increment() { count.withLock { $0 += 1 } }
+            var value: Int { count.withLock { $0 } }
+        }
+
         /// A message's `x-delivery-count` (absent: 0).
         static func deliveryCount(_ properties: AMQPMessageProperties) -> Int64 {
             switch properties.headers["x-delivery-count"] {
@@ -27,16 +34,20 @@ extension BrokerTests {
                 try await bus.publish(
                     Data(#"{"poison":true}"#.utf8), exchange: FanficTopology.ingress,
                     routingKey: FanficTopology.taskRoutingKey, properties: .persistentJSON(), mandatory: true)
-                var deliveries = 0
-                while let message = try await bus.get(queue: FanficTopology.ingress) {
-                    deliveries += 1
-                    try await message.reject(requeue: true)
-                    #expect(deliveries <= Int(FanficTopology.ingressDeliveryLimit) + 1)
+                // fanfic.ingress has a single active consumer, which basic.get may not share:
+                // a consumer that gives the task back every time, as a crashing coordinator would.
+                let deliveries = Counter()
+                let consumer = Task {
+                    for try await message in bus.consume(queue: FanficTopology.ingress, prefetch: 1) {
+                        deliveries.increment()
+                        try await message.reject(requeue: true)
+                    }
                 }
-                #expect(deliveries == Int(FanficTopology.ingressDeliveryLimit) + 1)
+                defer { consumer.cancel() }
                 try await waitUntil("the poison task is parked", timeout: .seconds(10)) {
                     try await bus.queueState(FanficTopology.failed)?.messageCount == 1
                 }
+                #expect(deliveries.value == Int(FanficTopology.ingressDeliveryLimit) + 1)
             }
         }
 

@@ -68,11 +68,17 @@ struct FanFicFareCommandTests {
             !Self.command().arguments(url: "u", mode: .download, hailMary: false).contains("slow_down_sleep_time=5"))
     }
 
+    /// A fresh folder for one run, as the worker's task jail.
+    static func makeJail() throws -> URL {
+        let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffcmd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: jail, withIntermediateDirectories: true)
+        return jail
+    }
+
     @Test("a URL that looks like an option reaches the real fanficfare as a URL, not an option")
     func realFanFicFareRefusesOptionLikeURL() async throws {
         guard ChildProcess.isInstalled("fanficfare") else { return }
-        let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffcmd-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: jail, withIntermediateDirectories: true)
+        let jail = try Self.makeJail()
         defer { try? FileManager.default.removeItem(at: jail) }
         let (outcome, result) = try await Self.command().run(url: "--help", mode: .download, hailMary: false, in: jail)
         // Had it been parsed as an option, FanFicFare would have printed its usage and exited 0.
@@ -83,8 +89,7 @@ struct FanFicFareCommandTests {
     @Test("the real fanficfare reads the options file as -o, and the file is gone after the run")
     func realFanFicFareReadsOptionsFile() async throws {
         guard ChildProcess.isInstalled("fanficfare") else { return }
-        let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffopt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: jail, withIntermediateDirectories: true)
+        let jail = try Self.makeJail()
         defer { try? FileManager.default.removeItem(at: jail) }
         // extratags become the book's subjects: the option reached FanFicFare if the tag is there.
         let renamed = Self.command(options: ["extratags=OptionsFileTag", "password=never-on-argv"])
