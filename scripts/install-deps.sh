@@ -1,20 +1,32 @@
 #!/usr/bin/env bash
 # What the build, the tests and the checks need on a Debian 12 machine (run as root).
 # Idempotent; about 2 minutes on a fresh machine (calibre is large).
+#
+#   scripts/install-deps.sh           install what is missing
+#   scripts/install-deps.sh --check   print what is missing, one line, and exit 1 if anything is
 set -euo pipefail
 
 # openssl makes the test broker's TLS certificate; socat is the cuttable network path of a test;
 # calibre is the library the workers write (calibredb, calibre-server, ebook-meta); libsqlite3-dev
 # lets GRDB read a library's metadata.db; zlib1g-dev lets ZIPFoundation read the EPUBs FanFicFare
-# writes; Dovecot serves the ingester tests' mail; curl and unzip are used by the tests.
+# writes; Dovecot serves the ingester tests' mail; curl and unzip are used by the tests; docker.io
+# and debootstrap run RabbitMQ 4 for the tests (scripts/rabbitmq4.sh).
 packages=(
     rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev pkg-config openssl socat
-    calibre curl unzip dovecot-imapd
+    calibre curl unzip dovecot-imapd docker.io debootstrap
 )
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
+python_tools=(fanficfare apprise)
+if [ "${1:-}" = --check ]; then
+    absent=("${missing[@]}")
+    for tool in "${python_tools[@]}"; do command -v "$tool" >/dev/null 2>&1 || absent+=("$tool (pip)"); done
+    [ "${#absent[@]}" -eq 0 ] && exit 0
+    echo "missing: ${absent[*]}; install them with: sudo scripts/install-deps.sh" >&2
+    exit 1
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq

@@ -18,7 +18,7 @@ name="fanfic-test-rabbitmq4-$port"
 dir="${FANFIC_BROKER_DIR:-/tmp/fanfic-broker4}"
 
 docker_up() {
-    command -v dockerd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null
+    command -v dockerd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null; }
     docker info >/dev/null 2>&1 && return 0
     (dockerd >/tmp/fanfic-dockerd.log 2>&1 &)
     local deadline=$((SECONDS + 60))
@@ -32,7 +32,7 @@ build_image() {
     docker_up
     docker image inspect "$image" >/dev/null 2>&1 && return 0
     if ! docker image inspect "$base" >/dev/null 2>&1; then
-        command -v debootstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+        command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
         local root
         root=$(mktemp -d /tmp/fanfic-bookworm.XXXXXX)
         echo "rabbitmq4.sh: debootstrap of bookworm (a stand-in for debian:bookworm-slim)" >&2
@@ -97,6 +97,7 @@ restart() {
 
 case "${1:-}" in
 image) build_image ;;
+engine) docker_up ;;
 start) start ;;
 stop | shutdown) stop ;;
 restart) restart ;;
@@ -105,5 +106,5 @@ start-app) ctl -q start_app && ctl -q await_startup ;;
 status) ctl -q status ;;
 url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
 ctl) shift; ctl "$@" ;;
-*) echo "usage: $0 image|start|stop|restart|stop-app|start-app|status|url|ctl ARGS..." >&2; exit 2 ;;
+*) echo "usage: $0 image|engine|start|stop|restart|stop-app|start-app|status|url|ctl ARGS..." >&2; exit 2 ;;
 esac

@@ -29,6 +29,17 @@ case "${1:-}" in
     unit | integration | rabbitmq4 | all) mode=$1; shift ;;
 esac
 
+# Everything the tests need, before anything runs: installed here when we may (root), else
+# named in one line with the command that installs it.
+if [ "$mode" != unit ] && ! scripts/install-deps.sh --check; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "test.sh: installing what the tests need (scripts/install-deps.sh)" >&2
+        scripts/install-deps.sh
+    else
+        exit 1
+    fi
+fi
+
 # Swift Testing only: XCTest would add an empty "Executed 0 tests" run.
 run_unit() {
     echo "== unit tests" >&2
