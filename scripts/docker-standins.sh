@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Offline stand-ins for the base images the project's Docker files name, for machines without
+# Docker Hub: each is built only when the real image is absent, and labelled as a stand-in.
+#
+#   scripts/docker-standins.sh            debian:bookworm-slim, swift:6.3-bookworm, rabbitmq:4-management
+#
+# - debian:bookworm-slim: a debootstrap (minbase) of bookworm plus this machine's CA bundle, so
+#   that pip inside a build reaches PyPI;
+# - swift:6.3-bookworm: that plus this machine's Swift toolchain, the official image's build
+#   packages and the local Swift package mirror (git's url.<mirror>.insteadof), so that
+#   `swift package resolve` works offline;
+# - rabbitmq:4-management: Debian trixie's rabbitmq-server 4.0.5 with the management plugin
+#   (docker/test/rabbitmq4.Dockerfile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+docker info >/dev/null 2>&1 || scripts/rabbitmq4.sh engine
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+label="stand-in: built offline by scripts/docker-standins.sh, not the official image"
+
+if ! have debian:bookworm-slim; then
+    command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; }
+    root=$(mktemp -d /tmp/fanfic-bookworm.XXXXXX)
+    echo "docker-standins.sh: debian:bookworm-slim (debootstrap, about 2 min)" >&2
+    debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/tmp/fanfic-debootstrap.log 2>&1 ||
+        { tail -n 20 /tmp/fanfic-debootstrap.log >&2; exit 1; }
+    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+    tar -C "$root" -c . | docker import -c "LABEL org.opencontainers.image.description=\"$label\"" - debian:bookworm-slim >/dev/null
+    rm -rf "$root"
+fi
+
+if ! have swift:6.3-bookworm; then
+    toolchain=$(dirname "$(dirname "$(readlink -f "$(command -v swift)")")")   # .../usr
+    mirror=$(git config --system --get-regexp '^url\..*\.insteadof$' | head -n 1 | sed 's/^url\.\(.*\)\.insteadof .*/\1/')
+    context=$(mktemp -d /tmp/fanfic-swift.XXXXXX)
+    echo "docker-standins.sh: swift:6.3-bookworm from $toolchain (mirror ${mirror:-none})" >&2
+    cp -a "$toolchain" "$context/usr"
+    if [ -n "$mirror" ]; then cp -a "$mirror" "$context/mirror"; else mkdir "$context/mirror"; fi
+    cat >"$context/Dockerfile" <<DOCKERFILE
+FROM debian:bookworm-slim
+LABEL org.opencontainers.image.description="$label"
+RUN apt-get update && apt-get install -y --no-install-recommends binutils git gnupg2 libc6-dev libcurl4-openssl-dev \
+        libedit2 libgcc-12-dev libpython3-dev libsqlite3-0 libstdc++-12-dev libxml2-dev libz3-dev pkg-config tzdata \
+        zlib1g-dev libncurses6 ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY usr/ /usr/
+COPY mirror/ ${mirror:-/opt/swift-packages/}
+RUN git config --system url.${mirror:-/opt/swift-packages/}.insteadof https://github.com/
+DOCKERFILE
+    docker build -q -t swift:6.3-bookworm "$context" >/dev/null
+    rm -rf "$context"
+fi
+
+if ! have rabbitmq:4-management; then
+    echo "docker-standins.sh: rabbitmq:4-management (Debian trixie's rabbitmq-server)" >&2
+    docker build -q --build-arg BASE=debian:bookworm-slim -t rabbitmq:4-management \
+        -f docker/test/rabbitmq4.Dockerfile docker/test >/dev/null
+fi
+docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E '^(debian:bookworm-slim|swift:6.3-bookworm|rabbitmq:4-management)'
