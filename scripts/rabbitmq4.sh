@@ -72,7 +72,7 @@ CONF
         -e RABBITMQ_DIST_PORT=$((port + 1)) -e ERL_EPMD_PORT=$((port + 4)) \
         "$image" >/dev/null
     local deadline=$((SECONDS + 120))
-    until ctl -q await_startup >/dev/null 2>&1; do
+    until ctl -q await_startup --timeout 10 >/dev/null 2>&1; do
         if ((SECONDS > deadline)); then
             echo "rabbitmq4.sh: $name not ready; log:" >&2
             docker logs --tail 30 "$name" >&2 || true
@@ -89,7 +89,7 @@ stop() { docker rm -f "$name" >/dev/null 2>&1 || true; }
 restart() {
     docker restart -t 30 "$name" >/dev/null
     local deadline=$((SECONDS + 120))
-    until ctl -q await_startup >/dev/null 2>&1; do
+    until ctl -q await_startup --timeout 10 >/dev/null 2>&1; do
         ((SECONDS > deadline)) && { docker logs --tail 30 "$name" >&2; return 1; }
         sleep 0.5
     done
@@ -102,7 +102,7 @@ start) start ;;
 stop | shutdown) stop ;;
 restart) restart ;;
 stop-app) ctl -q stop_app ;;
-start-app) ctl -q start_app && ctl -q await_startup ;;
+start-app) ctl -q start_app && ctl -q await_startup --timeout 90 ;;
 status) ctl -q status ;;
 url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
 ctl) shift; ctl "$@" ;;

@@ -66,10 +66,12 @@ run_integration() {
 }
 
 # The same suites against RabbitMQ 4.0 in a container (scripts/rabbitmq4.sh builds its image
-# offline the first time, a few minutes), on a port of its own.
+# offline the first time, a few minutes), on a port of its own below Linux's ephemeral range:
+# the container shares the host's network, and while the broker is stopped a reconnecting
+# client's own source port could otherwise take the broker's port (seen: eaddrinuse at start_app).
 run_rabbitmq4() {
     echo "== integration tests on RabbitMQ 4" >&2
-    export FANFIC_BROKER_FLAVOR=rabbitmq4 FANFIC_BROKER_PORT="${FANFIC_RABBITMQ4_PORT:-56800}"
+    export FANFIC_BROKER_FLAVOR=rabbitmq4 FANFIC_BROKER_PORT="${FANFIC_RABBITMQ4_PORT:-31800}"
     export FANFIC_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:$FANFIC_BROKER_PORT"
     trap 'pkill -f "fanfic-dovecot-[0-9]+/dovecot.conf" 2>/dev/null || true; scripts/rabbitmq4.sh stop' EXIT
     scripts/rabbitmq4.sh start
