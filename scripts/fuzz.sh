@@ -31,7 +31,8 @@ for target in "${targets[@]}"; do
     log=".build/fuzz-$target.log"
     echo "== $target: $seconds s"
     status=0
-    FANFIC_FUZZ_TARGET="$target" "$binary" "$corpus" "Fuzz/seeds/$target" "Fuzz/regressions/$target" \
+    # The Swift runtime's backtracer would take the crash signal before libFuzzer could save the input.
+    SWIFT_BACKTRACE=enable=no FANFIC_FUZZ_TARGET="$target" "$binary" "$corpus" "Fuzz/seeds/$target" "Fuzz/regressions/$target" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1 || status=$?
     grep -E "^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)" "$log" | tr -s " " | tr "\n" " " || true

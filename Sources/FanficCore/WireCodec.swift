@@ -38,6 +38,8 @@ public enum WireCodec {
         return task
     }
 
+    private struct VersionField: Decodable { let version: Int }
+
     /// JSON object with a supported `version`, then the typed fields.
     static func decodeVersioned<Message: Decodable>(_ data: Data) throws(MessageDecodingError) -> Message {
         let object: Any
@@ -50,7 +52,11 @@ public enum WireCodec {
         guard let fields = object as? [String: Any] else {
             throw MessageDecodingError(.notJSON, "the message is JSON but not an object")
         }
-        guard let version = fields["version"] as? Int else {
+        // The version as the typed decoder below reads it: given "version" twice, JSONSerialization
+        // took the last and JSONDecoder the first, so a message checked as version 1 was decoded
+        // as version 0 (found by the control-codec fuzzer; Fuzz/regressions).
+        guard fields["version"] != nil, let version = try? JSONDecoder().decode(VersionField.self, from: data).version
+        else {
             throw MessageDecodingError(.missingField, "the message has no integer 'version' field")
         }
         guard version == TaskMessage.currentVersion else {

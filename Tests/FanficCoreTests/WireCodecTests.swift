@@ -205,4 +205,14 @@ struct ControlMessageTests {
     func refused(json: String) {
         #expect(throws: MessageDecodingError.self) { try WireCodec.decodeControl(Data(json.utf8)) }
     }
+
+    @Test("\"version\" given twice: the check and the decode read the same one (a fuzzer's find)")
+    func duplicateVersionKey() throws {
+        let control = #"{"version":0,"type":"admit","worker":"w1","sent_at":"2026-12-01T00:00:00Z","version":1}"#
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decodeControl(Data(control.utf8)) }
+        let task =
+            #"{"version":0,"id":"t","url":"http://test1.com?sid=1","site":"test1.com","attempt":0,"hail_mary":false,"#
+            + #""behavior":"normal","submitted_at":"2026-12-01T00:00:00Z","submitted_by":"cli","version":1}"#
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(task.utf8)) }
+    }
 }
