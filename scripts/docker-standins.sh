@@ -24,6 +24,7 @@ if ! have debian:bookworm-slim; then
     echo "docker-standins.sh: debian:bookworm-slim (debootstrap, about 2 min)" >&2
     debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/tmp/fanfic-debootstrap.log 2>&1 ||
         { tail -n 20 /tmp/fanfic-debootstrap.log >&2; exit 1; }
+    mkdir -p "$root/etc/ssl/certs"
     cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
     tar -C "$root" -c . | docker import -c "LABEL org.opencontainers.image.description=\"$label\"" - debian:bookworm-slim >/dev/null
     rm -rf "$root"
