@@ -24,9 +24,12 @@ if ! have debian:bookworm-slim; then
     echo "docker-standins.sh: debian:bookworm-slim (debootstrap, about 2 min)" >&2
     debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/tmp/fanfic-debootstrap.log 2>&1 ||
         { tail -n 20 /tmp/fanfic-debootstrap.log >&2; exit 1; }
-    mkdir -p "$root/etc/ssl/certs"
-    cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
-    tar -C "$root" -c . | docker import -c "LABEL org.opencontainers.image.description=\"$label\"" - debian:bookworm-slim >/dev/null
+    # Where the ca-certificates package (which images install) does not regenerate it, and
+    # named by PIP_CERT: pip uses its own bundle otherwise, without this machine's CAs.
+    mkdir -p "$root/usr/local/share/fanfic-standin"
+    cp /etc/ssl/certs/ca-certificates.crt "$root/usr/local/share/fanfic-standin/ca-bundle.crt"
+    tar -C "$root" -c . | docker import -c "LABEL org.opencontainers.image.description=\"$label\"" \
+        -c "ENV PIP_CERT=/usr/local/share/fanfic-standin/ca-bundle.crt" - debian:bookworm-slim >/dev/null
     rm -rf "$root"
 fi
 
