@@ -207,13 +207,6 @@ public enum FanficTopology {
             bindings: [BindingSpec(queue: queue, exchange: statusReplies, routingKey: queue)])
     }
 
-    /// What a role that does not own the topology needs to find before it starts: the exchanges
-    /// it publishes to and the queues behind them.
-    public static func required(retry ladder: RetryLadder) -> AMQPTopology {
-        let all = declarations(retry: ladder)
-        return AMQPTopology(exchanges: all.exchanges, queues: all.queues)
-    }
-
     /// A ``BrokerLock``'s queue: exclusive to its holder's connection, gone with it.
     public static func lock(_ name: String) -> QueueSpec {
         QueueSpec(name: name, durable: false, exclusive: true, autoDelete: false)

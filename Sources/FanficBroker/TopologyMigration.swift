@@ -83,15 +83,17 @@ public struct TopologyMigration: Sendable {
     /// and given back; ids that are not valid worker ids are skipped.
     public func registeredWorkers() async throws -> [String] {
         var taken: [BusMessage] = []
-        defer {
-            let giveBack = taken
-            Task { for message in giveBack { try? await message.reject(requeue: true) } }
+        do {
+            while let message = try await bus.get(queue: FanficTopology.workers) { taken.append(message) }
+        } catch {
+            for message in taken { try? await message.reject(requeue: true) }
+            throw error
         }
-        while let message = try await bus.get(queue: FanficTopology.workers) { taken.append(message) }
         let ids = taken.compactMap { message -> String? in
             let id = String(decoding: message.body.prefix(256), as: UTF8.self)
             return FanficConfiguration.workerIDProblem(id) == nil ? id : nil
         }
+        for message in taken { try? await message.reject(requeue: true) }
         return Array(Set(ids)).sorted()
     }
 
