@@ -43,8 +43,8 @@ struct WorkerSessionTests {
     init() { client = InMemoryBus(broker: broker) }
 
     /// A session on its own connection; `settlerBus` lets a test make the settler's publishes fail.
-    func start(_ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil) -> Task<Void, Never> {
-        let bus = InMemoryBus(broker: broker)
+    func start(_ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil, user: String = "guest") -> Task<Void, Never> {
+        let bus = InMemoryBus(broker: broker, user: user)
         var settings = WorkerSession.Settings(id: "w1", configuration: FanficConfiguration())
         settings.heartbeat = .milliseconds(20)
         settings.sitePause = .zero
@@ -124,6 +124,36 @@ struct WorkerSessionTests {
             try await read(log)
             return log.all.drop { $0.kind != .finished }.contains { $0.kind == .heartbeat && $0.unfinished == 0 }
         }
+    }
+
+    @Test("a worker whose user may not declare its queues says hello anyway, and runs its tasks once admitted")
+    func leastPrivilege() async throws {
+        // The compose definitions' worker user: no queue of its own to declare.
+        broker.setPermissions(
+            .init(
+                configure: "^fanfic\\.lock\\..+$", write: "^fanfic\\.(control|retry|failed|events)$",
+                read: "^fanfic\\.(worker|reply)\\..+$"),
+            for: "fanfic-worker")
+        let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: true, storyURL: task.url)])
+        let session = start(runner, user: "fanfic-worker")
+        defer { session.cancel() }
+        let log = ControlLog()
+        try await waitUntil("a hello") {
+            try await read(log)
+            return log.all.contains { $0.kind == .hello }
+        }
+        #expect(!broker.hasQueue(queue) && !broker.hasQueue(FanficTopology.replyQueue(worker: "w1")))
+
+        // The coordinator's part: it declares the worker's queues, routes a task, admits it.
+        try await client.declare(FanficTopology.workerQueues(id: "w1"))
+        try await put(WireCodec.encode(task))
+        try await admit()
+        try await waitUntil("the task is reported finished") {
+            try await read(log)
+            return log.all.contains { $0.kind == .finished }
+        }
+        #expect(runner.ran == [task.url])
     }
 
     @Test("a message in its queue that is not a task is parked with the reason; the next task runs")
