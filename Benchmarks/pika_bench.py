@@ -17,7 +17,7 @@ def report(case, count, seconds):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:56720/%2F")
+    parser.add_argument("--url", default="amqp://guest:guest@127.0.0.1:31500/%2F")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--prefetch", type=int, default=100)

@@ -4,7 +4,7 @@
 #
 #   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS...
 #
-# FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 56720).
+# FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 31500).
 set -euo pipefail
 
 # FANFIC_BROKER_FLAVOR=rabbitmq4: the same commands on RabbitMQ 4, in a container.
@@ -13,7 +13,9 @@ if [ "${FANFIC_BROKER_FLAVOR:-debian}" = rabbitmq4 ]; then
 fi
 
 dir="${FANFIC_BROKER_DIR:-/tmp/fanfic-broker}"
-port="${FANFIC_BROKER_PORT:-56720}"
+# Below Linux's ephemeral range (32768-60999): a node restarted in a test must not find its
+# port taken by some client's outgoing connection (seen: a cluster node on 56740 got eaddrinuse).
+port="${FANFIC_BROKER_PORT:-31500}"
 tls_port=$((port + 2))   # amqps; port + 1 is Erlang distribution
 export RABBITMQ_NODENAME="fanfic-test-${port}@localhost"
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1

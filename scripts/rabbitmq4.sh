@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port="${FANFIC_BROKER_PORT:-56720}"
+port="${FANFIC_BROKER_PORT:-31500}"
 image="${FANFIC_RABBITMQ4_IMAGE:-fanfic-standin/rabbitmq:4.0.5}"
 base="fanfic-standin/debian:bookworm-slim"
 name="fanfic-test-rabbitmq4-$port"

@@ -59,7 +59,7 @@ run_integration() {
         scripts/broker.sh start
         started=1
     fi
-    export FANFIC_TEST_BROKER_URL="${FANFIC_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:${FANFIC_BROKER_PORT:-56720}}"
+    export FANFIC_TEST_BROKER_URL="${FANFIC_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:${FANFIC_BROKER_PORT:-31500}}"
     # The dispatch simulations again, over 200 random schedules instead of the unit suite's 30.
     FANFIC_SIMULATION_SEEDS="${FANFIC_SIMULATION_SEEDS:-200}" \
         swift test --disable-xctest --filter "$integration|DispatchSimulationTests" "$@"

@@ -14,7 +14,7 @@ struct BrokerBenchmark: AsyncParsableCommand {
         abstract: "Measure persistent, confirmed publish and manual-ack consume rates.")
 
     @Option(help: "Broker URL.")
-    var url = "amqp://guest:guest@127.0.0.1:56720/%2F"
+    var url = "amqp://guest:guest@127.0.0.1:31500/%2F"
 
     @Option(help: "Messages per measurement.")
     var messages = 5000

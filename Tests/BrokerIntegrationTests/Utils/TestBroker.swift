@@ -21,7 +21,7 @@ enum TestBroker {
 
     static var baseURL: String {
         ProcessInfo.processInfo.environment["FANFIC_TEST_BROKER_URL"]
-            ?? "amqp://guest:guest@127.0.0.1:\(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "56720")"
+            ?? "amqp://guest:guest@127.0.0.1:\(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "31500")"
     }
 
     static let logger: Logger = {
@@ -189,6 +189,6 @@ final class NetworkPath {
 
 extension TestBroker {
     static var port: Int {
-        Int(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "56720") ?? 56720
+        Int(ProcessInfo.processInfo.environment["FANFIC_BROKER_PORT"] ?? "31500") ?? 31500
     }
 }
