@@ -7,17 +7,9 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-/// A role's executable: thin over AppSupport.
-func roleExecutable(_ name: String, _ modules: [Target.Dependency] = []) -> Target {
-    .executableTarget(
-        name: name,
-        dependencies: modules + [
-            "AppSupport",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ],
-        swiftSettings: swiftSettings
-    )
+/// A role's executable: one line over RoleCommands.
+func roleExecutable(_ name: String) -> Target {
+    .executableTarget(name: name, dependencies: ["RoleCommands"], swiftSettings: swiftSettings)
 }
 
 let package = Package(
@@ -176,13 +168,24 @@ let package = Package(
         ),
 
         // MARK: Executables (thin: parse arguments, build, run)
-        roleExecutable("IngesterApp", ["MailIngest", "Notifications"]),
-        roleExecutable("CoordinatorApp", ["CoordinatorService"]),
-        roleExecutable("WorkerApp", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
+        // The roles' commands, shared by their executables and by `fanfic`, which is every role
+        // when called by a role's name (the Docker images ship that one binary).
+        .target(
+            name: "RoleCommands",
+            dependencies: [
+                "AppSupport", "CoordinatorService", "MailIngest", "Notifications", "StoryPipeline", "WorkerRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        roleExecutable("IngesterApp"),
+        roleExecutable("CoordinatorApp"),
+        roleExecutable("WorkerApp"),
         .executableTarget(
             name: "FanficCLI",
             dependencies: [
-                "AMQP", "AppSupport", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime",
+                "AMQP", "AppSupport", "FanficBroker", "FanficCore", "RoleCommands", "Supervision", "WorkerRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

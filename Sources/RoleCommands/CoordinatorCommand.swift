@@ -2,9 +2,8 @@ import AppSupport
 import ArgumentParser
 import CoordinatorService
 
-@main
-struct CoordinatorCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct CoordinatorCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "coordinator",
         abstract: "Routes each site's tasks to one worker at a time.",
         discussion: """
@@ -15,7 +14,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
 
-    func run() async throws {
+    public init() {}
+
+    public func run() async throws {
         try await RoleRunner.run(role: "coordinator", options: options) { bus, configuration, logger in
             Coordinator.services(bus: bus, settings: Coordinator.Settings(configuration: configuration), logger: logger)
         }

@@ -8,9 +8,8 @@ import MailIngest
 import Notifications
 import ServiceLifecycle
 
-@main
-struct IngesterCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct IngesterCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "ingester",
         abstract: "Turns emails holding story URLs into tasks on the broker.",
         discussion: """
@@ -22,10 +21,12 @@ struct IngesterCommand: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
 
+    public init() {}
+
     @Flag(help: "Poll every folder once, then exit (for cron, scripts and tests).")
     var once = false
 
-    func run() async throws {
+    public func run() async throws {
         if once {
             try await pollOnce()
             return

@@ -7,9 +7,8 @@ import Notifications
 import StoryPipeline
 import WorkerRuntime
 
-@main
-struct WorkerCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct WorkerCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "worker",
         abstract: "Downloads stories with FanFicFare and puts them into Calibre, one task at a time.",
         discussion: """
@@ -20,25 +19,41 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var options: CommonOptions
 
+    public init() {}
+
     @Option(help: "This worker's id (default: worker.id from the config, else <host name>-<index>).")
     var id: String?
 
-    @Option(help: "Index appended to the host name for the default id, when several workers share a host.")
+    @Option(
+        help:
+            "Index appended to the host name for the default id, when several workers share a host (worker.slots picks it instead)."
+    )
     var index: Int = 1
 
-    func validate() throws {
+    public func validate() throws {
         if let id, let problem = WorkerIdentity.problem(with: id) {
             throw ValidationError("--id \(id.debugDescription) \(problem)")
         }
         if index < 1 { throw ValidationError("--index must be at least 1") }
     }
 
-    func run() async throws {
+    public func run() async throws {
         let explicitID = id
         let index = index
         try await RoleRunner.run(role: "worker", options: options) { bus, configuration, logger in
             let problems = Preflight.problems(configuration)
             if !problems.isEmpty { throw CannotStart(problems) }
+            var index = index
+            if explicitID == nil, configuration.worker.id.isEmpty, !configuration.worker.slots.isEmpty {
+                do {
+                    let claim = try WorkerIdentity.SlotClaim(in: configuration.worker.slots)
+                    // Held until the process exits: the number is this worker's for its lifetime.
+                    _ = Unmanaged.passRetained(claim)
+                    index = claim.number
+                } catch {
+                    throw CannotStart(["\(error)"])
+                }
+            }
             let workerID = explicitID ?? WorkerIdentity.resolve(configured: configuration.worker.id, index: index)
             var logger = logger
             logger[metadataKey: "worker"] = "\(workerID)"

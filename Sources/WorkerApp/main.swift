@@ -1,0 +1,3 @@
+import RoleCommands
+
+await WorkerCommand.main()
