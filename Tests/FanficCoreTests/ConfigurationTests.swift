@@ -224,13 +224,22 @@ struct ConfigurationTests {
         #expect(found.contains { $0.key == "retry.delays" && $0.expected.contains("comma-separated") })
     }
 
+    @Test("a Content Server URL without a host (compose.worker.yaml without CALIBRE_HOST) says what to set")
+    func contentServerWithoutHost() {
+        let found = issues("", environment: ["FANFIC_CALIBRE_LIBRARY": "http://:8080/#library"])
+        #expect(found.count == 1)
+        #expect(found.first?.key == "calibre.library" && found.first?.source == "FANFIC_CALIBRE_LIBRARY")
+        #expect(found.first?.expected.contains("CALIBRE_HOST") == true)
+    }
+
     @Test("every key has its environment variable")
     func environmentNames() {
         let names = FanficConfiguration.keys.map(\.environment)
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 40)
+        #expect(FanficConfiguration.keys.count == 42)
+        #expect(names.contains("FANFIC_WORKER_SLOTS") && names.contains("FANFIC_COORDINATOR_FORGET_WORKERS_AFTER"))
         #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT"))
     }
 

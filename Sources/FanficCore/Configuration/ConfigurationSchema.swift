@@ -48,6 +48,7 @@ enum ConfigurationSchema {
 
             .string("worker", "id", \.worker.id, rule: Rules.workerID),
             .integer("worker", "heartbeat", \.worker.heartbeat, range: 1...300),
+            .string("worker", "slots", \.worker.slots),
 
             .integer("run", "workers", \.run.workers, range: 1...64),
             .integer("run", "stop_timeout", \.run.stopTimeout, range: 1...86_400),
@@ -56,6 +57,8 @@ enum ConfigurationSchema {
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
             .stringList("coordinator", "site_caps", \.coordinator.siteCaps, rule: Rules.siteCap),
             .stringList("coordinator", "worker_users", \.coordinator.workerUsers, rule: Rules.brokerUser),
+            .integer(
+                "coordinator", "forget_workers_after", \.coordinator.forgetWorkersAfter, range: 60...31_536_000),
 
             .integer("limits", "max_message_bytes", \.limits.maxMessageBytes, range: 1024...16_777_216),
             .integer("limits", "max_url_length", \.limits.maxURLLength, range: 64...65_536),
@@ -107,8 +110,10 @@ enum Rules {
     static func calibreLibrary(_ text: String) -> String? {
         if text.isEmpty { return "must be a library folder or a Content Server URL http(s)://host:port/#library_id" }
         if text.hasPrefix("http://") || text.hasPrefix("https://") {
-            guard let components = URLComponents(string: text), components.host != nil else {
-                return "must be a Content Server URL like http://127.0.0.1:8080/#library_id"
+            guard let components = URLComponents(string: text), components.host?.isEmpty == false else {
+                // compose.worker.yaml makes http://:8080/#library when CALIBRE_HOST is unset.
+                return
+                    "must be a Content Server URL with a host, like http://127.0.0.1:8080/#library_id (compose.worker.yaml: set CALIBRE_HOST)"
             }
         }
         return nil

@@ -116,6 +116,10 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var id = ""
         /// Seconds between heartbeats.
         public var heartbeat = 5
+        /// A folder the workers of one host share (compose: a volume): each claims the lowest free
+        /// number in it, so that its id `<host name>-<number>` outlives its container. Empty: the
+        /// number is `--index`.
+        public var slots = ""
     }
 
     public struct Run: Sendable, Hashable {
@@ -135,6 +139,9 @@ public struct FanficConfiguration: Sendable, Hashable {
         /// Broker users whose control messages (hello, heartbeat, finished) the coordinator
         /// believes; empty: any user (one broker user for everything).
         public var workerUsers: [String] = []
+        /// Seconds after which a worker nobody has heard from is forgotten: its queue (reclaimed,
+        /// so empty) is deleted and it leaves the registry.
+        public var forgetWorkersAfter = 86_400
 
         /// `site_caps` as a table; the configuration check has made sure every entry parses.
         public var siteCapTable: [String: Int] {
