@@ -20,6 +20,10 @@ public struct Coordinator: Service {
         public var ingressPrefetch: UInt16 = 500
         /// How often time passes for the state machine.
         public var tickInterval: Duration = .milliseconds(250)
+        /// How often the active coordinator sweeps the worker registry (see ``WorkerRegistry``).
+        public var registrySweepInterval: Duration = .seconds(300)
+        /// Silence after which a worker is forgotten (`coordinator.forget_workers_after`).
+        public var forgetWorkersAfter: TimeInterval = 86_400
         /// How often a standby tries to become active.
         public var standbyRetry: Duration = .seconds(1)
         /// How long a term that ends waits for its moves in flight to settle.
@@ -42,6 +46,8 @@ public struct Coordinator: Service {
                 knownSites: knownSites,
                 name: "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)")
             workerUsers = Set(configuration.coordinator.workerUsers)
+            forgetWorkersAfter = TimeInterval(configuration.coordinator.forgetWorkersAfter)
+            registrySweepInterval = .seconds(min(300, max(1, configuration.coordinator.forgetWorkersAfter / 4)))
             limits = configuration.limits
         }
 

@@ -20,6 +20,7 @@ final class CoordinatorTerm: Sendable {
         case event(DispatchEvent)
         case moveSettled
         case operationEnded(WorkerID)
+        case registrySwept
         case tick
         case subscriptionEnded(queue: String, error: String?)
         /// Whether a worker that sent `heartbeat` while the table was rebuilt holds a
@@ -54,7 +55,7 @@ final class CoordinatorTerm: Sendable {
         self.board = board
         announcer = Announcer(events: events, source: settings.name, logger: logger)
         moves = QueueMoves(bus: bus, logger: logger)
-        registry = WorkerRegistry(bus: bus, logger: logger)
+        registry = WorkerRegistry(bus: bus, forgetAfter: settings.forgetWorkersAfter, logger: logger)
         (inputs, feed) = AsyncStream.makeStream(of: Input.self)
         started = clock.now
     }
@@ -73,6 +74,9 @@ final class CoordinatorTerm: Sendable {
         var reclaims: Set<WorkerID> = []
         var movesInFlight = 0
         var ending = false
+        /// When the registry was last swept (after the rebuild, then every sweep interval).
+        var registrySweptAt: Duration?
+        var registrySweeping = false
         /// When a refused control message was last logged, by sender and worker id.
         var refusalsLogged: [String: ContinuousClock.Instant] = [:]
     }
@@ -175,6 +179,8 @@ final class CoordinatorTerm: Sendable {
         case .operationEnded(let worker):
             state.drains[worker] = nil
             state.reclaims.remove(worker)
+        case .registrySwept:
+            state.registrySweeping = false
         case .tick:
             if bus.generation != generation || !bus.isConnected {
                 if !state.ending { logger.warning("connection to the broker lost; this term ends") }
@@ -182,6 +188,11 @@ final class CoordinatorTerm: Sendable {
             }
             if Task.isCancelled { state.ending = true }
             if !state.ending { apply(.tick, state: &state, group: &group) }
+            if !state.ending, !state.registrySweeping, let swept = state.registrySweptAt,
+                now - swept >= settings.registrySweepInterval
+            {
+                sweepRegistry(state: &state, group: &group)
+            }
             state.ledger.keepReports(of: state.machine.unfinishedByWorker.keys)
             board.show(state.machine, ledger: state.ledger)
         case .subscriptionEnded(let queue, let error):
@@ -350,11 +361,20 @@ final class CoordinatorTerm: Sendable {
             case .workerJoined(let worker):
                 group.addTask { await self.registry.register(worker) }
             case .tableRebuilt:
-                let known = state.machine.knownWorkers
-                group.addTask { await self.registry.sweep(known: known, moves: self.moves) }
+                sweepRegistry(state: &state, group: &group)
             default:
                 break
             }
+        }
+    }
+
+    private func sweepRegistry(state: inout State, group: inout DiscardingTaskGroup) {
+        state.registrySweptAt = now
+        state.registrySweeping = true
+        let known = state.machine.knownWorkers
+        group.addTask {
+            await self.registry.sweep(known: known, moves: self.moves)
+            self.feed.yield(.registrySwept)
         }
     }
 

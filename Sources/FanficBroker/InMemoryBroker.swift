@@ -292,6 +292,19 @@ public final class InMemoryBroker: Sendable {
         return count
     }
 
+    /// `queue.delete` with if-unused and if-empty: nothing happens to a queue in use.
+    func deleteQueueIfIdle(_ name: String) throws -> Bool {
+        let busy = state.withLock { state -> Bool in
+            guard let queue = state.queues[name] else { return false }
+            let consumed = state.consumers.values.contains { $0.queue == name }
+            let unsettled = state.unsettled.values.contains { $0.queue == name }
+            return consumed || unsettled || !queue.messages.isEmpty
+        }
+        if busy { return false }
+        _ = try deleteQueue(name)
+        return true
+    }
+
     func purgeQueue(_ name: String) throws -> UInt32 {
         try state.withLock { state in
             guard let queue = state.queues[name] else {

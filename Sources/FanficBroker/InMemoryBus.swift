@@ -91,6 +91,12 @@ public final class InMemoryBus: MessageBus {
         return try broker.deleteQueue(name)
     }
 
+    public func deleteQueueIfIdle(_ name: String) async throws -> Bool {
+        try requireConnection()
+        try broker.check(.configure, name, by: user)
+        return try broker.deleteQueueIfIdle(name)
+    }
+
     @discardableResult public func purgeQueue(_ name: String) async throws -> UInt32 {
         try requireConnection()
         try broker.check(.read, name, by: user)

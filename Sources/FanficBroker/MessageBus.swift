@@ -24,6 +24,9 @@ public protocol MessageBus: Sendable {
     func declare(_ topology: AMQPTopology, remember: Bool) async throws
     /// Deletes a queue; returns how many messages it held.
     @discardableResult func deleteQueue(_ name: String) async throws -> UInt32
+    /// Deletes a queue only if it holds no message and has no consumer; returns whether it did
+    /// (a queue that is gone counts as deleted).
+    func deleteQueueIfIdle(_ name: String) async throws -> Bool
     /// Empties a queue; returns how many messages it held.
     @discardableResult func purgeQueue(_ name: String) async throws -> UInt32
     /// A queue's depth and consumers, or `nil` when it does not exist (needs no permission).
@@ -162,6 +165,17 @@ public struct AMQPMessageBus: MessageBus {
 
     @discardableResult public func deleteQueue(_ name: String) async throws -> UInt32 {
         try await connection.deleteQueue(name)
+    }
+
+    public func deleteQueueIfIdle(_ name: String) async throws -> Bool {
+        do {
+            try await connection.deleteQueue(name, ifUnused: true, ifEmpty: true)
+            return true
+        } catch let error as AMQPError where error.replyCode == 406 {
+            return false  // PRECONDITION_FAILED: it has a message or a consumer
+        } catch let error as AMQPError where error.replyCode == 404 {
+            return true
+        }
     }
 
     @discardableResult public func purgeQueue(_ name: String) async throws -> UInt32 {
