@@ -7,9 +7,17 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
 
-/// A role's executable: one line over RoleCommands.
-func roleExecutable(_ name: String) -> Target {
-    .executableTarget(name: name, dependencies: ["RoleCommands"], swiftSettings: swiftSettings)
+/// A library of commands (a role's, the CLI's): thin over AppSupport.
+func commandLibrary(_ name: String, _ modules: [Target.Dependency]) -> Target {
+    .target(
+        name: name,
+        dependencies: modules + [
+            "AppSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ],
+        swiftSettings: swiftSettings
+    )
 }
 
 let package = Package(
@@ -20,6 +28,7 @@ let package = Package(
         .executable(name: "coordinator", targets: ["CoordinatorApp"]),
         .executable(name: "worker", targets: ["WorkerApp"]),
         .executable(name: "fanfic", targets: ["FanficCLI"]),
+        .executable(name: "fanfic-core", targets: ["FanficCoreCLI"]),
         .executable(name: "broker-bench", targets: ["BrokerBenchmark"]),
         .executable(name: "parsing-bench", targets: ["ParsingBenchmark"]),
         .executable(name: "fanfic-fuzz", targets: ["FuzzDriver"]),
@@ -168,28 +177,21 @@ let package = Package(
         ),
 
         // MARK: Executables (thin: parse arguments, build, run)
-        // The roles' commands, shared by their executables and by `fanfic`, which is every role
-        // when called by a role's name (the Docker images ship that one binary).
-        .target(
-            name: "RoleCommands",
-            dependencies: [
-                "AppSupport", "CoordinatorService", "MailIngest", "Notifications", "StoryPipeline", "WorkerRuntime",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            swiftSettings: swiftSettings
-        ),
-        roleExecutable("IngesterApp"),
-        roleExecutable("CoordinatorApp"),
-        roleExecutable("WorkerApp"),
+        // The commands, in libraries: each role's executable is one line over its command, and
+        // `fanfic` (every role, when called by a role's name) and `fanfic-core` (the CLI and the
+        // coordinator: the core image's) are multi-call binaries over several.
+        commandLibrary("CoordinatorRole", ["CoordinatorService"]),
+        commandLibrary("IngesterRole", ["MailIngest", "Notifications"]),
+        commandLibrary("WorkerRole", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
+        commandLibrary("CLICommands", ["AMQP", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime"]),
+        .executableTarget(name: "CoordinatorApp", dependencies: ["CoordinatorRole"], swiftSettings: swiftSettings),
+        .executableTarget(name: "IngesterApp", dependencies: ["IngesterRole"], swiftSettings: swiftSettings),
+        .executableTarget(name: "WorkerApp", dependencies: ["WorkerRole"], swiftSettings: swiftSettings),
         .executableTarget(
-            name: "FanficCLI",
-            dependencies: [
-                "AMQP", "AppSupport", "FanficBroker", "FanficCore", "RoleCommands", "Supervision", "WorkerRuntime",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ],
-            swiftSettings: swiftSettings
-        ),
+            name: "FanficCLI", dependencies: ["CLICommands", "CoordinatorRole", "IngesterRole", "WorkerRole"],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FanficCoreCLI", dependencies: ["CLICommands", "CoordinatorRole"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "ParsingBenchmark",
             dependencies: ["FanficCore", "MailIngest"],

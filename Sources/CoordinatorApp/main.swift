@@ -1,3 +1,3 @@
-import RoleCommands
+import CoordinatorRole
 
 await CoordinatorCommand.main()

@@ -1,3 +1,3 @@
-import RoleCommands
+import IngesterRole
 
 await IngesterCommand.main()

@@ -1,3 +1,3 @@
-import RoleCommands
+import WorkerRole
 
 await WorkerCommand.main()

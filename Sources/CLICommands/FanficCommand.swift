@@ -1,0 +1,23 @@
+import ArgumentParser
+import Foundation
+
+/// `fanfic`: the CLI's subcommands.
+public struct FanficCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "fanfic",
+        abstract: "AutomatedFanfic: every story URL you send ends up as a current EPUB in Calibre.",
+        subcommands: [
+            RunCommand.self, SubmitCommand.self, StatusCommand.self, FailedCommand.self, ConfigCommand.self,
+            TopologyCommand.self,
+        ]
+    )
+
+    public init() {}
+}
+
+/// The name a multi-call binary was called by (`coordinator` through a link of that name).
+public enum MultiCall {
+    public static var invokedName: String {
+        CommandLine.arguments.first.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "fanfic"
+    }
+}
