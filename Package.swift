@@ -184,14 +184,18 @@ let package = Package(
         commandLibrary("IngesterRole", ["MailIngest", "Notifications"]),
         commandLibrary("WorkerRole", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
         commandLibrary("CLICommands", ["AMQP", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime"]),
-        .executableTarget(name: "CoordinatorApp", dependencies: ["CoordinatorRole"], swiftSettings: swiftSettings),
-        .executableTarget(name: "IngesterApp", dependencies: ["IngesterRole"], swiftSettings: swiftSettings),
-        .executableTarget(name: "WorkerApp", dependencies: ["WorkerRole"], swiftSettings: swiftSettings),
         .executableTarget(
-            name: "FanficCLI", dependencies: ["CLICommands", "CoordinatorRole", "IngesterRole", "WorkerRole"],
+            name: "CoordinatorApp", dependencies: ["AppSupport", "CoordinatorRole"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "IngesterApp", dependencies: ["AppSupport", "IngesterRole"], swiftSettings: swiftSettings),
+        .executableTarget(name: "WorkerApp", dependencies: ["AppSupport", "WorkerRole"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "FanficCLI",
+            dependencies: ["AppSupport", "CLICommands", "CoordinatorRole", "IngesterRole", "WorkerRole"],
             swiftSettings: swiftSettings),
         .executableTarget(
-            name: "FanficCoreCLI", dependencies: ["CLICommands", "CoordinatorRole"], swiftSettings: swiftSettings),
+            name: "FanficCoreCLI", dependencies: ["AppSupport", "CLICommands", "CoordinatorRole"],
+            swiftSettings: swiftSettings),
         .executableTarget(
             name: "ParsingBenchmark",
             dependencies: ["FanficCore", "MailIngest"],

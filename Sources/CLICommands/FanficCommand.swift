@@ -14,10 +14,3 @@ public struct FanficCommand: AsyncParsableCommand {
 
     public init() {}
 }
-
-/// The name a multi-call binary was called by (`coordinator` through a link of that name).
-public enum MultiCall {
-    public static var invokedName: String {
-        CommandLine.arguments.first.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "fanfic"
-    }
-}

@@ -1,3 +1,4 @@
+import AppSupport
 import CoordinatorRole
 
-await CoordinatorCommand.main()
+await CommandEntry.run(CoordinatorCommand.self)

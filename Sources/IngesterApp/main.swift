@@ -1,3 +1,4 @@
+import AppSupport
 import IngesterRole
 
-await IngesterCommand.main()
+await CommandEntry.run(IngesterCommand.self)

@@ -1,3 +1,4 @@
+import AppSupport
 import WorkerRole
 
-await WorkerCommand.main()
+await CommandEntry.run(WorkerCommand.self)
