@@ -78,7 +78,9 @@ public struct FailedTasks: Sendable {
     /// neither settled nor copied stays unacked and returns when the connection closes.
     private func sweep(_ settle: (BusMessage) async throws -> Bool) async throws {
         let count = Int(try await bus.queueState(FanficTopology.failed)?.messageCount ?? 0)
-        for _ in 0..<count {
+        // At least one get, even on an empty queue: a user who may not read fanfic.failed is
+        // refused there, instead of being told that nothing failed.
+        for _ in 0..<max(count, 1) {
             guard let message = try await bus.get(queue: FanficTopology.failed) else { return }
             if try await settle(message) { continue }
             try await bus.publish(

@@ -115,6 +115,10 @@ extension BrokerTests {
                 ["/usr/bin/env", "FANFIC_BROKER_URL=\(urls["admin"]!)", BuiltProducts.path("fanfic"), "failed", "list"]
                     + ["--config", config])
             #expect(listed.status == 0, "\(listed.stderr)")
+            // The CLI user may not read fanfic.failed: refused, even with nothing parked, rather
+            // than told that nothing failed.
+            let refused = try cli(["failed", "list"])
+            #expect(refused.status != 0 && !refused.stdout.contains("0 failed task"), "\(refused.stdout)")
 
             // The ingester as its own user: a story link from a real mailbox becomes a task the worker runs.
             let dovecot = try #require(TestDovecot.shared, "dovecot could not be started")
