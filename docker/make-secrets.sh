@@ -1,7 +1,9 @@
 #!/bin/sh
 # Creates the Docker secrets compose.yaml expects, in ./secrets (or DIR), without overwriting
 # any that exist: a random password per broker user (inside each role's broker URL), the
-# management UI's admin password, and empty files for the secrets only you know.
+# management UI's admin password (and the admin's URL), and empty files for the secrets only
+# you know. The files are 0600, owned by whoever runs this: the containers read them as root
+# and hand them to their unprivileged user (docker/entrypoint.sh), whatever that uid is.
 #
 #   docker/make-secrets.sh [DIR]
 #
@@ -26,6 +28,8 @@ create() { # NAME CONTENT
 }
 
 create rabbitmq_admin_password "$(random)"
+# The operator's URL (`docker compose run --rm admin failed list`): the admin user's password.
+create admin_broker_url "$scheme://admin:$(head -n 1 "$dir/rabbitmq_admin_password")@$host:$port/$vhost"
 for role in coordinator worker ingester cli; do
     create "${role}_broker_url" "$scheme://fanfic-$role:$(random)@$host:$port/$vhost"
 done
