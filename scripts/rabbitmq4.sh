@@ -30,7 +30,10 @@ docker_up() {
 
 build_image() {
     docker_up
-    docker image inspect "$image" >/dev/null 2>&1 && return 0
+    local recipe
+    recipe=$(cat docker/test/rabbitmq4.Dockerfile docker/test/docker-entrypoint.sh | sha256sum | cut -c1-16)
+    [ "$(docker image inspect -f '{{index .Config.Labels "fanfic.standin.recipe"}}' "$image" 2>/dev/null)" = "$recipe" ] &&
+        return 0
     if ! docker image inspect "$base" >/dev/null 2>&1; then
         command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null; }
         local root
@@ -42,7 +45,8 @@ build_image() {
         rm -rf "$root"
     fi
     echo "rabbitmq4.sh: building $image" >&2
-    docker build -q --build-arg "BASE=$base" -t "$image" -f docker/test/rabbitmq4.Dockerfile docker/test >/dev/null
+    docker build -q --build-arg "BASE=$base" --build-arg "RECIPE=$recipe" -t "$image" \
+        -f docker/test/rabbitmq4.Dockerfile docker/test >/dev/null
 }
 
 ctl() { docker exec -u rabbitmq -e HOME=/var/lib/rabbitmq "$name" rabbitmqctl "$@"; }

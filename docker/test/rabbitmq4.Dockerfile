@@ -4,6 +4,9 @@
 # image.
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
+# What this recipe was when the image was built: scripts rebuild a stand-in whose recipe changed.
+ARG RECIPE=unknown
+LABEL fanfic.standin.recipe=${RECIPE}
 LABEL org.opencontainers.image.title="rabbitmq:4-management (offline stand-in)" \
       org.opencontainers.image.description="Debian trixie rabbitmq-server on bookworm; not the official image"
 # The mirror's trixie suite as the only apt source, so that Erlang 27 comes with the server.
@@ -14,7 +17,10 @@ RUN printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComp
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends rabbitmq-server \
     && rm -rf /var/lib/apt/lists/* \
     && rabbitmq-plugins enable --offline rabbitmq_management
-ENV PATH=/usr/lib/rabbitmq/bin:$PATH
+# HOME as the official image sets it: root's CLI tools (compose's healthcheck runs as root)
+# then share the server's Erlang cookie, /var/lib/rabbitmq/.erlang.cookie.
+ENV PATH=/usr/lib/rabbitmq/bin:$PATH \
+    HOME=/var/lib/rabbitmq
 COPY docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
 ENTRYPOINT ["docker-entrypoint.sh"]
 EXPOSE 5672 15672
