@@ -293,9 +293,8 @@ books=$(library_urls | wc -l)
 
 # --- Each role's broker user, through the permission matrix --------------------------------
 if [ "${FANFIC_COMPOSE_MATRIX:-1}" = 1 ]; then
-    cp -r secrets "$work/matrix-secrets"
     (cd "$repo" && swift build --build-tests >/dev/null 2>&1) || fail "swift build --build-tests for the matrix"
-    (cd "$repo" && FANFIC_COMPOSE_SECRETS="$work/matrix-secrets" FANFIC_COMPOSE_BROKER="$bridge:$RABBITMQ_PORT" \
+    (cd "$repo" && FANFIC_COMPOSE_SECRETS="$work/home/secrets" FANFIC_COMPOSE_BROKER="$bridge:$RABBITMQ_PORT" \
         FANFIC_COMPOSE_CONFIG="$work/home/config/config.toml" \
         FANFIC_COMPOSE_MATRIX_OUT="$work/matrix.tsv" \
         swift test --disable-xctest --skip-build --filter ComposePermissionTests >"$work/matrix.log" 2>&1) || {

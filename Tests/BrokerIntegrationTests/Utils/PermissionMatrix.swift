@@ -3,6 +3,7 @@ import FanficBroker
 import FanficCore
 import Foundation
 import TestSupport
+import Testing
 
 /// Every role's user through the operations a hostile or buggy role could try, against the real
 /// broker: what the definitions allow and what they refuse (ACCESS_REFUSED, 403).
@@ -78,6 +79,22 @@ enum PermissionMatrix {
     }
 
     /// Runs every row for every role; returns (role, operation, expected, answer, detail).
+    /// Expects every answer to be the expected one; returns the answers as a TSV table (role,
+    /// operation, expected, answer, the broker's words).
+    static func check(
+        _ results: [(role: String, operation: String, expected: Answer, answer: Answer, detail: String)]
+    ) -> String {
+        var table = "role\toperation\texpected\tanswer\n"
+        for row in results {
+            table += "\(row.role)\t\(row.operation)\t\(row.expected.rawValue)\t\(row.answer.rawValue)\t\(row.detail)\n"
+            #expect(
+                row.answer == row.expected,
+                "\(row.role): \(row.operation) was \(row.answer.rawValue), expected \(row.expected.rawValue) \(row.detail)"
+            )
+        }
+        return table
+    }
+
     static func run(urls: [String: String], ladder: RetryLadder) async throws -> [(
         role: String, operation: String, expected: Answer, answer: Answer, detail: String
     )] {
