@@ -66,6 +66,8 @@ struct StatusCommand: AsyncParsableCommand {
         var coordinators: [CoordinatorStatus]
         var workers: [Worker]
         var backlogs: [String: Int]
+        /// Sites no worker contacts after a block (or being tried again), from the active coordinator.
+        var pausedSites: [PausedSite] = []
         var retry: [Tier]
         var ingress: Int?
         var failed: Int?
@@ -73,6 +75,7 @@ struct StatusCommand: AsyncParsableCommand {
         enum CodingKeys: String, CodingKey {
             case broker, active, coordinators, workers, backlogs, retry, ingress, failed
             case checkedAt = "checked_at"
+            case pausedSites = "paused_sites"
         }
     }
 
@@ -98,6 +101,7 @@ struct StatusCommand: AsyncParsableCommand {
             report.coordinators = try await StatusExchange.ask(bus, wait: .milliseconds(Int(wait * 1000)))
             let active = report.coordinators.first { $0.role == .active }
             report.active = active?.name
+            report.pausedSites = active?.pausedSites ?? []
 
             for worker in active?.workers ?? [] {
                 let queued = try await bus.queueState(FanficTopology.workerQueue(id: worker.id))

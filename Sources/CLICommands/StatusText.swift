@@ -57,6 +57,20 @@ enum StatusText {
             lines += table(report.backlogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
         }
 
+        if !report.pausedSites.isEmpty {
+            lines.append("")
+            lines.append("Paused sites (no worker contacts them)")
+            var rows = [["  SITE", "UNTIL", "PAUSES", "WHY"]]
+            for pause in report.pausedSites {
+                let until =
+                    pause.probing
+                    ? "trying again"
+                    : "\(pause.until.formatted(date: .omitted, time: .shortened)) (in \(age(now, now: pause.until)))"
+                rows.append(["  " + pause.site, until, String(pause.pauses), pause.reason])
+            }
+            lines += table(rows)
+        }
+
         lines.append("")
         lines.append("Queues")
         var rows = [["  fanfic.ingress", count(report.ingress), "new and retried tasks, not yet routed"]]

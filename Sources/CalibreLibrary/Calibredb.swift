@@ -41,6 +41,20 @@ public struct Calibredb: Sendable {
         try await call(["add_format", "\(book)", "--", epub.path], in: directory)
     }
 
+    /// Adds `epub` to the book as its ORIGINAL_EPUB format (the format comes from the file's
+    /// extension); one the book already has is left as it is, so the first copy kept stays.
+    public func keepOriginal(of book: Int, epub: URL, in directory: URL) async throws {
+        let copy = directory.appendingPathComponent("kept-\(book).original_epub")
+        try? FileManager.default.removeItem(at: copy)
+        try FileManager.default.copyItem(at: epub, to: copy)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        do {
+            try await call(["add_format", "--dont-replace", "\(book)", "--", copy.path], in: directory)
+        } catch let error as CalibreError where "\(error)".contains("already") {
+            // The book keeps the copy kept first.
+        }
+    }
+
     public func remove(_ book: Int, in directory: URL) async throws {
         try await call(["remove", "\(book)"], in: directory)
     }

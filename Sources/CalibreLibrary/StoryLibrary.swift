@@ -19,6 +19,9 @@ public protocol StoryLibrary: Sendable {
     func setTags(of book: Int, to tags: [String], in jail: URL) async throws
     /// Writes an EPUB's own metadata as an OPF file (read with ``EbookMeta/tags(inOPF:)``).
     func writeOPF(of epub: URL, to opf: URL, in jail: URL) async throws
+    /// Keeps `epub` as the book's ORIGINAL_EPUB format (calibre's own name for a format kept
+    /// before a change), unless the book already has one.
+    func keepOriginal(of book: Int, epub: URL, in jail: URL) async throws
 }
 
 /// The library through calibre's own tools: `calibredb` on a folder or a Content Server.
@@ -52,5 +55,8 @@ public struct CalibreStoryLibrary: StoryLibrary {
     }
     public func writeOPF(of epub: URL, to opf: URL, in jail: URL) async throws {
         try await ebookMeta.writeOPF(of: epub, to: opf, in: jail)
+    }
+    public func keepOriginal(of book: Int, epub: URL, in jail: URL) async throws {
+        try await calibredb.keepOriginal(of: book, epub: epub, in: jail)
     }
 }

@@ -18,6 +18,10 @@ import FanficCore
 /// 6. After a restart, nothing is assigned until the table is rebuilt: heartbeats for one
 ///    timeout window (each says which site the worker holds and how much is left), then the
 ///    backlogs are discovered. Tasks arriving meanwhile are parked.
+/// 8. A site whose holder reports a block (throttled, a challenge, down) is paused for every
+///    worker: its tasks wait in its backlog for the site's delay or an exponential cooldown
+///    (doubling per pause of the same outage, up to a maximum), then one worker tries it; the
+///    outage ends when a task there ends without a block.
 /// 7. A worker that (re)starts says hello and consumes nothing until admitted. If its queue
 ///    still holds tasks of a site another worker now holds, the queue is first reclaimed to
 ///    ingress: a returning worker never runs a site behind its new holder's back.
@@ -29,15 +33,32 @@ public struct DispatchStateMachine: Sendable {
         public var sitePause: Duration
         /// Workers allowed on one site at once; 1 unless a site is listed here.
         public var siteCaps: [String: Int]
+        /// A blocked site's first pause, doubled per further pause of the same outage up to
+        /// `cooldownMax` (a longer delay the site asked for is honoured).
+        public var cooldown: Duration
+        public var cooldownMax: Duration
 
-        public init(workerTimeout: Duration = .seconds(20), sitePause: Duration = .zero, siteCaps: [String: Int] = [:])
-        {
+        public init(
+            workerTimeout: Duration = .seconds(20), sitePause: Duration = .zero, siteCaps: [String: Int] = [:],
+            cooldown: Duration = .seconds(60), cooldownMax: Duration = .seconds(3600)
+        ) {
             self.workerTimeout = workerTimeout
             self.sitePause = sitePause
             self.siteCaps = siteCaps
+            self.cooldown = cooldown
+            self.cooldownMax = cooldownMax
         }
 
         func cap(_ site: String) -> Int { max(1, siteCaps[site] ?? 1) }
+
+        /// The pause after the `pauses`-th block of an outage (1 for the first).
+        public func cooldown(pauses: Int, siteAsked: Duration?) -> Duration {
+            var delay = cooldown
+            for _ in 1..<max(1, min(pauses, 40)) where delay < cooldownMax { delay = delay * 2 }
+            delay = min(delay, max(cooldown, cooldownMax))
+            if let siteAsked, siteAsked > delay { delay = siteAsked }
+            return delay
+        }
     }
 
     struct Worker: Sendable, Hashable {
@@ -82,6 +103,8 @@ public struct DispatchStateMachine: Sendable {
     /// Sites with a backlog and no holder, oldest first.
     private(set) var waitingSites: [String] = []
     private(set) var releasedAt: [String: Duration] = [:]
+    /// Sites paused after a block, or being probed after their pause.
+    public private(set) var pauses: [String: SitePause] = [:]
     /// Copies of each identity in the pipeline (pending, parked, queued or running).
     private(set) var inPipeline: [TaskIdentity: Int] = [:]
     private(set) var pendingMoves: [MoveID: PendingMove] = [:]
@@ -171,10 +194,17 @@ public struct DispatchStateMachine: Sendable {
             // that its next heartbeat has to account for.
             guard var worker = workers[id] else { break }
             worker.lastSeen = now
-            if worker.site != nil, worker.mayHaveFinished(identity) {
+            if let site = worker.site, worker.mayHaveFinished(identity) {
                 worker.finished += 1
                 worker.outstanding.remove(identity)
                 forget(identity)
+                // Its block, had it met one, came before this `finished`: the site answered.
+                if identity.site == site, let pause = pauses[site], pause.probing {
+                    pauses[site] = nil
+                    actions.append(
+                        .announce(.siteResumed(site: site, worker: id, outage: now - pause.since, pauses: pause.pauses))
+                    )
+                }
             } else {
                 actions.append(.announce(.finishedIgnored(id, identity)))
             }
@@ -205,9 +235,12 @@ public struct DispatchStateMachine: Sendable {
             actions.append(.announce(.tableRebuilt(workers: workers.count, waitingSites: waitingSites.count)))
             drainWaitingIntoHolders(into: &actions)
             releaseIfDone(now: now, into: &actions)
+        case .siteBlocked(let id, let site, let retryAfter, let reason):
+            block(site, by: id, retryAfter: retryAfter, reason: reason, now: now, into: &actions)
         case .tick:
             break
         }
+        probeSitesWhosePauseEnded(now: now)
         expireSilentWorkers(now: now, into: &actions)
         if case .rebuilding(let until) = phase, now >= until {
             phase = .discovering
@@ -228,6 +261,9 @@ public struct DispatchStateMachine: Sendable {
         let site = task.site
         let destination: Destination
         if phase != .running {
+            destination = .backlog(site: site)
+        } else if isPaused(site, now: now) {
+            // Its holder would only hand it back: it waits with the rest of the site's tasks.
             destination = .backlog(site: site)
         } else if let holder = leastLoadedHolder(of: site), !shouldWiden(site, leastLoaded: holder, now: now) {
             destination = .worker(holder)
@@ -273,7 +309,10 @@ public struct DispatchStateMachine: Sendable {
     }
 
     private func canAssign(_ site: String, now: Duration) -> Bool {
-        guard holders[site, default: []].count < configuration.cap(site) else { return false }
+        if isPaused(site, now: now) { return false }
+        // Probed by one worker until a task there ends without a block.
+        let cap = pauses[site] == nil ? configuration.cap(site) : 1
+        guard holders[site, default: []].count < cap else { return false }
         if let released = releasedAt[site], now < released + configuration.sitePause { return false }
         return true
     }
@@ -326,6 +365,43 @@ public struct DispatchStateMachine: Sendable {
             if holders[site]?.isEmpty == true { holders[site] = nil }
             releasedAt[site] = now
             actions.append(.announce(.siteReleased(site: site, worker: id)))
+        }
+    }
+
+    // MARK: Site pauses
+
+    private func isPaused(_ site: String, now: Duration) -> Bool {
+        guard let pause = pauses[site] else { return false }
+        return !pause.probing && now < pause.until
+    }
+
+    /// A block from the worker holding the site pauses it (once per pause: the reports of
+    /// other holders during that pause change nothing).
+    private mutating func block(
+        _ site: String, by id: WorkerID, retryAfter: Duration?, reason: String, now: Duration,
+        into actions: inout [DispatchAction]
+    ) {
+        guard let worker = workers[id], worker.site == site else {
+            actions.append(.announce(.blockIgnored(id, site: site)))
+            return
+        }
+        if isPaused(site, now: now) { return }
+        let previous = pauses[site]
+        let count = (previous?.pauses ?? 0) + 1
+        let until = now + configuration.cooldown(pauses: count, siteAsked: retryAfter)
+        pauses[site] = SitePause(reason: reason, since: previous?.since ?? now, until: until, pauses: count)
+        if pauses.count > 10_000 { pauses = pauses.filter { !$0.value.probing } }  // bounded, whoever reports
+        actions.append(
+            .announce(
+                .sitePaused(
+                    site: site, worker: id, until: until, reason: reason, pauses: count,
+                    waiting: max(0, worker.sent - worker.finished - 1))))
+    }
+
+    /// A pause that has passed becomes a probe: the site may be assigned again, to one worker.
+    private mutating func probeSitesWhosePauseEnded(now: Duration) {
+        for (site, pause) in pauses where !pause.probing && now >= pause.until {
+            pauses[site]!.probing = true
         }
     }
 

@@ -63,6 +63,9 @@ public enum DispatchEvent: Hashable, Sendable {
     case backlogDrained(site: String, worker: WorkerID)
     /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one.
     case backlogsDiscovered([String: Int])
+    /// A worker holding `site` met a block there (throttled, challenged, down, unreachable): the
+    /// site is paused for every worker. `retryAfter`: the delay the site asked for.
+    case siteBlocked(WorkerID, site: String, retryAfter: Duration?, reason: String)
     /// Time passed (liveness checks, pauses, the end of the rebuild window).
     case tick
 }
@@ -103,4 +106,34 @@ public enum DispatchAnnouncement: Hashable, Sendable {
     case tableRebuilt(workers: Int, waitingSites: Int)
     /// A `finished` for a task the worker was not sent (forged, or stale): ignored.
     case finishedIgnored(WorkerID, TaskIdentity)
+    /// The site is paused for the fleet until `until` (the machine's clock): the `pauses`-th
+    /// pause of this outage; `waiting`: tasks of the site the table knows of (queued at the
+    /// reporting worker; the backlog's depth is the service's to add).
+    case sitePaused(site: String, worker: WorkerID, until: Duration, reason: String, pauses: Int, waiting: Int)
+    /// A task of a paused site ran to its end without a block: the outage is over.
+    case siteResumed(site: String, worker: WorkerID, outage: Duration, pauses: Int)
+    /// A block reported by a worker that does not hold the site (forged, or stale): ignored.
+    case blockIgnored(WorkerID, site: String)
+}
+
+/// A site paused for the fleet after a block, until `until`; then probed with one worker until
+/// a task ends without a block.
+public struct SitePause: Sendable, Hashable {
+    /// Why (the worker's report).
+    public var reason: String
+    /// When the outage began, and when the current pause ends (the machine's clock).
+    public var since: Duration
+    public var until: Duration
+    /// Pauses in this outage: the cooldown doubles with each.
+    public var pauses: Int
+    /// The pause has passed and one worker is trying the site again.
+    public var probing: Bool
+
+    public init(reason: String, since: Duration, until: Duration, pauses: Int, probing: Bool = false) {
+        self.reason = reason
+        self.since = since
+        self.until = until
+        self.pauses = pauses
+        self.probing = probing
+    }
 }

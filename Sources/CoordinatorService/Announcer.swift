@@ -45,6 +45,26 @@ struct Announcer: Sendable {
             logger.warning(
                 "ignored a `finished` for a task the worker was not sent",
                 metadata: ["worker": "\(worker)", "url": "\(identity.url)"])
+        case .sitePaused(let site, let worker, _, let reason, let pauses, _):
+            // The event with the wall-clock end is the term's (it knows the clocks).
+            logger.warning(
+                "site paused for every worker",
+                metadata: ["site": "\(site)", "worker": "\(worker)", "pause": "\(pauses)", "reason": "\(reason)"])
+        case .siteResumed(let site, let worker, let outage, let pauses):
+            logger.notice(
+                "site answers again; resumed",
+                metadata: [
+                    "site": "\(site)", "worker": "\(worker)", "outage_s": "\(outage.components.seconds)",
+                    "pauses": "\(pauses)",
+                ])
+            var event = FanficEvent(
+                .siteResumed, source: source, worker: worker, site: site, detail: "after \(pauses) pauses")
+            event.durationMilliseconds = Int(outage.components.seconds * 1000)
+            events.emit(event)
+        case .blockIgnored(let worker, let site):
+            logger.warning(
+                "ignored a block report from a worker that does not hold the site",
+                metadata: ["worker": "\(worker)", "site": "\(site)"])
         case .tableRebuilt(let workers, let waitingSites):
             logger.notice(
                 "table rebuilt; assigning", metadata: ["workers": "\(workers)", "waiting_sites": "\(waitingSites)"])

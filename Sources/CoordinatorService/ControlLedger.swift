@@ -26,6 +26,9 @@ struct ControlLedger {
         if !workerUsers.isEmpty, !workerUsers.contains(user ?? "") {
             return "published by broker user \(user.map { "'\($0)'" } ?? "unknown"), not a worker user"
         }
+        if message.kind == .notify || message.kind == .admit || message.kind == .rejoin {
+            return "a coordinator's message, not a worker's"
+        }
         if message.kind == .hello, message.replyTo != FanficTopology.replyQueue(worker: message.worker) {
             return "a hello must ask for replies on \(FanficTopology.replyQueue(worker: message.worker))"
         }
@@ -47,7 +50,11 @@ struct ControlLedger {
             return .heartbeat(message.worker, site: message.site, unfinished: message.unfinished ?? 0)
         case .finished:
             return message.finishedIdentity.map { .taskFinished(message.worker, $0) }
-        case .admit, .rejoin:
+        case .blocked:
+            guard let site = message.site, let reason = message.reason else { return nil }
+            return .siteBlocked(
+                message.worker, site: site, retryAfter: message.retryAfter.map { .seconds($0) }, reason: reason)
+        case .admit, .rejoin, .notify:
             return nil  // the coordinator's own messages
         }
     }

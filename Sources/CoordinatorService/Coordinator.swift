@@ -42,7 +42,9 @@ public struct Coordinator: Service {
                 dispatch: DispatchStateMachine.Configuration(
                     workerTimeout: .seconds(configuration.coordinator.workerTimeout),
                     sitePause: .seconds(configuration.coordinator.sitePause),
-                    siteCaps: configuration.coordinator.siteCapTable),
+                    siteCaps: configuration.coordinator.siteCapTable,
+                    cooldown: .seconds(configuration.sites.cooldown),
+                    cooldownMax: .seconds(configuration.sites.cooldownMax)),
                 knownSites: knownSites,
                 name: "coordinator@\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier)")
             workerUsers = Set(configuration.coordinator.workerUsers)

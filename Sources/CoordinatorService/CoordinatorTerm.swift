@@ -194,7 +194,7 @@ final class CoordinatorTerm: Sendable {
                 sweepRegistry(state: &state, group: &group)
             }
             state.ledger.keepReports(of: state.machine.unfinishedByWorker.keys)
-            board.show(state.machine, ledger: state.ledger)
+            board.show(state.machine, ledger: state.ledger, now: now)
         case .subscriptionEnded(let queue, let error):
             if !state.ending {
                 logger.error(
@@ -362,9 +362,45 @@ final class CoordinatorTerm: Sendable {
                 group.addTask { await self.registry.register(worker) }
             case .tableRebuilt:
                 sweepRegistry(state: &state, group: &group)
+            case .sitePaused(let site, let worker, let until, let reason, let pauses, let waiting):
+                let untilDate = Date() + (until - now).timeInterval
+                announcePause(
+                    site: site, worker: worker, until: untilDate, reason: reason, pauses: pauses, waiting: waiting,
+                    group: &group)
+            case .siteResumed(let site, let worker, let outage, _):
+                let minutes = max(1, Int((outage.timeInterval / 60).rounded()))
+                group.addTask {
+                    await self.moves.notify(
+                        worker, title: "\(site) answers again",
+                        text: "\(site) is answering again after \(minutes) min; its stories are being fetched.")
+                }
             default:
                 break
             }
+        }
+    }
+
+    /// One event and one notification per pause (the first of an outage, and each longer one
+    /// after it), with the stories waiting: the reporting worker's queue plus the site's backlog.
+    private func announcePause(
+        site: String, worker: WorkerID, until: Date, reason: String, pauses: Int, waiting: Int,
+        group: inout DiscardingTaskGroup
+    ) {
+        var event = FanficEvent(
+            .sitePaused, source: settings.name, worker: worker, site: site,
+            reason: TaskPublisher.bounded(reason, to: settings.limits.maxReasonLength),
+            detail: "until \(until.formatted(.iso8601)), pause \(pauses)")
+        event.attempt = pauses
+        events.emit(event)
+        group.addTask {
+            let backlog = await self.moves.backlogCounts(sites: [site])[site] ?? 0
+            let time = until.formatted(date: .omitted, time: .shortened)
+            let stories = waiting + backlog
+            await self.moves.notify(
+                worker, title: "\(site) is blocking us",
+                text:
+                    "\(site): \(reason); paused until \(time) (\(stories) \(stories == 1 ? "story" : "stories") waiting)"
+                    + (pauses > 1 ? ", pause \(pauses) of this outage" : ""))
         }
     }
 
@@ -401,5 +437,11 @@ final class CoordinatorTerm: Sendable {
         } catch {
             feed.yield(.subscriptionEnded(queue: queue, error: "\(error)"))
         }
+    }
+}
+
+extension Duration {
+    var timeInterval: TimeInterval {
+        TimeInterval(components.seconds) + TimeInterval(components.attoseconds) / 1e18
     }
 }

@@ -157,6 +157,19 @@ final class QueueMoves: Sendable {
         }
     }
 
+    /// Asks a worker to tell its user something (a site's outage, its end): the coordinator
+    /// decides once for the fleet; workers have the notifier. Best effort, like notifications.
+    func notify(_ worker: WorkerID, title: String, text: String) async {
+        do {
+            try await bus.publish(
+                WireCodec.encode(ControlMessage.notify(worker: worker, title: title, text: text)),
+                exchange: FanficTopology.dispatch, routingKey: FanficTopology.replyQueue(worker: worker),
+                properties: .persistentJSON(), mandatory: true, retryFor: .seconds(5))
+        } catch {
+            logger.warning("notification not sent", metadata: ["worker": "\(worker)", "error": "\(error)"])
+        }
+    }
+
     private func ensureDeclared(_ destination: Destination) async throws {
         let name = destination.queueName
         if declared.withLock({ $0.contains(name) }) { return }

@@ -30,7 +30,7 @@ public final class StatusBoard: Sendable {
     }
 
     /// Copies the term's table and what workers reported (every tick: a few workers, cheap).
-    func show(_ machine: DispatchStateMachine, ledger: ControlLedger) {
+    func show(_ machine: DispatchStateMachine, ledger: ControlLedger, now: Duration) {
         let assignments = machine.assignments
         let unfinished = machine.unfinishedByWorker
         let workers = unfinished.keys.sorted().map { id in
@@ -40,7 +40,15 @@ public final class StatusBoard: Sendable {
                 tasksDone: report?.message.tasksDone, unfinished: unfinished[id], lastHeartbeat: report?.at)
         }
         let sites = ledger.sitesSeen.union(assignments.values).union(machine.sitesWaiting).sorted()
+        let wallNow = Date()
+        let paused = machine.pauses.keys.sorted().map { site in
+            let pause = machine.pauses[site]!
+            return PausedSite(
+                site: site, reason: pause.reason, since: wallNow - (now - pause.since).timeInterval,
+                until: wallNow + (pause.until - now).timeInterval, pauses: pause.pauses, probing: pause.probing)
+        }
         update {
+            $0.pausedSites = paused
             $0.phase = machine.statusPhase
             $0.workers = workers
             $0.waitingSites = machine.sitesWaiting
@@ -57,6 +65,7 @@ public final class StatusBoard: Sendable {
             $0.workers = []
             $0.waitingSites = []
             $0.sites = []
+            $0.pausedSites = []
         }
     }
 }

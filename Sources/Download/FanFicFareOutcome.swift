@@ -24,6 +24,8 @@ public enum FanFicFareOutcome: Hashable, Sendable {
     case unknownSite
     /// Some chapters failed to download.
     case chapterErrors(count: Int)
+    /// The site refused everyone, not this story: throttled, a challenge, down, unreachable.
+    case siteBlocked(SiteBlock)
     /// Anything else: a traceback, an HTTP error, a non-zero exit.
     case failed(String)
 
@@ -34,6 +36,8 @@ public enum FanFicFareOutcome: Hashable, Sendable {
         case retryWithForce
         /// Wait in the next retry tier.
         case retryLater
+        /// The site is blocking: pause it for the fleet; the task waits without spending a retry.
+        case pauseSite
         /// Retrying cannot help: straight to `fanfic.failed`, and tell the user.
         case permanentFailure
     }
@@ -43,6 +47,7 @@ public enum FanFicFareOutcome: Hashable, Sendable {
         case .downloaded, .updated, .upToDate: .success
         case .fileNewerThanStory, .moreChaptersThanSource: .retryWithForce
         case .chapterErrors, .failed: .retryLater
+        case .siteBlocked: .pauseSite
         case .unrecognizedEPUB, .adultCheckRequired, .loginRequired, .storyDoesNotExist, .invalidURL, .unknownSite:
             .permanentFailure
         }

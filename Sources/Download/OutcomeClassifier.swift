@@ -31,7 +31,8 @@ public enum OutcomeClassifier {
             return .moreChaptersThanSource(epub: numbers[0], source: numbers[1])
         }
 
-        // Failures.
+        // Failures: the site's refusal of everyone first, then this story's.
+        if let block = SiteBlock.find(in: output) { return .siteBlocked(block) }
         if let numbers = captures(#"!!!! (\d+) chapters errored downloading"#, in: output) {
             return .chapterErrors(count: numbers[0])
         }

@@ -61,6 +61,17 @@ public enum StoryEPUB {
         return nil
     }
 
+    /// The chapters of an EPUB FanFicFare wrote: its `OEBPS/fileNNNN.xhtml` documents (the title
+    /// and log pages are named otherwise). Nil when the file is not a readable EPUB.
+    public static func chapterCount(of epub: URL) -> Int? {
+        guard let archive = try? Archive(url: epub, accessMode: .read) else { return nil }
+        let chapter = try! NSRegularExpression(pattern: #"^OEBPS/file\d+\.xhtml$"#)
+        return archive.reduce(0) { count, entry in
+            let path = entry.path
+            return chapter.firstMatch(in: path, range: NSRange(path.startIndex..., in: path)) == nil ? count : count + 1
+        }
+    }
+
     private static func read(_ path: String, in archive: Archive) throws(Unreadable) -> String? {
         guard let entry = archive[path] else { return nil }
         guard entry.uncompressedSize <= UInt64(maximumDocumentBytes) else {

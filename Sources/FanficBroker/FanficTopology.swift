@@ -47,6 +47,11 @@ public enum FanficTopology {
     /// URL, which the worker checks before it runs the task.
     public static let siteHeader = "x-fanfic-site"
 
+    /// Header of a task that waited for its site's pause: how many times. Past
+    /// ``OutcomeSettler/maxDeferrals`` a block counts as the story's own failure (a story that
+    /// always meets a 403 must not circle forever). Forging it only shortens that task's wait.
+    public static let deferralsHeader = "x-fanfic-deferrals"
+
     /// Exclusive queue held by the active coordinator (a ``BrokerLock``: the broker deletes it with
     /// its connection, so a crashed or partitioned coordinator loses it as soon as the broker
     /// notices). Single active consumer on `fanfic.ingress` alone would not do: the control queue

@@ -27,8 +27,10 @@ public struct TaskPublisher: Sendable {
     }
 
     /// Sends a failed task to wait in a retry tier; it comes back to `fanfic.ingress` after the delay.
-    public func scheduleRetry(_ task: TaskMessage, tier: RetryLadder.Tier) async throws {
-        try await publish(task, exchange: FanficTopology.retry, routingKey: tier.name)
+    public func scheduleRetry(
+        _ task: TaskMessage, tier: RetryLadder.Tier, headers: [String: AMQPFieldValue] = [:]
+    ) async throws {
+        try await publish(task, exchange: FanficTopology.retry, routingKey: tier.name, headers: headers)
     }
 
     /// Parks a task in `fanfic.failed` with the reason it could not be done.
@@ -53,10 +55,14 @@ public struct TaskPublisher: Sendable {
         }
     }
 
-    private func publish(_ task: TaskMessage, exchange: String, routingKey: String) async throws {
+    private func publish(
+        _ task: TaskMessage, exchange: String, routingKey: String, headers: [String: AMQPFieldValue] = [:]
+    ) async throws {
+        var properties = AMQPMessageProperties.persistentJSON(messageID: task.id)
+        properties.headers.merge(headers) { $1 }
         // Mandatory: a task that no queue would take is an error here, not a silent loss.
         try await bus.publish(
-            WireCodec.encode(task), exchange: exchange, routingKey: routingKey,
-            properties: .persistentJSON(messageID: task.id), mandatory: true, retryFor: retryFor)
+            WireCodec.encode(task), exchange: exchange, routingKey: routingKey, properties: properties,
+            mandatory: true, retryFor: retryFor)
     }
 }

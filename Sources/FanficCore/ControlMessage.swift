@@ -14,11 +14,17 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         case heartbeat
         /// Worker -> coordinator: one task done (`url`, `site`, `calibre_id` name it).
         case finished
+        /// Worker -> coordinator: the `site` it holds refused everyone (`reason`; `retry_after`
+        /// seconds when the site asked for a delay). Sent before the task's `finished`.
+        case blocked
         /// Coordinator -> worker (on its reply queue): consume your queue.
         case admit
         /// Coordinator -> worker (on its reply queue): this table does not know you (presumed
         /// dead, or a new coordinator); stop taking tasks and say hello again.
         case rejoin
+        /// Coordinator -> worker (on its reply queue): tell the user `title` / `text` (a site's
+        /// outage and its end: the coordinator decides once for the fleet, a worker has the notifier).
+        case notify
     }
 
     public var version: Int
@@ -38,6 +44,12 @@ public struct ControlMessage: Codable, Sendable, Hashable {
     public var host: String?
     public var current: String?
     public var tasksDone: Int?
+    /// Why the site is blocked (blocked), and the delay it asked for in seconds.
+    public var reason: String?
+    public var retryAfter: Int?
+    /// What to tell the user (notify).
+    public var title: String?
+    public var text: String?
     public var sentAt: Date
 
     enum CodingKeys: String, CodingKey {
@@ -46,8 +58,18 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         case replyTo = "reply_to"
         case host, current
         case tasksDone = "tasks_done"
+        case reason
+        case retryAfter = "retry_after"
+        case title, text
         case sentAt = "sent_at"
     }
+
+    /// Bounds of the free-text fields: a control message is a few hundred bytes.
+    public static let maxReasonLength = 1000
+    public static let maxTitleLength = 200
+    public static let maxTextLength = 2000
+    /// A site asking for more than a day is not believed past a day.
+    public static let maxRetryAfter = 86_400
 
     public init(
         kind: Kind, worker: String, site: String? = nil, unfinished: Int? = nil, url: String? = nil,
@@ -56,6 +78,10 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         self.host = nil
         self.current = nil
         self.tasksDone = nil
+        self.reason = nil
+        self.retryAfter = nil
+        self.title = nil
+        self.text = nil
         self.version = TaskMessage.currentVersion
         self.kind = kind
         self.worker = worker
@@ -101,6 +127,20 @@ public struct ControlMessage: Codable, Sendable, Hashable {
     public static func admit(worker: String) -> ControlMessage {
         ControlMessage(kind: .admit, worker: worker)
     }
+
+    public static func blocked(worker: String, site: String, reason: String, retryAfter: Int?) -> ControlMessage {
+        var message = ControlMessage(kind: .blocked, worker: worker, site: site)
+        message.reason = String(reason.prefix(maxReasonLength))
+        message.retryAfter = retryAfter.map { min(max(0, $0), maxRetryAfter) }
+        return message
+    }
+
+    public static func notify(worker: String, title: String, text: String) -> ControlMessage {
+        var message = ControlMessage(kind: .notify, worker: worker)
+        message.title = String(title.prefix(maxTitleLength))
+        message.text = String(text.prefix(maxTextLength))
+        return message
+    }
 }
 
 extension WireCodec {
@@ -125,6 +165,25 @@ extension WireCodec {
             if (message.unfinished ?? 0) < 0 { throw MessageDecodingError(.invalidField, "'unfinished' is negative") }
         case .finished where message.finishedIdentity == nil:
             throw MessageDecodingError(.missingField, "a finished message needs 'url' and 'site'")
+        case .blocked:
+            guard let site = message.site, !site.isEmpty, site.utf8.count <= 253 else {
+                throw MessageDecodingError(.missingField, "a blocked message needs 'site' (at most 253 bytes)")
+            }
+            guard let reason = message.reason, !reason.isEmpty, reason.count <= ControlMessage.maxReasonLength else {
+                throw MessageDecodingError(
+                    .invalidField,
+                    "a blocked message needs 'reason' of at most \(ControlMessage.maxReasonLength) characters")
+            }
+            if let delay = message.retryAfter, !(0...ControlMessage.maxRetryAfter).contains(delay) {
+                throw MessageDecodingError(
+                    .invalidField, "'retry_after' must be 0 to \(ControlMessage.maxRetryAfter) seconds")
+            }
+        case .notify:
+            guard let title = message.title, let text = message.text, title.count <= ControlMessage.maxTitleLength,
+                text.count <= ControlMessage.maxTextLength
+            else {
+                throw MessageDecodingError(.invalidField, "a notify message needs a bounded 'title' and 'text'")
+            }
         case .finished, .admit, .rejoin:
             break
         }

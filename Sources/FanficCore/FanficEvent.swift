@@ -21,11 +21,19 @@ public struct FanficEvent: Codable, Sendable, Hashable {
         case taskSucceeded = "task.succeeded"
         /// Worker: a retryable failure; the task waits in a retry tier (`detail`: the tier).
         case taskRetrying = "task.retrying"
+        /// Worker: the task's site is blocking (`reason`): the task waits for the site's pause
+        /// without spending a retry step (`detail`: the tier it passes through).
+        case taskDeferred = "task.deferred"
         /// Worker: the task went to `fanfic.failed` (`reason`).
         case taskFailed = "task.failed"
         /// Coordinator: a site was given to a worker, or taken back from it.
         case siteAssigned = "site.assigned"
         case siteReleased = "site.released"
+        /// Coordinator: a worker met a block at the site (`reason`), so no worker contacts it
+        /// until `detail`'s time; and the first task there that ended without one
+        /// (`duration_ms`: the outage).
+        case sitePaused = "site.paused"
+        case siteResumed = "site.resumed"
         /// Coordinator: a worker joined the table, or was presumed dead and its queue reclaimed.
         case workerJoined = "worker.joined"
         case workerDead = "worker.dead"

@@ -29,9 +29,12 @@ public struct CoordinatorStatus: Codable, Sendable, Hashable {
     /// Every site this term has seen, the waiting ones included, sorted: where `fanfic status`
     /// looks for backlogs.
     public var sites: [String]
+    /// Sites no worker contacts after a block, and those being tried again.
+    public var pausedSites: [PausedSite]
 
     enum CodingKeys: String, CodingKey {
         case version, name, host, role, phase, workers, sites
+        case pausedSites = "paused_sites"
         case startedAt = "started_at"
         case activeSince = "active_since"
         case waitingSites = "waiting_sites"
@@ -51,6 +54,44 @@ public struct CoordinatorStatus: Codable, Sendable, Hashable {
         self.workers = workers
         self.waitingSites = waitingSites
         self.sites = sites
+        self.pausedSites = []
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        version = try container.decode(Int.self, forKey: .version)
+        name = try container.decode(String.self, forKey: .name)
+        host = try container.decode(String.self, forKey: .host)
+        role = try container.decode(Role.self, forKey: .role)
+        startedAt = try container.decode(Date.self, forKey: .startedAt)
+        activeSince = try container.decodeIfPresent(Date.self, forKey: .activeSince)
+        phase = try container.decodeIfPresent(Phase.self, forKey: .phase)
+        workers = try container.decode([WorkerStatus].self, forKey: .workers)
+        waitingSites = try container.decode([String].self, forKey: .waitingSites)
+        sites = try container.decode([String].self, forKey: .sites)
+        // Absent from coordinators older than site pauses.
+        pausedSites = try container.decodeIfPresent([PausedSite].self, forKey: .pausedSites) ?? []
+    }
+}
+
+/// A site paused for the fleet after a block (or, `probing`, being tried again by one worker).
+public struct PausedSite: Codable, Sendable, Hashable {
+    public var site: String
+    public var reason: String
+    /// When the outage began and when the current pause ends.
+    public var since: Date
+    public var until: Date
+    /// Pauses in this outage (the cooldown doubles with each).
+    public var pauses: Int
+    public var probing: Bool
+
+    public init(site: String, reason: String, since: Date, until: Date, pauses: Int, probing: Bool) {
+        self.site = site
+        self.reason = reason
+        self.since = since
+        self.until = until
+        self.pauses = pauses
+        self.probing = probing
     }
 }
 

@@ -105,9 +105,14 @@ public struct StoryPipeline: TaskRunner {
         let story = jail.appendingPathComponent(FanFicFare.outputName)
         let method = settings.calibre.updateMethod
         var mode: FanFicFare.Mode = .download
+        // The book as it was, for `calibre.on_fewer_chapters`: FanFicFare rewrites `story`.
+        let previous = jail.appendingPathComponent("previous.epub")
+        var bookChapters: Int?
         if let book = books.first {
             let exported = try await library.exportEPUB(of: book, to: jail)
             try FileManager.default.moveItem(at: exported, to: story)
+            try FileManager.default.copyItem(at: story, to: previous)
+            bookChapters = StoryEPUB.chapterCount(of: previous)
             if settings.calibre.metadataMode == .preserveMetadata {
                 try await library.writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
             }
@@ -115,6 +120,18 @@ public struct StoryPipeline: TaskRunner {
         }
         var (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
         logger.debug("fanficfare finished", metadata: ["outcome": "\(outcome)", "exit": "\(output.exitStatus)"])
+        let fewerChapters = settings.calibre.onFewerChapters
+        var keepPrevious = false
+        if case .moreChaptersThanSource(let epub, let source) = outcome, let book = books.first {
+            // An author removed chapters: updating would lose them.
+            switch fewerChapters {
+            case .keep:
+                return .stored(
+                    book: book, detail: Self.kept(site: source, book: epub), notify: true, storyURL: nil)
+            case .backupThenUpdate: keepPrevious = true
+            case .update: break
+            }
+        }
         if outcome.disposition == .retryWithForce, case .update(let epub, _, false) = mode, method != .updateNoForce {
             logger.info("fanficfare skipped the update; once more with force", metadata: ["outcome": "\(outcome)"])
             mode = .update(epub: epub, method: method, force: true)
@@ -122,6 +139,9 @@ public struct StoryPipeline: TaskRunner {
         }
 
         switch outcome.disposition {
+        case .pauseSite:
+            guard case .siteBlocked(let block) = outcome else { return .retryable(Self.reason(outcome)) }
+            return .siteBlocked(block.description, retryAfterSeconds: block.retryAfterSeconds)
         case .retryLater:
             return .retryable(Self.reason(outcome))
         case .permanentFailure:
@@ -161,9 +181,29 @@ public struct StoryPipeline: TaskRunner {
         if case .upToDate = outcome, method != .updateAlways, task.behavior != .force {
             return .stored(book: book, detail: "up to date", notify: false, storyURL: storyURL)
         }
+        // A forced update (or one FanFicFare did not flag) may still bring fewer chapters.
+        if let before = bookChapters, let after = StoryEPUB.chapterCount(of: story), after < before {
+            switch fewerChapters {
+            case .keep:
+                return .stored(
+                    book: book, detail: Self.kept(site: after, book: before), notify: true, storyURL: storyURL)
+            case .backupThenUpdate: keepPrevious = true
+            case .update: break
+            }
+        }
+        var detail = "updated"
+        if keepPrevious {
+            // Kept before anything is replaced; again on the new id when remove_add re-adds it.
+            try await write { try await library.keepOriginal(of: book, epub: previous, in: jail) }
+            detail =
+                "updated; the previous EPUB (\(bookChapters.map { "\($0) chapters" } ?? "longer")) is kept as ORIGINAL_EPUB"
+        }
         let id = try await write { try await writeBack(story, over: book, in: jail) }
         if id != book, let failure = try await checkAdded(id, storyURL: storyURL, in: jail) { return failure }
-        return .stored(book: id, detail: "updated", notify: true, storyURL: storyURL)
+        if keepPrevious, id != book {
+            try await write { try await library.keepOriginal(of: id, epub: previous, in: jail) }
+        }
+        return .stored(book: id, detail: detail, notify: true, storyURL: storyURL)
     }
 
     /// Puts an updated EPUB into the library by the metadata mode; returns the book id now.
@@ -201,6 +241,10 @@ public struct StoryPipeline: TaskRunner {
         return try EbookMeta.tags(inOPF: previous)
     }
 
+    static func kept(site: Int, book: Int) -> String {
+        "kept as it is: the site has \(site) chapters, the book \(book) (calibre.on_fewer_chapters = keep)"
+    }
+
     static func reason(_ outcome: FanFicFareOutcome) -> String {
         switch outcome {
         case .storyDoesNotExist: "the story does not exist"
@@ -211,6 +255,7 @@ public struct StoryPipeline: TaskRunner {
         case .unrecognizedEPUB: "the library's EPUB for this URL holds no chapters FanFicFare recognizes"
         case .chapterErrors(let count): "\(count) chapters failed to download"
         case .failed(let line): line
+        case .siteBlocked(let block): block.description
         case .fileNewerThanStory: "the EPUB is newer than the story"
         case .moreChaptersThanSource(let epub, let source): "the EPUB has \(epub) chapters, the site \(source)"
         case .downloaded, .updated, .upToDate: "\(outcome)"

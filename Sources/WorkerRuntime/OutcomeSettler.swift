@@ -25,6 +25,8 @@ public struct OutcomeSettler: Sendable {
     public var runAgainPause: Duration = .seconds(1)
     /// Reasons in `fanfic.failed` and events are cut to this (`limits.max_reason_length`).
     public var maxReasonLength = 2000
+    /// Times one task may wait for its site's pause before a block counts as its own failure.
+    public var maxDeferrals = 12
 
     public init(
         bus: any MessageBus, ladder: RetryLadder, emit: @escaping @Sendable (FanficEvent) -> Void,
@@ -42,8 +44,17 @@ public struct OutcomeSettler: Sendable {
         _ outcome: StoryOutcome, of task: TaskMessage, message: BusMessage, workerID: String, milliseconds: Int,
         logger: Logger, finished: @Sendable () async -> Void
     ) async -> TaskSettlement {
-        await conclude(message, logger: logger, finished: finished) {
-            try await record(outcome, of: task, workerID: workerID, milliseconds: milliseconds, logger: logger)
+        var outcome = outcome
+        var deferrals = 0
+        if case .int(let count) = message.properties.headers[FanficTopology.deferralsHeader] {
+            deferrals = Int(clamping: max(0, count))
+        }
+        if case .siteBlocked(let reason, _) = outcome, deferrals >= maxDeferrals {
+            outcome = .retryable("\(reason) (waited for the site \(deferrals) times: counted as this story's failure)")
+        }
+        return await conclude(message, logger: logger, finished: finished) {
+            try await record(
+                outcome, of: task, workerID: workerID, milliseconds: milliseconds, deferrals: deferrals, logger: logger)
         }
     }
 
@@ -94,7 +105,8 @@ public struct OutcomeSettler: Sendable {
     }
 
     func record(
-        _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int, logger: Logger
+        _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int, deferrals: Int = 0,
+        logger: Logger
     ) async throws {
         let publisher = TaskPublisher(bus: bus, retryFor: retryFor, maxReasonLength: maxReasonLength)
         var event = FanficEvent(
@@ -108,9 +120,12 @@ public struct OutcomeSettler: Sendable {
             logger.info("story in the library", metadata: ["book": "\(book)", "detail": "\(detail)"])
             emit(event)
             if notify {
-                await notifier.notify(
-                    title: detail == "new" ? "New story" : "Story updated",
-                    body: "\(storyURL ?? task.url) (book \(book))")
+                let title =
+                    detail == "new" ? "New story" : detail.hasPrefix("kept") ? "Story not updated" : "Story updated"
+                let body =
+                    "\(storyURL ?? task.url) (book \(book))"
+                    + (["new", "updated"].contains(detail) ? "" : ": \(detail)")
+                await notifier.notify(title: title, body: body)
             }
         case .retryable(let reason):
             event.reason = TaskPublisher.bounded(reason, to: maxReasonLength)
@@ -130,6 +145,22 @@ public struct OutcomeSettler: Sendable {
                 emit(event)
                 await notifier.notify(title: "Story failed after every retry", body: "\(task.url): \(reason)")
             }
+        case .siteBlocked(let reason, _):
+            // Not the story's failure: it goes round again with its attempt unchanged, through
+            // the shortest tier (straight to ingress it could arrive before this worker's
+            // `finished`, while the coordinator still holds its identity, and be dropped as a
+            // duplicate), then waits in its site's backlog while the site is paused.
+            if let tier = ladder.tiers.first {
+                try await publisher.scheduleRetry(
+                    task, tier: tier, headers: [FanficTopology.deferralsHeader: .int(Int64(deferrals + 1))])
+                event.detail = tier.name
+            } else {
+                try await publisher.submit(task)
+            }
+            event.kind = .taskDeferred
+            event.reason = TaskPublisher.bounded(reason, to: maxReasonLength)
+            logger.warning("the site is blocking; the task waits for it", metadata: ["reason": "\(reason)"])
+            emit(event)
         case .permanent(let reason):
             try await publisher.park(WireCodec.encode(task), reason: reason)
             event.kind = .taskFailed

@@ -7,4 +7,8 @@ public enum StoryOutcome: Sendable, Hashable {
     case retryable(String)
     /// Will not succeed by trying again: parked in `fanfic.failed`.
     case permanent(String)
+    /// The site refused everyone (throttled, a challenge, down, unreachable): the site is paused
+    /// for the fleet and the task waits for it without spending a retry step.
+    /// `retryAfterSeconds`: the delay the site asked for.
+    case siteBlocked(String, retryAfterSeconds: Int?)
 }

@@ -40,6 +40,9 @@ public final class WorkerSession: Service {
         /// this worker's subscription (RabbitMQ's default, 30 minutes, would redeliver a long
         /// story under the worker still downloading it). FanFicFare's timeout and a margin.
         public var taskTimeout: Duration
+        /// After a block, this worker contacts the site again only after this (`sites.cooldown`,
+        /// the shortest pause the coordinator gives it): the site's other tasks in its queue wait.
+        public var siteCooldown: Duration
 
         public init(id: String, configuration: FanficConfiguration) {
             self.id = id
@@ -48,6 +51,7 @@ public final class WorkerSession: Service {
             sitePause = .seconds(configuration.coordinator.sitePause)
             limits = configuration.limits.wire
             taskTimeout = .seconds(configuration.fanficfare.timeout + 600)
+            siteCooldown = .seconds(configuration.sites.cooldown)
         }
     }
 
@@ -57,6 +61,8 @@ public final class WorkerSession: Service {
         var running: TaskMessage?
         var lastSite: String?
         var tasksDone = 0
+        /// Sites this worker met a block at, until when it leaves them alone.
+        var blocked: [String: (until: ContinuousClock.Instant, reason: String)] = [:]
     }
 
     let bus: any MessageBus
@@ -206,6 +212,16 @@ public final class WorkerSession: Service {
             await handBack(task, message: message, reason: reason)
             return
         }
+        if let block = blockedNow(task.site) {
+            // The coordinator paused the site: this task waits with the others, unrun.
+            _ = await settler.settle(
+                .siteBlocked("paused after a block: \(block)", retryAfterSeconds: nil), of: task, message: message,
+                workerID: settings.id, milliseconds: 0, logger: logger
+            ) {
+                await self.reportFinished(task, ran: false)
+            }
+            return
+        }
         // Counted as running from now on: the delivery has left the queue's depth, and a report
         // that counts neither would let a rebuilding coordinator free the site a task too early.
         let last = progress.withLock { progress in
@@ -221,6 +237,15 @@ public final class WorkerSession: Service {
         logger[metadataKey: "url"] = "\(task.url)"
         logger[metadataKey: "task"] = "\(task.id)"
         let (outcome, milliseconds) = await timedRun(task, logger: logger)
+        if case .siteBlocked(let reason, let retryAfter) = outcome {
+            // Before this task's `finished`: the coordinator pauses the site for every worker.
+            progress.withLock { $0.blocked[task.site] = (ContinuousClock.now + settings.siteCooldown, reason) }
+            await controlTurn.inTurn {
+                await publishControl(
+                    .blocked(worker: settings.id, site: task.site, reason: reason, retryAfter: retryAfter),
+                    expires: false)
+            }
+        }
         let settlement = await settler.settle(
             outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, logger: logger
         ) {
@@ -232,6 +257,16 @@ public final class WorkerSession: Service {
         }
         // And a heartbeat, so that `fanfic status` stops showing the story at once.
         await publishLiveness()
+    }
+
+    /// Why this worker leaves the site alone for now, or nil.
+    private func blockedNow(_ site: String) -> String? {
+        progress.withLock { progress in
+            guard let block = progress.blocked[site] else { return nil }
+            if ContinuousClock.now < block.until { return block.reason }
+            progress.blocked[site] = nil
+            return nil
+        }
     }
 
     /// Why a task in this worker's queue is not this worker's to run, or nil: its URL must be a
@@ -315,6 +350,12 @@ public final class WorkerSession: Service {
                             return progress.admitted
                         }
                         if wasAdmitted { revocation.withLock { _ = $0?.yield() } }
+                        continue
+                    }
+                    if message.kind == .notify, let title = message.title, let text = message.text {
+                        // The coordinator's word for the fleet (a site's outage, its end).
+                        // Apart from this loop: an admit or rejoin must not wait on Apprise.
+                        Task { [notifier = settler.notifier] in await notifier.notify(title: title, body: text) }
                         continue
                     }
                     guard message.kind == .admit else { continue }

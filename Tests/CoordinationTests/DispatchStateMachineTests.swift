@@ -278,3 +278,137 @@ struct DispatchStateMachineTests {
         #expect(hello.contains(.admit("a")))
     }
 }
+
+@Suite("Dispatch state machine: a blocked site is paused for the fleet")
+struct SitePauseTests {
+    let configuration = DispatchStateMachine.Configuration(
+        workerTimeout: .seconds(20), cooldown: .seconds(10), cooldownMax: .seconds(40))
+
+    func task(_ handle: DeliveryHandle, site: String = "test1.com") -> IncomingTask {
+        IncomingTask(
+            handle: handle, taskID: "t\(handle)",
+            identity: TaskIdentity(url: "http://\(site)?sid=\(handle)", site: site, calibreID: nil))
+    }
+
+    func running(workers: [WorkerID]) -> DispatchStateMachine {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        return machine
+    }
+
+    func destinations(_ actions: [DispatchAction]) -> [Destination] {
+        actions.compactMap { if case .publish(_, _, let destination) = $0 { destination } else { nil } }
+    }
+
+    func beat(_ machine: inout DispatchStateMachine, _ workers: [WorkerID], at time: Duration) {
+        for worker in workers { _ = machine.handle(.heartbeat(worker, site: nil, unfinished: 0), at: time) }
+    }
+
+    @Test("the cooldown doubles per pause of an outage up to its maximum; a longer Retry-After wins")
+    func cooldown() {
+        let delays = (1...5).map { configuration.cooldown(pauses: $0, siteAsked: nil) }
+        #expect(delays == [.seconds(10), .seconds(20), .seconds(40), .seconds(40), .seconds(40)])
+        #expect(configuration.cooldown(pauses: 1, siteAsked: .seconds(300)) == .seconds(300))
+        #expect(configuration.cooldown(pauses: 3, siteAsked: .seconds(5)) == .seconds(40))
+    }
+
+    @Test("paused: its tasks wait in the backlog, no worker gets the site until the pause ends, then one tries")
+    func pauseProbeResume() {
+        var machine = running(workers: ["a", "b"])
+        beat(&machine, ["a", "b"], at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(2)), at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(3, site: "test2.com")), at: .seconds(21))
+
+        let blocked = machine.handle(
+            .siteBlocked("a", site: "test1.com", retryAfter: nil, reason: "HTTP 429"), at: .seconds(22))
+        #expect(
+            blocked.contains(
+                .announce(
+                    .sitePaused(
+                        site: "test1.com", worker: "a", until: .seconds(32), reason: "HTTP 429", pauses: 1, waiting: 1))
+            ))
+        // A second report of the same pause (another holder, a late one) changes nothing.
+        let again = machine.handle(
+            .siteBlocked("a", site: "test1.com", retryAfter: nil, reason: "HTTP 429"), at: .seconds(22))
+        #expect(again.isEmpty)
+        // Only the site's holder is believed.
+        let forged = machine.handle(
+            .siteBlocked("b", site: "test1.com", retryAfter: .seconds(9999), reason: "forged"), at: .seconds(22))
+        #expect(forged.contains(.announce(.blockIgnored("b", site: "test1.com"))))
+        #expect(machine.pauses["test1.com"]?.until == .seconds(32))
+
+        // New tasks of the site wait in its backlog even though "a" still holds it.
+        #expect(destinations(machine.handle(.taskArrived(task(4)), at: .seconds(23))) == [.backlog(site: "test1.com")])
+        // "a" hands its two back: the site is released, and nobody takes it while paused.
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(23))
+        let released = machine.handle(.taskFinished("a", task(2).identity), at: .seconds(23))
+        #expect(released.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        #expect(!released.contains { if case .drainBacklog = $0 { true } else { false } })
+        // The other site goes on at full speed meanwhile.
+        #expect(
+            destinations(machine.handle(.taskArrived(task(5, site: "test2.com")), at: .seconds(24))) == [.worker("b")])
+        beat(&machine, ["a", "b"], at: .seconds(30))
+        #expect(!machine.handle(.tick, at: .seconds(31)).contains(.drainBacklog(site: "test1.com", into: "a")))
+        // The pause is over: one worker tries the site with its backlog.
+        #expect(machine.handle(.tick, at: .seconds(32)).contains(.drainBacklog(site: "test1.com", into: "a")))
+        #expect(machine.pauses["test1.com"]?.probing == true)
+        _ = machine.handle(
+            .backlogTaskMoved(site: "test1.com", worker: "a", identity: task(4).identity), at: .seconds(32))
+        _ = machine.handle(.backlogDrained(site: "test1.com", worker: "a"), at: .seconds(32))
+
+        // Blocked again: twice as long.
+        let second = machine.handle(
+            .siteBlocked("a", site: "test1.com", retryAfter: nil, reason: "HTTP 503"), at: .seconds(33))
+        #expect(
+            second.contains(
+                .announce(
+                    .sitePaused(
+                        site: "test1.com", worker: "a", until: .seconds(53), reason: "HTTP 503", pauses: 2, waiting: 0))
+            ))
+        _ = machine.handle(.taskFinished("a", task(4).identity), at: .seconds(33))
+        #expect(machine.pauses["test1.com"]?.probing == false, "a finished task after a block is not a recovery")
+
+        // Back after the second pause, and a task ends without a block: the outage is over.
+        beat(&machine, ["a", "b"], at: .seconds(45))
+        beat(&machine, ["a", "b"], at: .seconds(53))
+        _ = machine.handle(.tick, at: .seconds(53))
+        let arrived = machine.handle(.taskArrived(task(6)), at: .seconds(54))
+        let probe = destinations(arrived)
+        #expect(probe.count == 1 && probe != [.backlog(site: "test1.com")])
+        guard case .worker(let prober) = probe.first else { return }
+        let resumed = machine.handle(.taskFinished(prober, task(6).identity), at: .seconds(55))
+        #expect(
+            resumed.contains(
+                .announce(.siteResumed(site: "test1.com", worker: prober, outage: .seconds(33), pauses: 2))))
+        #expect(machine.pauses.isEmpty)
+    }
+
+    @Test("a site allowed several workers is tried by one after a pause, and widens only after a success")
+    func probeWithOneWorker() {
+        var machine = DispatchStateMachine(
+            configuration: .init(
+                workerTimeout: .seconds(20), siteCaps: ["test1.com": 2], cooldown: .seconds(5),
+                cooldownMax: .seconds(5)),
+            now: .zero)
+        for worker in ["a", "b"] { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        beat(&machine, ["a", "b"], at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.siteBlocked("a", site: "test1.com", retryAfter: nil, reason: "429"), at: .seconds(21))
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(21))
+        beat(&machine, ["a", "b"], at: .seconds(26))
+        _ = machine.handle(.tick, at: .seconds(26))
+        let first = destinations(machine.handle(.taskArrived(task(2)), at: .seconds(27)))
+        let second = destinations(machine.handle(.taskArrived(task(3)), at: .seconds(27)))
+        #expect(first == second, "both tasks go to the one worker trying the site")
+        guard case .worker(let prober) = first.first else { return }
+        _ = machine.handle(.taskFinished(prober, task(2).identity), at: .seconds(28))
+        #expect(machine.pauses.isEmpty)
+        let widened = destinations(machine.handle(.taskArrived(task(4)), at: .seconds(28)))
+        #expect(widened.first != first.first, "after a success the site may take a second worker again")
+    }
+}

@@ -52,10 +52,59 @@ struct OutcomeClassifierTests {
         #expect(OutcomeClassifier.classify(exitStatus: status, stdout: stdout, stderr: stderr) == expected)
     }
 
+    /// Real output of FanFicFare 4.62 when a site blocks it (scripts/record-block-fixtures.py).
+    static let blocks: [(String, SiteBlock.Kind, Int?)] = [
+        ("site-throttled-retry-after", .throttled, 429),
+        ("site-throttled", .throttled, 429),
+        ("cloudflare-challenge", .challenged, 403),
+        ("site-unavailable", .unavailable, 503),
+        ("cloudflare-525", .unavailable, 525),
+        ("connection-refused", .unreachable, nil),
+        ("connection-timeout", .unreachable, nil),
+        ("site-unreachable", .unreachable, nil),
+    ]
+
+    @Test(
+        "a site's refusal of everyone is a block with its kind and status, not the story's failure", arguments: blocks)
+    func recordedBlock(name: String, kind: SiteBlock.Kind, status: Int?) throws {
+        let folder = Self.fixtures.appendingPathComponent(name)
+        let stdout = try String(contentsOf: folder.appendingPathComponent("stdout.txt"), encoding: .utf8)
+        let stderr = try String(contentsOf: folder.appendingPathComponent("stderr.txt"), encoding: .utf8)
+        let outcome = OutcomeClassifier.classify(exitStatus: 1, stdout: stdout, stderr: stderr)
+        guard case .siteBlocked(let block) = outcome else {
+            Issue.record("\(name): \(outcome)")
+            return
+        }
+        #expect(block.kind == kind && block.status == status)
+        #expect(!block.line.isEmpty && block.line.count <= 501)
+        #expect(outcome.disposition == .pauseSite)
+    }
+
+    @Test("Retry-After is read when the output shows it (FanFicFare 4.62 honours it without saying)")
+    func retryAfter() {
+        let outcome = OutcomeClassifier.classify(
+            exitStatus: 1, stdout: "",
+            stderr: "Retry-After: 120\nfanficfare.exceptions.HTTPErrorFFF: HTTP Error in FFF 'Too Many Requests'(429)")
+        #expect(
+            outcome
+                == .siteBlocked(
+                    SiteBlock(
+                        kind: .throttled, status: 429, retryAfterSeconds: 120,
+                        line: "fanficfare.exceptions.HTTPErrorFFF: HTTP Error in FFF 'Too Many Requests'(429)")))
+        // A story's own 404 is not the site's refusal.
+        guard
+            case .failed = OutcomeClassifier.classify(
+                exitStatus: 1, stdout: "", stderr: "HTTP Error in FFF 'Not Found'(404)")
+        else {
+            Issue.record("a 404 is a failure")
+            return
+        }
+    }
+
     @Test("every fixture folder has an expectation")
     func fixturesCovered() throws {
         let folders = try FileManager.default.contentsOfDirectory(atPath: Self.fixtures.path)
-        #expect(Set(folders) == Set(Self.expectations.map(\.0)))
+        #expect(Set(folders) == Set(Self.expectations.map(\.0) + Self.blocks.map(\.0)))
     }
 
     @Test("dispositions: success, retry with force, retry later, permanent")
@@ -80,7 +129,8 @@ struct OutcomeClassifierTests {
         #expect(
             OutcomeClassifier.classify(
                 exitStatus: 0, stdout: "", stderr: "HTTP Error in FFF 'Service Unavailable'(503)")
-                == .failed("HTTP Error in FFF 'Service Unavailable'(503)"))
+                == .siteBlocked(
+                    SiteBlock(kind: .unavailable, status: 503, line: "HTTP Error in FFF 'Service Unavailable'(503)")))
         #expect(
             OutcomeClassifier.classify(
                 exitStatus: 0, stdout: "===================\n!!!! 3 chapters errored downloading http://x !!!!\n",

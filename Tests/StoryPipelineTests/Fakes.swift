@@ -11,6 +11,8 @@ final class InMemoryLibrary: StoryLibrary {
         var url: String
         var epub: Data
         var tags: [String] = []
+        /// The ORIGINAL_EPUB format, once kept.
+        var original: Data?
     }
 
     private let state = Mutex<(books: [Int: Book], nextID: Int)>(([:], 1))
@@ -18,8 +20,8 @@ final class InMemoryLibrary: StoryLibrary {
     var books: [Int: Book] { state.withLock { $0.books } }
 
     /// A book already in the library, as calibre would hold it.
-    func hold(_ id: Int, url: String) throws {
-        let epub = try FakeEPUB.make(sourceURL: url)
+    func hold(_ id: Int, url: String, chapters: Int = 0) throws {
+        let epub = try FakeEPUB.make(sourceURL: url, chapters: chapters)
         state.withLock {
             $0.books[id] = Book(url: url, epub: epub)
             $0.nextID = max($0.nextID, id + 1)
@@ -68,6 +70,13 @@ final class InMemoryLibrary: StoryLibrary {
     func writeOPF(of epub: URL, to opf: URL, in jail: URL) async throws {
         try Data(#"<package><metadata></metadata></package>"#.utf8).write(to: opf)
     }
+
+    func keepOriginal(of book: Int, epub: URL, in jail: URL) async throws {
+        let data = try Data(contentsOf: epub)
+        state.withLock {
+            if $0.books[book] != nil, $0.books[book]?.original == nil { $0.books[book]?.original = data }
+        }
+    }
 }
 
 /// FanFicFare played from a script: each run answers the next outcome and, for a success,
@@ -77,6 +86,8 @@ final class ScriptedDownloader: StoryDownloader {
         var outcome: FanFicFareOutcome
         /// The URL the written EPUB names; nil writes nothing.
         var storyURL: String?
+        /// Chapters of the written EPUB.
+        var chapters = 0
     }
 
     private let state: Mutex<(steps: [Step], modes: [FanFicFare.Mode])>
@@ -94,7 +105,8 @@ final class ScriptedDownloader: StoryDownloader {
         }
         guard let step else { throw ToolError("the script has no more runs") }
         if let storyURL = step.storyURL {
-            try FakeEPUB.make(sourceURL: storyURL).write(to: jail.appendingPathComponent(FanFicFare.outputName))
+            try FakeEPUB.make(sourceURL: storyURL, chapters: step.chapters).write(
+                to: jail.appendingPathComponent(FanFicFare.outputName))
         }
         return (step.outcome, ToolResult(exitStatus: 0, stdout: "\(step.outcome)", stderr: ""))
     }
@@ -102,9 +114,9 @@ final class ScriptedDownloader: StoryDownloader {
 
 /// The smallest EPUB whose package names a story URL.
 enum FakeEPUB {
-    static func make(sourceURL: String) throws -> Data {
+    static func make(sourceURL: String, chapters: Int = 0) throws -> Data {
         let archive = try Archive(accessMode: .create)
-        let files = [
+        var files = [
             "mimetype": "application/epub+zip",
             "META-INF/container.xml":
                 #"<container><rootfiles><rootfile full-path="content.opf"/></rootfiles></container>"#,
@@ -113,6 +125,10 @@ enum FakeEPUB {
             <metadata><dc:identifier opf:scheme="URL">\(sourceURL)</dc:identifier></metadata></package>
             """,
         ]
+        for chapter in 0..<chapters {
+            files[String(format: "OEBPS/file%04d.xhtml", chapter + 1)] =
+                "<html><body>chapter \(chapter + 1)</body></html>"
+        }
         for (path, text) in files.sorted(by: { $0.key < $1.key }) {
             let data = Data(text.utf8)
             try archive.addEntry(with: path, type: .file, uncompressedSize: Int64(data.count)) { position, size in

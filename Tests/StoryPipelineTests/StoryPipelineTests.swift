@@ -106,6 +106,61 @@ struct StoryPipelineUnitTests {
         #expect(reason.contains("wrote no EPUB"))
         #expect(library.books.isEmpty)
     }
+
+    @Test("a site that blocks everyone pauses the site; the story has not failed")
+    func siteBlocked() async throws {
+        let block = SiteBlock(kind: .throttled, status: 429, retryAfterSeconds: 120, line: "HTTP Error in FFF '429'")
+        let downloader = ScriptedDownloader([.init(outcome: .siteBlocked(block), storyURL: nil)])
+        #expect(await run(pipeline(downloader), url) == .siteBlocked(block.description, retryAfterSeconds: 120))
+        #expect(library.books.isEmpty)
+    }
+
+    @Test(
+        "fewer chapters on the site than in the book: kept by default, kept aside then updated, or updated",
+        arguments: FanficConfiguration.Calibre.FewerChapters.allCases)
+    func fewerChapters(mode: FanficConfiguration.Calibre.FewerChapters) async throws {
+        // FanFicFare flags it (the book has 5, the site 3), and a forced update brings 3.
+        try library.hold(5, url: url, chapters: 5)
+        let before = try #require(library.books[5]?.epub)
+        let downloader = ScriptedDownloader([
+            .init(outcome: .moreChaptersThanSource(epub: 5, source: 3), storyURL: nil),
+            .init(outcome: .updated(fromChapters: 5, toChapters: 3), storyURL: url, chapters: 3),
+        ])
+        let outcome = await run(pipeline(downloader) { $0.onFewerChapters = mode }, url)
+        guard case .stored(let book, let detail, true, _) = outcome else {
+            Issue.record("unexpected \(outcome)")
+            return
+        }
+        let books = library.books
+        #expect(books.count == 1)
+        let kept = try #require(books[book])
+        switch mode {
+        case .keep:
+            #expect(book == 5 && kept.epub == before && kept.original == nil)
+            #expect(detail.hasPrefix("kept as it is: the site has 3 chapters, the book 5"))
+            #expect(downloader.modes.count == 1, "no forced run")
+        case .backupThenUpdate:
+            #expect(kept.epub != before && kept.original == before, "the 5-chapter EPUB kept as ORIGINAL_EPUB")
+            #expect(detail.contains("5 chapters") && detail.contains("ORIGINAL_EPUB"))
+        case .update:
+            #expect(kept.epub != before && kept.original == nil)
+            #expect(detail == "updated")
+        }
+    }
+
+    @Test("a forced update that would replace a longer copy is held back by the same rule")
+    func forcedShorter() async throws {
+        try library.hold(5, url: url, chapters: 4)
+        let before = try #require(library.books[5]?.epub)
+        let downloader = ScriptedDownloader([.init(outcome: .downloaded, storyURL: url, chapters: 2)])
+        let outcome = await run(pipeline(downloader) { $0.metadataMode = .addFormat }, url, behavior: .force)
+        guard case .stored(5, let detail, true, _) = outcome else {
+            Issue.record("unexpected \(outcome)")
+            return
+        }
+        #expect(detail.hasPrefix("kept as it is: the site has 2 chapters, the book 4"))
+        #expect(library.books[5]?.epub == before)
+    }
 }
 
 @Suite("A worker's checks before it takes work")

@@ -217,4 +217,52 @@ struct WorkerSessionTests {
             back.map(\.url) == [stray.url] && back.first?.attempt == 0,
             "back through the shortest tier, no attempt spent")
     }
+
+    @Test(
+        "a block: reported before the task's finished, the task waits without spending a retry, the site's next task is not run"
+    )
+    func blocked() async throws {
+        let first = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        let second = TaskMessage(url: "http://test1.com?sid=2", site: "test1.com", submittedBy: "test")
+        try await put(WireCodec.encode(first))
+        try await put(WireCodec.encode(second))
+        let runner = ScriptedRunner([.siteBlocked("the site is throttling us (HTTP 429)", retryAfterSeconds: 30)])
+        let session = start(runner)
+        defer { session.cancel() }
+        try await admit()
+        let log = ControlLog()
+        try await waitUntil("both are reported finished") {
+            try await read(log)
+            return log.all.filter { $0.kind == .finished }.count == 2
+        }
+        #expect(runner.ran == [first.url], "the site's other task waits unrun")
+        let kinds = log.all.map(\.kind).filter { $0 == .blocked || $0 == .finished }
+        #expect(kinds == [.blocked, .finished, .finished], "the block comes before the task's finished")
+        let report = try #require(log.all.first { $0.kind == .blocked })
+        #expect(report.site == "test1.com" && report.retryAfter == 30 && report.reason?.contains("429") == true)
+        let waiting = broker.messages(in: "fanfic.retry.60s")
+        #expect(try waiting.map { try WireCodec.decode($0.body).url } == [first.url, second.url])
+        #expect(try waiting.allSatisfy { try WireCodec.decode($0.body).attempt == 0 }, "no retry step spent")
+        #expect(waiting.allSatisfy { $0.properties.headers[FanficTopology.deferralsHeader] == .int(1) })
+        #expect(events.kinds.withLock { $0 }.filter { $0 == .taskDeferred }.count == 2)
+    }
+
+    @Test("a task that waited for its site too many times counts the block as its own failure")
+    func deferredTooOften() async throws {
+        let task = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        var properties = AMQPMessageProperties.persistentJSON()
+        properties.headers[FanficTopology.deferralsHeader] = .int(12)
+        try await client.declare(FanficTopology.worker(id: "w1"))
+        try await client.publish(
+            WireCodec.encode(task), exchange: "", routingKey: queue, properties: properties, mandatory: true)
+        let runner = ScriptedRunner([
+            .siteBlocked("the site answers with a challenge page (HTTP 403)", retryAfterSeconds: nil)
+        ])
+        let session = start(runner)
+        defer { session.cancel() }
+        try await admit()
+        try await waitUntil("it waits in the retry tier") { !broker.messages(in: "fanfic.retry.60s").isEmpty }
+        let retried = try WireCodec.decode(broker.messages(in: "fanfic.retry.60s")[0].body)
+        #expect(retried.attempt == 1, "a retry step spent")
+    }
 }

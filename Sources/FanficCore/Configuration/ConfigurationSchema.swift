@@ -5,7 +5,7 @@ import Foundation
 enum ConfigurationSchema {
     static let sections = [
         "broker", "email", "calibre", "fanficfare", "retry", "notifications", "worker", "run", "coordinator",
-        "limits",
+        "limits", "sites",
     ]
 
     static var fields: [ConfigurationField] {
@@ -31,6 +31,7 @@ enum ConfigurationSchema {
             .string("calibre", "password", \.calibre.password, secrecy: .whole),
             .choice("calibre", "update_method", \.calibre.updateMethod),
             .choice("calibre", "metadata_mode", \.calibre.metadataMode),
+            .choice("calibre", "on_fewer_chapters", \.calibre.onFewerChapters),
 
             .string("fanficfare", "command", \.fanficfare.command, rule: Rules.nonEmpty("a command name or path")),
             .string("fanficfare", "personal_ini", \.fanficfare.personalIni),
@@ -64,6 +65,9 @@ enum ConfigurationSchema {
             .integer("limits", "max_url_length", \.limits.maxURLLength, range: 64...65_536),
             .integer("limits", "max_reason_length", \.limits.maxReasonLength, range: 80...65_536),
             .integer("limits", "max_workers", \.limits.maxWorkers, range: 1...100_000),
+
+            .integer("sites", "cooldown", \.sites.cooldown, range: 1...86_400),
+            .integer("sites", "cooldown_max", \.sites.cooldownMax, range: 1...604_800),
         ]
     }
 }

@@ -13,6 +13,7 @@ public struct FanficConfiguration: Sendable, Hashable {
     public var run = Run()
     public var coordinator = Coordinator()
     public var limits = Limits()
+    public var sites = Sites()
 
     public init() {}
 
@@ -85,8 +86,29 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var library = "./library"
         public var username = ""
         public var password = ""
+        /// What to do when the site has fewer chapters than the book (an author removed some):
+        /// never lose chapters unless asked to.
+        public enum FewerChapters: String, Sendable, Hashable, CaseIterable {
+            /// Leave the book as it is and tell the user.
+            case keep
+            /// Keep the book's EPUB as its ORIGINAL_EPUB format, then update.
+            case backupThenUpdate = "backup_then_update"
+            /// Update: the book gets the site's shorter story.
+            case update
+        }
+
         public var updateMethod = UpdateMethod.update
         public var metadataMode = MetadataMode.removeAdd
+        public var onFewerChapters = FewerChapters.keep
+    }
+
+    /// How the fleet treats a site that blocks it (429, a challenge, down, unreachable).
+    public struct Sites: Sendable, Hashable {
+        /// Seconds a blocked site is paused for every worker the first time; doubled for each
+        /// further block of the same outage, up to `cooldown_max`. A longer delay the site asked
+        /// for (Retry-After) is honoured.
+        public var cooldown = 60
+        public var cooldownMax = 3600
     }
 
     public struct FanFicFare: Sendable, Hashable {
