@@ -237,6 +237,48 @@ extension BrokerTests {
             }
         }
 
+        @Test(
+            "an author removed chapters: the book is kept, kept aside then updated, or updated, as configured",
+            arguments: ["keep", "backup_then_update", "update"])
+        func fewerChapters(mode: String) async throws {
+            let url = "http://test1.com?sid=1001"
+            var ini = ""
+            let system = try await System(extra: { scratch in
+                ini = scratch.appendingPathComponent("stories.ini").path
+                try Self.storyINI(chapters: 5).write(toFile: ini, atomically: true, encoding: .utf8)
+                return "on_fewer_chapters = \"\(mode)\"\n[fanficfare]\npersonal_ini = \"\(ini)\""
+            })
+            defer { system.stop() }
+            try await system.submit(url)
+            let added = try await system.events.waitForEnd(of: url)
+            let book = try #require(added.calibreID)
+            #expect(try Self.chapterCount(library: system.library, book: book) == 5)
+
+            // Two chapters taken down, on a later date.
+            try Self.storyINI(chapters: 3, updated: "2020-03-03").write(toFile: ini, atomically: true, encoding: .utf8)
+            let after = try await system.submitAgain(url)
+            #expect(after.kind == .taskSucceeded, "\(after)")
+            let books = try system.library.books()
+            #expect(books.count == 1, "never a second book")
+            let now = try #require(books.first)
+            let originals = (now.formats ?? []).filter { $0.lowercased().hasSuffix(".original_epub") }
+            switch mode {
+            case "keep":
+                #expect(now.id == book && originals.isEmpty)
+                #expect(try Self.chapterCount(library: system.library, book: now.id) == 5, "the longer copy stays")
+                #expect(after.detail?.hasPrefix("kept as it is: the site has 3 chapters, the book 5") == true)
+            case "backup_then_update":
+                #expect(try Self.chapterCount(library: system.library, book: now.id) == 3)
+                #expect(originals.count == 1, "\(now.formats ?? [])")
+                #expect(
+                    try Self.chapterCount(library: system.library, book: now.id, format: "original_epub") == 5,
+                    "the 5-chapter EPUB kept as the book's ORIGINAL_EPUB")
+            default:
+                #expect(try Self.chapterCount(library: system.library, book: now.id) == 3)
+                #expect(originals.isEmpty)
+            }
+        }
+
         @Test("sid 666 fails at once; sid 667 walks the whole ladder; a skipped update is forced")
         func failuresAndForce() async throws {
             let system = try await System(extra: { _ in
@@ -368,25 +410,25 @@ extension BrokerTests {
 
         nonisolated(unsafe) static var servers: [ContentServer] = []
 
-        static func storyINI(chapters: Int) -> String {
+        static func storyINI(chapters: Int, updated: String? = nil) -> String {
             let titles = (1...chapters).map { "Chapter \($0)" }.joined(separator: ",")
             return """
                 [teststory:1001]
                 title:Growing Story {{storyId}}
-                dateUpdated:\(chapters > 3 ? "2020-02-02" : "2020-01-02")
+                dateUpdated:\(updated ?? (chapters > 3 ? "2020-02-02" : "2020-01-02"))
                 chaptertitles:\(titles)
 
                 """
         }
 
-        /// Chapters in the book's EPUB, counted from a fresh export.
-        static func chapterCount(library: TestLibrary, book: Int) throws -> Int {
+        /// Chapters in the book's EPUB (or another format of it), counted from a fresh export.
+        static func chapterCount(library: TestLibrary, book: Int, format: String = "epub") throws -> Int {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("export-\(UUID().uuidString)")
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             defer { try? FileManager.default.removeItem(at: directory) }
             try library.calibredb([
                 "export", "--single-dir", "--to-dir", directory.path, "--dont-save-cover", "--dont-write-opf",
-                "\(book)",
+                "--formats", format, "\(book)",
             ])
             let epub = try #require(try FileManager.default.contentsOfDirectory(atPath: directory.path).first)
             let listing = try ChildProcess.run(["unzip", "-l", directory.appendingPathComponent(epub).path]).stdout

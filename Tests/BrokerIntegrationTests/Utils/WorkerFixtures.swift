@@ -81,9 +81,11 @@ struct TestLibrary {
         let identifiers: [String: String]
         let tags: [String]?
         let custom: String?
+        /// The paths of its format files (`.../Title.epub`, `.../Title.original_epub`).
+        let formats: [String]?
 
         enum CodingKeys: String, CodingKey {
-            case id, title, authors, identifiers, tags
+            case id, title, authors, identifiers, tags, formats
             case custom = "*keepme"
         }
     }
@@ -92,7 +94,7 @@ struct TestLibrary {
         let output = try calibredb(
             [
                 "list", "--for-machine", "--fields",
-                "title,authors,identifiers,tags" + (hasCustomColumn ? ",*keepme" : ""),
+                "title,authors,identifiers,tags,formats" + (hasCustomColumn ? ",*keepme" : ""),
             ])
         return try JSONDecoder().decode([Book].self, from: Data(output.utf8))
     }
