@@ -380,8 +380,8 @@ final class CoordinatorTerm: Sendable {
         }
     }
 
-    /// One event and one notification per pause (the first of an outage, and each longer one
-    /// after it), with the stories waiting: the reporting worker's queue plus the site's backlog.
+    /// An event per pause, and a notification at the first of an outage with the stories waiting:
+    /// the reporting worker's queue plus the site's backlog.
     private func announcePause(
         site: String, worker: WorkerID, until: Date, reason: String, pauses: Int, waiting: Int,
         group: inout DiscardingTaskGroup
@@ -392,6 +392,8 @@ final class CoordinatorTerm: Sendable {
             detail: "until \(until.formatted(.iso8601)), pause \(pauses)")
         event.attempt = pauses
         events.emit(event)
+        // One notification per outage: its later, longer pauses are in events and `fanfic status`.
+        guard pauses == 1 else { return }
         group.addTask {
             let backlog = await self.moves.backlogCounts(sites: [site])[site] ?? 0
             let time = until.formatted(date: .omitted, time: .shortened)

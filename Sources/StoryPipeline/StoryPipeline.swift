@@ -141,7 +141,9 @@ public struct StoryPipeline: TaskRunner {
         switch outcome.disposition {
         case .pauseSite:
             guard case .siteBlocked(let block) = outcome else { return .retryable(Self.reason(outcome)) }
-            return .siteBlocked(block.description, retryAfterSeconds: block.retryAfterSeconds)
+            // The short form travels (status, events, the notification); FanFicFare's line is logged.
+            logger.warning("the site is blocking", metadata: ["block": "\(block.summary)", "line": "\(block.line)"])
+            return .siteBlocked(block.summary, retryAfterSeconds: block.retryAfterSeconds)
         case .retryLater:
             return .retryable(Self.reason(outcome))
         case .permanentFailure:

@@ -111,7 +111,7 @@ struct StoryPipelineUnitTests {
     func siteBlocked() async throws {
         let block = SiteBlock(kind: .throttled, status: 429, retryAfterSeconds: 120, line: "HTTP Error in FFF '429'")
         let downloader = ScriptedDownloader([.init(outcome: .siteBlocked(block), storyURL: nil)])
-        #expect(await run(pipeline(downloader), url) == .siteBlocked(block.description, retryAfterSeconds: 120))
+        #expect(await run(pipeline(downloader), url) == .siteBlocked(block.summary, retryAfterSeconds: 120))
         #expect(library.books.isEmpty)
     }
 
