@@ -37,6 +37,11 @@ public struct DispatchStateMachine: Sendable {
         /// `cooldownMax` (a longer delay the site asked for is honoured).
         public var cooldown: Duration
         public var cooldownMax: Duration
+        /// `[sites."<site>"] pause`: a site's own `sitePause`.
+        public var sitePauses: [String: Duration] = [:]
+        /// Tasks of a site sent to workers in any hour (`max_tasks_per_hour`); 0: no limit.
+        public var hourlyBudget = 0
+        public var hourlyBudgets: [String: Int] = [:]
 
         public init(
             workerTimeout: Duration = .seconds(20), sitePause: Duration = .zero, siteCaps: [String: Int] = [:],
@@ -50,6 +55,8 @@ public struct DispatchStateMachine: Sendable {
         }
 
         func cap(_ site: String) -> Int { max(1, siteCaps[site] ?? 1) }
+        func pause(_ site: String) -> Duration { sitePauses[site] ?? sitePause }
+        func budget(_ site: String) -> Int { max(0, hourlyBudgets[site] ?? hourlyBudget) }
 
         /// The pause after the `pauses`-th block of an outage (1 for the first).
         public func cooldown(pauses: Int, siteAsked: Duration?) -> Duration {
@@ -105,6 +112,12 @@ public struct DispatchStateMachine: Sendable {
     private(set) var releasedAt: [String: Duration] = [:]
     /// Sites paused after a block, or being probed after their pause.
     public private(set) var pauses: [String: SitePause] = [:]
+    /// Sites in their quiet hours: not contacted, their tasks wait in their backlogs.
+    public private(set) var quietSites: Set<String> = []
+    /// When tasks of each budgeted site went to a worker, in the last hour.
+    private(set) var recentSends: [String: [Duration]] = [:]
+    /// Workers whose drain was stopped before the backlog was empty: the site waits again after.
+    private var stoppedDrains: Set<WorkerID> = []
     /// Copies of each identity in the pipeline (pending, parked, queued or running).
     private(set) var inPipeline: [TaskIdentity: Int] = [:]
     private(set) var pendingMoves: [MoveID: PendingMove] = [:]
@@ -216,7 +229,16 @@ public struct DispatchStateMachine: Sendable {
             if let identity { worker.outstanding.add(identity) }
             // The identity was counted in the pipeline when it was parked (unless parked before a restart).
             workers[id] = worker
+            recordSend(site, now: now)
+            if worker.draining, !stoppedDrains.contains(id), mayNotContact(site, now: now) {
+                stoppedDrains.insert(id)
+                actions.append(.stopDrain(id))
+            }
         case .backlogDrained(let site, let id):
+            if stoppedDrains.remove(id) != nil, !waitingSites.contains(site) {
+                // Stopped early: what is left of the backlog waits for the site's turn again.
+                waitingSites.append(site)
+            }
             guard var worker = workers[id], worker.site == site else { break }
             worker.draining = false
             workers[id] = worker
@@ -235,6 +257,14 @@ public struct DispatchStateMachine: Sendable {
             actions.append(.announce(.tableRebuilt(workers: workers.count, waitingSites: waitingSites.count)))
             drainWaitingIntoHolders(into: &actions)
             releaseIfDone(now: now, into: &actions)
+        case .quietSites(let sites):
+            quietSites = sites
+            for (site, holders) in holders where sites.contains(site) {
+                for id in holders.sorted() where workers[id]?.draining == true && !stoppedDrains.contains(id) {
+                    stoppedDrains.insert(id)
+                    actions.append(.stopDrain(id))
+                }
+            }
         case .siteBlocked(let id, let site, let retryAfter, let reason):
             block(site, by: id, retryAfter: retryAfter, reason: reason, now: now, into: &actions)
         case .tick:
@@ -262,8 +292,8 @@ public struct DispatchStateMachine: Sendable {
         let destination: Destination
         if phase != .running {
             destination = .backlog(site: site)
-        } else if isPaused(site, now: now) {
-            // Its holder would only hand it back: it waits with the rest of the site's tasks.
+        } else if mayNotContact(site, now: now) {
+            // Paused, quiet or out of budget: it waits with the rest of the site's tasks.
             destination = .backlog(site: site)
         } else if let holder = leastLoadedHolder(of: site), !shouldWiden(site, leastLoaded: holder, now: now) {
             destination = .worker(holder)
@@ -277,6 +307,7 @@ public struct DispatchStateMachine: Sendable {
         case .worker(let id):
             workers[id]!.sent += 1
             workers[id]!.outstanding.add(task.identity)
+            recordSend(site, now: now)
         case .backlog(let site):
             if !waitingSites.contains(site) { waitingSites.append(site) }
         }
@@ -309,11 +340,11 @@ public struct DispatchStateMachine: Sendable {
     }
 
     private func canAssign(_ site: String, now: Duration) -> Bool {
-        if isPaused(site, now: now) { return false }
+        if mayNotContact(site, now: now) { return false }
         // Probed by one worker until a task there ends without a block.
         let cap = pauses[site] == nil ? configuration.cap(site) : 1
         guard holders[site, default: []].count < cap else { return false }
-        if let released = releasedAt[site], now < released + configuration.sitePause { return false }
+        if let released = releasedAt[site], now < released + configuration.pause(site) { return false }
         return true
     }
 
@@ -368,7 +399,26 @@ public struct DispatchStateMachine: Sendable {
         }
     }
 
-    // MARK: Site pauses
+    // MARK: Site pauses, quiet hours, hourly budgets
+
+    /// Whether no task of the site may go to a worker now.
+    private func mayNotContact(_ site: String, now: Duration) -> Bool {
+        isPaused(site, now: now) || quietSites.contains(site) || budgetLeft(site, now: now) <= 0
+    }
+
+    /// Tasks the site may still be sent this hour (`Int.max` without a budget).
+    public func budgetLeft(_ site: String, now: Duration) -> Int {
+        let budget = configuration.budget(site)
+        guard budget > 0 else { return .max }
+        return budget - (recentSends[site] ?? []).filter { now - $0 < .seconds(3600) }.count
+    }
+
+    private mutating func recordSend(_ site: String, now: Duration) {
+        guard configuration.budget(site) > 0 else { return }
+        var sends = recentSends[site, default: []].filter { now - $0 < .seconds(3600) }
+        sends.append(now)
+        recentSends[site] = sends
+    }
 
     private func isPaused(_ site: String, now: Duration) -> Bool {
         guard let pause = pauses[site] else { return false }

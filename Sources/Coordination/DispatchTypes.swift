@@ -66,6 +66,8 @@ public enum DispatchEvent: Hashable, Sendable {
     /// A worker holding `site` met a block there (throttled, challenged, down, unreachable): the
     /// site is paused for every worker. `retryAfter`: the delay the site asked for.
     case siteBlocked(WorkerID, site: String, retryAfter: Duration?, reason: String)
+    /// The sites in their quiet hours now (the service reads the wall clock; this machine has none).
+    case quietSites(Set<String>)
     /// Time passed (liveness checks, pauses, the end of the rebuild window).
     case tick
 }
@@ -86,6 +88,9 @@ public enum DispatchAction: Hashable, Sendable {
     /// Stop any drain into the worker's queue, then move what is left in it back to
     /// `fanfic.ingress`; answer `.workerReclaimed`.
     case reclaim(WorkerID)
+    /// Stop the drain into the worker's queue (its site's hourly budget is spent, or its quiet
+    /// hours began); the drain still reports `.backlogDrained` when it has stopped.
+    case stopDrain(WorkerID)
     /// Tell a worker that said hello that it may consume its queue.
     case admit(WorkerID)
     /// Tell a worker this table does not know (presumed dead, or never admitted by it) to stop

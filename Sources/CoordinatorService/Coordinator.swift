@@ -32,6 +32,9 @@ public struct Coordinator: Service {
         public var knownSites: [String]
         /// Broker users whose control messages count (`coordinator.worker_users`); empty: any.
         public var workerUsers: Set<String> = []
+        /// Quiet hours (`sites.quiet_hours` and each site's own): `default` for every site without
+        /// its own. Local time.
+        public var quietHours: (default: [QuietHours], sites: [String: [QuietHours]]) = ([], [:])
         /// Bounds on what comes from outside (`[limits]`).
         public var limits = FanficConfiguration.Limits()
         /// `coordinator@<host>:<pid>`, in events and logs.
@@ -51,6 +54,27 @@ public struct Coordinator: Service {
             forgetWorkersAfter = TimeInterval(configuration.coordinator.forgetWorkersAfter)
             registrySweepInterval = .seconds(min(300, max(1, configuration.coordinator.forgetWorkersAfter / 4)))
             limits = configuration.limits
+            let overrides = configuration.sites.overrides
+            dispatch.sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
+            dispatch.hourlyBudget = configuration.sites.maxTasksPerHour
+            dispatch.hourlyBudgets = overrides.compactMapValues(\.maxTasksPerHour)
+            quietHours = (
+                configuration.sites.quietHours.compactMap(QuietHours.init),
+                overrides.compactMapValues { $0.quietHours?.compactMap(QuietHours.init) }
+            )
+        }
+
+        /// The sites in their quiet hours at `date`, among `sites`.
+        func quietSites(among sites: some Sequence<String>, at date: Date, calendar: Calendar = .current) -> Set<String>
+        {
+            let parts = calendar.dateComponents([.hour, .minute], from: date)
+            let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+            var quiet: Set<String> = []
+            for site in Set(sites).union(quietHours.sites.keys) {
+                let ranges = quietHours.sites[site] ?? quietHours.default
+                if ranges.contains(where: { $0.contains(minuteOfDay: minute) }) { quiet.insert(site) }
+            }
+            return quiet
         }
 
         public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {

@@ -187,7 +187,12 @@ final class CoordinatorTerm: Sendable {
                 state.ending = true
             }
             if Task.isCancelled { state.ending = true }
-            if !state.ending { apply(.tick, state: &state, group: &group) }
+            if !state.ending {
+                let quiet = settings.quietSites(
+                    among: Set(settings.knownSites).union(state.ledger.sitesSeen), at: Date())
+                if quiet != state.machine.quietSites { apply(.quietSites(quiet), state: &state, group: &group) }
+                apply(.tick, state: &state, group: &group)
+            }
             if !state.ending, !state.registrySweeping, let swept = state.registrySweptAt,
                 now - swept >= settings.registrySweepInterval
             {
@@ -350,6 +355,8 @@ final class CoordinatorTerm: Sendable {
                 return
             }
             group.addTask { await self.moves.admit(worker) }
+        case .stopDrain(let worker):
+            state.drains[worker]?.stop()
         case .askToRejoin(let worker):
             logger.info(
                 "heartbeats from a worker this table does not know; asking it to say hello",

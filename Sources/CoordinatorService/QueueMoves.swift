@@ -40,8 +40,9 @@ final class QueueMoves: Sendable {
         }
     }
 
-    /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty (then
-    /// reports `.backlogDrained`) or `signal` says stop (a reclaim of that worker, the term's end).
+    /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty or
+    /// `signal` says stop (a reclaim of that worker, the term's end, the site's budget or quiet
+    /// hours); either way it then reports `.backlogDrained`: the moves into the worker are over.
     func drain(
         site: String, into worker: WorkerID, until signal: StopSignal,
         report: @Sendable (DispatchEvent) -> Void
@@ -80,6 +81,8 @@ final class QueueMoves: Sendable {
                 try? await Task.sleep(for: .seconds(1))
             }
         }
+        logger.info("backlog drain stopped", metadata: ["site": "\(site)", "worker": "\(worker)", "moved": "\(moved)"])
+        report(.backlogDrained(site: site, worker: worker))
     }
 
     /// Moves what is left in a worker's queue back to `fanfic.ingress`. True when the queue was

@@ -21,11 +21,30 @@ public struct FanFicFare: Sendable {
     public static let optionsName = "fanfic-options.ini"
 
     public let settings: FanficConfiguration.FanFicFare
+    /// `[sites."<site>"] fanficfare_options`: added to `fanficfare.options` for that site's runs.
+    public let siteOptions: [String: [String]]
     let runner: ToolRunner
 
-    public init(settings: FanficConfiguration.FanFicFare) {
+    public init(settings: FanficConfiguration.FanFicFare, siteOptions: [String: [String]] = [:]) {
         self.settings = settings
+        self.siteOptions = siteOptions.filter { !$0.value.isEmpty }
         self.runner = ToolRunner()
+    }
+
+    /// The configured one: `fanficfare` settings and each site's own options.
+    public init(configuration: FanficConfiguration) {
+        self.init(
+            settings: configuration.fanficfare,
+            siteOptions: configuration.sites.overrides.mapValues(\.fanficfareOptions))
+    }
+
+    /// The options of a run for `url`: `fanficfare.options`, then its site's (FanFicFare reads the
+    /// later of two settings of one name).
+    public func options(for url: String?) -> [String] {
+        guard let url, !siteOptions.isEmpty, case .success(let story) = SiteRules.bundled.resolve(url) else {
+            return settings.options
+        }
+        return settings.options + (siteOptions[story.site] ?? [])
     }
 
     /// The argument vector: options first, `--`, then exactly one story input, so that a URL can
@@ -40,7 +59,7 @@ public struct FanFicFare: Sendable {
         for ini in [settings.defaultsIni, settings.personalIni] where !ini.isEmpty {
             arguments += ["-c", ini]
         }
-        if !settings.options.isEmpty { arguments += ["-c", Self.optionsName] }
+        if !options(for: url).isEmpty { arguments += ["-c", Self.optionsName] }
         if hailMary {
             // The last try: slower, so that a struggling site gets a chance.
             arguments += ["-o", "slow_down_sleep_time=5"]
@@ -59,10 +78,11 @@ public struct FanFicFare: Sendable {
     /// The options file's text: FanFicFare's `[overrides]` section, which is what `-o` sets, one
     /// `NAME:VALUE` line per option (`%` doubled: FanFicFare's ini files interpolate). Nil
     /// without options. Configuration refuses option values with line breaks.
-    public func optionsFile() -> String? {
-        guard !settings.options.isEmpty else { return nil }
+    public func optionsFile(for url: String? = nil) -> String? {
+        let options = options(for: url)
+        guard !options.isEmpty else { return nil }
         var text = "# Written by the worker for one run; deleted with its jail.\n[overrides]\n"
-        for option in settings.options {
+        for option in options {
             guard let equals = option.firstIndex(of: "=") else { continue }
             let name = option[..<equals].trimmingCharacters(in: .whitespaces)
             let value = option[option.index(after: equals)...].replacingOccurrences(of: "%", with: "%%")
@@ -75,7 +95,7 @@ public struct FanFicFare: Sendable {
     public func run(url: String, mode: Mode, hailMary: Bool, in jail: URL) async throws -> (
         FanFicFareOutcome, ToolResult
     ) {
-        if let options = optionsFile() {
+        if let options = optionsFile(for: url) {
             let path = jail.appendingPathComponent(Self.optionsName).path
             guard
                 FileManager.default.createFile(

@@ -54,7 +54,7 @@ public struct StoryPipeline: TaskRunner {
         self.init(
             settings: Settings(configuration: configuration),
             library: CalibreStoryLibrary(location: location, credentials: credentials),
-            downloader: FanFicFare(settings: configuration.fanficfare), writeTurn: writeTurn)
+            downloader: FanFicFare(configuration: configuration), writeTurn: writeTurn)
     }
 
     /// Runs a library write, in turn with every other worker's when the library is a server.

@@ -43,6 +43,12 @@ public final class WorkerSession: Service {
         /// After a block, this worker contacts the site again only after this (`sites.cooldown`,
         /// the shortest pause the coordinator gives it): the site's other tasks in its queue wait.
         public var siteCooldown: Duration
+        /// `[sites."<site>"] pause`: a site's own rest between two tasks instead of `sitePause`.
+        public var sitePauses: [String: Duration]
+        /// Quiet hours (`sites.quiet_hours`, and each site's own): a task of a quiet site in this
+        /// queue waits instead of running.
+        public var quietHours: [QuietHours]
+        public var siteQuietHours: [String: [QuietHours]]
 
         public init(id: String, configuration: FanficConfiguration) {
             self.id = id
@@ -52,6 +58,20 @@ public final class WorkerSession: Service {
             limits = configuration.limits.wire
             taskTimeout = .seconds(configuration.fanficfare.timeout + 600)
             siteCooldown = .seconds(configuration.sites.cooldown)
+            let overrides = configuration.sites.overrides
+            sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
+            quietHours = configuration.sites.quietHours.compactMap(QuietHours.init)
+            siteQuietHours = overrides.compactMapValues { $0.quietHours?.compactMap(QuietHours.init) }
+        }
+
+        func pause(for site: String) -> Duration { sitePauses[site] ?? sitePause }
+
+        func isQuiet(_ site: String, at date: Date) -> Bool {
+            let ranges = siteQuietHours[site] ?? quietHours
+            guard !ranges.isEmpty else { return false }
+            let parts = Calendar.current.dateComponents([.hour, .minute], from: date)
+            let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+            return ranges.contains { $0.contains(minuteOfDay: minute) }
         }
     }
 
@@ -212,6 +232,10 @@ public final class WorkerSession: Service {
             await handBack(task, message: message, reason: reason)
             return
         }
+        if settings.isQuiet(task.site, at: Date()) {
+            await handBack(task, message: message, reason: "the site is in its quiet hours")
+            return
+        }
         if let block = blockedNow(task.site) {
             // The coordinator paused the site: this task waits with the others, unrun.
             _ = await settler.settle(
@@ -228,8 +252,9 @@ public final class WorkerSession: Service {
             defer { progress.running = task }
             return progress.lastSite
         }
-        if last == task.site, settings.sitePause > .zero {
-            try? await Task.sleep(for: settings.sitePause)
+        let pause = settings.pause(for: task.site)
+        if last == task.site, pause > .zero {
+            try? await Task.sleep(for: pause)
         }
         // Now rather than at the next beat, so that `fanfic status` shows the story at once.
         await publishLiveness()
@@ -287,7 +312,7 @@ public final class WorkerSession: Service {
     /// and reports it finished here: the coordinator counted it as this worker's.
     private func handBack(_ task: TaskMessage, message: BusMessage, reason: String) async {
         logger.warning(
-            "a task in this worker's queue is not its site's; handing it back",
+            "a task in this worker's queue is not to run now; handing it back",
             metadata: ["url": "\(task.url)", "reason": "\(reason)"])
         _ = await settler.handBack(task, message: message, logger: logger) {
             await self.reportFinished(task, ran: false)

@@ -384,6 +384,12 @@ struct Simulation {
             // The service stops every drain into that queue before it empties it.
             drains.removeAll { $0.worker == id }
             workers[id]?.reclaimPending = true
+        case .stopDrain(let id):
+            // The service stops the drain, which then reports itself over.
+            if let index = drains.firstIndex(where: { $0.worker == id }) {
+                let site = drains.remove(at: index).site
+                try send(.backlogDrained(site: site, worker: id))
+            }
         case .admit(let id):
             if workers[id]?.alive == true { workers[id]!.admitted = true }
         case .askToRejoin(let id):

@@ -412,3 +412,120 @@ struct SitePauseTests {
         #expect(widened.first != first.first, "after a success the site may take a second worker again")
     }
 }
+
+@Suite("Dispatch state machine: politeness per site")
+struct SitePolitenessTests {
+    func task(_ handle: DeliveryHandle, site: String = "test1.com") -> IncomingTask {
+        IncomingTask(
+            handle: handle, taskID: "t\(handle)",
+            identity: TaskIdentity(url: "http://\(site)?sid=\(handle)", site: site, calibreID: nil))
+    }
+
+    func running(_ configuration: DispatchStateMachine.Configuration, workers: [WorkerID]) -> DispatchStateMachine {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
+        _ = machine.handle(.tick, at: .seconds(20))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
+        return machine
+    }
+
+    func destinations(_ actions: [DispatchAction]) -> [Destination] {
+        actions.compactMap { if case .publish(_, _, let destination) = $0 { destination } else { nil } }
+    }
+
+    func beat(_ machine: inout DispatchStateMachine, _ workers: [WorkerID], at time: Duration) {
+        for worker in workers { _ = machine.handle(.heartbeat(worker, site: nil, unfinished: 0), at: time) }
+    }
+
+    @Test("max tasks per hour: past the budget tasks wait in the backlog, a drain stops, the hour's end frees them")
+    func hourlyBudget() {
+        var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
+        configuration.hourlyBudgets = ["test1.com": 2]
+        var machine = running(configuration, workers: ["a"])
+        beat(&machine, ["a"], at: .seconds(21))
+        #expect(destinations(machine.handle(.taskArrived(task(1)), at: .seconds(21))) == [.worker("a")])
+        #expect(destinations(machine.handle(.taskArrived(task(2)), at: .seconds(21))) == [.worker("a")])
+        #expect(machine.budgetLeft("test1.com", now: .seconds(21)) == 0)
+        #expect(destinations(machine.handle(.taskArrived(task(3)), at: .seconds(21))) == [.backlog(site: "test1.com")])
+        // Another site is not held back by it.
+        #expect(
+            destinations(machine.handle(.taskArrived(task(4, site: "test2.com")), at: .seconds(21)))
+                == [.backlog(site: "test2.com")], "only one worker, busy")
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(22))
+        let released = machine.handle(.taskFinished("a", task(2).identity), at: .seconds(22))
+        #expect(
+            released.contains(.drainBacklog(site: "test2.com", into: "a")), "the waiting site with budget goes first")
+        _ = machine.handle(.backlogDrained(site: "test2.com", worker: "a"), at: .seconds(22))
+
+        // An hour after the first sends, the budget is back and the backlog drains; the drain is
+        // stopped once it has moved the hour's share.
+        var time: Duration = .seconds(22)
+        var resumed: [DispatchAction] = []
+        while !resumed.contains(.drainBacklog(site: "test1.com", into: "a")) && time < .seconds(4000) {
+            time += .seconds(10)
+            resumed = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: time)
+        }
+        #expect(resumed.contains(.drainBacklog(site: "test1.com", into: "a")))
+        #expect(time > .seconds(3621), "not before the hour is over: \(time)")
+        _ = machine.handle(.backlogTaskMoved(site: "test1.com", worker: "a", identity: task(3).identity), at: time)
+        _ = machine.handle(.backlogTaskMoved(site: "test1.com", worker: "a", identity: task(5).identity), at: time)
+        let stopped = machine.handle(
+            .backlogTaskMoved(site: "test1.com", worker: "a", identity: task(6).identity), at: time)
+        #expect(stopped.isEmpty, "stopped once, at the second move")
+        #expect(machine.budgetLeft("test1.com", now: time) < 0 || machine.budgetLeft("test1.com", now: time) == 0)
+        _ = machine.handle(.backlogDrained(site: "test1.com", worker: "a"), at: time)
+        #expect(machine.sitesWaiting.contains("test1.com"), "what is left waits for the next hour")
+    }
+
+    @Test("the drain into a worker stops when the site's budget is spent")
+    func drainStops() {
+        var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
+        configuration.hourlyBudget = 1
+        var machineWithBacklog = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machineWithBacklog.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1))
+        _ = machineWithBacklog.handle(.tick, at: .seconds(20))
+        let drain = machineWithBacklog.handle(.backlogsDiscovered(["test1.com": 5]), at: .seconds(20))
+        #expect(drain.contains(.drainBacklog(site: "test1.com", into: "a")))
+        let moved = machineWithBacklog.handle(
+            .backlogTaskMoved(site: "test1.com", worker: "a", identity: task(1).identity), at: .seconds(20))
+        #expect(moved.contains(.stopDrain("a")))
+        _ = machineWithBacklog.handle(.backlogDrained(site: "test1.com", worker: "a"), at: .seconds(20))
+        let done = machineWithBacklog.handle(.taskFinished("a", task(1).identity), at: .seconds(20))
+        #expect(done.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        #expect(!done.contains(.drainBacklog(site: "test1.com", into: "a")), "no budget left this hour")
+        #expect(machineWithBacklog.sitesWaiting == ["test1.com"])
+    }
+
+    @Test("quiet hours: the site's tasks wait in its backlog, a drain stops, and the end of quiet hours resumes it")
+    func quiet() {
+        var machine = running(.init(workerTimeout: .seconds(20)), workers: ["a", "b"])
+        beat(&machine, ["a", "b"], at: .seconds(21))
+        _ = machine.handle(.quietSites(["test1.com"]), at: .seconds(21))
+        #expect(destinations(machine.handle(.taskArrived(task(1)), at: .seconds(21))) == [.backlog(site: "test1.com")])
+        #expect(
+            destinations(machine.handle(.taskArrived(task(2, site: "test2.com")), at: .seconds(21))) == [.worker("a")])
+        #expect(!machine.handle(.tick, at: .seconds(22)).contains(.drainBacklog(site: "test1.com", into: "b")))
+        let resumed = machine.handle(.quietSites([]), at: .seconds(23))
+        #expect(resumed.contains(.drainBacklog(site: "test1.com", into: "b")))
+        // Quiet hours beginning while a backlog drains stop the drain.
+        let stopped = machine.handle(.quietSites(["test1.com"]), at: .seconds(24))
+        #expect(stopped.contains(.stopDrain("b")))
+    }
+
+    @Test("a site's own pause between its release and its next assignment")
+    func ownPause() {
+        var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
+        configuration.sitePauses = ["test1.com": .seconds(5)]
+        var machine = running(configuration, workers: ["a"])
+        beat(&machine, ["a"], at: .seconds(21))
+        _ = machine.handle(.taskArrived(task(1)), at: .seconds(21))
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(22))
+        #expect(destinations(machine.handle(.taskArrived(task(2)), at: .seconds(23))) == [.backlog(site: "test1.com")])
+        #expect(
+            destinations(machine.handle(.taskArrived(task(3, site: "test2.com")), at: .seconds(23))) == [.worker("a")],
+            "other sites are not held back")
+        _ = machine.handle(.taskFinished("a", task(3, site: "test2.com").identity), at: .seconds(24))
+        #expect(!machine.handle(.tick, at: .seconds(26)).contains(.drainBacklog(site: "test1.com", into: "a")))
+        #expect(machine.handle(.tick, at: .seconds(27)).contains(.drainBacklog(site: "test1.com", into: "a")))
+    }
+}

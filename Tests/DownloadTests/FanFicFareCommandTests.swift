@@ -68,6 +68,26 @@ struct FanFicFareCommandTests {
             !Self.command().arguments(url: "u", mode: .download, hailMary: false).contains("slow_down_sleep_time=5"))
     }
 
+    @Test("a site's own FanFicFare options go into its runs only, after fanficfare.options")
+    func siteOptions() throws {
+        var configuration = FanficConfiguration()
+        configuration.fanficfare.options = ["is_adult=true"]
+        configuration.sites.overrides["test1.com"] = SitePolicy(fanficfareOptions: ["slow_down_sleep_time=4"])
+        let command = FanFicFare(configuration: configuration)
+        let own = try #require(command.optionsFile(for: "http://test1.com?sid=5"))
+        #expect(own.hasSuffix("[overrides]\nis_adult:true\nslow_down_sleep_time:4\n"))
+        #expect(command.optionsFile(for: "http://test2.com?sid=5")?.contains("slow_down") == false)
+        // A site option alone still makes the run read the options file.
+        configuration.fanficfare.options = []
+        let alone = FanFicFare(configuration: configuration)
+        #expect(
+            alone.arguments(url: "http://test1.com?sid=5", mode: .download, hailMary: false).contains(
+                FanFicFare.optionsName))
+        #expect(
+            !alone.arguments(url: "http://test2.com?sid=5", mode: .download, hailMary: false).contains(
+                FanFicFare.optionsName))
+    }
+
     /// A fresh folder for one run, as the worker's task jail.
     static func makeJail() throws -> URL {
         let jail = FileManager.default.temporaryDirectory.appendingPathComponent("ffcmd-\(UUID().uuidString)")

@@ -43,11 +43,15 @@ struct WorkerSessionTests {
     init() { client = InMemoryBus(broker: broker) }
 
     /// A session on its own connection; `settlerBus` lets a test make the settler's publishes fail.
-    func start(_ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil, user: String = "guest") -> Task<Void, Never> {
+    func start(
+        _ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil, user: String = "guest",
+        adjust: (inout WorkerSession.Settings) -> Void = { _ in }
+    ) -> Task<Void, Never> {
         let bus = InMemoryBus(broker: broker, user: user)
         var settings = WorkerSession.Settings(id: "w1", configuration: FanficConfiguration())
         settings.heartbeat = .milliseconds(20)
         settings.sitePause = .zero
+        adjust(&settings)
         var settler = OutcomeSettler(
             bus: settlerBus ?? bus, ladder: Self.ladder, emit: { [events] in events.emit($0) },
             notifier: RecordingNotifier())
@@ -264,5 +268,28 @@ struct WorkerSessionTests {
         try await waitUntil("it waits in the retry tier") { !broker.messages(in: "fanfic.retry.60s").isEmpty }
         let retried = try WireCodec.decode(broker.messages(in: "fanfic.retry.60s")[0].body)
         #expect(retried.attempt == 1, "a retry step spent")
+    }
+
+    @Test("a task of a site in its quiet hours is not run: it goes back to wait, no attempt spent")
+    func quietHours() async throws {
+        let quiet = TaskMessage(url: "http://test1.com?sid=1", site: "test1.com", submittedBy: "test")
+        let open = TaskMessage(url: "http://test2.com?sid=1", site: "test2.com", submittedBy: "test")
+        try await put(WireCodec.encode(quiet))
+        try await put(WireCodec.encode(open))
+        let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: false, storyURL: nil)])
+        // Quiet all day long for test1.com: whatever the clock says when the test runs.
+        let session = start(runner) {
+            $0.siteQuietHours = ["test1.com": [QuietHours("00:00-12:00")!, QuietHours("12:00-00:00")!]]
+        }
+        defer { session.cancel() }
+        try await admit()
+        let log = ControlLog()
+        try await waitUntil("both are reported finished") {
+            try await read(log)
+            return log.all.filter { $0.kind == .finished }.count == 2
+        }
+        #expect(runner.ran == [open.url])
+        let back = try broker.messages(in: "fanfic.retry.60s").map { try WireCodec.decode($0.body) }
+        #expect(back.map(\.url) == [quiet.url] && back.first?.attempt == 0)
     }
 }

@@ -54,6 +54,7 @@ public struct ConfigurationLoader: Sendable {
         let fields = ConfigurationSchema.fields
         var issues: [ConfigurationIssue] = []
         var values: [String: (RawConfigValue, String)] = [:]  // field name -> (value, source)
+        var sitePolicies: [String: SitePolicy] = [:]
 
         // 1. The file: known sections and keys only, so a typo is caught instead of ignored.
         for section in table.keys.sorted() {
@@ -69,6 +70,17 @@ public struct ConfigurationLoader: Sendable {
             let known = fields.filter { $0.section == section }.map(\.key)
             for key in sectionTable.keys.sorted() {
                 let name = "\(section).\(key)"
+                if section == "sites", let siteTable = sectionTable[key]?.table {
+                    var raws: [String: RawConfigValue] = [:]
+                    for siteKey in siteTable.keys {
+                        // An unsupported type shows as a string, which every key refuses.
+                        raws[siteKey] = Self.raw(siteTable[siteKey]!) ?? .string("…")
+                    }
+                    let (policy, found) = SitePolicySchema.parse(site: key, table: raws, source: source)
+                    issues += found
+                    sitePolicies[key] = policy
+                    continue
+                }
                 guard known.contains(key) else {
                     issues.append(
                         ConfigurationIssue(
@@ -133,7 +145,16 @@ public struct ConfigurationLoader: Sendable {
             }
         }
 
+        configuration.sites.overrides = sitePolicies
+
         // 4. Rules across keys.
+        if configuration.sites.cooldownMax < configuration.sites.cooldown {
+            issues.append(
+                ConfigurationIssue(
+                    key: "sites.cooldown_max", value: "\(configuration.sites.cooldownMax)",
+                    expected: "must be at least sites.cooldown (\(configuration.sites.cooldown))",
+                    source: values["sites.cooldown_max"]?.1 ?? values["sites.cooldown"]?.1 ?? "defaults"))
+        }
         if configuration.coordinator.workerTimeout < 2 * configuration.worker.heartbeat {
             issues.append(
                 ConfigurationIssue(
@@ -205,6 +226,12 @@ extension FanficConfiguration {
             lines.append("[\(section)]")
             for field in fields where field.section == section {
                 lines.append("\(field.key) = \(field.render(self))")
+            }
+            if section == "sites" {
+                for site in sites.overrides.keys.sorted() {
+                    lines.append("")
+                    lines += SitePolicySchema.render(site: site, sites.overrides[site]!)
+                }
             }
         }
         return lines.joined(separator: "\n") + "\n"

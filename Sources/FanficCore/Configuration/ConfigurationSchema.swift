@@ -68,6 +68,8 @@ enum ConfigurationSchema {
 
             .integer("sites", "cooldown", \.sites.cooldown, range: 1...86_400),
             .integer("sites", "cooldown_max", \.sites.cooldownMax, range: 1...604_800),
+            .integer("sites", "max_tasks_per_hour", \.sites.maxTasksPerHour, range: 0...100_000),
+            .stringList("sites", "quiet_hours", \.sites.quietHours, rule: Rules.quietHours),
         ]
     }
 }
@@ -136,6 +138,13 @@ enum Rules {
     static func appriseURL(_ text: String) -> String? {
         text.contains("://")
             ? nil : "each must be an Apprise URL like mailto://user:pass@example.com or json://host/path"
+    }
+
+    static let quietHoursExpected =
+        "must be a list of HH:MM-HH:MM ranges in local time, e.g. [\"01:00-07:00\"] (across midnight: [\"22:00-06:00\"])"
+
+    static func quietHours(_ text: String) -> String? {
+        QuietHours(text) == nil ? quietHoursExpected : nil
     }
 
     static func siteCap(_ text: String) -> String? {

@@ -109,6 +109,14 @@ public struct FanficConfiguration: Sendable, Hashable {
         /// for (Retry-After) is honoured.
         public var cooldown = 60
         public var cooldownMax = 3600
+        /// Tasks of one site sent to workers in any hour; 0: no limit. A site's own section may
+        /// set its own.
+        public var maxTasksPerHour = 0
+        /// `HH:MM-HH:MM` ranges of local time when no site is contacted (unless its own section
+        /// says otherwise).
+        public var quietHours: [String] = []
+        /// `[sites."<site>"]` sections: one site's politeness over these defaults.
+        public var overrides: [String: SitePolicy] = [:]
     }
 
     public struct FanFicFare: Sendable, Hashable {
