@@ -99,6 +99,24 @@ extension BrokerTests {
                     "\(error)\n-- coordinator:\n\(roles.logText("coordinator-a").suffix(4000))"
                         + "\n-- w1:\n\(roles.logText("w1").suffix(3000))")
             }
+            // `fanfic status` shows the pause, why and until when.
+            var shown: [String: Any] = [:]
+            try await waitUntil("fanfic status shows test4.com paused", timeout: .seconds(60)) {
+                let run = try ChildProcess.run(
+                    [BuiltProducts.path("fanfic"), "status", "--config", roles.configPath, "--json"])
+                let report = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any]
+                let paused = (report?["paused_sites"] as? [[String: Any]]) ?? []
+                guard let site = paused.first(where: { $0["site"] as? String == "test4.com" }),
+                    site["probing"] as? Bool == false
+                else { return false }
+                shown = site
+                return true
+            }
+            #expect((shown["reason"] as? String)?.contains("throttling us (HTTP 429)") == true, "\(shown)")
+            #expect(shown["until"] is String && (shown["pauses"] as? Int ?? 0) >= 1, "\(shown)")
+            let text = try ChildProcess.run([BuiltProducts.path("fanfic"), "status", "--config", roles.configPath])
+            #expect(text.stdout.contains("Paused sites") && text.stdout.contains("test4.com"), "\(text.stdout)")
+
             let throttleEnded = Date()
             try FileManager.default.removeItem(at: flag)
             let firstPause = try #require(events.of(.sitePaused).first?.at)
