@@ -120,17 +120,12 @@ public struct StoryPipeline: TaskRunner {
         }
         var (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
         logger.debug("fanficfare finished", metadata: ["outcome": "\(outcome)", "exit": "\(output.exitStatus)"])
-        let fewerChapters = settings.calibre.onFewerChapters
         var keepPrevious = false
-        if case .moreChaptersThanSource(let epub, let source) = outcome, let book = books.first {
-            // An author removed chapters: updating would lose them.
-            switch fewerChapters {
-            case .keep:
-                return .stored(
-                    book: book, detail: Self.kept(site: source, book: epub), notify: true, storyURL: nil)
-            case .backupThenUpdate: keepPrevious = true
-            case .update: break
-            }
+        // An author removed chapters: updating would lose them.
+        if case .moreChaptersThanSource(let epub, let source) = outcome, let book = books.first,
+            let kept = onFewerChapters(site: source, book: epub, id: book, storyURL: nil, keepPrevious: &keepPrevious)
+        {
+            return kept
         }
         if outcome.disposition == .retryWithForce, case .update(let epub, _, false) = mode, method != .updateNoForce {
             logger.info("fanficfare skipped the update; once more with force", metadata: ["outcome": "\(outcome)"])
@@ -184,14 +179,11 @@ public struct StoryPipeline: TaskRunner {
             return .stored(book: book, detail: "up to date", notify: false, storyURL: storyURL)
         }
         // A forced update (or one FanFicFare did not flag) may still bring fewer chapters.
-        if let before = bookChapters, let after = StoryEPUB.chapterCount(of: story), after < before {
-            switch fewerChapters {
-            case .keep:
-                return .stored(
-                    book: book, detail: Self.kept(site: after, book: before), notify: true, storyURL: storyURL)
-            case .backupThenUpdate: keepPrevious = true
-            case .update: break
-            }
+        if let before = bookChapters, let after = StoryEPUB.chapterCount(of: story), after < before,
+            let kept = onFewerChapters(
+                site: after, book: before, id: book, storyURL: storyURL, keepPrevious: &keepPrevious)
+        {
+            return kept
         }
         var detail = "updated"
         if keepPrevious {
@@ -243,8 +235,23 @@ public struct StoryPipeline: TaskRunner {
         return try EbookMeta.tags(inOPF: previous)
     }
 
-    static func kept(site: Int, book: Int) -> String {
-        "kept as it is: the site has \(site) chapters, the book \(book) (calibre.on_fewer_chapters = keep)"
+    /// `calibre.on_fewer_chapters` when the site has `site` chapters and book `id` has `book`: the
+    /// outcome that leaves the book as it is (`keep`), or nil to go on with the update, having
+    /// asked for the EPUB to be kept aside first (`backup_then_update`).
+    private func onFewerChapters(
+        site: Int, book: Int, id: Int, storyURL: String?, keepPrevious: inout Bool
+    ) -> StoryOutcome? {
+        switch settings.calibre.onFewerChapters {
+        case .keep:
+            let detail =
+                "kept as it is: the site has \(site) chapters, the book \(book) (calibre.on_fewer_chapters = keep)"
+            return .stored(book: id, detail: detail, notify: true, storyURL: storyURL)
+        case .backupThenUpdate:
+            keepPrevious = true
+        case .update:
+            break
+        }
+        return nil
     }
 
     static func reason(_ outcome: FanFicFareOutcome) -> String {

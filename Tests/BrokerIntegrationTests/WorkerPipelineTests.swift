@@ -196,17 +196,9 @@ extension BrokerTests {
             arguments: ["remove_add", "preserve_metadata", "add_format"])
         func updateByMetadataMode(mode: String) async throws {
             let url = "http://test1.com?sid=1001"
-            var ini = ""
-            let system = try await System(extra: { scratch in
-                ini = scratch.appendingPathComponent("stories.ini").path
-                try Self.storyINI(chapters: 3).write(toFile: ini, atomically: true, encoding: .utf8)
-                return "metadata_mode = \"\(mode)\"\n[fanficfare]\npersonal_ini = \"\(ini)\""
-            })
+            let (system, ini) = try await Self.systemWithStory(chapters: 3, calibre: "metadata_mode = \"\(mode)\"")
             defer { system.stop() }
-
-            try await system.submit(url)
-            let added = try await system.events.waitForEnd(of: url)
-            let book = try #require(added.calibreID)
+            let book = try #require(try await Self.add(url, to: system).calibreID)
             try system.library.addCustomColumn()
             try system.library.set(custom: "mine", tags: ["favourite"], on: book)
 
@@ -242,16 +234,9 @@ extension BrokerTests {
             arguments: ["keep", "backup_then_update", "update"])
         func fewerChapters(mode: String) async throws {
             let url = "http://test1.com?sid=1001"
-            var ini = ""
-            let system = try await System(extra: { scratch in
-                ini = scratch.appendingPathComponent("stories.ini").path
-                try Self.storyINI(chapters: 5).write(toFile: ini, atomically: true, encoding: .utf8)
-                return "on_fewer_chapters = \"\(mode)\"\n[fanficfare]\npersonal_ini = \"\(ini)\""
-            })
+            let (system, ini) = try await Self.systemWithStory(chapters: 5, calibre: "on_fewer_chapters = \"\(mode)\"")
             defer { system.stop() }
-            try await system.submit(url)
-            let added = try await system.events.waitForEnd(of: url)
-            let book = try #require(added.calibreID)
+            let book = try #require(try await Self.add(url, to: system).calibreID)
             #expect(try Self.chapterCount(library: system.library, book: book) == 5)
 
             // Two chapters taken down, on a later date.
@@ -409,6 +394,24 @@ extension BrokerTests {
         }
 
         nonisolated(unsafe) static var servers: [ContentServer] = []
+
+        /// A system whose FanFicFare reads the test story sid=1001 from an ini file (rewrite it to
+        /// change the story); `calibre`: lines for the [calibre] section.
+        static func systemWithStory(chapters: Int, calibre: String) async throws -> (System, ini: String) {
+            var ini = ""
+            let system = try await System(extra: { scratch in
+                ini = scratch.appendingPathComponent("stories.ini").path
+                try storyINI(chapters: chapters).write(toFile: ini, atomically: true, encoding: .utf8)
+                return "\(calibre)\n[fanficfare]\npersonal_ini = \"\(ini)\""
+            })
+            return (system, ini)
+        }
+
+        /// Submits a story and waits for its task's end.
+        static func add(_ url: String, to system: System) async throws -> FanficEvent {
+            try await system.submit(url)
+            return try await system.events.waitForEnd(of: url)
+        }
 
         static func storyINI(chapters: Int, updated: String? = nil) -> String {
             let titles = (1...chapters).map { "Chapter \($0)" }.joined(separator: ",")

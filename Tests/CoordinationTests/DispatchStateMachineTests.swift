@@ -279,18 +279,18 @@ struct DispatchStateMachineTests {
     }
 }
 
-@Suite("Dispatch state machine: a blocked site is paused for the fleet")
-struct SitePauseTests {
-    let configuration = DispatchStateMachine.Configuration(
-        workerTimeout: .seconds(20), cooldown: .seconds(10), cooldownMax: .seconds(40))
+/// Steps shared by the scenarios of site pauses and politeness.
+protocol MachineScenario {}
 
+extension MachineScenario {
     func task(_ handle: DeliveryHandle, site: String = "test1.com") -> IncomingTask {
         IncomingTask(
             handle: handle, taskID: "t\(handle)",
             identity: TaskIdentity(url: "http://\(site)?sid=\(handle)", site: site, calibreID: nil))
     }
 
-    func running(workers: [WorkerID]) -> DispatchStateMachine {
+    /// A machine past its rebuild window, with `workers` said hello at 1 s (silent from then on).
+    func running(_ configuration: DispatchStateMachine.Configuration, workers: [WorkerID]) -> DispatchStateMachine {
         var machine = DispatchStateMachine(configuration: configuration, now: .zero)
         for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
         _ = machine.handle(.tick, at: .seconds(20))
@@ -305,6 +305,14 @@ struct SitePauseTests {
     func beat(_ machine: inout DispatchStateMachine, _ workers: [WorkerID], at time: Duration) {
         for worker in workers { _ = machine.handle(.heartbeat(worker, site: nil, unfinished: 0), at: time) }
     }
+}
+
+@Suite("Dispatch state machine: a blocked site is paused for the fleet")
+struct SitePauseTests: MachineScenario {
+    let configuration = DispatchStateMachine.Configuration(
+        workerTimeout: .seconds(20), cooldown: .seconds(10), cooldownMax: .seconds(40))
+
+    func running(workers: [WorkerID]) -> DispatchStateMachine { running(configuration, workers: workers) }
 
     @Test("the cooldown doubles per pause of an outage up to its maximum; a longer Retry-After wins")
     func cooldown() {
@@ -414,29 +422,7 @@ struct SitePauseTests {
 }
 
 @Suite("Dispatch state machine: politeness per site")
-struct SitePolitenessTests {
-    func task(_ handle: DeliveryHandle, site: String = "test1.com") -> IncomingTask {
-        IncomingTask(
-            handle: handle, taskID: "t\(handle)",
-            identity: TaskIdentity(url: "http://\(site)?sid=\(handle)", site: site, calibreID: nil))
-    }
-
-    func running(_ configuration: DispatchStateMachine.Configuration, workers: [WorkerID]) -> DispatchStateMachine {
-        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
-        for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
-        _ = machine.handle(.tick, at: .seconds(20))
-        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(20))
-        return machine
-    }
-
-    func destinations(_ actions: [DispatchAction]) -> [Destination] {
-        actions.compactMap { if case .publish(_, _, let destination) = $0 { destination } else { nil } }
-    }
-
-    func beat(_ machine: inout DispatchStateMachine, _ workers: [WorkerID], at time: Duration) {
-        for worker in workers { _ = machine.handle(.heartbeat(worker, site: nil, unfinished: 0), at: time) }
-    }
-
+struct SitePolitenessTests: MachineScenario {
     @Test("max tasks per hour: past the budget tasks wait in the backlog, a drain stops, the hour's end frees them")
     func hourlyBudget() {
         var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
