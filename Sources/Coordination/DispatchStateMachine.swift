@@ -16,8 +16,9 @@ import FanficCore
 /// 5. A worker silent for `workerTimeout` is presumed dead: its site is freed and its queue
 ///    reclaimed to ingress.
 /// 6. After a restart, nothing is assigned until the table is rebuilt: heartbeats for one
-///    timeout window (each says which site the worker holds and how much is left), then the
-///    backlogs are discovered. Tasks arriving meanwhile are parked.
+///    timeout window (each says which site the worker holds and how much is left), or until
+///    every worker the registry names has reported, then the backlogs are discovered. Tasks
+///    arriving meanwhile are parked.
 /// 8. A site whose holder reports a block (throttled, a challenge, down) is paused for every
 ///    worker: its tasks wait in its backlog for the site's delay or an exponential cooldown
 ///    (doubling per pause of the same outage, up to a maximum), then one worker tries it; the
@@ -129,6 +130,8 @@ public struct DispatchStateMachine: Sendable {
     /// Hellos with leftovers heard while rebuilding: decided once every running worker has
     /// reported, so that a worker already running a site wins over one returning to it.
     private var deferredHellos: [WorkerID: (site: String, unfinished: Int)] = [:]
+    /// The registered workers the rebuild still waits for; nil: unknown, the whole window.
+    private var awaitedWorkers: Set<WorkerID>?
     private var nextMove: UInt64 = 1
 
     /// A coordinator that has just started: it rebuilds its table for one timeout window.
@@ -257,6 +260,8 @@ public struct DispatchStateMachine: Sendable {
             actions.append(.announce(.tableRebuilt(workers: workers.count, waitingSites: waitingSites.count)))
             drainWaitingIntoHolders(into: &actions)
             releaseIfDone(now: now, into: &actions)
+        case .registeredWorkers(let registered):
+            if case .rebuilding = phase { awaitedWorkers = registered }
         case .quietSites(let sites):
             quietSites = sites
             for (site, holders) in holders where sites.contains(site) {
@@ -272,12 +277,19 @@ public struct DispatchStateMachine: Sendable {
         }
         probeSitesWhosePauseEnded(now: now)
         expireSilentWorkers(now: now, into: &actions)
-        if case .rebuilding(let until) = phase, now >= until {
+        if case .rebuilding(let until) = phase, now >= until || everyRegisteredWorkerReported {
             phase = .discovering
             actions.append(.discoverBacklogs)
         }
         if phase == .running { assignWaitingSites(now: now, into: &actions) }
         return actions
+    }
+
+    /// Whether the rebuild has heard from every worker the registry names (hellos kept for
+    /// after the rebuild count: they said what they hold).
+    private var everyRegisteredWorkerReported: Bool {
+        guard let awaited = awaitedWorkers else { return false }
+        return awaited.allSatisfy { workers[$0] != nil || deferredHellos[$0] != nil || reclaiming[$0] != nil }
     }
 
     // MARK: Routing

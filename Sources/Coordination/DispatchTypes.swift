@@ -66,6 +66,10 @@ public enum DispatchEvent: Hashable, Sendable {
     /// A worker holding `site` met a block there (throttled, challenged, down, unreachable): the
     /// site is paused for every worker. `retryAfter`: the delay the site asked for.
     case siteBlocked(WorkerID, site: String, retryAfter: Duration?, reason: String)
+    /// After a start: the workers the registry (`fanfic.workers`) names. The rebuild ends as soon
+    /// as each has reported (at once when there are none), rather than after a whole timeout
+    /// window: that window is spent only waiting for a registered worker that is silent.
+    case registeredWorkers(Set<WorkerID>)
     /// The sites in their quiet hours now (the service reads the wall clock; this machine has none).
     case quietSites(Set<String>)
     /// Time passed (liveness checks, pauses, the end of the rebuild window).

@@ -26,7 +26,7 @@ struct ControlLedger {
         if !workerUsers.isEmpty, !workerUsers.contains(user ?? "") {
             return "published by broker user \(user.map { "'\($0)'" } ?? "unknown"), not a worker user"
         }
-        if message.kind == .notify || message.kind == .admit || message.kind == .rejoin {
+        if [.notify, .admit, .rejoin, .report].contains(message.kind) {
             return "a coordinator's message, not a worker's"
         }
         if message.kind == .hello, message.replyTo != FanficTopology.replyQueue(worker: message.worker) {
@@ -54,7 +54,7 @@ struct ControlLedger {
             guard let site = message.site, let reason = message.reason else { return nil }
             return .siteBlocked(
                 message.worker, site: site, retryAfter: message.retryAfter.map { .seconds($0) }, reason: reason)
-        case .admit, .rejoin, .notify:
+        case .admit, .rejoin, .notify, .report:
             return nil  // the coordinator's own messages
         }
     }

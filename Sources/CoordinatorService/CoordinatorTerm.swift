@@ -105,6 +105,13 @@ final class CoordinatorTerm: Sendable {
                 }
             }
             group.addTask {
+                // Every registered worker reporting ends the rebuild early (none: at once).
+                if let registered = await self.registry.registeredIDs() {
+                    self.feed.yield(.event(.registeredWorkers(registered)))
+                    for worker in registered.sorted() { await self.moves.askForReport(worker) }
+                }
+            }
+            group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: self.settings.tickInterval)
                     self.feed.yield(.tick)

@@ -173,6 +173,15 @@ final class QueueMoves: Sendable {
         }
     }
 
+    /// Asks a worker for its report now (a new term rebuilds its table). Best effort: a worker
+    /// that does not answer is waited for as before.
+    func askForReport(_ worker: WorkerID) async {
+        try? await bus.publish(
+            WireCodec.encode(ControlMessage(kind: .report, worker: worker)), exchange: FanficTopology.dispatch,
+            routingKey: FanficTopology.replyQueue(worker: worker), properties: .persistentJSON(), mandatory: false,
+            retryFor: nil)
+    }
+
     private func ensureDeclared(_ destination: Destination) async throws {
         let name = destination.queueName
         if declared.withLock({ $0.contains(name) }) { return }

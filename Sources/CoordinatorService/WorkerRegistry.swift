@@ -60,6 +60,25 @@ final class WorkerRegistry: Sendable {
         }
     }
 
+    /// The ids the registry names, read without changing it (each entry goes back); nil when it
+    /// cannot be read. A new term waits for these to report instead of a whole timeout window.
+    func registeredIDs(now: Date = Date()) async -> Set<WorkerID>? {
+        var messages: [BusMessage] = []
+        var ids: Set<WorkerID>? = []
+        do {
+            while let message = try await bus.get(queue: Self.queueName) {
+                messages.append(message)
+                if let entry = Self.entry(message.body, now: now) { ids?.insert(entry.id) }
+            }
+        } catch {
+            logger.debug(
+                "worker registry not read; the rebuild waits its whole window", metadata: ["error": "\(error)"])
+            ids = nil
+        }
+        for message in messages { try? await message.reject(requeue: true) }
+        return ids
+    }
+
     /// Reclaims the queues of registered workers the table does not know, forgets those silent
     /// past `forgetAfter` (deleting their queue once it is empty and unused), then rewrites the
     /// registry: `known` workers as seen `now`, the others with their last sighting.

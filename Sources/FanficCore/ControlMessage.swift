@@ -25,6 +25,9 @@ public struct ControlMessage: Codable, Sendable, Hashable {
         /// Coordinator -> worker (on its reply queue): tell the user `title` / `text` (a site's
         /// outage and its end: the coordinator decides once for the fleet, a worker has the notifier).
         case notify
+        /// Coordinator -> worker (on its reply queue): a new term is rebuilding its table; send a
+        /// heartbeat (or hello) now rather than at the next beat.
+        case report
     }
 
     public var version: Int
@@ -184,7 +187,7 @@ extension WireCodec {
             else {
                 throw MessageDecodingError(.invalidField, "a notify message needs a bounded 'title' and 'text'")
             }
-        case .finished, .admit, .rejoin:
+        case .finished, .admit, .rejoin, .report:
             break
         }
         return message

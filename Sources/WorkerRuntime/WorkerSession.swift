@@ -377,6 +377,11 @@ public final class WorkerSession: Service {
                         if wasAdmitted { revocation.withLock { _ = $0?.yield() } }
                         continue
                     }
+                    if message.kind == .report {
+                        // A new coordinator is rebuilding its table: it waits for this report.
+                        Task { await self.publishLiveness() }
+                        continue
+                    }
                     if message.kind == .notify, let title = message.title, let text = message.text {
                         // The coordinator's word for the fleet (a site's outage, its end).
                         // Apart from this loop: an admit or rejoin must not wait on Apprise.

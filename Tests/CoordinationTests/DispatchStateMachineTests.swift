@@ -515,3 +515,47 @@ struct SitePolitenessTests: MachineScenario {
         #expect(machine.handle(.tick, at: .seconds(27)).contains(.drainBacklog(site: "test1.com", into: "a")))
     }
 }
+
+@Suite("Dispatch state machine: a start with nothing to wait for")
+struct QuickRebuildTests: MachineScenario {
+    let configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20))
+
+    @Test("no registered worker: the backlogs are looked at once, not after the whole window")
+    func emptyRegistry() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        let actions = machine.handle(.registeredWorkers([]), at: .milliseconds(300))
+        #expect(actions.contains(.discoverBacklogs))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .milliseconds(310))
+        #expect(machine.isRunning)
+    }
+
+    @Test("every registered worker reported: assigning starts; one silent: the whole window")
+    func registeredWorkersReport() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machine.handle(.registeredWorkers(["a", "b"]), at: .milliseconds(200))
+        #expect(
+            !machine.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1)).contains(.discoverBacklogs))
+        let reported = machine.handle(.heartbeat("b", site: "test2.com", unfinished: 2), at: .seconds(2))
+        #expect(reported.contains(.discoverBacklogs))
+        _ = machine.handle(.backlogsDiscovered([:]), at: .seconds(2))
+        #expect(machine.assignments == ["b": "test2.com"], "what it reported holding is believed")
+
+        var waiting = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = waiting.handle(.registeredWorkers(["a", "gone"]), at: .milliseconds(200))
+        _ = waiting.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1))
+        beat(&waiting, ["a"], at: .seconds(10))
+        #expect(!waiting.handle(.tick, at: .seconds(19)).contains(.discoverBacklogs))
+        #expect(waiting.handle(.tick, at: .seconds(20)).contains(.discoverBacklogs))
+    }
+
+    @Test("a returning worker with leftovers counts as reported; its hello is decided after the rebuild")
+    func deferredHelloCounts() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machine.handle(.registeredWorkers(["a"]), at: .milliseconds(200))
+        let hello = machine.handle(.workerHello("a", site: "test1.com", unfinished: 3), at: .seconds(1))
+        #expect(hello.contains(.discoverBacklogs))
+        let rebuilt = machine.handle(.backlogsDiscovered([:]), at: .seconds(1))
+        #expect(rebuilt.contains(.admit("a")))
+        #expect(machine.assignments == ["a": "test1.com"])
+    }
+}

@@ -12,6 +12,21 @@ import Testing
 /// tested here first; the integration tests run the same executables against RabbitMQ.
 @Suite("The coordinator on the in-memory bus")
 struct CoordinatorRoleTests {
+    @Test("a coordinator with no registered worker assigns at once, not after its rebuild window")
+    func readyAtOnce() async throws {
+        // A window no test waits out: running before it ends can only be the early end.
+        let fleet = Fleet(workerTimeout: .seconds(600))
+        let (coordinator, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        try await waitUntil("the table is rebuilt", timeout: .seconds(60)) {
+            coordinator.board.current.phase == .running
+        }
+        let worker = fleet.worker("w1")
+        try await worker.join()
+        let task = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
+        try await waitUntil("the task is in w1's queue") { fleet.queue(worker.queue).map(\.url) == [task.url] }
+    }
+
     @Test("an admitted worker gets a site's tasks; another site waits in its backlog until the site is released")
     func routing() async throws {
         let fleet = Fleet()
