@@ -134,6 +134,12 @@ enum PermissionMatrix {
         case .delete(let queue) where queue == victim:
             try await admin.declare(AMQPTopology(queues: [QueueSpec.quorum(victim)]), remember: false)
         case .get(let queue), .consume(let queue):
+            // A backlog exists once some task waited in it, which a ready fleet may never need.
+            let backlogPrefix = FanficTopology.backlogQueue(site: "")
+            if queue.hasPrefix(backlogPrefix) {
+                try await admin.declare(
+                    FanficTopology.backlog(site: String(queue.dropFirst(backlogPrefix.count))), remember: false)
+            }
             try await admin.publish(
                 Data(#"{"matrix":true}"#.utf8), exchange: "", routingKey: queue, properties: .persistentJSON(),
                 mandatory: true)
