@@ -32,9 +32,8 @@ public struct Coordinator: Service {
         public var knownSites: [String]
         /// Broker users whose control messages count (`coordinator.worker_users`); empty: any.
         public var workerUsers: Set<String> = []
-        /// Quiet hours (`sites.quiet_hours` and each site's own): `default` for every site without
-        /// its own. Local time.
-        public var quietHours: (default: [QuietHours], sites: [String: [QuietHours]]) = ([], [:])
+        /// Quiet hours (`sites.quiet_hours` and each site's own), local time.
+        public var quietHours = QuietSchedule()
         /// Bounds on what comes from outside (`[limits]`).
         public var limits = FanficConfiguration.Limits()
         /// `coordinator@<host>:<pid>`, in events and logs.
@@ -58,23 +57,13 @@ public struct Coordinator: Service {
             dispatch.sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
             dispatch.hourlyBudget = configuration.sites.maxTasksPerHour
             dispatch.hourlyBudgets = overrides.compactMapValues(\.maxTasksPerHour)
-            quietHours = (
-                configuration.sites.quietHours.compactMap(QuietHours.init),
-                overrides.compactMapValues { $0.quietHours?.compactMap(QuietHours.init) }
-            )
+            quietHours = QuietSchedule(configuration: configuration)
         }
 
         /// The sites in their quiet hours at `date`, among `sites`.
         func quietSites(among sites: some Sequence<String>, at date: Date, calendar: Calendar = .current) -> Set<String>
         {
-            let parts = calendar.dateComponents([.hour, .minute], from: date)
-            let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
-            var quiet: Set<String> = []
-            for site in Set(sites).union(quietHours.sites.keys) {
-                let ranges = quietHours.sites[site] ?? quietHours.default
-                if ranges.contains(where: { $0.contains(minuteOfDay: minute) }) { quiet.insert(site) }
-            }
-            return quiet
+            Set(sites).union(quietHours.siteRanges.keys).filter { quietHours.isQuiet($0, at: date, calendar: calendar) }
         }
 
         public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {

@@ -416,7 +416,7 @@ final class CoordinatorTerm: Sendable {
                 worker, title: "\(site) is blocking us",
                 text:
                     "\(site): \(reason); paused until \(time) (\(stories) \(stories == 1 ? "story" : "stories") waiting)"
-                    + (pauses > 1 ? ", pause \(pauses) of this outage" : ""))
+            )
         }
     }
 

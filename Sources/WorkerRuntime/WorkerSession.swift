@@ -47,8 +47,7 @@ public final class WorkerSession: Service {
         public var sitePauses: [String: Duration]
         /// Quiet hours (`sites.quiet_hours`, and each site's own): a task of a quiet site in this
         /// queue waits instead of running.
-        public var quietHours: [QuietHours]
-        public var siteQuietHours: [String: [QuietHours]]
+        public var quietHours: QuietSchedule
 
         public init(id: String, configuration: FanficConfiguration) {
             self.id = id
@@ -60,19 +59,11 @@ public final class WorkerSession: Service {
             siteCooldown = .seconds(configuration.sites.cooldown)
             let overrides = configuration.sites.overrides
             sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
-            quietHours = configuration.sites.quietHours.compactMap(QuietHours.init)
-            siteQuietHours = overrides.compactMapValues { $0.quietHours?.compactMap(QuietHours.init) }
+            quietHours = QuietSchedule(configuration: configuration)
         }
 
         func pause(for site: String) -> Duration { sitePauses[site] ?? sitePause }
 
-        func isQuiet(_ site: String, at date: Date) -> Bool {
-            let ranges = siteQuietHours[site] ?? quietHours
-            guard !ranges.isEmpty else { return false }
-            let parts = Calendar.current.dateComponents([.hour, .minute], from: date)
-            let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
-            return ranges.contains { $0.contains(minuteOfDay: minute) }
-        }
     }
 
     /// What heartbeats report, and what `fanfic status` shows through them.
@@ -232,7 +223,7 @@ public final class WorkerSession: Service {
             await handBack(task, message: message, reason: reason)
             return
         }
-        if settings.isQuiet(task.site, at: Date()) {
+        if settings.quietHours.isQuiet(task.site, at: Date()) {
             await handBack(task, message: message, reason: "the site is in its quiet hours")
             return
         }

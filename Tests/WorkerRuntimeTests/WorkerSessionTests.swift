@@ -279,7 +279,7 @@ struct WorkerSessionTests {
         let runner = ScriptedRunner([.stored(book: 1, detail: "new", notify: false, storyURL: nil)])
         // Quiet all day long for test1.com: whatever the clock says when the test runs.
         let session = start(runner) {
-            $0.siteQuietHours = ["test1.com": [QuietHours("00:00-12:00")!, QuietHours("12:00-00:00")!]]
+            $0.quietHours.siteRanges = ["test1.com": [QuietHours("00:00-12:00")!, QuietHours("12:00-00:00")!]]
         }
         defer { session.cancel() }
         try await admit()

@@ -42,10 +42,7 @@ public struct EffectiveSitePolicy: Sendable, Hashable {
 
     /// Whether the site is in its quiet hours at `date` (local time of `calendar`).
     public func isQuiet(at date: Date, calendar: Calendar = .current) -> Bool {
-        guard !quietHours.isEmpty else { return false }
-        let parts = calendar.dateComponents([.hour, .minute], from: date)
-        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
-        return quietHours.contains { $0.contains(minuteOfDay: minute) }
+        quietHours.contains(date, calendar: calendar)
     }
 }
 
@@ -77,6 +74,38 @@ public struct QuietHours: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String {
         String(format: "%02d:%02d-%02d:%02d", start / 60, start % 60, end / 60, end % 60)
+    }
+}
+
+extension Array where Element == QuietHours {
+    /// Whether `date`, in the local time of `calendar`, falls in one of the ranges.
+    public func contains(_ date: Date, calendar: Calendar = .current) -> Bool {
+        guard !isEmpty else { return false }
+        let parts = calendar.dateComponents([.hour, .minute], from: date)
+        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        return contains { $0.contains(minuteOfDay: minute) }
+    }
+}
+
+/// Every site's quiet hours, as the coordinator and the workers read them: a site's own
+/// `[sites."<site>"] quiet_hours`, else `sites.quiet_hours`.
+public struct QuietSchedule: Sendable, Hashable {
+    public var defaultRanges: [QuietHours]
+    public var siteRanges: [String: [QuietHours]]
+
+    public init(defaultRanges: [QuietHours] = [], siteRanges: [String: [QuietHours]] = [:]) {
+        self.defaultRanges = defaultRanges
+        self.siteRanges = siteRanges
+    }
+
+    public init(configuration: FanficConfiguration) {
+        self.init(
+            defaultRanges: configuration.sites.quietHours.compactMap(QuietHours.init),
+            siteRanges: configuration.sites.overrides.compactMapValues { $0.quietHours?.compactMap(QuietHours.init) })
+    }
+
+    public func isQuiet(_ site: String, at date: Date, calendar: Calendar = .current) -> Bool {
+        (siteRanges[site] ?? defaultRanges).contains(date, calendar: calendar)
     }
 }
 
