@@ -111,8 +111,10 @@ public struct StoryPipeline: TaskRunner {
         if let book = books.first {
             let exported = try await library.exportEPUB(of: book, to: jail)
             try FileManager.default.moveItem(at: exported, to: story)
-            try FileManager.default.copyItem(at: story, to: previous)
-            bookChapters = StoryEPUB.chapterCount(of: previous)
+            // Only what `on_fewer_chapters` needs: nothing when it is `update`.
+            let fewerChapters = settings.calibre.onFewerChapters
+            if fewerChapters != .update { bookChapters = StoryEPUB.chapterCount(of: story) }
+            if fewerChapters == .backupThenUpdate { try FileManager.default.copyItem(at: story, to: previous) }
             if settings.calibre.metadataMode == .preserveMetadata {
                 try await library.writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
             }
