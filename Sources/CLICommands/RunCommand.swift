@@ -25,7 +25,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Number of workers (default: run.workers from the config).")
     var workers: Int?
 
-    @Option(help: "Where the coordinator, ingester and worker executables are (default: beside fanfic).")
+    @Option(
+        help: """
+            Run the role executables (coordinator, ingester, worker) found in this folder. By \
+            default every child is this `fanfic` binary started under its role's name, so all \
+            of them share one copy of its code in memory.
+            """)
     var binDir: String?
 
     func validate() throws {
@@ -36,10 +41,9 @@ struct RunCommand: AsyncParsableCommand {
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
         let logger = Logger(label: "fanfic.run")
-        let directory = binDir ?? Self.executableDirectory
         let children = try Self.children(
             configuration: configuration, workers: workers ?? configuration.run.workers, options: options,
-            directory: directory)
+            executables: binDir.map { .roleExecutables(in: $0) } ?? .default)
         logger.notice(
             "starting",
             metadata: [
@@ -55,31 +59,60 @@ struct RunCommand: AsyncParsableCommand {
         try await RoleRunner.runUntilStopped(supervisor, logger: logger)
     }
 
+    /// Where the children's code comes from.
+    enum Executables: Equatable {
+        /// This multi-call binary, started as each role: one copy of the code pages for all.
+        case multiCall(path: String)
+        /// The separate `coordinator`, `ingester` and `worker` executables in a folder.
+        case roleExecutables(in: String)
+
+        /// `fanfic` itself; the role executables beside any other binary that runs this command
+        /// (`fanfic-core` holds only the coordinator).
+        static var `default`: Executables {
+            let path =
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                ?? CommandLine.arguments[0]
+            let url = URL(fileURLWithPath: path)
+            return url.lastPathComponent == "fanfic"
+                ? .multiCall(path: url.path) : .roleExecutables(in: url.deletingLastPathComponent().path)
+        }
+
+        /// The executable and `argv[0]` that start `role`.
+        func start(_ role: String) throws -> (executable: String, invokedAs: String?) {
+            switch self {
+            case .multiCall(let path):
+                return (path, role)
+            case .roleExecutables(let directory):
+                let path = URL(fileURLWithPath: directory).appendingPathComponent(role).path
+                guard FileManager.default.isExecutableFile(atPath: path) else {
+                    throw ValidationError(
+                        "\(path) is missing: build with `swift build -c release`, or pass --bin-dir DIR where \(role) is"
+                    )
+                }
+                return (path, nil)
+            }
+        }
+    }
+
     /// The coordinator, the ingester when a mailbox is configured, and the workers; each gets the
     /// same configuration file and log level.
     static func children(
-        configuration: FanficConfiguration, workers: Int, options: CommonOptions, directory: String
+        configuration: FanficConfiguration, workers: Int, options: CommonOptions, executables: Executables
     ) throws -> [ChildSpec] {
         var common = ["--log-level", options.logLevel]
         if let config = options.config {
             common += ["--config", URL(fileURLWithPath: config).standardizedFileURL.path]
         }
-        func executable(_ name: String) throws -> String {
-            let path = URL(fileURLWithPath: directory).appendingPathComponent(name).path
-            guard FileManager.default.isExecutableFile(atPath: path) else {
-                throw ValidationError(
-                    "\(path) is missing: build with `swift build -c release`, or pass --bin-dir DIR where \(name) is")
-            }
-            return path
+        func child(_ name: String, role: String, stopRank: Int, arguments: [String]) throws -> ChildSpec {
+            let start = try executables.start(role)
+            return ChildSpec(
+                name: name, stopRank: stopRank, executable: start.executable, invokedAs: start.invokedAs,
+                arguments: arguments)
         }
-        var children = [
-            ChildSpec(name: "coordinator", stopRank: 1, executable: try executable("coordinator"), arguments: common)
-        ]
+        var children = [try child("coordinator", role: "coordinator", stopRank: 1, arguments: common)]
         if !configuration.email.server.isEmpty {
-            children.append(
-                ChildSpec(name: "ingester", stopRank: 0, executable: try executable("ingester"), arguments: common))
+            children.append(try child("ingester", role: "ingester", stopRank: 0, arguments: common))
         }
-        let worker = try executable("worker")
         for index in 1...workers {
             let configured = configuration.worker.id
             let id =
@@ -87,18 +120,10 @@ struct RunCommand: AsyncParsableCommand {
                 ? WorkerIdentity.resolve(configured: "", index: index)
                 : (workers == 1 ? configured : "\(configured)-\(index)")
             children.append(
-                ChildSpec(
-                    name: "worker \(id)", stopRank: 0, executable: worker,
+                try child(
+                    "worker \(id)", role: "worker", stopRank: 0,
                     arguments: common + ["--id", id, "--index", "\(index)"]))
         }
         return children
-    }
-
-    /// The folder of the running `fanfic` executable.
-    static var executableDirectory: String {
-        let path =
-            (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
-            ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: path).deletingLastPathComponent().path
     }
 }

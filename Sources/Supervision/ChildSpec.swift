@@ -6,12 +6,16 @@ public struct ChildSpec: Sendable, Hashable {
     /// task), the coordinator last.
     public var stopRank: Int
     public var executable: String
+    /// The child's `argv[0]` when it is not the executable's path: a multi-call binary started
+    /// as one of its roles (`fanfic` as `coordinator`).
+    public var invokedAs: String?
     public var arguments: [String]
 
-    public init(name: String, stopRank: Int, executable: String, arguments: [String]) {
+    public init(name: String, stopRank: Int, executable: String, invokedAs: String? = nil, arguments: [String]) {
         self.name = name
         self.stopRank = stopRank
         self.executable = executable
+        self.invokedAs = invokedAs
         self.arguments = arguments
     }
 }

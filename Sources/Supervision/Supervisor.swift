@@ -82,7 +82,8 @@ public final class Supervisor: Service, Sendable {
             let outcome: String
             do {
                 let result = try await Subprocess.run(
-                    .path(FilePath(child.executable)), arguments: Arguments(child.arguments),
+                    .path(FilePath(child.executable)),
+                    arguments: Arguments(executablePathOverride: child.invokedAs, remainingValues: child.arguments),
                     environment: .inherit, platformOptions: platformOptions,
                     input: .none, output: .sequence, error: .sequence
                 ) { execution in

@@ -73,6 +73,15 @@ extension BrokerTests {
             let coordinator = try #require(first.first { $0.child == "coordinator" })
             let worker = try #require(first.first { $0.child.hasPrefix("worker ") })
             #expect(Set(first.map(\.child)).count == 3, "\(first)")
+            // Every child is the fanfic binary itself, started under its role's name: one copy
+            // of the code in memory for all of them.
+            let fanfic = URL(fileURLWithPath: BuiltProducts.path("fanfic")).resolvingSymlinksInPath().path
+            for (pid, role) in [(coordinator.pid, "coordinator"), (worker.pid, "worker")] {
+                let image = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+                let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()
+                let argv0 = String(decoding: arguments.prefix { $0 != 0 }, as: UTF8.self)
+                #expect(image == fanfic && argv0 == role, "\(role): exe \(image ?? "?"), argv[0] \(argv0)")
+            }
 
             let urls = ["http://test1.com?sid=1", "http://test1.com?sid=2", "http://test2.com?sid=3"]
             let submit = try ChildProcess.run(
