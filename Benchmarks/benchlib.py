@@ -34,3 +34,17 @@ def book_count(library):
         return count
     except sqlite3.Error:
         return 0
+
+
+def smaps_rollup_kb(pid):
+    """RSS, PSS and private memory (clean + dirty) of a process in KiB, from smaps_rollup."""
+    fields = {}
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == "kB":
+            fields[parts[0].rstrip(":")] = int(parts[1])
+    return {
+        "Rss": fields["Rss"],
+        "Pss": fields["Pss"],
+        "Private": fields["Private_Clean"] + fields["Private_Dirty"],
+    }

@@ -16,45 +16,14 @@ chmod 755 "$work" # Dovecot's auth and mail processes run as other users
 vhost="bench-ingester"
 port=$((46000 + RANDOM % 1000))
 cleanup() {
-    pkill -f "$work/dovecot.conf" 2>/dev/null || true
+    bench_dovecot_stop "$work"
     scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/run" "$work/state" "$work/mail/reader/new" "$work/mail/reader/cur" "$work/mail/reader/tmp"
-chmod -R 777 "$work/mail"
-echo "reader:{PLAIN}secret" >"$work/passwd"
-cat >"$work/dovecot.conf" <<CONF
-base_dir = $work/run
-state_dir = $work/state
-log_path = $work/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-mail_location = maildir:$work/mail/%u
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $work/passwd
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$work/mail/%u
-}
-service imap-login {
-  inet_listener imap {
-    address = 127.0.0.1
-    port = $port
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-default_internal_user = nobody
-default_login_user = nobody
-CONF
-dovecot -c "$work/dovecot.conf"
+source Benchmarks/dovecot.sh
+bench_dovecot_start "$work" "$port"
 corpus=(Tests/MailIngestTests/Corpus/*.eml)
 for i in $(seq 1 "$messages"); do
     cp "${corpus[$((i % ${#corpus[@]}))]}" "$work/mail/reader/new/$i.bench"
