@@ -45,6 +45,10 @@ struct SiteRulesTests {
             ("https://literotica.com/s/a-title/", "literotica.com", "https://www.literotica.com/s/a-title/"),
             ("http://sofurry.com/s/z1V1z3Zn?x=1", "sofurry.com", "http://sofurry.com/s/z1V1z3Zn"),
             ("  http://test1.com?sid=12&chapter=3  ", "test1.com", "http://test1.com?sid=12"),
+            // FanFicFare's scheme repair: a well-formed scheme skips it, these need it.
+            ("http:///test1.com?sid=12", "test1.com", "http://test1.com?sid=12"),
+            ("HTTP://test1.com?sid=12", "test1.com", "http://test1.com?sid=12"),
+            ("htp:/test1.com?sid=12#top", "test1.com", "http://test1.com?sid=12"),
             ("https://www.fanfiction.net/s/1234/5/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
             ("http://m.fanfiction.net/s/1234/1/", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),
             ("fanfiction.net/s/1234/1/#reviews", "www.fanfiction.net", "https://www.fanfiction.net/s/1234/1/"),

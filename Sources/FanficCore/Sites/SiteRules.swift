@@ -97,11 +97,11 @@ public struct SiteRules: Sendable {
         if candidates.isEmpty && domain.hasPrefix("www.") {
             domain = String(domain.dropFirst(4))
             candidates = byDomain[domain] ?? []
-            fixed = Self.replace(#"^http(s?)://www\."#, in: fixed, with: "http$1://")
+            fixed = Self.replace(Self.wwwScheme, in: fixed, with: "http$1://")
         }
         if candidates.isEmpty {
             candidates = byDomain["www." + domain] ?? []
-            fixed = Self.replace(#"^http(s?)://"#, in: fixed, with: "http$1://www.")
+            fixed = Self.replace(Self.scheme, in: fixed, with: "http$1://www.")
         }
         guard !candidates.isEmpty else { return .failure(.unsupportedSite(host: host.lowercased())) }
         let index =
@@ -109,7 +109,9 @@ public struct SiteRules: Sendable {
             ? candidates[0] : candidates.first { fixed.contains(rules[$0].fragment ?? rules[$0].site) }
         guard let index else { return .failure(.unsupportedSite(host: host.lowercased())) }
         let rule = rules[index]
-        if rule.stripsParameters { fixed = Self.replace("&.*$", in: fixed, with: "") }
+        if rule.stripsParameters, fixed.contains("&") {
+            fixed = Self.replace(Self.secondParameterOn, in: fixed, with: "")
+        }
 
         guard let regex = compiled[index],
             let match = regex.firstMatch(in: fixed, options: .anchored, range: NSRange(fixed.startIndex..., in: fixed))
@@ -184,16 +186,35 @@ public struct SiteRules: Sendable {
     static func fixUp(_ url: String) -> String? {
         var fixed = url.trimmingCharacters(in: .whitespacesAndNewlines)
         guard !fixed.isEmpty, !fixed.contains(" ") else { return nil }
-        fixed = replace(#"(?i)^[htp]+(s?)[:/]+"#, in: fixed, with: "http$1://")
+        // The regular expressions change nothing in a well-formed URL (the usual case): skip them.
+        if !Self.hasPlainScheme(fixed) { fixed = replace(mangledScheme, in: fixed, with: "http$1://") }
         if fixed.hasPrefix("//") { fixed = "http:" + url }
         if !fixed.hasPrefix("http") { fixed = "http://" + url }
-        if !fixed.contains("#post-") { fixed = replace("#.*$", in: fixed, with: "") }
+        if fixed.contains("#"), !fixed.contains("#post-") { fixed = replace(fragment, in: fixed, with: "") }
         return fixed
     }
 
-    static func replace(_ pattern: String, in text: String, with template: String) -> String {
-        let regex = try! NSRegularExpression(pattern: pattern)
-        return regex.stringByReplacingMatches(
+    /// `http://` or `https://` and then neither `:` nor `/`: what `mangledScheme` leaves as is.
+    static func hasPlainScheme(_ url: String) -> Bool {
+        let bytes = url.utf8
+        for scheme in ["http://", "https://"] where bytes.starts(with: scheme.utf8) {
+            let next = bytes.dropFirst(scheme.utf8.count).first
+            return next != UInt8(ascii: ":") && next != UInt8(ascii: "/")
+        }
+        return false
+    }
+
+    // Compiled once: resolving runs for every task the coordinator routes, and compiling an
+    // ICU pattern costs more than matching it.
+    private static let mangledScheme = try! NSRegularExpression(pattern: #"(?i)^[htp]+(s?)[:/]+"#)
+    private static let fragment = try! NSRegularExpression(pattern: "#.*$")
+    private static let wwwScheme = try! NSRegularExpression(pattern: #"^http(s?)://www\."#)
+    private static let scheme = try! NSRegularExpression(pattern: #"^http(s?)://"#)
+    private static let secondParameterOn = try! NSRegularExpression(pattern: "&.*$")
+    private static let groupName = try! NSRegularExpression(pattern: #"\(\?<([A-Za-z_][A-Za-z0-9_]*)>"#)
+
+    static func replace(_ regex: NSRegularExpression, in text: String, with template: String) -> String {
+        regex.stringByReplacingMatches(
             in: text, range: NSRange(text.startIndex..., in: text), withTemplate: template)
     }
 
@@ -210,8 +231,7 @@ public struct SiteRules: Sendable {
     }
 
     static func groupNames(in pattern: String) -> [String] {
-        let regex = try! NSRegularExpression(pattern: #"\(\?<([A-Za-z_][A-Za-z0-9_]*)>"#)
-        return regex.matches(in: pattern, range: NSRange(pattern.startIndex..., in: pattern)).compactMap {
+        groupName.matches(in: pattern, range: NSRange(pattern.startIndex..., in: pattern)).compactMap {
             Range($0.range(at: 1), in: pattern).map { String(pattern[$0]) }
         }
     }
