@@ -15,7 +15,9 @@ import Logging
 /// what `fanfic status` shows the ``StatusBoard``'s, the broker work ``QueueMoves``'.
 final class CoordinatorTerm: Sendable {
     enum Input: Sendable {
-        case ingress(Result<Decoded<TaskMessage>, UndecodableMessage>)
+        /// A task, decoded and judged by ``TaskIntake`` before it reaches the loop: the site
+        /// rules' work runs beside the loop, not in it.
+        case ingress(Result<Decoded<Result<TaskIntake.Admitted, TaskIntake.Refusal>>, UndecodableMessage>)
         case control(Result<Decoded<ControlMessage>, UndecodableMessage>)
         case event(DispatchEvent)
         case moveSettled
@@ -89,9 +91,11 @@ final class CoordinatorTerm: Sendable {
             metadata: ["window_s": "\(settings.dispatch.workerTimeout.components.seconds)"])
         await withDiscardingTaskGroup { group in
             group.addTask {
-                await self.subscribe(FanficTopology.ingress, prefetch: self.settings.ingressPrefetch) {
+                await self.subscribe(
+                    FanficTopology.ingress, prefetch: self.settings.ingressPrefetch, concurrently: true
+                ) {
                     [wire = self.settings.limits.wire] in
-                    try WireCodec.decode($0, limits: wire)
+                    TaskIntake.admit(try WireCodec.decode($0, limits: wire), body: $0)
                 } wrap: {
                     .ingress($0)
                 }
@@ -233,14 +237,15 @@ final class CoordinatorTerm: Sendable {
 
     /// A task from ingress: parked when it does not decode or is not a story, else to the table.
     private func arrive(
-        _ received: Result<Decoded<TaskMessage>, UndecodableMessage>, state: inout State,
+        _ received: Result<Decoded<Result<TaskIntake.Admitted, TaskIntake.Refusal>>, UndecodableMessage>,
+        state: inout State,
         group: inout DiscardingTaskGroup
     ) {
         switch received {
         case .failure(let bad):
             park(bad.message, reason: "undecodable task: \(bad.reason)", group: &group)
         case .success(let received):
-            switch TaskIntake.admit(received.value, body: received.message.body) {
+            switch received.value {
             case .failure(let refusal):
                 park(received.message, reason: refusal.reason, group: &group)
             case .success(let admitted):
@@ -440,18 +445,41 @@ final class CoordinatorTerm: Sendable {
         group.addTask { await publisher.park(message, reason: reason) }
     }
 
-    /// Feeds one queue's messages, decoded, to the loop until the subscription ends.
+    /// Feeds one queue's messages, decoded, to the loop until the subscription ends, in the order
+    /// they arrived. `concurrently`: each message is decoded in a task of its own (up to the
+    /// prefetch at once), so that decoding, which is most of a routed task's work, uses every core
+    /// instead of holding up the messages behind it.
     private func subscribe<Value: Sendable>(
-        _ queue: String, prefetch: UInt16, decode: @escaping @Sendable (Data) throws -> Value,
+        _ queue: String, prefetch: UInt16, concurrently: Bool = false,
+        decode: @escaping @Sendable (Data) throws -> Value,
         wrap: @escaping @Sendable (Result<Decoded<Value>, UndecodableMessage>) -> Input
     ) async {
-        do {
-            for try await received in bus.consume(queue: queue, prefetch: prefetch).decoded(decode) {
-                feed.yield(wrap(received))
+        let subscription = bus.consume(queue: queue, prefetch: prefetch)
+        guard concurrently else {
+            do {
+                for try await received in subscription.decoded(decode) { feed.yield(wrap(received)) }
+                feed.yield(.subscriptionEnded(queue: queue, error: nil))
+            } catch {
+                feed.yield(.subscriptionEnded(queue: queue, error: "\(error)"))
             }
-            feed.yield(.subscriptionEnded(queue: queue, error: nil))
-        } catch {
-            feed.yield(.subscriptionEnded(queue: queue, error: "\(error)"))
+            return
+        }
+        let (decoding, inOrder) = AsyncStream.makeStream(of: Task<Input, Never>.self)
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await task in decoding { self.feed.yield(await task.value) }
+            }
+            var ending: Input
+            do {
+                for try await message in subscription {
+                    inOrder.yield(Task { wrap(Decoded.decode(message, decode)) })
+                }
+                ending = .subscriptionEnded(queue: queue, error: nil)
+            } catch {
+                ending = .subscriptionEnded(queue: queue, error: "\(error)")
+            }
+            inOrder.yield(Task { [ending] in ending })
+            inOrder.finish()
         }
     }
 }

@@ -124,13 +124,7 @@ public struct BusSubscription: AsyncSequence, Sendable {
     public func decoded<Value: Sendable>(
         _ decode: @escaping @Sendable (Data) throws -> Value
     ) -> AsyncThrowingMapSequence<BusSubscription, Result<Decoded<Value>, UndecodableMessage>> {
-        map { message in
-            do {
-                return .success(Decoded(value: try decode(message.body), message: message))
-            } catch {
-                return .failure(UndecodableMessage(message: message, reason: "\(error)"))
-            }
-        }
+        map { Decoded.decode($0, decode) }
     }
 }
 
@@ -138,6 +132,17 @@ public struct BusSubscription: AsyncSequence, Sendable {
 public struct Decoded<Value: Sendable>: Sendable {
     public let value: Value
     public let message: BusMessage
+
+    /// `message` decoded, or why it did not decode.
+    public static func decode(
+        _ message: BusMessage, _ decode: (Data) throws -> Value
+    ) -> Result<Decoded<Value>, UndecodableMessage> {
+        do {
+            return .success(Decoded(value: try decode(message.body), message: message))
+        } catch {
+            return .failure(UndecodableMessage(message: message, reason: "\(error)"))
+        }
+    }
 }
 
 /// A message that did not decode, with why: it goes to `fanfic.failed` with the reason.
