@@ -2,8 +2,12 @@
 # The coordinator's routing rate (tasks moved ingress -> backlog, persistent and confirmed, per
 # second) beside the raw broker's confirmed publish rate for the same tasks, measured in the same
 # run, at 1,000 and 100,000 tasks over 50 sites; and the coordinator's peak resident memory.
+# Two raw figures: the tasks published into `fanfic.ingress` (one queue), and the same tasks
+# published straight into their sites' backlog queues (the queues routing fills).
 #
 #   Benchmarks/routing-bench.sh [SIZES...]     (default: 1000 100000)
+#   ROUTING_BASELINE=PATH Benchmarks/routing-bench.sh ...
+#       also each size with the coordinator executable at PATH (an earlier build), in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("${@:-1000 100000}")
@@ -20,11 +24,19 @@ trap 'scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true' EX
 base="$(scripts/broker.sh url)"
 url="${base%/*}/$vhost"
 
-printf '%-8s %-6s %14s %14s %7s %16s\n' tasks sites "raw msg/s" "routed/s" ratio "coordinator RSS"
+coordinators=(".build/release/coordinator")
+[ -n "${ROUTING_BASELINE:-}" ] && coordinators=("$ROUTING_BASELINE" "${coordinators[@]}")
+printf '%-11s %-8s %-6s %10s %10s %10s %8s %8s %8s\n' coordinator tasks sites "raw in/s" "raw out/s" routed/s \
+    "vs in" "vs out" "peak RSS"
 for n in "${sizes[@]}"; do
-    .build/release/routing-bench --url "$url" --tasks "$n" --coordinator .build/release/coordinator |
-        python3 -c 'import json, sys
+    for coordinator in "${coordinators[@]}"; do
+        label=$([ "$coordinator" = .build/release/coordinator ] && echo this || echo baseline)
+        .build/release/routing-bench --url "$url" --tasks "$n" --coordinator "$coordinator" |
+            python3 -c 'import json, sys
 r = json.loads(sys.stdin.readline())
-row = (r["tasks"], r["sites"], r["raw_publish_rate"], r["routing_rate"], r["ratio"], r["coordinator_peak_rss_kb"] // 1024)
-print("%-8s %-6s %14s %14s %6sx %13s MB" % row)'
+row = (sys.argv[1], r["tasks"], r["sites"], r["raw_publish_rate"], r["raw_spread_rate"], r["routing_rate"],
+       r["ratio"], r["ratio_spread"], r["coordinator_peak_rss_kb"] // 1024)
+print("%-11s %-8s %-6s %10s %10s %10s %7.2fx %7.2fx %5s MB" % row)' "$label"
+    done
 done
+echo "raw in: confirmed publishes into fanfic.ingress; raw out: the same into the 50 backlog queues"

@@ -103,7 +103,7 @@ PY
     run_pid=""
 done
 
-routing="$(Benchmarks/routing-bench.sh 1000 | tail -n 1)"
+routing="$(Benchmarks/routing-bench.sh 1000 | sed -n 2p)"
 
 python3 - "$results" "$bare_ms" "$n" "$routing" <<'PY'
 import json, sys
@@ -128,6 +128,6 @@ for workers in sorted(by):
         print(f"{label:34} {row['idle'][name] // 1024:10d} {row['busy'][name] // 1024:8d}")
 print()
 print("coordinator routing rate, 1,000 tasks (Benchmarks/routing-bench.sh):")
-print(f"  tasks  sites      raw msg/s       routed/s   ratio  coordinator RSS")
+print("  coordinator tasks    sites    raw in/s  raw out/s   routed/s    vs in   vs out peak RSS")
 print(f"  {routing}")
 PY

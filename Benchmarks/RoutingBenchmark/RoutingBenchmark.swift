@@ -59,20 +59,19 @@ struct RoutingBenchmark: AsyncParsableCommand {
                     url: storyURLs[index % siteNames.count].url(index + 1), site: siteNames[index % siteNames.count],
                     submittedBy: "bench"))
         }
-        let fillStart = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<window {
-                group.addTask {
-                    for index in stride(from: lane, to: bodies.count, by: window) {
-                        try await connection.publish(
-                            bodies[index], exchange: FanficTopology.ingress, routingKey: FanficTopology.taskRoutingKey,
-                            properties: .persistentJSON(), mandatory: true)
-                    }
-                }
-            }
-            try await group.waitForAll()
+        // The same publishes into the queues routing fills: each task into its site's backlog
+        // (one queue per site, as the coordinator writes them), then emptied again.
+        for site in siteNames { try await connection.declare(FanficTopology.backlog(site: site)) }
+        let spread = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
+            (
+                bodies[index], FanficTopology.dispatch,
+                FanficTopology.backlogQueue(site: siteNames[index % siteNames.count])
+            )
         }
-        let fill = ContinuousClock.now - fillStart
+        for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
+        let fill = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
+            (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
+        }
 
         // The coordinator, as users run it.
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("routing-\(UUID().uuidString)")
@@ -111,16 +110,40 @@ struct RoutingBenchmark: AsyncParsableCommand {
         guard let firstMove else { throw ValidationError("the coordinator routed nothing; see its log") }
         let routing = ContinuousClock.now - firstMove
         let fillRate = Double(tasks) / fill.seconds
+        let spreadRate = Double(tasks) / spread.seconds
         let routeRate = Double(tasks) / routing.seconds
         let result: [String: Any] = [
             "tasks": tasks, "sites": sites,
-            "raw_publish_rate": Int(fillRate), "routing_rate": Int(routeRate),
+            "raw_publish_rate": Int(fillRate), "raw_spread_rate": Int(spreadRate), "routing_rate": Int(routeRate),
             "ratio": (routeRate / fillRate * 100).rounded() / 100,
+            "ratio_spread": (routeRate / spreadRate * 100).rounded() / 100,
             "coordinator_peak_rss_kb": peakRSS,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         FileHandle.standardOutput.write(json + Data("\n".utf8))
         await connection.close()
+    }
+
+    /// Publishes `count` messages, persistent and confirmed, `window` in flight; the time taken.
+    static func publishAll(
+        count: Int, window: Int, on connection: AMQPConnection,
+        _ message: @escaping @Sendable (Int) -> (body: Data, exchange: String, routingKey: String)
+    ) async throws -> Duration {
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for lane in 0..<window {
+                group.addTask {
+                    for index in stride(from: lane, to: count, by: window) {
+                        let (body, exchange, routingKey) = message(index)
+                        try await connection.publish(
+                            body, exchange: exchange, routingKey: routingKey, properties: .persistentJSON(),
+                            mandatory: true)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return ContinuousClock.now - start
     }
 
     static func residentKilobytes(_ pid: pid_t) -> Int? {
