@@ -62,6 +62,9 @@ public struct FanficEvent: Codable, Sendable, Hashable {
     public var detail: String?
     public var attempt: Int?
     public var durationMilliseconds: Int?
+    /// A finished task's time by stage (`lookup`, `fanficfare`, `calibredb`, `lock_wait`), in
+    /// milliseconds: where `duration_ms` went.
+    public var stagesMilliseconds: [String: Int]?
 
     enum CodingKeys: String, CodingKey {
         case version, kind = "type", source, at, worker, site, url
@@ -70,6 +73,7 @@ public struct FanficEvent: Codable, Sendable, Hashable {
         case calibreID = "calibre_id"
         case destination, reason, detail, attempt
         case durationMilliseconds = "duration_ms"
+        case stagesMilliseconds = "stages_ms"
     }
 
     public init(

@@ -59,8 +59,12 @@ public struct StoryPipeline: TaskRunner {
 
     /// Runs a library write, in turn with every other worker's when the library is a server.
     private func write<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        guard let writeTurn else { return try await body() }
-        return try await writeTurn.withLock(timeout: .seconds(600), body)
+        guard let writeTurn else { return try await StageTimes.measure(.calibredb, body) }
+        let asked = ContinuousClock.now
+        return try await writeTurn.withLock(timeout: .seconds(600)) {
+            StageTimes.current?.add(.lockWait, ContinuousClock.now - asked)
+            return try await StageTimes.measure(.calibredb, body)
+        }
     }
 
     /// A book just added must carry the story's URL (the one its EPUB names): calibre-server has
@@ -68,7 +72,8 @@ public struct StoryPipeline: TaskRunner {
     /// Such a book is removed and the task retried, with the reason, rather than left as an
     /// anonymous "story". Compared with the EPUB's URL, never the task's spelling of it.
     private func checkAdded(_ id: Int, storyURL: String, in jail: URL) async throws -> StoryOutcome? {
-        guard try await !library.books(withURL: storyURL).contains(id) else { return nil }
+        guard try await StageTimes.measure(.calibredb, { try await !library.books(withURL: storyURL).contains(id) })
+        else { return nil }
         try? await write { try await library.remove(id, in: jail) }
         return .retryable(
             "the library stored book \(id) without the story's metadata (its URL \(storyURL) is missing); removed it. "
@@ -98,7 +103,9 @@ public struct StoryPipeline: TaskRunner {
             lookedUp.append(canonical.canonicalURL)
         }
         var books: [Int] = []
-        for url in lookedUp where books.isEmpty { books = try await library.books(withURL: url) }
+        for url in lookedUp where books.isEmpty {
+            books = try await StageTimes.measure(.lookup) { try await library.books(withURL: url) }
+        }
         if books.count > 1 {
             logger.warning("several books have this URL; updating the first", metadata: ["books": "\(books)"])
         }
@@ -109,18 +116,22 @@ public struct StoryPipeline: TaskRunner {
         let previous = jail.appendingPathComponent("previous.epub")
         var bookChapters: Int?
         if let book = books.first {
-            let exported = try await library.exportEPUB(of: book, to: jail)
+            let exported = try await StageTimes.measure(.lookup) { try await library.exportEPUB(of: book, to: jail) }
             try FileManager.default.moveItem(at: exported, to: story)
             // Only what `on_fewer_chapters` needs: nothing when it is `update`.
             let fewerChapters = settings.calibre.onFewerChapters
             if fewerChapters != .update { bookChapters = StoryEPUB.chapterCount(of: story) }
             if fewerChapters == .backupThenUpdate { try FileManager.default.copyItem(at: story, to: previous) }
             if settings.calibre.metadataMode == .preserveMetadata {
-                try await library.writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
+                try await StageTimes.measure(.lookup) {
+                    try await library.writeOPF(of: story, to: jail.appendingPathComponent("previous.opf"), in: jail)
+                }
             }
             mode = .update(epub: FanFicFare.outputName, method: method, force: task.behavior == .force)
         }
-        var (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+        var (outcome, output) = try await StageTimes.measure(.fanficfare) {
+            try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+        }
         logger.debug("fanficfare finished", metadata: ["outcome": "\(outcome)", "exit": "\(output.exitStatus)"])
         var keepPrevious = false
         // An author removed chapters: updating would lose them.
@@ -132,7 +143,9 @@ public struct StoryPipeline: TaskRunner {
         if outcome.disposition == .retryWithForce, case .update(let epub, _, false) = mode, method != .updateNoForce {
             logger.info("fanficfare skipped the update; once more with force", metadata: ["outcome": "\(outcome)"])
             mode = .update(epub: epub, method: method, force: true)
-            (outcome, output) = try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+            (outcome, output) = try await StageTimes.measure(.fanficfare) {
+                try await downloader.run(url: task.url, mode: mode, hailMary: task.hailMary, in: jail)
+            }
         }
 
         switch outcome.disposition {
@@ -169,7 +182,9 @@ public struct StoryPipeline: TaskRunner {
         let book: Int
         if let found = books.first {
             book = found
-        } else if !lookedUp.contains(storyURL), let found = try await library.books(withURL: storyURL).first {
+        } else if !lookedUp.contains(storyURL),
+            let found = try await StageTimes.measure(.lookup, { try await library.books(withURL: storyURL).first })
+        {
             logger.info("the library holds this story under its own URL; updating it", metadata: ["book": "\(found)"])
             book = found
         } else {

@@ -42,7 +42,7 @@ public struct OutcomeSettler: Sendable {
     /// not be recorded, gives the task back to its queue (the pipeline is idempotent).
     public func settle(
         _ outcome: StoryOutcome, of task: TaskMessage, message: BusMessage, workerID: String, milliseconds: Int,
-        logger: Logger, finished: @Sendable () async -> Void
+        stages: [String: Int]? = nil, logger: Logger, finished: @Sendable () async -> Void
     ) async -> TaskSettlement {
         var outcome = outcome
         var deferrals = 0
@@ -54,7 +54,8 @@ public struct OutcomeSettler: Sendable {
         }
         return await conclude(message, logger: logger, finished: finished) {
             try await record(
-                outcome, of: task, workerID: workerID, milliseconds: milliseconds, deferrals: deferrals, logger: logger)
+                outcome, of: task, workerID: workerID, milliseconds: milliseconds, stages: stages,
+                deferrals: deferrals, logger: logger)
         }
     }
 
@@ -105,13 +106,14 @@ public struct OutcomeSettler: Sendable {
     }
 
     func record(
-        _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int, deferrals: Int = 0,
-        logger: Logger
+        _ outcome: StoryOutcome, of task: TaskMessage, workerID: String, milliseconds: Int,
+        stages: [String: Int]? = nil, deferrals: Int = 0, logger: Logger
     ) async throws {
         let publisher = TaskPublisher(bus: bus, retryFor: retryFor, maxReasonLength: maxReasonLength)
         var event = FanficEvent(
             .taskSucceeded, source: "worker:\(workerID)", worker: workerID, site: task.site, url: task.url,
             taskID: task.id, attempt: task.attempt, durationMilliseconds: milliseconds)
+        event.stagesMilliseconds = stages?.isEmpty == false ? stages : nil
         switch outcome {
         case .stored(let book, let detail, let notify, let storyURL):
             event.calibreID = book

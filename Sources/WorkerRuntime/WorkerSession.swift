@@ -252,7 +252,7 @@ public final class WorkerSession: Service {
         var logger = logger
         logger[metadataKey: "url"] = "\(task.url)"
         logger[metadataKey: "task"] = "\(task.id)"
-        let (outcome, milliseconds) = await timedRun(task, logger: logger)
+        let (outcome, milliseconds, stages) = await timedRun(task, logger: logger)
         if case .siteBlocked(let reason, let retryAfter) = outcome {
             // Before this task's `finished`: the coordinator pauses the site for every worker.
             progress.withLock { $0.blocked[task.site] = (ContinuousClock.now + settings.siteCooldown, reason) }
@@ -263,7 +263,8 @@ public final class WorkerSession: Service {
             }
         }
         let settlement = await settler.settle(
-            outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, logger: logger
+            outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, stages: stages,
+            logger: logger
         ) {
             await self.reportFinished(task, ran: true)
         }
@@ -311,16 +312,20 @@ public final class WorkerSession: Service {
     }
 
     /// The runner's outcome and how long it took, announced by a `task.started` event.
-    private func timedRun(_ task: TaskMessage, logger: Logger) async -> (StoryOutcome, milliseconds: Int) {
+    private func timedRun(
+        _ task: TaskMessage, logger: Logger
+    ) async -> (StoryOutcome, milliseconds: Int, stages: [String: Int]) {
         emit(
             FanficEvent(
                 .taskStarted, source: "worker:\(settings.id)", worker: settings.id, site: task.site, url: task.url,
                 taskID: task.id, attempt: task.attempt))
         logger.info("task started", metadata: ["attempt": "\(task.attempt)", "hail_mary": "\(task.hailMary)"])
         let started = ContinuousClock.now
-        let outcome = await runner.run(task, workerID: settings.id, logger: logger)
-        let elapsed = (ContinuousClock.now - started).components
-        return (outcome, Int(elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000))
+        let stages = StageTimes()
+        let outcome = await StageTimes.$current.withValue(stages) {
+            await runner.run(task, workerID: settings.id, logger: logger)
+        }
+        return (outcome, (ContinuousClock.now - started).wholeMilliseconds, stages.milliseconds)
     }
 
     /// The task leaves the count and its `finished` goes out in one turn: a heartbeat that still

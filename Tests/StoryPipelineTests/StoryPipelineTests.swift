@@ -39,6 +39,19 @@ struct StoryPipelineUnitTests {
         #expect(library.books.mapValues(\.url) == [1: url])
     }
 
+    @Test("each stage's time is recorded: lookup, FanFicFare and the calibredb writes of an update")
+    func stageTimes() async throws {
+        try library.hold(5, url: url)
+        let downloader = ScriptedDownloader([.init(outcome: .updated(fromChapters: 3, toChapters: 4), storyURL: url)])
+        let times = StageTimes()
+        let outcome = await StageTimes.$current.withValue(times) {
+            await run(pipeline(downloader) { $0.metadataMode = .addFormat }, url)
+        }
+        #expect(outcome == .stored(book: 5, detail: "updated", notify: true, storyURL: url))
+        // No write turn (a library folder): nothing is waited for.
+        #expect(Set(times.milliseconds.keys) == ["lookup", "fanficfare", "calibredb"])
+    }
+
     @Test("a story in the library is updated in place from its own EPUB")
     func update() async throws {
         try library.hold(5, url: url)

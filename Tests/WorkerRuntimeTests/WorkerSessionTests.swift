@@ -23,7 +23,9 @@ struct WorkerSessionTests {
         var ran: [String] { state.withLock { $0.ran } }
 
         func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
-            state.withLock { state in
+            // As the pipeline does: its stages' times go into the task's event.
+            StageTimes.current?.add(.fanficfare, .milliseconds(1500))
+            return state.withLock { state in
                 state.ran.append(task.url)
                 return state.outcomes.count > 1 ? state.outcomes.removeFirst() : state.outcomes[0]
             }
@@ -32,7 +34,11 @@ struct WorkerSessionTests {
 
     final class Events: Sendable {
         let kinds = Mutex<[FanficEvent.Kind]>([])
-        func emit(_ event: FanficEvent) { kinds.withLock { $0.append(event.kind) } }
+        let all = Mutex<[FanficEvent]>([])
+        func emit(_ event: FanficEvent) {
+            kinds.withLock { $0.append(event.kind) }
+            all.withLock { $0.append(event) }
+        }
     }
 
     let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: WorkerSessionTests.ladder))
@@ -124,6 +130,8 @@ struct WorkerSessionTests {
         let finished = try #require(log.all.first { $0.kind == .finished })
         #expect(finished.finishedIdentity == task.identity)
         #expect(events.kinds.withLock { $0 } == [.taskStarted, .taskSucceeded])
+        let succeeded = events.all.withLock { $0.last }
+        #expect(succeeded?.stagesMilliseconds == ["fanficfare": 1500], "the run's stage times are in its event")
         try await waitUntil("a heartbeat after the finished report") {
             try await read(log)
             return log.all.drop { $0.kind != .finished }.contains { $0.kind == .heartbeat && $0.unfinished == 0 }
