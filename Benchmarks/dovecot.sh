@@ -46,3 +46,8 @@ CONF
 bench_dovecot_stop() {
     pkill -f "$1/dovecot.conf" 2>/dev/null || true
 }
+
+# The `[email]` section that reads this Dovecot's mailbox.
+bench_dovecot_email_config() {
+    printf '[email]\nserver = "127.0.0.1:%s"\nusername = "reader"\npassword = "secret"\ntls = "none"\n' "$1"
+}

@@ -5,8 +5,10 @@
 # and the ingester's peak resident memory.
 #
 #   Benchmarks/ingester-bench.sh [MESSAGES]     (default 1000)
+#   INGESTER=PATH Benchmarks/ingester-bench.sh   another ingester executable (an earlier build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 messages="${1:-1000}"
 
 scripts/broker.sh start >/dev/null
@@ -17,7 +19,7 @@ vhost="bench-ingester"
 port=$((46000 + RANDOM % 1000))
 cleanup() {
     bench_dovecot_stop "$work"
-    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    bench_drop_vhost "$vhost"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,22 +32,15 @@ for i in $(seq 1 "$messages"); do
 done
 chmod 666 "$work/mail/reader/new/"*
 
-scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-scripts/broker.sh ctl -q add_vhost "$vhost"
-scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-base="$(scripts/broker.sh url)"
+amqp_url="$(bench_fresh_vhost "$vhost")"
 cat >"$work/config.toml" <<TOML
 [broker]
-url = "${base%/*}/$vhost"
-[email]
-server = "127.0.0.1:$port"
-username = "reader"
-password = "secret"
-tls = "none"
+url = "$amqp_url"
+$(bench_dovecot_email_config "$port")
 TOML
 
 python3 - "$port" "$work" "$messages" <<'PY'
-import imaplib, subprocess, sys, time
+import imaplib, os, subprocess, sys, time
 port, work, messages = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 
 # Baseline: fetch every unseen message, read-only, no parsing.
@@ -65,7 +60,7 @@ sys.path.insert(0, "Benchmarks")
 from benchlib import rss_kb
 
 start = time.time()
-process = subprocess.Popen([".build/release/ingester", "--once", "--config", f"{work}/config.toml",
+process = subprocess.Popen([os.environ.get("INGESTER", ".build/release/ingester"), "--once", "--config", f"{work}/config.toml",
                             "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
 peak = 0
 while process.poll() is None:

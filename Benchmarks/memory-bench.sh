@@ -8,6 +8,7 @@
 #   Benchmarks/memory-bench.sh [WORKERS]     (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 workers="${1:-3}"
 
 scripts/broker.sh start >/dev/null
@@ -21,24 +22,17 @@ source Benchmarks/dovecot.sh
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
     bench_dovecot_stop "$work"
-    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    bench_drop_vhost "$vhost"
     rm -rf "$work"
 }
 trap cleanup EXIT
 bench_dovecot_start "$work" "$port"
-scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-scripts/broker.sh ctl -q add_vhost "$vhost"
-scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-base="$(scripts/broker.sh url)"
+amqp_url="$(bench_fresh_vhost "$vhost")"
 calibredb --with-library "$work/library" list >/dev/null
 cat >"$work/config.toml" <<TOML
 [broker]
-url = "${base%/*}/$vhost"
-[email]
-server = "127.0.0.1:$port"
-username = "reader"
-password = "secret"
-tls = "none"
+url = "$amqp_url"
+$(bench_dovecot_email_config "$port")
 sleep_time = 5
 [calibre]
 library = "$work/library"

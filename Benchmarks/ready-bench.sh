@@ -12,6 +12,7 @@
 #   Benchmarks/ready-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 export QTWEBENGINE_DISABLE_SANDBOX=1
 
 scripts/broker.sh start >/dev/null
@@ -21,7 +22,7 @@ work="$(mktemp -d)"
 chmod 755 "$work"
 cleanup() {
     pkill -f "$work/config" 2>/dev/null || true
-    for vhost in bench-ready bench-failover; do scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true; done
+    for vhost in bench-ready bench-failover; do bench_drop_vhost "$vhost"; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,14 +31,11 @@ source Benchmarks/bare-tools.sh
 bare_ms=$(bare_tools_ms "$work/bare" "http://test1.com?sid=1")
 
 # One virtual host for the starts, one for the failover (a registry of its own workers only).
-base="$(scripts/broker.sh url)"
 for vhost in bench-ready bench-failover; do
-    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-    scripts/broker.sh ctl -q add_vhost "$vhost"
-    scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+    amqp_url="$(bench_fresh_vhost "$vhost")"
     cat >"$work/config-$vhost.toml" <<TOML
 [broker]
-url = "${base%/*}/$vhost"
+url = "$amqp_url"
 [calibre]
 library = "$work/library-$vhost"
 [run]
@@ -48,7 +46,7 @@ TOML
     calibredb --with-library "$work/library-$vhost" list >/dev/null
 done
 
-python3 - "$bin" "$work" "${base%/*}/bench-failover" "$bare_ms" <<'PY'
+python3 - "$bin" "$work" "${amqp_url%/*}/bench-failover" "$bare_ms" <<'PY'
 import os, signal, subprocess, sys, time
 import pika
 sys.path.insert(0, "Benchmarks")

@@ -10,6 +10,7 @@
 #       also each size with the coordinator executable at PATH (an earlier build), in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 sizes=("${@:-1000 100000}")
 read -r -a sizes <<<"${sizes[*]}"
 
@@ -17,12 +18,8 @@ scripts/broker.sh start >/dev/null
 swift build -c release --product coordinator >/dev/null
 swift build -c release --product routing-bench >/dev/null
 vhost="bench-routing"
-scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-scripts/broker.sh ctl -q add_vhost "$vhost"
-scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-trap 'scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true' EXIT
-base="$(scripts/broker.sh url)"
-url="${base%/*}/$vhost"
+amqp_url="$(bench_fresh_vhost "$vhost")"
+trap 'bench_drop_vhost "$vhost"' EXIT
 
 coordinators=(".build/release/coordinator")
 [ -n "${ROUTING_BASELINE:-}" ] && coordinators=("$ROUTING_BASELINE" "${coordinators[@]}")
@@ -31,7 +28,7 @@ printf '%-11s %-8s %-6s %10s %10s %10s %8s %8s %8s\n' coordinator tasks sites "r
 for n in "${sizes[@]}"; do
     for coordinator in "${coordinators[@]}"; do
         label=$([ "$coordinator" = .build/release/coordinator ] && echo this || echo baseline)
-        .build/release/routing-bench --url "$url" --tasks "$n" --coordinator "$coordinator" |
+        .build/release/routing-bench --url "$amqp_url" --tasks "$n" --coordinator "$coordinator" |
             python3 -c 'import json, sys
 r = json.loads(sys.stdin.readline())
 row = (sys.argv[1], r["tasks"], r["sites"], r["raw_publish_rate"], r["raw_spread_rate"], r["routing_rate"],

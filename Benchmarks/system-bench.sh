@@ -10,6 +10,7 @@
 #   Benchmarks/system-bench.sh [STORIES_PER_SITE]     (default 4, over test1.com ... test4.com)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 per_site="${1:-4}"
 export QTWEBENGINE_DISABLE_SANDBOX=1
 
@@ -23,7 +24,7 @@ chmod 755 "$work"
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
     for vhost in bench-system-1 bench-system-2 bench-system-4; do
-        scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+        bench_drop_vhost "$vhost"
     done
     rm -rf "$work"
 }
@@ -40,19 +41,16 @@ source Benchmarks/bare-tools.sh
 bare_ms=$(bare_tools_ms "$work/bare" "${urls[@]}")
 
 # The system, with 1, 2 and 4 workers: `fanfic run` on a fresh virtual host and library.
-base="$(scripts/broker.sh url)"
 results="$work/results.jsonl"
 for workers in 1 2 4; do
     vhost="bench-system-$workers"
-    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-    scripts/broker.sh ctl -q add_vhost "$vhost"
-    scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
+    amqp_url="$(bench_fresh_vhost "$vhost")"
     dir="$work/run-$workers"
     mkdir -p "$dir"
     calibredb --with-library "$dir/library" list >/dev/null
     cat >"$dir/config.toml" <<TOML
 [broker]
-url = "${base%/*}/$vhost"
+url = "$amqp_url"
 [calibre]
 library = "$dir/library"
 [worker]

@@ -8,6 +8,7 @@
 #   Benchmarks/worker-bench.sh [STORIES]     (default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
 stories="${1:-10}"
 export QTWEBENGINE_DISABLE_SANDBOX=1
 
@@ -18,7 +19,7 @@ work="$(mktemp -d)"
 vhost="bench-worker"
 cleanup() {
     [ -n "${pids:-}" ] && kill $pids 2>/dev/null && wait $pids 2>/dev/null
-    scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
+    bench_drop_vhost "$vhost"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -30,11 +31,8 @@ source Benchmarks/bare-tools.sh
 bare_ms=$(bare_tools_ms "$work/bare" "${urls[@]}")
 
 # The system: one coordinator, one worker.
-scripts/broker.sh ctl -q delete_vhost "$vhost" >/dev/null 2>&1 || true
-scripts/broker.sh ctl -q add_vhost "$vhost"
-scripts/broker.sh ctl -q set_permissions -p "$vhost" guest '.*' '.*' '.*'
-base="$(scripts/broker.sh url)"
-url="${base%/*}/$vhost"
+amqp_url="$(bench_fresh_vhost "$vhost")"
+url="$amqp_url"
 calibredb --with-library "$work/library" list >/dev/null
 cat >"$work/config.toml" <<TOML
 [broker]

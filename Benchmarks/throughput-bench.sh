@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# Throughput of the whole system beside the bare tools run in parallel, in one run:
+#   - the parallel floor: one shell loop per site (4), each `fanficfare` then `calibredb add`
+#     under flock (calibredb takes turns on a library folder), over the same stories;
+#   - `fanfic run` with 3 workers on a library folder, and with 3, 1 and 4 workers on a Content
+#     Server (calibre-server over a library folder), fed by `fanfic submit`;
+#   - where each story's time goes, from `fanfic.events`: waiting to start (routed -> started),
+#     the library lookup, FanFicFare, calibredb writes, waiting for the write turn, and the rest
+#     of the worker's run (jail, EPUB checks, events, acks).
+# Ratios only mean something against a baseline of the same run: the machine is shared.
+#
+#   Benchmarks/throughput-bench.sh [STORIES_PER_SITE]     (default 10: 40 stories over test1.com ... test4.com)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source Benchmarks/benchlib.sh
+per_site="${1:-10}"
+export QTWEBENGINE_DISABLE_SANDBOX=1
+
+scripts/broker.sh start >/dev/null
+swift build -c release --product fanfic >/dev/null
+bin="$(swift build -c release --show-bin-path)"
+work="$(mktemp -d /tmp/throughput-bench.XXXXXX)"
+chmod 755 "$work"
+runs=(folder-3 server-3 server-1 server-4)
+cleanup() {
+    [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
+    [ -n "${server_pid:-}" ] && kill -9 "$server_pid" 2>/dev/null
+    for run in "${runs[@]}"; do bench_drop_vhost "bench-throughput-$run"; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+sites=(test1.com test2.com test3.com test4.com)
+urls=()
+for sid in $(seq 1 "$per_site"); do
+    for site in "${sites[@]}"; do urls+=("http://$site?sid=$sid"); done
+done
+n=${#urls[@]}
+
+# The parallel floor: a loop per site, calibredb taking turns on the one library.
+floor="$work/floor"
+mkdir -p "$floor"
+calibredb --with-library "$floor/library" list >/dev/null
+start=$(date +%s%N)
+for site in "${sites[@]}"; do
+    (
+        jail="$floor/jail-$site"
+        mkdir -p "$jail"
+        for sid in $(seq 1 "$per_site"); do
+            (cd "$jail" && fanficfare --non-interactive -o output_filename=story.epub -- "http://$site?sid=$sid" >/dev/null 2>&1)
+            flock "$floor/library.lock" calibredb --with-library "$floor/library" add --duplicates -- "$jail/story.epub" \
+                >/dev/null 2>&1
+            rm -f "$jail/story.epub"
+        done
+    ) &
+done
+wait
+floor_ms=$((($(date +%s%N) - start) / 1000000))
+
+results="$work/results.jsonl"
+for run in "${runs[@]}"; do
+    library_kind="${run%-*}"
+    workers="${run#*-}"
+    vhost="bench-throughput-$run"
+    amqp_url="$(bench_fresh_vhost "$vhost")"
+    dir="$work/$run"
+    mkdir -p "$dir/books"
+    calibredb --with-library "$dir/books" list >/dev/null
+    library="$dir/books"
+    if [ "$library_kind" = server ]; then
+        port=$((33000 + RANDOM % 1000))
+        calibre-server --listen-on 127.0.0.1 --port "$port" --enable-local-write "$dir/books" >"$dir/server.log" 2>&1 &
+        server_pid=$!
+        python3 - "$port" <<'PY'
+import sys, time, urllib.request
+deadline = time.time() + 60
+while True:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/ajax/library-info")
+        break
+    except OSError:
+        if time.time() > deadline:
+            sys.exit("calibre-server did not answer")
+        time.sleep(0.1)
+PY
+        library="http://127.0.0.1:$port/#books"
+    fi
+    cat >"$dir/config.toml" <<TOML
+[broker]
+url = "$amqp_url"
+[calibre]
+library = "$library"
+[worker]
+heartbeat = 1
+[coordinator]
+worker_timeout = 3
+[run]
+workers = $workers
+TOML
+    "$bin/fanfic" run --config "$dir/config.toml" >"$dir/run.log" 2>&1 &
+    run_pid=$!
+    python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "${urls[@]}" >>"$results" <<'PY'
+import json, subprocess, sys, time
+import pika
+sys.path.insert(0, "Benchmarks")
+from benchlib import book_count, wait_for
+
+directory, run, workers, fanfic, url = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+urls = sys.argv[6:]
+log = lambda: open(f"{directory}/run.log").read()
+wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
+wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())
+
+# Every task event of the run, into a queue of the benchmark's own (declared before submitting).
+connection = pika.BlockingConnection(pika.URLParameters(url))
+channel = connection.channel()
+channel.queue_declare("bench.events", durable=True)
+channel.queue_bind("bench.events", "fanfic.events", "task.#")
+connection.close()  # a blocking connection left idle through the run would miss its heartbeats
+
+start = time.time()
+subprocess.run([fanfic, "submit", "--config", f"{directory}/config.toml", *urls], check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+wait_for("every book", lambda: book_count(f"{directory}/books") >= len(urls), timeout=1200)
+makespan = time.time() - start
+
+events = []
+connection = pika.BlockingConnection(pika.URLParameters(url))
+channel = connection.channel()
+def collect():
+    while True:
+        method, _, body = channel.basic_get("bench.events", auto_ack=True)
+        if method is None:
+            break
+        events.append(json.loads(body))
+    return sum(1 for e in events if e["type"] == "task.succeeded") >= len(urls)
+wait_for("every task.succeeded event", collect, timeout=60)
+connection.close()
+print(json.dumps({"run": run, "workers": workers, "makespan": makespan, "events": events}))
+PY
+    kill -TERM "$run_pid"
+    wait "$run_pid" 2>/dev/null || true
+    run_pid=""
+    if [ -n "${server_pid:-}" ]; then
+        kill -9 "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+done
+
+python3 - "$results" "$floor_ms" "$n" <<'PY'
+import json, statistics, sys
+from datetime import datetime
+
+rows = {}
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    rows[row["run"]] = row
+floor, n = int(sys.argv[2]) / 1000, int(sys.argv[3])
+
+def at(event):
+    return datetime.fromisoformat(event["at"].replace("Z", "+00:00")).timestamp()
+
+def breakdown(events):
+    """Per task: seconds waiting to start, each stage, the rest of the run."""
+    routed, started, stages = {}, {}, []
+    for event in events:
+        task = event.get("url")  # each story once in this benchmark; task.routed carries no task id
+        if event["type"] == "task.routed":
+            routed.setdefault(task, at(event))
+        elif event["type"] == "task.started":
+            started[task] = at(event)
+        elif event["type"] == "task.succeeded":
+            parts = {k: v / 1000 for k, v in (event.get("stages_ms") or {}).items()}
+            run = event.get("duration_ms", 0) / 1000
+            parts["other"] = max(0.0, run - sum(parts.values()))
+            if task in routed and task in started:
+                parts["wait"] = max(0.0, started[task] - routed[task])
+            stages.append(parts)
+    return stages
+
+names = ["wait", "lookup", "fanficfare", "lock_wait", "calibredb", "other"]
+print(f"{n} stories over test1.com ... test4.com (FanFicFare's offline sites), `fanfic run` fed by `fanfic submit`")
+print()
+print(f"{'':44} {'makespan s':>10} {'vs floor':>9}")
+print(f"{'parallel floor: a loop per site, calibredb under flock':44} {floor:10.2f} {1:8.2f}x")
+labels = {"folder-3": "3 workers, library folder", "server-3": "3 workers, Content Server",
+          "server-1": "1 worker, Content Server", "server-4": "4 workers, Content Server"}
+for run in ["folder-3", "server-3", "server-1", "server-4"]:
+    m = rows[run]["makespan"]
+    print(f"{labels[run]:44} {m:10.2f} {m / floor:8.2f}x")
+one, four = rows["server-1"]["makespan"], rows["server-4"]["makespan"]
+print(f"4 workers over 1 worker, Content Server: {one / four:.2f}x speed-up")
+print()
+print("where a story's time goes: median seconds per story (and the sum over all stories)")
+print(f"{'':28}" + "".join(f"{name:>16}" for name in names))
+for run in ["folder-3", "server-3", "server-1", "server-4"]:
+    stages = breakdown(rows[run]["events"])
+    cells = []
+    for name in names:
+        values = [s.get(name, 0.0) for s in stages]
+        cells.append(f"{statistics.median(values):7.2f} ({sum(values):6.1f})")
+    print(f"{labels[run]:28}" + "".join(f"{c:>16}" for c in cells))
+print()
+print("wait: routed -> started (queued behind the site's other stories, and the broker hops);")
+print("other: the rest of the worker's run (jail, EPUB checks, the outcome's publishes and events).")
+PY
