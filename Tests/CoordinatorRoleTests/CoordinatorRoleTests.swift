@@ -81,6 +81,24 @@ struct CoordinatorRoleTests {
         #expect(fleet.queue(w1.queue).count == 1, "the duplicate was dropped, not queued twice")
     }
 
+    @Test("ingress is decoded and judged concurrently, yet routed in the order it arrived; garbage among it is parked")
+    func arrivalOrder() async throws {
+        let fleet = Fleet()
+        // All queued before the coordinator starts: it takes up to its prefetch at once.
+        var submitted: [String] = []
+        for sid in 1...200 {
+            if sid % 50 == 0 { try await fleet.publishRaw("not a task \(sid)") }
+            submitted.append(try await fleet.submit("http://test1.com?sid=\(sid)", site: "test1.com").url)
+        }
+        let (_, _, run) = fleet.startCoordinator()
+        defer { run.cancel() }
+        let backlog = FanficTopology.backlogQueue(site: "test1.com")
+        try await waitUntil("every task is in test1.com's backlog and the garbage parked") {
+            fleet.queue(backlog).count == submitted.count && fleet.broker.messages(in: FanficTopology.failed).count == 4
+        }
+        #expect(fleet.queue(backlog).map(\.url) == submitted)
+    }
+
     @Test("a worker that falls silent is presumed dead: its queue goes back to ingress and on to a live worker")
     func silentWorker() async throws {
         let fleet = Fleet()
