@@ -23,8 +23,7 @@ public enum StatusExchange {
         let answers = bus.consume(queue: replyQueue, prefetch: 50)
         var properties = AMQPMessageProperties(contentType: "application/json", deliveryMode: 1)
         properties.replyTo = replyQueue
-        properties.expiration =
-            "\(wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)"
+        properties.expiration = "\(wait.wholeMilliseconds)"
         try await bus.publish(requestBody, exchange: FanficTopology.status, routingKey: "", properties: properties)
 
         let found = Answers()

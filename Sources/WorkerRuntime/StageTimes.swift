@@ -1,3 +1,4 @@
+import FanficCore
 import Synchronization
 
 /// How long each stage of one task took: the lookup in the library, FanFicFare, calibredb
@@ -8,7 +9,7 @@ public final class StageTimes: Sendable {
     @TaskLocal public static var current: StageTimes?
 
     /// The stages the pipeline reports.
-    public enum Stage: String, Sendable, CaseIterable {
+    public enum Stage: String, Sendable {
         /// Finding the book and exporting its EPUB (and OPF) for an update.
         case lookup
         case fanficfare
@@ -39,12 +40,5 @@ public final class StageTimes: Sendable {
         totals.withLock { totals in
             Dictionary(uniqueKeysWithValues: totals.map { ($0.key.rawValue, $0.value.wholeMilliseconds) })
         }
-    }
-}
-
-extension Duration {
-    var wholeMilliseconds: Int {
-        let parts = components
-        return Int(parts.seconds * 1000 + parts.attoseconds / 1_000_000_000_000_000)
     }
 }

@@ -63,7 +63,6 @@ public final class WorkerSession: Service {
         }
 
         func pause(for site: String) -> Duration { sitePauses[site] ?? sitePause }
-
     }
 
     /// What heartbeats report, and what `fanfic status` shows through them.
