@@ -48,3 +48,11 @@ def smaps_rollup_kb(pid):
         "Pss": fields["Pss"],
         "Private": fields["Private_Clean"] + fields["Private_Dirty"],
     }
+
+
+def wait_until_assigning(run_log, workers):
+    """Waits until `fanfic run` (its output in `run_log`) has every worker admitted and its
+    coordinator assigning."""
+    log = lambda: open(run_log).read()
+    wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
+    wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())

@@ -14,3 +14,24 @@ bench_fresh_vhost() {
 bench_drop_vhost() {
     scripts/broker.sh ctl -q delete_vhost "$1" >/dev/null 2>&1 || true
 }
+
+# Writes DIR/config.toml for `fanfic run` on AMQP_URL and LIBRARY with WORKERS workers (short
+# heartbeats and worker timeout: the benchmark does not wait on them) and starts FANFIC run in
+# the background, its output in DIR/run.log; its pid in run_pid.
+bench_fanfic_run() {
+    local fanfic="$1" dir="$2" amqp_url="$3" library="$4" workers="$5"
+    cat >"$dir/config.toml" <<TOML
+[broker]
+url = "$amqp_url"
+[calibre]
+library = "$library"
+[worker]
+heartbeat = 1
+[coordinator]
+worker_timeout = 3
+[run]
+workers = $workers
+TOML
+    "$fanfic" run --config "$dir/config.toml" >"$dir/run.log" 2>&1 &
+    run_pid=$!
+}

@@ -54,15 +54,14 @@ for layout in separate multi-call; do
     python3 - "$work/run-$layout.log" "$run_pid" "$workers" "$layout" >>"$results" <<'PY'
 import json, re, sys, time
 sys.path.insert(0, "Benchmarks")
-from benchlib import smaps_rollup_kb, wait_for
+from benchlib import smaps_rollup_kb, wait_for, wait_until_assigning
 
 log_path, supervisor, workers, layout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 
 def log():
     return open(log_path).read()
 
-wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
-wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())
+wait_until_assigning(log_path, workers)
 wait_for("the ingester has polled the mailbox", lambda: "mailbox polled" in log())
 children = {m.group(1): int(m.group(2)) for m in re.finditer(r"child=(.+?) pid=(\d+) \[Supervision\] started", log())}
 processes = {"supervisor": supervisor, **children}

@@ -48,24 +48,11 @@ for workers in 1 2 4; do
     dir="$work/run-$workers"
     mkdir -p "$dir"
     calibredb --with-library "$dir/library" list >/dev/null
-    cat >"$dir/config.toml" <<TOML
-[broker]
-url = "$amqp_url"
-[calibre]
-library = "$dir/library"
-[worker]
-heartbeat = 1
-[coordinator]
-worker_timeout = 3
-[run]
-workers = $workers
-TOML
-    "$bin/fanfic" run --config "$dir/config.toml" >"$dir/run.log" 2>&1 &
-    run_pid=$!
+    bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$dir/library" "$workers"
     python3 - "$dir" "$run_pid" "$workers" "$bin/fanfic" "${urls[@]}" >>"$results" <<'PY'
 import json, re, subprocess, sys, time
 sys.path.insert(0, "Benchmarks")
-from benchlib import book_count, rss_kb, wait_for
+from benchlib import book_count, rss_kb, wait_for, wait_until_assigning
 
 directory, supervisor, workers, fanfic = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 urls = sys.argv[5:]
@@ -76,8 +63,7 @@ def log():
 def books():
     return book_count(f"{directory}/library")
 
-wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
-wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())
+wait_until_assigning(f"{directory}/run.log", workers)
 children = {m.group(1): int(m.group(2)) for m in re.finditer(r"child=(.+?) pid=(\d+) \[Supervision\] started", log())}
 processes = {"supervisor": supervisor, **children}
 time.sleep(1)

@@ -85,31 +85,16 @@ while True:
 PY
         library="http://127.0.0.1:$port/#books"
     fi
-    cat >"$dir/config.toml" <<TOML
-[broker]
-url = "$amqp_url"
-[calibre]
-library = "$library"
-[worker]
-heartbeat = 1
-[coordinator]
-worker_timeout = 3
-[run]
-workers = $workers
-TOML
-    "$bin/fanfic" run --config "$dir/config.toml" >"$dir/run.log" 2>&1 &
-    run_pid=$!
+    bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
     python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "${urls[@]}" >>"$results" <<'PY'
 import json, subprocess, sys, time
 import pika
 sys.path.insert(0, "Benchmarks")
-from benchlib import book_count, wait_for
+from benchlib import book_count, wait_for, wait_until_assigning
 
 directory, run, workers, fanfic, url = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 urls = sys.argv[6:]
-log = lambda: open(f"{directory}/run.log").read()
-wait_for("every worker is admitted", lambda: log().count("admitted; consuming") >= workers)
-wait_for("the coordinator is assigning", lambda: "table rebuilt" in log())
+wait_until_assigning(f"{directory}/run.log", workers)
 
 # Every task event of the run, into a queue of the benchmark's own (declared before submitting).
 connection = pika.BlockingConnection(pika.URLParameters(url))
