@@ -1,10 +1,6 @@
 import Foundation
 import GRDB
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// Finds the book whose URL identifier is exactly a story URL, without a calibre process.
 ///
 /// Exact, because calibre's `identifiers:url:` search without `=` is a substring match
@@ -57,36 +53,19 @@ public struct BookLookup: Sendable {
                     arguments: [url])
             }
         case .server(let base, let libraryID):
+            let server = ContentServerClient(base: base, libraryID: libraryID, credentials: credentials, timeout: 30)
+            let library = libraryID.isEmpty ? [] : [libraryID]
             struct Found: Decodable { let book_ids: [Int] }
-            let found: Found = try await get(
-                base, path: "ajax/search/\(libraryID)",
-                query: ["query": Self.searchExpression(forURL: url), "num": "100"])
+            let found: Found = try await server.getJSON(
+                ["ajax", "search"] + library, query: ["query": Self.searchExpression(forURL: url), "num": "100"])
             guard !found.book_ids.isEmpty else { return [] }
             // calibre's `=` ignores case: keep only the books whose identifier is exactly the URL.
             struct Book: Decodable { let identifiers: [String: String]? }
-            let books: [String: Book?] = try await get(
-                base, path: "ajax/books/\(libraryID)",
+            let books: [String: Book?] = try await server.getJSON(
+                ["ajax", "books"] + library,
                 query: ["ids": found.book_ids.map(String.init).joined(separator: ","), "category_urls": "false"])
             return found.book_ids.filter { id in books["\(id)"]??.identifiers?["url"] == url }.sorted()
         }
-    }
-
-    private func get<Answer: Decodable>(_ base: URL, path: String, query: [String: String]) async throws -> Answer {
-        var components = URLComponents(url: base.appendingPathComponent(path), resolvingAgainstBaseURL: false)!
-        components.queryItems = query.sorted { $0.key < $1.key }.map { URLQueryItem(name: $0.key, value: $0.value) }
-        // URLComponents leaves '+' as is, which a server reads as a space.
-        components.percentEncodedQuery = components.percentEncodedQuery?.replacingOccurrences(of: "+", with: "%2B")
-        var request = URLRequest(url: components.url!, timeoutInterval: 30)
-        if let credentials {
-            let token = Data("\(credentials.username):\(credentials.password)".utf8).base64EncodedString()
-            request.setValue("Basic \(token)", forHTTPHeaderField: "Authorization")
-        }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        guard let http = response as? HTTPURLResponse, http.statusCode == 200 else {
-            let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-            throw CalibreError("the Content Server answered HTTP \(status) to \(path) at \(base)")
-        }
-        return try JSONDecoder().decode(Answer.self, from: data)
     }
 }
 
