@@ -103,7 +103,7 @@ public struct Calibredb: Sendable {
         let passwordFile = directory.appendingPathComponent(".calibre-password-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: passwordFile) }
         if let credentials {
-            FileManager.default.createFile(
+            _ = FileManager.default.createFile(
                 atPath: passwordFile.path, contents: Data(credentials.password.utf8),
                 attributes: [.posixPermissions: 0o600])
             argv += ["--username", credentials.username, "--password", "<f:\(passwordFile.path)>"]
