@@ -68,6 +68,10 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "MessagePack",
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "FanficCore",
             dependencies: [
                 .product(name: "TOMLKit", package: "TOMLKit")
@@ -126,7 +130,7 @@ let package = Package(
         .target(
             name: "CalibreLibrary",
             dependencies: [
-                "ExternalTools",
+                "ExternalTools", "MessagePack",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
@@ -204,7 +208,7 @@ let package = Package(
         ),
         .target(
             name: "FuzzTargets",
-            dependencies: ["FanficCore", "MailIngest"],
+            dependencies: ["FanficCore", "MailIngest", "MessagePack"],
             path: "Fuzz/FuzzTargets",
             swiftSettings: swiftSettings
         ),
@@ -272,8 +276,8 @@ let package = Package(
         .testTarget(
             name: "StoryPipelineTests",
             dependencies: [
-                "AMQP", "CalibreLibrary", "Download", "ExternalTools", "FanficBroker", "FanficCore", "Notifications",
-                "StoryPipeline", "WorkerRuntime",
+                "AMQP", "CalibreLibrary", "Download", "ExternalTools", "FanficBroker", "FanficCore", "MessagePack",
+                "Notifications", "StoryPipeline", "WorkerRuntime",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ],

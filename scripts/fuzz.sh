@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of what comes from the wire with libFuzzer (clang's, through swiftc
-# -sanitize=fuzzer): the task codec, the control codec, MIME parsing and link extraction.
+# -sanitize=fuzzer): the task codec, the control codec, MIME parsing, link extraction and the
+# Content Server's MessagePack answers.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 30 s each, every target
 #
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-30}
 [ $# -gt 0 ] && shift
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(task-codec control-codec mime links)
+[ ${#targets[@]} -eq 0 ] && targets=(task-codec control-codec mime links message-pack)
 
 scratch=.build/fuzz
 echo "== building fanfic-fuzz with libFuzzer (scratch path $scratch)"

@@ -1,9 +1,10 @@
 import FanficCore
 import Foundation
 import MailIngest
+import MessagePack
 
 /// What the fuzzers feed arbitrary bytes to: the parsers of everything that comes from the wire
-/// (a task, a control message, a mail and its links). Each target must never crash, hang or
+/// (a task, a control message, a mail and its links, a Content Server's MessagePack answer). Each target must never crash, hang or
 /// grow memory without bound on any input, and checks one property of what it parsed. Shared by
 /// the libFuzzer driver (Fuzz/Driver) and the unit tests that replay Fuzz/regressions.
 public enum FuzzTarget: String, CaseIterable, Sendable {
@@ -11,6 +12,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case controlCodec = "control-codec"
     case mime
     case links
+    case messagePack = "message-pack"
 
     public func run(_ data: Data) {
         switch self {
@@ -38,6 +40,13 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
                 }
                 precondition(story == found.story, "a canonical URL resolves to another story")
             }
+        case .messagePack:
+            // A value that decodes encodes to bytes that decode to a value encoding the same way
+            // (compared as bytes: a NaN is not equal to itself).
+            guard let value = try? MessagePackValue.decode(data) else { return }
+            let bytes = value.encoded()
+            let again = try? MessagePackValue.decode(bytes)
+            precondition(again?.encoded() == bytes, "a decoded MessagePack value does not survive its own encoding")
         }
     }
 }

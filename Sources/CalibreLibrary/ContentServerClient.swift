@@ -1,4 +1,5 @@
 import Foundation
+import MessagePack
 
 #if canImport(FoundationNetworking)
     import FoundationNetworking

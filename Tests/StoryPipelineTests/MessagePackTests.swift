@@ -1,5 +1,5 @@
-import CalibreLibrary
 import Foundation
+import MessagePack
 import Testing
 
 @Suite("MessagePack, as calibre's Content Server speaks it")
