@@ -2,6 +2,7 @@ import AMQP
 import FanficBroker
 import FanficCore
 import Foundation
+import Logging
 import TestSupport
 import Testing
 
@@ -173,6 +174,13 @@ struct CoordinatorRoleTests {
             FanficTopology.workerQueues(id: "w1"))
         let subscription = w1.holdSubscription()
         defer { subscription.cancel() }
+        // The earlier coordinator registered w1: without that this one, with nothing to recover,
+        // would start assigning before either heartbeat arrived, and the test would be luck.
+        var quiet = Logger(label: "test.registry")
+        quiet.logLevel = .critical
+        await WorkerRegistry(
+            bus: InMemoryBus(broker: fleet.broker, user: "fanfic-coordinator"), forgetAfter: 86_400, logger: quiet
+        ).register("w1")
         let phantom = fleet.worker("0")
         let beats = [w1.keepBeating(), phantom.keepBeating()]
         defer { beats.forEach { $0.cancel() } }
