@@ -196,6 +196,12 @@ public struct ContentServerClient: Sendable {
                 in: .whitespacesAndNewlines)
             let hint =
                 switch status {
+                // Without credentials the server challenges for digest; with basic credentials
+                // it refuses them as an "Unsupported authentication method".
+                case 401 where Self.challenge(of: response).hasPrefix("digest"),
+                    400 where reason.contains("Unsupported authentication method"):
+                    " (the server asks for digest authentication, which the worker does not speak:"
+                        + " start calibre-server with --auth-mode basic, behind TLS or a VPN)"
                 case 401:
                     credentials == nil
                         ? " (the server asks for calibre.username and calibre.password)"
@@ -209,6 +215,12 @@ public struct ContentServerClient: Sendable {
                     + (reason.isEmpty ? "" : ": \(reason)"))
         }
         return data
+    }
+
+    /// The authentication scheme a 401 asks for, lowercased (calibre-server's default over plain
+    /// HTTP is digest).
+    private static func challenge(of response: URLResponse) -> String {
+        ((response as? HTTPURLResponse)?.value(forHTTPHeaderField: "WWW-Authenticate") ?? "").lowercased()
     }
 
     /// The request's method and path, without the query (which may hold a story URL).

@@ -65,7 +65,7 @@ extension BrokerTests {
             await #expect(throws: CalibreError.self) { try await stories.replaceEPUB(of: id, with: first, in: scratch) }
         }
 
-        @Test("a server that refuses writes or asks for a login answers with a reason that says what to fix")
+        @Test("a server that refuses writes answers with a reason that says what to fix")
         func refusals() async throws {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent(
                 "cs-refuse-\(UUID().uuidString)")
@@ -95,6 +95,52 @@ extension BrokerTests {
             // Read through the running server: calibredb on the folder would meet the server's lock.
             library.withLibrary = "http://127.0.0.1:\(port)/#library"
             #expect(try library.books().isEmpty)
+        }
+
+        @Test("a server asking for digest authentication (calibre's default over HTTP) is named, with the fix")
+        func digestAuthentication() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent(
+                "cs-digest-\(UUID().uuidString)")
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let library = try TestLibrary(in: scratch)
+            let users = scratch.appendingPathComponent("users.sqlite").path
+            let made = try ChildProcess.run([
+                "calibre-debug", "-c",
+                "import sys; from calibre.srv.users import UserManager; UserManager(sys.argv[-1]).add_user('fanfic', 'secret', readonly=False)",
+                users,
+            ])
+            try #require(made.status == 0, "\(made.stderr)")
+            let port = FreePort.pick(in: 30_000...32_767)
+            let server = try LaunchedProcess(
+                [
+                    "/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibre-server", "--listen-on", "127.0.0.1",
+                    "--port", "\(port)", "--enable-auth", "--userdb", users, library.folder.path,
+                ], output: scratch.appendingPathComponent("server.log").path)
+            defer { _ = server }
+            try await waitUntil("calibre-server listens", timeout: .seconds(30), every: .milliseconds(100)) {
+                let probe = try? ChildProcess.run([
+                    "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/ajax/library-info",
+                ])
+                return probe?.stdout == "401"
+            }
+            let stories = CalibreStoryLibrary(
+                location: CalibreLocation("http://127.0.0.1:\(port)/#library"),
+                credentials: CalibreCredentials(username: "fanfic", password: "secret"))
+            do {
+                _ = try await stories.books(withURL: "http://test1.com?sid=1")
+                Issue.record("the lookup was answered")
+            } catch let error as CalibreError {
+                #expect("\(error)".contains("--auth-mode basic"), "\(error)")
+                #expect(!"\(error)".contains("secret"), "the password stays out of the error")
+            }
+            let anonymous = CalibreStoryLibrary(
+                location: CalibreLocation("http://127.0.0.1:\(port)/#library"), credentials: nil)
+            do {
+                _ = try await anonymous.books(withURL: "http://test1.com?sid=1")
+                Issue.record("the lookup was answered without credentials")
+            } catch let error as CalibreError {
+                #expect("\(error)".contains("HTTP 401") && "\(error)".contains("--auth-mode basic"), "\(error)")
+            }
         }
     }
 }
