@@ -6,7 +6,9 @@
 #     Server (calibre-server over a library folder), fed by `fanfic submit`;
 #   - where each story's time goes, from `fanfic.events`: waiting to start (routed -> started),
 #     the library lookup, FanFicFare, calibredb writes, waiting for the write turn, and the rest
-#     of the worker's run (jail, EPUB checks, events, acks).
+#     of the worker's run (jail, EPUB checks, events, acks);
+#   - how many cores each run kept busy (/proc/stat), and so the most any number of workers can
+#     gain over one on this machine.
 # Ratios only mean something against a baseline of the same run: the machine is shared.
 #
 #   Benchmarks/throughput-bench.sh [STORIES_PER_SITE]     (default 10: 40 stories over test1.com ... test4.com)
@@ -87,7 +89,7 @@ PY
     fi
     bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
     python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "${urls[@]}" >>"$results" <<'PY'
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 import pika
 sys.path.insert(0, "Benchmarks")
 from benchlib import book_count, wait_for, wait_until_assigning
@@ -103,11 +105,18 @@ channel.queue_declare("bench.events", durable=True)
 channel.queue_bind("bench.events", "fanfic.events", "task.#")
 connection.close()  # a blocking connection left idle through the run would miss its heartbeats
 
+def busy_seconds():
+    """CPU seconds the whole machine has spent busy (every core; not idle, not iowait)."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+busy = busy_seconds()
 start = time.time()
 subprocess.run([fanfic, "submit", "--config", f"{directory}/config.toml", *urls], check=True,
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 wait_for("every book", lambda: book_count(f"{directory}/books") >= len(urls), timeout=1200)
 makespan = time.time() - start
+cores_busy = (busy_seconds() - busy) / makespan
 
 events = []
 connection = pika.BlockingConnection(pika.URLParameters(url))
@@ -121,7 +130,7 @@ def collect():
     return sum(1 for e in events if e["type"] == "task.succeeded") >= len(urls)
 wait_for("every task.succeeded event", collect, timeout=60)
 connection.close()
-print(json.dumps({"run": run, "workers": workers, "makespan": makespan, "events": events}))
+print(json.dumps({"run": run, "workers": workers, "makespan": makespan, "cores_busy": cores_busy, "events": events}))
 PY
     kill -TERM "$run_pid"
     wait "$run_pid" 2>/dev/null || true
@@ -134,7 +143,7 @@ PY
 done
 
 python3 - "$results" "$floor_ms" "$n" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 from datetime import datetime
 
 rows = {}
@@ -167,15 +176,20 @@ def breakdown(events):
 names = ["wait", "lookup", "fanficfare", "lock_wait", "calibredb", "other"]
 print(f"{n} stories over test1.com ... test4.com (FanFicFare's offline sites), `fanfic run` fed by `fanfic submit`")
 print()
-print(f"{'':44} {'makespan s':>10} {'vs floor':>9}")
+print(f"{'':44} {'makespan s':>10} {'vs floor':>9} {'cores busy':>11}")
 print(f"{'parallel floor: a loop per site, calibredb under flock':44} {floor:10.2f} {1:8.2f}x")
 labels = {"folder-3": "3 workers, library folder", "server-3": "3 workers, Content Server",
           "server-1": "1 worker, Content Server", "server-4": "4 workers, Content Server"}
 for run in ["folder-3", "server-3", "server-1", "server-4"]:
     m = rows[run]["makespan"]
-    print(f"{labels[run]:44} {m:10.2f} {m / floor:8.2f}x")
+    print(f"{labels[run]:44} {m:10.2f} {m / floor:8.2f}x {rows[run]['cores_busy']:11.2f}")
 one, four = rows["server-1"]["makespan"], rows["server-4"]["makespan"]
 print(f"4 workers over 1 worker, Content Server: {one / four:.2f}x speed-up")
+# One worker's stories run one after another and are CPU-bound (Python start-up and parsing in
+# FanFicFare and calibre-server): no number of workers can beat every core busy.
+cores = os.cpu_count() or 1
+ceiling = cores / max(rows["server-1"]["cores_busy"], 0.01)
+print(f"ceiling on this machine: {cores} cores / {rows['server-1']['cores_busy']:.2f} busy with 1 worker = {ceiling:.2f}x")
 print()
 print("where a story's time goes: median seconds per story (and the sum over all stories)")
 print(f"{'':28}" + "".join(f"{name:>16}" for name in names))
