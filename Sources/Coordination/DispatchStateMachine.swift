@@ -119,8 +119,10 @@ public struct DispatchStateMachine: Sendable {
     private(set) var recentSends: [String: [Duration]] = [:]
     /// Workers whose drain was stopped before the backlog was empty: the site waits again after.
     private var stoppedDrains: Set<WorkerID> = []
-    /// Copies of each identity in the pipeline (pending, parked, queued or running).
-    private(set) var inPipeline: [TaskIdentity: Int] = [:]
+    /// Copies of each identity in the pipeline (pending, parked, queued or running), by
+    /// fingerprint: every queued task is remembered, and at 100,000 of them their URLs' strings
+    /// were most of the coordinator's memory.
+    private(set) var inPipeline: [IdentityFingerprint: Int] = [:]
     private(set) var pendingMoves: [MoveID: PendingMove] = [:]
     /// Workers whose queue is being reclaimed, and whether to admit them (empty) once it is done:
     /// only those that said hello. A worker presumed dead stays out until it says hello.
@@ -295,7 +297,7 @@ public struct DispatchStateMachine: Sendable {
     // MARK: Routing
 
     private mutating func arrive(_ task: IncomingTask, now: Duration, into actions: inout [DispatchAction]) {
-        if inPipeline[task.identity, default: 0] > 0 {
+        if inPipeline[IdentityFingerprint(task.identity), default: 0] > 0 {
             actions.append(.ack(task.handle))
             actions.append(.announce(.duplicateDropped(task.identity)))
             return
@@ -323,7 +325,7 @@ public struct DispatchStateMachine: Sendable {
         case .backlog(let site):
             if !waitingSites.contains(site) { waitingSites.append(site) }
         }
-        inPipeline[task.identity, default: 0] += 1
+        inPipeline[IdentityFingerprint(task.identity), default: 0] += 1
         let move = MoveID(nextMove)
         nextMove += 1
         pendingMoves[move] = PendingMove(task: task, destination: destination)
@@ -468,8 +470,9 @@ public struct DispatchStateMachine: Sendable {
     }
 
     private mutating func forget(_ identity: TaskIdentity) {
-        guard let count = inPipeline[identity] else { return }
-        inPipeline[identity] = count > 1 ? count - 1 : nil
+        let fingerprint = IdentityFingerprint(identity)
+        guard let count = inPipeline[fingerprint] else { return }
+        inPipeline[fingerprint] = count > 1 ? count - 1 : nil
     }
 
     // MARK: Liveness
@@ -590,5 +593,26 @@ extension Dictionary where Value == Int {
     fileprivate mutating func remove(_ key: Key) {
         guard let count = self[key] else { return }
         self[key] = count > 1 ? count - 1 : nil
+    }
+}
+
+/// A task identity in 128 bits, for remembering many of them in little memory: two hashes of it
+/// keyed apart, with this process's random hashing seed (never stored nor sent, so nobody can
+/// choose URLs that collide). Two distinct identities share one with odds of about n² / 2¹²⁹:
+/// for a million queued tasks, 1 in 10²⁶.
+struct IdentityFingerprint: Hashable, Sendable {
+    let high: UInt64
+    let low: UInt64
+
+    init(_ identity: TaskIdentity) {
+        high = Self.hash(identity, key: 0x9E37_79B9_7F4A_7C15)
+        low = Self.hash(identity, key: 0xC2B2_AE3D_27D4_EB4F)
+    }
+
+    private static func hash(_ identity: TaskIdentity, key: UInt64) -> UInt64 {
+        var hasher = Hasher()
+        hasher.combine(key)
+        hasher.combine(identity)
+        return UInt64(bitPattern: Int64(hasher.finalize()))
     }
 }
