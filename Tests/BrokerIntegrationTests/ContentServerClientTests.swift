@@ -71,17 +71,9 @@ extension BrokerTests {
                 "cs-refuse-\(UUID().uuidString)")
             defer { try? FileManager.default.removeItem(at: scratch) }
             var library = try TestLibrary(in: scratch)
-            let port = FreePort.pick(in: 30_000...32_767)
             // No --enable-local-write: the server reads, but writes from loopback are refused.
-            let server = try LaunchedProcess(
-                [
-                    "/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibre-server", "--listen-on", "127.0.0.1",
-                    "--port", "\(port)", library.folder.path,
-                ], output: scratch.appendingPathComponent("server.log").path)
+            let (server, port) = try await Self.startServer(of: library, in: scratch, answering: "200")
             defer { _ = server }
-            try await waitUntil("calibre-server listens", timeout: .seconds(30), every: .milliseconds(100)) {
-                (try? ChildProcess.run(["curl", "-sf", "http://127.0.0.1:\(port)/ajax/library-info"]))?.status == 0
-            }
             let epub = scratch.appendingPathComponent("story.epub")
             try Data("not really an epub".utf8).write(to: epub)
             let stories = CalibreStoryLibrary(
@@ -110,19 +102,9 @@ extension BrokerTests {
                 users,
             ])
             try #require(made.status == 0, "\(made.stderr)")
-            let port = FreePort.pick(in: 30_000...32_767)
-            let server = try LaunchedProcess(
-                [
-                    "/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibre-server", "--listen-on", "127.0.0.1",
-                    "--port", "\(port)", "--enable-auth", "--userdb", users, library.folder.path,
-                ], output: scratch.appendingPathComponent("server.log").path)
+            let (server, port) = try await Self.startServer(
+                of: library, in: scratch, options: ["--enable-auth", "--userdb", users], answering: "401")
             defer { _ = server }
-            try await waitUntil("calibre-server listens", timeout: .seconds(30), every: .milliseconds(100)) {
-                let probe = try? ChildProcess.run([
-                    "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/ajax/library-info",
-                ])
-                return probe?.stdout == "401"
-            }
             let stories = CalibreStoryLibrary(
                 location: CalibreLocation("http://127.0.0.1:\(port)/#library"),
                 credentials: CalibreCredentials(username: "fanfic", password: "secret"))
@@ -141,6 +123,25 @@ extension BrokerTests {
             } catch let error as CalibreError {
                 #expect("\(error)".contains("HTTP 401") && "\(error)".contains("--auth-mode basic"), "\(error)")
             }
+        }
+
+        /// A calibre-server of its own on a free port, once `/ajax/library-info` answers `status`.
+        static func startServer(
+            of library: TestLibrary, in scratch: URL, options: [String] = [], answering status: String
+        ) async throws -> (LaunchedProcess, Int) {
+            let port = FreePort.pick(in: 30_000...32_767)
+            let server = try LaunchedProcess(
+                [
+                    "/usr/bin/env", "QTWEBENGINE_DISABLE_SANDBOX=1", "calibre-server", "--listen-on", "127.0.0.1",
+                    "--port", "\(port)",
+                ] + options + [library.folder.path], output: scratch.appendingPathComponent("server.log").path)
+            try await waitUntil("calibre-server listens", timeout: .seconds(30), every: .milliseconds(100)) {
+                let probe = try? ChildProcess.run([
+                    "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/ajax/library-info",
+                ])
+                return probe?.stdout == status
+            }
+            return (server, port)
         }
     }
 }
