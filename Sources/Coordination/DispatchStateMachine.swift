@@ -43,6 +43,9 @@ public struct DispatchStateMachine: Sendable {
         /// Tasks of a site sent to workers in any hour (`max_tasks_per_hour`); 0: no limit.
         public var hourlyBudget = 0
         public var hourlyBudgets: [String: Int] = [:]
+        /// Tasks a worker is sent from its site in one turn (`site_turn`); the rest waits in the
+        /// site's backlog, and another waiting site goes first. 0: the whole backlog at once.
+        public var siteTurn = 0
 
         public init(
             workerTimeout: Duration = .seconds(20), sitePause: Duration = .zero, siteCaps: [String: Int] = [:],
@@ -58,6 +61,8 @@ public struct DispatchStateMachine: Sendable {
         func cap(_ site: String) -> Int { max(1, siteCaps[site] ?? 1) }
         func pause(_ site: String) -> Duration { sitePauses[site] ?? sitePause }
         func budget(_ site: String) -> Int { max(0, hourlyBudgets[site] ?? hourlyBudget) }
+        /// How many tasks one drain may move: a turn, or nil for the whole backlog.
+        var turnLimit: Int? { siteTurn > 0 ? siteTurn : nil }
 
         /// The pause after the `pauses`-th block of an outage (1 for the first).
         public func cooldown(pauses: Int, siteAsked: Duration?) -> Duration {
@@ -75,6 +80,8 @@ public struct DispatchStateMachine: Sendable {
         var sent = 0
         var finished = 0
         var draining = false
+        /// Tasks sent in this turn at the site.
+        var turnSent = 0
         /// Identities sent under the current assignment and not yet finished.
         var outstanding: [TaskIdentity: Int] = [:]
 
@@ -108,7 +115,8 @@ public struct DispatchStateMachine: Sendable {
     private(set) var workers: [WorkerID: Worker] = [:]
     /// site -> the workers holding it.
     private(set) var holders: [String: Set<WorkerID>] = [:]
-    /// Sites with a backlog and no holder, oldest first.
+    /// Sites with tasks waiting in their backlog for a worker, oldest first: sites nobody holds,
+    /// and held sites whose holder has had its turn.
     private(set) var waitingSites: [String] = []
     private(set) var releasedAt: [String: Duration] = [:]
     /// Sites paused after a block, or being probed after their pause.
@@ -150,7 +158,7 @@ public struct DispatchStateMachine: Sendable {
 
     public var waitingSiteCount: Int { waitingSites.count }
 
-    /// Sites with a backlog and no holder, oldest first.
+    /// Sites with tasks waiting in their backlog, oldest first.
     public var sitesWaiting: [String] { waitingSites }
 
     /// Where this term is, for `fanfic status`.
@@ -178,7 +186,14 @@ public struct DispatchStateMachine: Sendable {
         case .taskArrived(let task):
             arrive(task, now: now, into: &actions)
         case .publishConfirmed(let move):
-            if let pending = pendingMoves.removeValue(forKey: move) { actions.append(.ack(pending.task.handle)) }
+            if let pending = pendingMoves.removeValue(forKey: move) {
+                actions.append(.ack(pending.task.handle))
+                // Parked: its site waits, even if a drain that ran before this confirm found the
+                // backlog empty (a needless drain finds it empty again; a missed one strands it).
+                if case .backlog(let site) = pending.destination, !waitingSites.contains(site) {
+                    waitingSites.append(site)
+                }
+            }
         case .publishFailed(let move):
             guard let pending = pendingMoves.removeValue(forKey: move) else { break }
             forget(pending.task.identity)
@@ -231,6 +246,7 @@ public struct DispatchStateMachine: Sendable {
         case .backlogTaskMoved(let site, let id, let identity):
             guard var worker = workers[id], worker.site == site else { break }
             worker.sent += 1
+            worker.turnSent += 1
             if let identity { worker.outstanding.add(identity) }
             // The identity was counted in the pipeline when it was parked (unless parked before a restart).
             workers[id] = worker
@@ -247,6 +263,8 @@ public struct DispatchStateMachine: Sendable {
             guard var worker = workers[id], worker.site == site else { break }
             worker.draining = false
             workers[id] = worker
+            // A drain that moved a whole turn may have left tasks behind: the site waits for its next turn.
+            if turnIsOver(id), !waitingSites.contains(site) { waitingSites.append(site) }
             releaseIfDone(now: now, into: &actions)
         case .backlogsDiscovered(let counts):
             guard phase == .discovering else { break }
@@ -310,7 +328,9 @@ public struct DispatchStateMachine: Sendable {
             // Paused, quiet or out of budget: it waits with the rest of the site's tasks.
             destination = .backlog(site: site)
         } else if let holder = leastLoadedHolder(of: site), !shouldWiden(site, leastLoaded: holder, now: now) {
-            destination = .worker(holder)
+            // Past its turn, the holder gets the site's next tasks from the backlog, after any
+            // other site waiting: a big submission of one site does not starve the others.
+            destination = turnIsOver(holder) ? .backlog(site: site) : .worker(holder)
         } else if let idle = idleWorker(), canAssign(site, now: now) {
             assign(site, to: idle, draining: waitingSites.contains(site), into: &actions)
             destination = .worker(idle)
@@ -320,6 +340,7 @@ public struct DispatchStateMachine: Sendable {
         switch destination {
         case .worker(let id):
             workers[id]!.sent += 1
+            workers[id]!.turnSent += 1
             workers[id]!.outstanding.add(task.identity)
             recordSend(site, now: now)
         case .backlog(let site):
@@ -349,6 +370,11 @@ public struct DispatchStateMachine: Sendable {
         return idleWorker() != nil && canAssign(site, now: now)
     }
 
+    private func turnIsOver(_ id: WorkerID) -> Bool {
+        guard let limit = configuration.turnLimit, let worker = workers[id] else { return false }
+        return worker.turnSent >= limit
+    }
+
     private func idleWorker() -> WorkerID? {
         workers.filter { $0.value.isIdle }.keys.sorted().first
     }
@@ -368,17 +394,18 @@ public struct DispatchStateMachine: Sendable {
         workers[id]!.site = site
         workers[id]!.sent = 0
         workers[id]!.finished = 0
+        workers[id]!.turnSent = 0
         workers[id]!.outstanding = [:]
         workers[id]!.draining = draining
         holders[site, default: []].insert(id)
         actions.append(.announce(.siteAssigned(site: site, worker: id)))
         if draining {
             waitingSites.removeAll { $0 == site }
-            actions.append(.drainBacklog(site: site, into: id))
+            actions.append(.drainBacklog(site: site, into: id, upTo: configuration.turnLimit))
         }
     }
 
-    /// Gives the oldest waiting sites to idle workers, each with its whole backlog.
+    /// Gives the oldest waiting sites to idle workers, each with its backlog (a turn of it).
     private mutating func assignWaitingSites(now: Duration, into actions: inout [DispatchAction]) {
         while let idle = idleWorker() {
             guard let site = waitingSites.first(where: { canAssign($0, now: now) }) else { return }
@@ -391,16 +418,35 @@ public struct DispatchStateMachine: Sendable {
         for site in waitingSites {
             guard let holder = holders[site, default: []].sorted().first else { continue }
             workers[holder]!.draining = true
-            actions.append(.drainBacklog(site: site, into: holder))
+            workers[holder]!.turnSent = 0
+            actions.append(.drainBacklog(site: site, into: holder, upTo: configuration.turnLimit))
         }
         waitingSites.removeAll { !holders[$0, default: []].isEmpty }
     }
 
-    /// Releases the site of every worker that has finished all it was sent.
+    /// Releases the site of every worker that has finished all it was sent; one whose site still
+    /// has tasks waiting takes another turn there when no other site is waiting for it.
     private mutating func releaseIfDone(now: Duration, into actions: inout [DispatchAction]) {
         guard phase == .running else { return }
         for id in workers.keys.sorted() {
             guard var worker = workers[id], let site = worker.site, !worker.hasWorkLeft else { continue }
+            if waitingSites.contains(site) {
+                let othersWait = waitingSites.contains { $0 != site && canAssign($0, now: now) }
+                if !othersWait && !mayNotContact(site, now: now) {
+                    worker.sent = 0
+                    worker.finished = 0
+                    worker.turnSent = 0
+                    worker.outstanding = [:]
+                    worker.draining = true
+                    workers[id] = worker
+                    waitingSites.removeAll { $0 == site }
+                    actions.append(.drainBacklog(site: site, into: id, upTo: configuration.turnLimit))
+                    continue
+                }
+                // Its turn is over: behind the sites that waited meanwhile.
+                waitingSites.removeAll { $0 == site }
+                waitingSites.append(site)
+            }
             worker.site = nil
             worker.sent = 0
             worker.finished = 0

@@ -59,7 +59,8 @@ public enum DispatchEvent: Hashable, Sendable {
     /// The service moved one task from a site's backlog into the worker's queue (confirmed,
     /// then acked); `identity` when the message decoded.
     case backlogTaskMoved(site: String, worker: WorkerID, identity: TaskIdentity?)
-    /// The service found the site's backlog empty while draining it into the worker.
+    /// The service ended a drain of the site's backlog into the worker: it found the backlog
+    /// empty, moved its `upTo`, or was stopped.
     case backlogDrained(site: String, worker: WorkerID)
     /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one.
     case backlogsDiscovered([String: Int])
@@ -84,9 +85,10 @@ public enum DispatchAction: Hashable, Sendable {
     case ack(DeliveryHandle)
     /// Give an ingress delivery back to the queue: its move failed, it will come again.
     case requeue(DeliveryHandle)
-    /// Move every message of `fanfic.backlog.<site>` into the worker's queue, each with
-    /// publish, confirm, ack; report each with `.backlogTaskMoved` and the end with `.backlogDrained`.
-    case drainBacklog(site: String, into: WorkerID)
+    /// Move the messages of `fanfic.backlog.<site>` into the worker's queue (every one, or at most
+    /// `upTo`: a turn), each with publish, confirm, ack; report each with `.backlogTaskMoved` and
+    /// the end with `.backlogDrained`.
+    case drainBacklog(site: String, into: WorkerID, upTo: Int? = nil)
     /// Passively declare `fanfic.backlog.<site>` for every known site; answer `.backlogsDiscovered`.
     case discoverBacklogs
     /// Stop any drain into the worker's queue, then move what is left in it back to

@@ -57,6 +57,7 @@ public struct Coordinator: Service {
             dispatch.sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
             dispatch.hourlyBudget = configuration.sites.maxTasksPerHour
             dispatch.hourlyBudgets = overrides.compactMapValues(\.maxTasksPerHour)
+            dispatch.siteTurn = configuration.coordinator.siteTurn
             quietHours = QuietSchedule(configuration: configuration)
         }
 

@@ -337,11 +337,13 @@ final class CoordinatorTerm: Sendable {
         case .requeue(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
             group.addTask { try? await delivery.message.reject(requeue: true) }
-        case .drainBacklog(let site, let worker):
+        case .drainBacklog(let site, let worker, let limit):
             let signal = StopSignal()
             state.drains[worker] = signal
             group.addTask {
-                await self.moves.drain(site: site, into: worker, until: signal) { self.feed.yield(.event($0)) }
+                await self.moves.drain(site: site, into: worker, upTo: limit, until: signal) {
+                    self.feed.yield(.event($0))
+                }
                 self.feed.yield(.operationEnded(worker))
             }
         case .reclaim(let worker):

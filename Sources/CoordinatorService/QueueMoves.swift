@@ -40,11 +40,12 @@ final class QueueMoves: Sendable {
         }
     }
 
-    /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty or
-    /// `signal` says stop (a reclaim of that worker, the term's end, the site's budget or quiet
-    /// hours); either way it then reports `.backlogDrained`: the moves into the worker are over.
+    /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty, `limit`
+    /// tasks (the worker's turn) have moved, or `signal` says stop (a reclaim of that worker, the
+    /// term's end, the site's budget or quiet hours); it then reports `.backlogDrained`: the moves
+    /// into the worker are over.
     func drain(
-        site: String, into worker: WorkerID, until signal: StopSignal,
+        site: String, into worker: WorkerID, upTo limit: Int? = nil, until signal: StopSignal,
         report: @Sendable (DispatchEvent) -> Void
     ) async {
         defer { signal.finished() }
@@ -52,6 +53,11 @@ final class QueueMoves: Sendable {
         let target = FanficTopology.workerQueue(id: worker)
         var moved = 0
         while !signal.isStopped && !Task.isCancelled {
+            if let limit, moved >= limit {
+                logger.debug("a turn moved", metadata: ["site": "\(site)", "worker": "\(worker)", "moved": "\(moved)"])
+                report(.backlogDrained(site: site, worker: worker))
+                return
+            }
             do {
                 guard let message = try await bus.get(queue: source) else {
                     logger.info(

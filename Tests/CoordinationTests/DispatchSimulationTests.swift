@@ -97,7 +97,8 @@ struct Simulation {
     var rng: SplitMix64
     var now: Duration = .zero
     var machine: DispatchStateMachine
-    let configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20), sitePause: .seconds(1))
+    /// Odd seeds give each worker turns of two tasks at a site (`site_turn`), even seeds whole backlogs.
+    let configuration: DispatchStateMachine.Configuration
     let sites = ["test1.com", "test2.com", "test3.com", "test4.com"]
 
     // The broker.
@@ -111,7 +112,7 @@ struct Simulation {
     var nextCopy = 1
 
     // The service's work in progress.
-    var drains: [(site: String, worker: WorkerID)] = []
+    var drains: [(site: String, worker: WorkerID, left: Int?)] = []
 
     // The workers.
     var workers: [WorkerID: SimWorker] = [:]
@@ -130,6 +131,9 @@ struct Simulation {
 
     init(seed: UInt64) {
         rng = SplitMix64(seed: seed)
+        var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20), sitePause: .seconds(1))
+        configuration.siteTurn = seed % 2 == 1 ? 2 : 0
+        self.configuration = configuration
         machine = DispatchStateMachine(configuration: configuration, now: .zero)
         for _ in 0..<3 { addWorker() }
         for id in workers.keys.sorted() { try! sendHello(id) }
@@ -224,14 +228,15 @@ struct Simulation {
     mutating func drainOnce() throws {
         guard !drains.isEmpty else { return }
         let index = Int.random(in: 0..<drains.count, using: &rng)
-        let (site, worker) = drains[index]
-        if backlogs[site, default: []].isEmpty {
+        let (site, worker, left) = drains[index]
+        if backlogs[site, default: []].isEmpty || left == 0 {
             stats["backlog drained", default: 0] += 1
             drains.remove(at: index)
             try send(.backlogDrained(site: site, worker: worker))
         } else {
             let message = backlogs[site]!.removeFirst()
             queues[worker, default: []].append(message)
+            drains[index].left = left.map { $0 - 1 }
             try send(.backlogTaskMoved(site: site, worker: worker, identity: message.identity))
         }
     }
@@ -371,8 +376,8 @@ struct Simulation {
             }
         case .requeue(let handle):
             if let message = unacked.removeValue(forKey: handle) { ingress.append(message) }
-        case .drainBacklog(let site, let worker):
-            drains.append((site, worker))
+        case .drainBacklog(let site, let worker, let limit):
+            drains.append((site, worker, limit))
         case .discoverBacklogs:
             let counts = backlogs.filter { !$0.value.isEmpty }.mapValues(\.count)
             try send(.backlogsDiscovered(counts))

@@ -15,8 +15,10 @@ struct DispatchStateMachineTests {
     }
 
     /// A machine past its rebuild window, with `workers` said hello.
-    func running(workers: [WorkerID] = ["a", "b"]) -> DispatchStateMachine {
-        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+    func running(
+        workers: [WorkerID] = ["a", "b"], configuration: DispatchStateMachine.Configuration? = nil
+    ) -> DispatchStateMachine {
+        var machine = DispatchStateMachine(configuration: configuration ?? self.configuration, now: .zero)
         for worker in workers { _ = machine.handle(.workerHello(worker, site: nil, unfinished: 0), at: .seconds(1)) }
         let discover = machine.handle(.tick, at: .seconds(20))
         #expect(discover.contains(.discoverBacklogs))

@@ -100,6 +100,7 @@ struct ConfigurationTests {
             [coordinator]
             worker_timeout = 10
             site_pause = 3
+            site_turn = 10
             site_caps = ["archiveofourown.org=2"]
             """)
         #expect(configuration.broker.url == "amqps://fan:s3cret@rabbit.example:5671/fanfic")
@@ -122,6 +123,7 @@ struct ConfigurationTests {
         #expect(configuration.run.workers == 4)
         #expect(configuration.coordinator.workerTimeout == 10)
         #expect(configuration.coordinator.sitePause == 3)
+        #expect(configuration.coordinator.siteTurn == 10)
         #expect(configuration.coordinator.siteCapTable == ["archiveofourown.org": 2])
     }
 
@@ -167,6 +169,7 @@ struct ConfigurationTests {
             ("[worker]\nheartbeat = 0", "worker.heartbeat", "from 1 to 300"),
             ("[run]\nworkers = 0", "run.workers", "from 1 to 64"),
             ("[coordinator]\nsite_pause = -1", "coordinator.site_pause", "from 0"),
+            ("[coordinator]\nsite_turn = -1", "coordinator.site_turn", "from 0"),
             ("[coordinator]\nsite_caps = [\"ao3=many\"]", "coordinator.site_caps", "SITE=N"),
         ])
     func invalidValue(toml: String, key: String, allowed: String) {
@@ -238,10 +241,10 @@ struct ConfigurationTests {
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 47)
+        #expect(FanficConfiguration.keys.count == 48)
         #expect(names.contains("FANFIC_SITES_COOLDOWN") && names.contains("FANFIC_CALIBRE_ON_FEWER_CHAPTERS"))
         #expect(names.contains("FANFIC_WORKER_SLOTS") && names.contains("FANFIC_COORDINATOR_FORGET_WORKERS_AFTER"))
-        #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT"))
+        #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT") && names.contains("FANFIC_COORDINATOR_SITE_TURN"))
     }
 
     @Test("secrets can be read from files named by _FILE variables")

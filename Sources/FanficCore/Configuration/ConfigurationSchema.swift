@@ -56,6 +56,7 @@ enum ConfigurationSchema {
 
             .integer("coordinator", "worker_timeout", \.coordinator.workerTimeout, range: 2...3600),
             .integer("coordinator", "site_pause", \.coordinator.sitePause, range: 0...86_400),
+            .integer("coordinator", "site_turn", \.coordinator.siteTurn, range: 0...100_000),
             .stringList("coordinator", "site_caps", \.coordinator.siteCaps, rule: Rules.siteCap),
             .stringList("coordinator", "worker_users", \.coordinator.workerUsers, rule: Rules.brokerUser),
             .integer(

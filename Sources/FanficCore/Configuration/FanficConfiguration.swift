@@ -164,6 +164,9 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var workerTimeout = 20
         /// Seconds between two tasks of one site.
         public var sitePause = 0
+        /// Tasks a worker is sent from one site before a site waiting for a worker goes first
+        /// (the rest waits in the site's backlog for the next turn); 0: a site's whole backlog.
+        public var siteTurn = 5
         /// `SITE=N`: sites that allow N workers at once (every other site: one).
         public var siteCaps: [String] = []
         /// Broker users whose control messages (hello, heartbeat, finished) the coordinator
