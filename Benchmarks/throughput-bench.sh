@@ -2,8 +2,9 @@
 # Throughput of the whole system beside the bare tools run in parallel, in one run:
 #   - the parallel floor: one shell loop per site (4), each `fanficfare` then `calibredb add`
 #     under flock (calibredb takes turns on a library folder), over the same stories;
-#   - `fanfic run` with 3 workers on a library folder, and with 3, 1 and 4 workers on a Content
-#     Server (calibre-server over a library folder), fed by `fanfic submit`;
+#   - `fanfic run` with 3 workers on a library folder (with the default `coordinator.site_turn`, and
+#     with 0: each worker given a site's whole backlog, as before turns), and with 3, 1 and 4
+#     workers on a Content Server (calibre-server over a library folder), fed by `fanfic submit`;
 #   - where each story's time goes, from `fanfic.events`: waiting to start (routed -> started),
 #     the library lookup, FanFicFare, calibredb writes, waiting for the write turn, and the rest
 #     of the worker's run (jail, EPUB checks, events, acks);
@@ -12,6 +13,7 @@
 # Ratios only mean something against a baseline of the same run: the machine is shared.
 #
 #   Benchmarks/throughput-bench.sh [STORIES_PER_SITE]     (default 10: 40 stories over test1.com ... test4.com)
+#   THROUGHPUT_RUNS="whole-3 folder-3" Benchmarks/throughput-bench.sh     (some of the runs only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Benchmarks/benchlib.sh
@@ -23,7 +25,7 @@ swift build -c release --product fanfic >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d /tmp/throughput-bench.XXXXXX)"
 chmod 755 "$work"
-runs=(folder-3 server-3 server-1 server-4)
+read -r -a runs <<<"${THROUGHPUT_RUNS:-whole-3 folder-3 server-3 server-1 server-4}"
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
     [ -n "${server_pid:-}" ] && kill -9 "$server_pid" 2>/dev/null
@@ -63,6 +65,9 @@ results="$work/results.jsonl"
 for run in "${runs[@]}"; do
     library_kind="${run%-*}"
     workers="${run#*-}"
+    # whole: a library folder, each worker given its site's whole backlog (no turns).
+    site_turn=""
+    if [ "$library_kind" = whole ]; then site_turn=0; fi
     vhost="bench-throughput-$run"
     amqp_url="$(bench_fresh_vhost "$vhost")"
     dir="$work/$run"
@@ -87,7 +92,7 @@ while True:
 PY
         library="http://127.0.0.1:$port/#books"
     fi
-    bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
+    FANFIC_COORDINATOR_SITE_TURN="${site_turn:-5}" bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
     python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "${urls[@]}" >>"$results" <<'PY'
 import json, os, subprocess, sys, time
 import pika
@@ -178,28 +183,31 @@ print(f"{n} stories over test1.com ... test4.com (FanFicFare's offline sites), `
 print()
 print(f"{'':44} {'makespan s':>10} {'vs floor':>9} {'cores busy':>11}")
 print(f"{'parallel floor: a loop per site, calibredb under flock':44} {floor:10.2f} {1:8.2f}x")
-labels = {"folder-3": "3 workers, library folder", "server-3": "3 workers, Content Server",
-          "server-1": "1 worker, Content Server", "server-4": "4 workers, Content Server"}
-for run in ["folder-3", "server-3", "server-1", "server-4"]:
+labels = {"whole-3": "3 workers, folder, site_turn = 0", "folder-3": "3 workers, library folder",
+          "server-3": "3 workers, Content Server", "server-1": "1 worker, Content Server",
+          "server-4": "4 workers, Content Server"}
+order = [run for run in labels if run in rows]
+for run in order:
     m = rows[run]["makespan"]
     print(f"{labels[run]:44} {m:10.2f} {m / floor:8.2f}x {rows[run]['cores_busy']:11.2f}")
-one, four = rows["server-1"]["makespan"], rows["server-4"]["makespan"]
-print(f"4 workers over 1 worker, Content Server: {one / four:.2f}x speed-up")
-# One worker's stories run one after another and are CPU-bound (Python start-up and parsing in
-# FanFicFare and calibre-server): no number of workers can beat every core busy.
-cores = os.cpu_count() or 1
-ceiling = cores / max(rows["server-1"]["cores_busy"], 0.01)
-print(f"ceiling on this machine: {cores} cores / {rows['server-1']['cores_busy']:.2f} busy with 1 worker = {ceiling:.2f}x")
+if "server-1" in rows and "server-4" in rows:
+    one, four = rows["server-1"]["makespan"], rows["server-4"]["makespan"]
+    print(f"4 workers over 1 worker, Content Server: {one / four:.2f}x speed-up")
+    # One worker's stories run one after another and are CPU-bound (Python start-up and parsing
+    # in FanFicFare and calibre-server): no number of workers can beat every core busy.
+    cores = os.cpu_count() or 1
+    ceiling = cores / max(rows["server-1"]["cores_busy"], 0.01)
+    print(f"ceiling on this machine: {cores} cores / {rows['server-1']['cores_busy']:.2f} busy with 1 worker = {ceiling:.2f}x")
 print()
 print("where a story's time goes: median seconds per story (and the sum over all stories)")
-print(f"{'':28}" + "".join(f"{name:>16}" for name in names))
-for run in ["folder-3", "server-3", "server-1", "server-4"]:
+print(f"{'':34}" + "".join(f"{name:>16}" for name in names))
+for run in order:
     stages = breakdown(rows[run]["events"])
     cells = []
     for name in names:
         values = [s.get(name, 0.0) for s in stages]
         cells.append(f"{statistics.median(values):7.2f} ({sum(values):6.1f})")
-    print(f"{labels[run]:28}" + "".join(f"{c:>16}" for c in cells))
+    print(f"{labels[run]:34}" + "".join(f"{c:>16}" for c in cells))
 print()
 print("wait: routed -> started (queued behind the site's other stories, and the broker hops);")
 print("other: the rest of the worker's run (jail, EPUB checks, the outcome's publishes and events).")
