@@ -14,6 +14,8 @@
 #
 #   Benchmarks/throughput-bench.sh [STORIES_PER_SITE]     (default 10: 40 stories over test1.com ... test4.com)
 #   THROUGHPUT_RUNS="whole-3 folder-3" Benchmarks/throughput-bench.sh     (some of the runs only)
+#   THROUGHPUT_ROUNDS=3 Benchmarks/throughput-bench.sh     (repeat: each round measures its own floor
+#       and runs the list in the other order than the round before; the ratios' median is reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source Benchmarks/benchlib.sh
@@ -26,6 +28,7 @@ bin="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d /tmp/throughput-bench.XXXXXX)"
 chmod 755 "$work"
 read -r -a runs <<<"${THROUGHPUT_RUNS:-whole-3 folder-3 server-3 server-1 server-4}"
+rounds="${THROUGHPUT_ROUNDS:-1}"
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
     [ -n "${server_pid:-}" ] && kill -9 "$server_pid" 2>/dev/null
@@ -41,8 +44,10 @@ for sid in $(seq 1 "$per_site"); do
 done
 n=${#urls[@]}
 
+results="$work/results.jsonl"
+for round in $(seq 1 "$rounds"); do # (the round's body is not indented: its heredocs end at column 0)
 # The parallel floor: a loop per site, calibredb taking turns on the one library.
-floor="$work/floor"
+floor="$work/floor-$round"
 mkdir -p "$floor"
 calibredb --with-library "$floor/library" list >/dev/null
 start=$(date +%s%N)
@@ -60,9 +65,16 @@ for site in "${sites[@]}"; do
 done
 wait
 floor_ms=$((($(date +%s%N) - start) / 1000000))
+echo "{\"round\": $round, \"run\": \"floor\", \"makespan\": $floor_ms}" >>"$results"
 
-results="$work/results.jsonl"
-for run in "${runs[@]}"; do
+# Every other round runs the list backwards: on this machine the first run after the floor was
+# seen to be the fastest, whichever it was.
+order=("${runs[@]}")
+if ((round % 2 == 0)); then
+    order=()
+    for ((i = ${#runs[@]} - 1; i >= 0; i--)); do order+=("${runs[i]}"); done
+fi
+for run in "${order[@]}"; do
     library_kind="${run%-*}"
     workers="${run#*-}"
     # whole: a library folder, each worker given its site's whole backlog (no turns).
@@ -70,7 +82,7 @@ for run in "${runs[@]}"; do
     if [ "$library_kind" = whole ]; then site_turn=0; fi
     vhost="bench-throughput-$run"
     amqp_url="$(bench_fresh_vhost "$vhost")"
-    dir="$work/$run"
+    dir="$work/$round-$run"
     mkdir -p "$dir/books"
     calibredb --with-library "$dir/books" list >/dev/null
     library="$dir/books"
@@ -93,14 +105,14 @@ PY
         library="http://127.0.0.1:$port/#books"
     fi
     FANFIC_COORDINATOR_SITE_TURN="${site_turn:-5}" bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
-    python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "${urls[@]}" >>"$results" <<'PY'
+    python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "$round" "${urls[@]}" >>"$results" <<'PY'
 import json, os, subprocess, sys, time
 import pika
 sys.path.insert(0, "Benchmarks")
 from benchlib import book_count, wait_for, wait_until_assigning
 
 directory, run, workers, fanfic, url = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
-urls = sys.argv[6:]
+round_number, urls = int(sys.argv[6]), sys.argv[7:]
 wait_until_assigning(f"{directory}/run.log", workers)
 
 # Every task event of the run, into a queue of the benchmark's own (declared before submitting).
@@ -135,7 +147,7 @@ def collect():
     return sum(1 for e in events if e["type"] == "task.succeeded") >= len(urls)
 wait_for("every task.succeeded event", collect, timeout=60)
 connection.close()
-print(json.dumps({"run": run, "workers": workers, "makespan": makespan, "cores_busy": cores_busy, "events": events}))
+print(json.dumps({"round": round_number, "run": run, "workers": workers, "makespan": makespan, "cores_busy": cores_busy, "events": events}))
 PY
     kill -TERM "$run_pid"
     wait "$run_pid" 2>/dev/null || true
@@ -146,16 +158,31 @@ PY
         server_pid=""
     fi
 done
+done # rounds
 
-python3 - "$results" "$floor_ms" "$n" <<'PY'
+python3 - "$results" "$n" <<'PY'
 import json, os, statistics, sys
 from datetime import datetime
 
-rows = {}
+# Each run's figures are the median over the rounds; a ratio compares a run with its own round's floor.
+floors, by_run = {}, {}
 for line in open(sys.argv[1]):
     row = json.loads(line)
-    rows[row["run"]] = row
-floor, n = int(sys.argv[2]) / 1000, int(sys.argv[3])
+    if row["run"] == "floor":
+        floors[row["round"]] = row["makespan"] / 1000
+    else:
+        by_run.setdefault(row["run"], []).append(row)
+n = int(sys.argv[2])
+floor = statistics.median(floors.values())
+rows = {}
+for run, rounds in by_run.items():
+    rows[run] = {
+        "makespan": statistics.median(r["makespan"] for r in rounds),
+        "ratio": statistics.median(r["makespan"] / floors[r["round"]] for r in rounds),
+        "ratios": [r["makespan"] / floors[r["round"]] for r in rounds],
+        "cores_busy": statistics.median(r["cores_busy"] for r in rounds),
+        "events": rounds[0]["events"],
+    }
 
 def at(event):
     return datetime.fromisoformat(event["at"].replace("Z", "+00:00")).timestamp()
@@ -181,6 +208,8 @@ def breakdown(events):
 names = ["wait", "lookup", "fanficfare", "lock_wait", "calibredb", "other"]
 print(f"{n} stories over test1.com ... test4.com (FanFicFare's offline sites), `fanfic run` fed by `fanfic submit`")
 print()
+if len(floors) > 1:
+    print(f"{len(floors)} rounds; figures are medians; vs floor compares each round with its own floor")
 print(f"{'':44} {'makespan s':>10} {'vs floor':>9} {'cores busy':>11}")
 print(f"{'parallel floor: a loop per site, calibredb under flock':44} {floor:10.2f} {1:8.2f}x")
 labels = {"whole-3": "3 workers, folder, site_turn = 0", "folder-3": "3 workers, library folder",
@@ -189,7 +218,8 @@ labels = {"whole-3": "3 workers, folder, site_turn = 0", "folder-3": "3 workers,
 order = [run for run in labels if run in rows]
 for run in order:
     m = rows[run]["makespan"]
-    print(f"{labels[run]:44} {m:10.2f} {m / floor:8.2f}x {rows[run]['cores_busy']:11.2f}")
+    each = "  (" + ", ".join(f"{r:.2f}x" for r in rows[run]["ratios"]) + ")" if len(floors) > 1 else ""
+    print(f"{labels[run]:44} {m:10.2f} {rows[run]['ratio']:8.2f}x {rows[run]['cores_busy']:11.2f}{each}")
 if "server-1" in rows and "server-4" in rows:
     one, four = rows["server-1"]["makespan"], rows["server-4"]["makespan"]
     print(f"4 workers over 1 worker, Content Server: {one / four:.2f}x speed-up")
@@ -199,7 +229,7 @@ if "server-1" in rows and "server-4" in rows:
     ceiling = cores / max(rows["server-1"]["cores_busy"], 0.01)
     print(f"ceiling on this machine: {cores} cores / {rows['server-1']['cores_busy']:.2f} busy with 1 worker = {ceiling:.2f}x")
 print()
-print("where a story's time goes: median seconds per story (and the sum over all stories)")
+print("where a story's time goes: median seconds per story (and the sum over all stories), first round")
 print(f"{'':34}" + "".join(f"{name:>16}" for name in names))
 for run in order:
     stages = breakdown(rows[run]["events"])
