@@ -22,13 +22,21 @@ source Benchmarks/benchlib.sh
 per_site="${1:-10}"
 export QTWEBENGINE_DISABLE_SANDBOX=1
 
+read -r -a runs <<<"${THROUGHPUT_RUNS:-whole-3 folder-3 server-3 server-1 server-4}"
+rounds="${THROUGHPUT_ROUNDS:-1}"
+for run in "${runs[@]}"; do
+    case "$run" in
+    whole-3 | folder-3 | server-3 | server-1 | server-4) ;;
+    *) echo "THROUGHPUT_RUNS: unknown run '$run' (known: whole-3 folder-3 server-3 server-1 server-4)" >&2 && exit 2 ;;
+    esac
+done
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "THROUGHPUT_ROUNDS: a whole number of rounds, 1 or more (got '$rounds')" >&2 && exit 2; }
+
 scripts/broker.sh start >/dev/null
 swift build -c release --product fanfic >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d /tmp/throughput-bench.XXXXXX)"
 chmod 755 "$work"
-read -r -a runs <<<"${THROUGHPUT_RUNS:-whole-3 folder-3 server-3 server-1 server-4}"
-rounds="${THROUGHPUT_ROUNDS:-1}"
 cleanup() {
     [ -n "${run_pid:-}" ] && kill "$run_pid" 2>/dev/null && wait "$run_pid" 2>/dev/null
     [ -n "${server_pid:-}" ] && kill -9 "$server_pid" 2>/dev/null
@@ -77,9 +85,13 @@ fi
 for run in "${order[@]}"; do
     library_kind="${run%-*}"
     workers="${run#*-}"
-    # whole: a library folder, each worker given its site's whole backlog (no turns).
-    site_turn=""
-    if [ "$library_kind" = whole ]; then site_turn=0; fi
+    # whole: a library folder, each worker given its site's whole backlog (no turns); every other
+    # run keeps the configuration's default turn.
+    if [ "$library_kind" = whole ]; then
+        export FANFIC_COORDINATOR_SITE_TURN=0
+    else
+        unset FANFIC_COORDINATOR_SITE_TURN
+    fi
     vhost="bench-throughput-$run"
     amqp_url="$(bench_fresh_vhost "$vhost")"
     dir="$work/$round-$run"
@@ -104,7 +116,7 @@ while True:
 PY
         library="http://127.0.0.1:$port/#books"
     fi
-    FANFIC_COORDINATOR_SITE_TURN="${site_turn:-5}" bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
+    bench_fanfic_run "$bin/fanfic" "$dir" "$amqp_url" "$library" "$workers"
     python3 - "$dir" "$run" "$workers" "$bin/fanfic" "$amqp_url" "$round" "${urls[@]}" >>"$results" <<'PY'
 import json, os, subprocess, sys, time
 import pika
@@ -176,10 +188,11 @@ n = int(sys.argv[2])
 floor = statistics.median(floors.values())
 rows = {}
 for run, rounds in by_run.items():
+    ratios = [r["makespan"] / floors[r["round"]] for r in rounds]
     rows[run] = {
         "makespan": statistics.median(r["makespan"] for r in rounds),
-        "ratio": statistics.median(r["makespan"] / floors[r["round"]] for r in rounds),
-        "ratios": [r["makespan"] / floors[r["round"]] for r in rounds],
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
         "cores_busy": statistics.median(r["cores_busy"] for r in rounds),
         "events": rounds[0]["events"],
     }
