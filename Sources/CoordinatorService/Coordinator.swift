@@ -61,10 +61,10 @@ public struct Coordinator: Service {
             quietHours = QuietSchedule(configuration: configuration)
         }
 
-        /// The sites in their quiet hours at `date`, among `sites`.
-        func quietSites(among sites: some Sequence<String>, at date: Date, calendar: Calendar = .current) -> Set<String>
-        {
-            Set(sites).union(quietHours.siteRanges.keys).filter { quietHours.isQuiet($0, at: date, calendar: calendar) }
+        /// The sites in their quiet hours at `date`, among the known ones, `seen` and those with
+        /// quiet hours of their own.
+        func quietSites(seen: Set<String>, at date: Date, calendar: Calendar = .current) -> Set<String> {
+            quietHours.quietSites(among: Set(knownSites).union(seen), at: date, calendar: calendar)
         }
 
         public init(dispatch: DispatchStateMachine.Configuration, knownSites: [String], name: String) {

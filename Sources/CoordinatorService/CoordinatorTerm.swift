@@ -199,8 +199,7 @@ final class CoordinatorTerm: Sendable {
             }
             if Task.isCancelled { state.ending = true }
             if !state.ending {
-                let quiet = settings.quietSites(
-                    among: Set(settings.knownSites).union(state.ledger.sitesSeen), at: Date())
+                let quiet = settings.quietSites(seen: state.ledger.sitesSeen, at: Date())
                 if quiet != state.machine.quietSites { apply(.quietSites(quiet), state: &state, group: &group) }
                 apply(.tick, state: &state, group: &group)
             }

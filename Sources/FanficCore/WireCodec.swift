@@ -157,7 +157,10 @@ public struct MessageDecodingError: Error, Sendable, Hashable, CustomStringConve
 /// ISO 8601 timestamps with milliseconds, in UTC: `2026-01-02T03:04:05.678Z`.
 ///
 /// Formatted from whole milliseconds by hand: Foundation's formatter truncates the binary
-/// fraction (…123 becomes …122), and a task must survive a round trip unchanged.
+/// fraction (…123 becomes …122), and a task must survive a round trip unchanged. By hand also
+/// because every task and event the coordinator routes is stamped, and the format style costs
+/// more than the rest of the encoding; the canonical form is read the same way, other ISO 8601
+/// spellings through Foundation.
 enum Timestamp {
     static func milliseconds(_ date: Date) -> Int64 {
         Int64((date.timeIntervalSince1970 * 1000).rounded())
@@ -167,20 +170,111 @@ enum Timestamp {
         Date(timeIntervalSince1970: Double(milliseconds) / 1000)
     }
 
+    /// Milliseconds of 1600-01-01T00:00:00.000Z and of 10000-01-01T00:00:00.000Z: four-digit years
+    /// of the Gregorian calendar (Foundation's calendar is Julian before October 1582).
+    private static let formattedByHand: Range<Int64> = -11_676_096_000_000..<253_402_300_800_000
+
     static func format(_ date: Date) -> String {
         let millis = milliseconds(date)
-        let seconds = Date(timeIntervalSince1970: Double(millis.quotientAndRemainderFlooring(1000).quotient))
-        let whole = seconds.formatted(Date.ISO8601FormatStyle())  // 2026-01-02T03:04:05Z
-        let fraction = millis.quotientAndRemainderFlooring(1000).remainder
-        return whole.dropLast() + "." + String(format: "%03d", fraction) + "Z"
+        let (seconds, fraction) = millis.quotientAndRemainderFlooring(1000)
+        guard formattedByHand.contains(millis) else {
+            let whole = Date(timeIntervalSince1970: Double(seconds)).formatted(Date.ISO8601FormatStyle())
+            return whole.dropLast() + "." + String(format: "%03d", fraction) + "Z"
+        }
+        let (days, secondOfDay) = seconds.quotientAndRemainderFlooring(86_400)
+        let (year, month, day) = civil(daysSince1970: days)
+        var text = [UInt8]()
+        text.reserveCapacity(24)
+        func digits(_ value: Int64, _ count: Int) {
+            var divisor: Int64 = 1
+            for _ in 1..<count { divisor *= 10 }
+            while divisor > 0 {
+                text.append(UInt8(ascii: "0") + UInt8(value / divisor % 10))
+                divisor /= 10
+            }
+        }
+        digits(year, 4)
+        text.append(UInt8(ascii: "-"))
+        digits(month, 2)
+        text.append(UInt8(ascii: "-"))
+        digits(day, 2)
+        text.append(UInt8(ascii: "T"))
+        digits(secondOfDay / 3600, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondOfDay / 60 % 60, 2)
+        text.append(UInt8(ascii: ":"))
+        digits(secondOfDay % 60, 2)
+        text.append(UInt8(ascii: "."))
+        digits(fraction, 3)
+        text.append(UInt8(ascii: "Z"))
+        return String(decoding: text, as: UTF8.self)
     }
 
     static func parse(_ text: String) -> Date? {
+        if let millis = canonicalMilliseconds(text) { return date(milliseconds: millis) }
         let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         guard let date = (try? Date(text, strategy: withFraction)) ?? (try? Date(text, strategy: .iso8601)) else {
             return nil
         }
         return Self.date(milliseconds: milliseconds(date))
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.mmmZ` exactly, a year from 1600 and a real date and time; nil for
+    /// anything else (Foundation reads it: it is lenient with `02-30` and Julian before 1582).
+    static func canonicalMilliseconds(_ text: String) -> Int64? {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 24 else { return nil }
+        for (index, separator) in [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")]
+        where bytes[index] != UInt8(ascii: Unicode.Scalar(separator)!) {
+            return nil
+        }
+        func number(_ start: Int, _ count: Int) -> Int64? {
+            var value: Int64 = 0
+            for byte in bytes[start..<start + count] {
+                guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) else { return nil }
+                value = value * 10 + Int64(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+        guard let year = number(0, 4), let month = number(5, 2), let day = number(8, 2),
+            let hour = number(11, 2), let minute = number(14, 2), let second = number(17, 2),
+            let fraction = number(20, 3),
+            year >= 1600, (1...12).contains(month), day >= 1, day <= daysIn(month: month, year: year), hour < 24,
+            minute < 60, second < 60
+        else { return nil }
+        let days = daysSince1970(year: year, month: month, day: day)
+        return ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + fraction
+    }
+
+    // Proleptic Gregorian calendar arithmetic (H. Hinnant's days-from-civil algorithms).
+
+    static func civil(daysSince1970 days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let shiftedMonth = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * shiftedMonth + 2) / 5 + 1
+        let month = shiftedMonth < 10 ? shiftedMonth + 3 : shiftedMonth - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
+    }
+
+    static func daysSince1970(year: Int64, month: Int64, day: Int64) -> Int64 {
+        let marchYear = month <= 2 ? year - 1 : year
+        let era = (marchYear >= 0 ? marchYear : marchYear - 399) / 400
+        let yearOfEra = marchYear - era * 400
+        let dayOfYear = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1
+        let dayOfEra = yearOfEra * 365 + yearOfEra / 4 - yearOfEra / 100 + dayOfYear
+        return era * 146_097 + dayOfEra - 719_468
+    }
+
+    private static func daysIn(month: Int64, year: Int64) -> Int64 {
+        switch month {
+        case 2: (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 ? 29 : 28
+        case 4, 6, 9, 11: 30
+        default: 31
+        }
     }
 }
 

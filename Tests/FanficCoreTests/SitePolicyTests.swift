@@ -66,6 +66,36 @@ struct SitePolicyTests {
         #expect(!policy.isQuiet(at: Date(timeIntervalSince1970: 7 * 3600), calendar: calendar))
     }
 
+    @Test("quiet sites: the default ranges cover the sites without their own; own ranges, even empty, win")
+    func quietSites() throws {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let night = try #require(QuietHours("22:00-06:00"))
+        let noon = try #require(QuietHours("12:00-13:00"))
+        let late = Date(timeIntervalSince1970: 23 * 3600)
+        let midday = Date(timeIntervalSince1970: 12 * 3600 + 30 * 60)
+        let morning = Date(timeIntervalSince1970: 8 * 3600)
+        let sites = ["a.com", "b.com", "c.com", "d.com"]
+        let schedule = QuietSchedule(defaultRanges: [night], siteRanges: ["b.com": [noon], "c.com": []])
+        for date in [late, midday, morning] {
+            let expected = Set(sites.filter { schedule.isQuiet($0, at: date, calendar: calendar) })
+            #expect(schedule.quietSites(among: sites, at: date, calendar: calendar) == expected)
+        }
+        #expect(schedule.quietSites(among: sites, at: late, calendar: calendar) == ["a.com", "d.com"])
+        #expect(schedule.quietSites(among: sites, at: midday, calendar: calendar) == ["b.com"])
+        // A site with its own ranges is found without being among the sites asked about.
+        #expect(schedule.quietSites(among: [String](), at: midday, calendar: calendar) == ["b.com"])
+
+        // No quiet hours anywhere: the sites are not even read.
+        var read = false
+        func sitesRead() -> [String] {
+            read = true
+            return sites
+        }
+        #expect(QuietSchedule().quietSites(among: sitesRead(), at: late, calendar: calendar).isEmpty)
+        #expect(!read)
+    }
+
     @Test("a bad section names the site, the key, and the fix; every problem at once")
     func validation() {
         let found = issues(

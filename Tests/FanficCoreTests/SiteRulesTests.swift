@@ -1,7 +1,8 @@
-import FanficCore
 import Foundation
 import TestSupport
 import Testing
+
+@testable import FanficCore
 
 @Suite("Site rules")
 struct SiteRulesTests {
@@ -61,6 +62,31 @@ struct SiteRulesTests {
         let story = try rules.resolve(input).get()
         #expect(story.site == site)
         #expect(story.canonicalURL == expected)
+    }
+
+    @Test("a URL's parts are what the generator's expression captures, for every example URL and odd ones")
+    func urlParts() throws {
+        let expression = try NSRegularExpression(pattern: #"^(https?)://([^/?#]*)([^?#]*)(\?[^#]*)?"#)
+        let odd = [
+            "http://a.com", "https://a.com/", "http://a.com?x=1#y", "http://a.com#frag?x", "http://a.com/p/q?",
+            "https://a.com/p?x=1&y=2#z", "http:/a.com", "HTTP://a.com/x", "ftp://a.com", "http://", "https://?q",
+            "http://h\u{301}.com/\u{301}p?\u{301}q=1#\u{301}", "http://a.com/\u{1F600}?x=\u{1F600}", "",
+        ]
+        for url in rules.rules.flatMap(\.examples) + odd {
+            let parts = SiteRules.URLParts(url)
+            guard let match = expression.firstMatch(in: url, range: NSRange(url.startIndex..., in: url)) else {
+                #expect(parts == nil, "\(url)")
+                continue
+            }
+            func text(_ group: Int) -> String {
+                Range(match.range(at: group), in: url).map { String(url[$0]) } ?? ""
+            }
+            let found = try #require(parts, "\(url)")
+            #expect(String(found.scheme) == text(1), "\(url)")
+            #expect(String(found.host) == text(2), "\(url)")
+            #expect(String(found.path) == text(3), "\(url)")
+            #expect(String(found.query) == text(4), "\(url)")
+        }
     }
 
     @Test(

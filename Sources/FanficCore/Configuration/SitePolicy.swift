@@ -107,6 +107,24 @@ public struct QuietSchedule: Sendable, Hashable {
     public func isQuiet(_ site: String, at date: Date, calendar: Calendar = .current) -> Bool {
         (siteRanges[site] ?? defaultRanges).contains(date, calendar: calendar)
     }
+
+    /// The sites in their quiet hours at `date`: those of `sites` without ranges of their own when
+    /// the default ranges hold `date`, and those whose own ranges do. `sites` is read only in the
+    /// first case: the coordinator asks every tick, over every site FanFicFare knows, and most
+    /// installations have no default quiet hours.
+    public func quietSites(
+        among sites: @autoclosure () -> some Sequence<String>, at date: Date, calendar: Calendar = .current
+    ) -> Set<String> {
+        guard !defaultRanges.isEmpty || !siteRanges.isEmpty else { return [] }
+        let parts = calendar.dateComponents([.hour, .minute], from: date)
+        let minute = (parts.hour ?? 0) * 60 + (parts.minute ?? 0)
+        func holds(_ ranges: [QuietHours]) -> Bool { ranges.contains { $0.contains(minuteOfDay: minute) } }
+        var quiet = Set(siteRanges.filter { holds($0.value) }.keys)
+        if holds(defaultRanges) {
+            for site in sites() where siteRanges[site] == nil { quiet.insert(site) }
+        }
+        return quiet
+    }
 }
 
 extension FanficConfiguration {

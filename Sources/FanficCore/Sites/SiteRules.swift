@@ -147,11 +147,11 @@ public struct SiteRules: Sendable {
             for number in 1..<match.numberOfRanges { set(String(number), text(match.range(at: number))) }
         }
         for name in groupNames { set(name, text(match.range(withName: icuName(name)))) }
-        if let parts = urlParts.firstMatch(in: url, range: NSRange(url.startIndex..., in: url)) {
-            let path = text(parts.range(at: 3)) ?? ""
-            let query = text(parts.range(at: 4)) ?? ""
-            set("@scheme", text(parts.range(at: 1)))
-            set("@host", text(parts.range(at: 2)))
+        if let parts = URLParts(url) {
+            let path = parts.path
+            let query = parts.query
+            set("@scheme", parts.scheme)
+            set("@host", parts.host)
             set("@path", path)
             set("@query", query)
             set("@rest", path + query)
@@ -169,7 +169,39 @@ public struct SiteRules: Sendable {
         return features
     }
 
-    private static let urlParts = try! NSRegularExpression(pattern: #"^(https?)://([^/?#]*)([^?#]*)(\?[^#]*)?"#)
+    /// What `^(https?)://([^/?#]*)([^?#]*)(\?[^#]*)?` captures, the generator's split of a URL,
+    /// without a regular expression: this runs for every task the coordinator routes.
+    struct URLParts {
+        let scheme: Substring
+        let host: Substring
+        let path: Substring
+        /// With its `?`; empty when there is none.
+        let query: Substring
+
+        init?(_ url: String) {
+            // Over scalars, as the expression matches: a combining mark after a `/` leaves it a `/`.
+            let scalars = url.unicodeScalars
+            let schemeLength: Int
+            if url.utf8.starts(with: "http://".utf8) {
+                schemeLength = 4
+            } else if url.utf8.starts(with: "https://".utf8) {
+                schemeLength = 5
+            } else {
+                return nil
+            }
+            let schemeEnd = scalars.index(scalars.startIndex, offsetBy: schemeLength)
+            let hostStart = scalars.index(schemeEnd, offsetBy: 3)
+            let hostEnd = scalars[hostStart...].firstIndex { "/?#".unicodeScalars.contains($0) } ?? scalars.endIndex
+            let pathEnd = scalars[hostEnd...].firstIndex { $0 == "?" || $0 == "#" } ?? scalars.endIndex
+            let queryEnd =
+                scalars[pathEnd...].first == "?"
+                ? scalars[pathEnd...].firstIndex(of: "#") ?? scalars.endIndex : pathEnd
+            scheme = Substring(scalars[..<schemeEnd])
+            host = Substring(scalars[hostStart..<hostEnd])
+            path = Substring(scalars[hostEnd..<pathEnd])
+            query = Substring(scalars[pathEnd..<queryEnd])
+        }
+    }
 
     /// The sorted names of the groups that matched: named ones only, or with the numbered ones.
     static func key(_ features: [String: String], includingNumbers: Bool) -> String {
@@ -184,8 +216,13 @@ public struct SiteRules: Sendable {
     /// `_get_class_for`'s first steps: repair the protocol, add one if missing, drop `#...`
     /// (except XenForo's `#post-N`).
     static func fixUp(_ url: String) -> String? {
-        var fixed = url.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !fixed.isEmpty, !fixed.contains(" ") else { return nil }
+        // Trimming goes through CharacterSet, slow for something that runs for every task routed:
+        // a URL that starts and ends with visible ASCII has nothing to trim.
+        func visibleASCII(_ byte: UInt8?) -> Bool { byte.map { $0 > 0x20 && $0 < 0x7F } ?? false }
+        var fixed =
+            visibleASCII(url.utf8.first) && visibleASCII(url.utf8.last)
+            ? url : url.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !fixed.isEmpty, !fixed.utf8.contains(UInt8(ascii: " ")) else { return nil }
         // The regular expressions change nothing in a well-formed URL (the usual case): skip them.
         if !Self.hasPlainScheme(fixed) { fixed = replace(mangledScheme, in: fixed, with: "http$1://") }
         if fixed.hasPrefix("//") { fixed = "http:" + url }
