@@ -15,7 +15,9 @@ import Logging
 /// the raw broker figure, the same publishes the foundation benchmark measures), then starts a
 /// coordinator with no workers, so that every task is moved ingress -> `fanfic.backlog.<site>`
 /// (publish, confirm, ack), and times the moves from the first to the last. Samples the
-/// coordinator's resident memory meanwhile. Prints one JSON object.
+/// coordinator's resident memory meanwhile, and its CPU time per task. Also times the same
+/// moves made by a bare client (no decoding, no table, no events): routing's ceiling on this
+/// broker. Prints one JSON object.
 @main
 struct RoutingBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -69,6 +71,18 @@ struct RoutingBenchmark: AsyncParsableCommand {
             )
         }
         for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
+
+        // The moves alone, as a bare client makes them: ingress -> backlog (consume, confirmed
+        // publish, ack), no decoding, no table, no events. What routing cannot beat on this broker.
+        _ = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
+            (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
+        }
+        let machineBeforeMove = Self.machineBusySeconds()
+        let bareMove = try await Self.moveAll(
+            count: tasks, prefetch: 500, on: connection, to: siteNames.map { FanficTopology.backlogQueue(site: $0) })
+        let moveMachineCPU = (Self.machineBusySeconds() ?? 0) - (machineBeforeMove ?? 0)
+        for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
+
         let fill = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
             (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
         }
@@ -89,6 +103,8 @@ struct RoutingBenchmark: AsyncParsableCommand {
         }
 
         var firstMove: ContinuousClock.Instant?
+        var cpuAtFirstMove: Double?
+        var machineAtFirstMove: Double?
         var peakRSS = 0
         let deadline = ContinuousClock.now + .seconds(600)
         while ContinuousClock.now < deadline {
@@ -97,19 +113,30 @@ struct RoutingBenchmark: AsyncParsableCommand {
                 throw ValidationError("the coordinator exited:\n\(log)")
             }
             let left = Int(try await connection.queueState(FanficTopology.ingress)?.messageCount ?? 0)
+            // The backlogs are counted once ingress is empty: asking 50 queues every 20 ms would
+            // load the broker the routing shares it with (the bare moves are not watched this way).
             var parked = 0
-            for site in siteNames {
-                parked += Int(
-                    try await connection.queueState(FanficTopology.backlogQueue(site: site))?.messageCount ?? 0)
+            if left == 0 {
+                for site in siteNames {
+                    parked += Int(
+                        try await connection.queueState(FanficTopology.backlogQueue(site: site))?.messageCount ?? 0)
+                }
             }
             peakRSS = max(peakRSS, Self.residentKilobytes(pid) ?? 0)
-            if firstMove == nil, parked > 0 || left < tasks { firstMove = .now }
+            if firstMove == nil, left < tasks {
+                firstMove = .now
+                cpuAtFirstMove = Self.cpuSeconds(pid)
+                machineAtFirstMove = Self.machineBusySeconds()
+            }
             if parked >= tasks && left == 0 { break }
             try await Task.sleep(for: .milliseconds(20))
         }
         guard let firstMove else { throw ValidationError("the coordinator routed nothing; see its log") }
         let routing = ContinuousClock.now - firstMove
+        let cpuPerTask = ((Self.cpuSeconds(pid) ?? 0) - (cpuAtFirstMove ?? 0)) / Double(tasks)
+        let routeMachineCPU = (Self.machineBusySeconds() ?? 0) - (machineAtFirstMove ?? 0)
         let fillRate = Double(tasks) / fill.seconds
+        let moveRate = Double(tasks) / bareMove.seconds
         let spreadRate = Double(tasks) / spread.seconds
         let routeRate = Double(tasks) / routing.seconds
         let result: [String: Any] = [
@@ -117,6 +144,10 @@ struct RoutingBenchmark: AsyncParsableCommand {
             "raw_publish_rate": Int(fillRate), "raw_spread_rate": Int(spreadRate), "routing_rate": Int(routeRate),
             "ratio": (routeRate / fillRate * 100).rounded() / 100,
             "ratio_spread": (routeRate / spreadRate * 100).rounded() / 100,
+            "bare_move_rate": Int(moveRate), "ratio_move": (routeRate / moveRate * 100).rounded() / 100,
+            "coordinator_cpu_us_per_task": Int(cpuPerTask * 1e6),
+            "machine_cpu_us_per_task": Int(routeMachineCPU / Double(tasks) * 1e6),
+            "machine_cpu_us_per_bare_move": Int(moveMachineCPU / Double(tasks) * 1e6),
             "coordinator_peak_rss_kb": peakRSS,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
@@ -144,6 +175,54 @@ struct RoutingBenchmark: AsyncParsableCommand {
             try await group.waitForAll()
         }
         return ContinuousClock.now - start
+    }
+
+    /// Consumes `count` messages and moves each, confirmed, into the next of `queues` before
+    /// acking it (up to `prefetch` at once); the time from the first delivery to the last ack.
+    static func moveAll(count: Int, prefetch: UInt16, on connection: AMQPConnection, to queues: [String]) async throws
+        -> Duration
+    {
+        var start: ContinuousClock.Instant?
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var received = 0
+            for try await delivery in connection.consume(queue: FanficTopology.ingress, prefetch: prefetch) {
+                if start == nil { start = .now }
+                let queue = queues[received % queues.count]
+                group.addTask {
+                    try await connection.publish(
+                        delivery.body, exchange: FanficTopology.dispatch, routingKey: queue,
+                        properties: .persistentJSON(), mandatory: true)
+                    try await delivery.ack()
+                }
+                received += 1
+                if received == count { break }
+            }
+            try await group.waitForAll()
+        }
+        return ContinuousClock.now - (start ?? .now)
+    }
+
+    /// User and system CPU time the process has used so far.
+    static func cpuSeconds(_ pid: pid_t) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let afterName = stat.range(of: ") ", options: .backwards)
+        else { return nil }
+        // Fields after the name, from `state` (field 3): utime and stime are fields 14 and 15.
+        let fields = stat[afterName.upperBound...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// CPU time every core of the machine has spent busy so far (/proc/stat), whoever used it.
+    static func machineBusySeconds() -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = stat.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return nil }
+        // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+        let ticks = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard ticks.count >= 8 else { return nil }
+        let busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+        return busy / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
     static func residentKilobytes(_ pid: pid_t) -> Int? {
