@@ -136,6 +136,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "DashboardHistory",
+            dependencies: [
+                "FanficBroker", "FanficCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Notifications",
             dependencies: [
                 "ExternalTools",
@@ -292,6 +302,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "DashboardHistoryTests",
+            dependencies: [
+                "DashboardHistory", "FanficBroker", "FanficCore", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "CoordinatorRoleTests",
             dependencies: [
                 "AMQP", "Coordination", "CoordinatorService", "FanficBroker", "FanficCore", "TestSupport",
@@ -328,7 +346,7 @@ let package = Package(
             name: "BrokerIntegrationTests",
             dependencies: [
                 "TestSupport",
-                "AMQP", "CalibreLibrary", "FanficBroker", "FanficCore",
+                "AMQP", "CalibreLibrary", "DashboardHistory", "FanficBroker", "FanficCore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

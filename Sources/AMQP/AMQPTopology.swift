@@ -100,6 +100,12 @@ public struct QueueSpec: Sendable, Hashable {
         with("x-dead-letter-strategy", "at-least-once").with("x-overflow", "reject-publish")
     }
 
+    /// At most this many messages; past it the oldest are dropped (`drop-head`), so a queue
+    /// nobody reads for a long time stays bounded.
+    public func maxLength(dropOldestPast limit: Int64) -> QueueSpec {
+        with("x-max-length", .int(limit)).with("x-overflow", "drop-head")
+    }
+
     private func with(_ key: String, _ value: AMQPFieldValue) -> QueueSpec {
         var copy = self
         copy.arguments[key] = value

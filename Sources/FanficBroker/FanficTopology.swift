@@ -40,6 +40,14 @@ public enum FanficTopology {
     /// is and what its table holds (answer on the request's `reply_to`).
     public static let status = "fanfic.status"
 
+    /// The dashboard's copy of every event (bound to `fanfic.events` with `#`), declared by the
+    /// dashboard only: it fills while the dashboard is down and empties into its history when
+    /// it is back, so a restart loses no events.
+    public static let dashboardEvents = "fanfic.dashboard.events"
+
+    /// Events the dashboard's queue keeps while nobody reads it; past this the oldest go.
+    public static let dashboardEventsMaxLength: Int64 = 1_000_000
+
     /// Header of a message in `fanfic.failed`: why it is there.
     public static let failureReasonHeader = "x-fanfic-failure-reason"
 
@@ -164,6 +172,17 @@ public enum FanficTopology {
             topology.bindings.append(BindingSpec(queue: name, exchange: retry, routingKey: tier.name))
         }
         return topology
+    }
+
+    /// The dashboard's event queue and its binding to every event.
+    public static func dashboard() -> AMQPTopology {
+        AMQPTopology(
+            exchanges: [ExchangeSpec(name: events, kind: .topic)],
+            queues: [
+                QueueSpec.quorum(dashboardEvents).deliveryLimit(controlDeliveryLimit)
+                    .maxLength(dropOldestPast: dashboardEventsMaxLength)
+            ],
+            bindings: [BindingSpec(queue: dashboardEvents, exchange: events, routingKey: "#")])
     }
 
     /// A site's backlog queue: durable, consumed by nobody, drained by the coordinator; bound to

@@ -107,4 +107,42 @@ extension WireCodec {
     public static func decodeEvent(_ data: Data) throws(MessageDecodingError) -> FanficEvent {
         try decodeVersioned(data)
     }
+
+    /// An event from the wire, for an observer that keeps it (the dashboard's history): the size
+    /// checked before parsing, then every field bounded, so what anyone publishes to
+    /// `fanfic.events` cannot grow a store past what real events need.
+    public static func decodeEvent(
+        _ data: Data, limits: WireLimits, maxTextLength: Int
+    ) throws(MessageDecodingError) -> FanficEvent {
+        try limits.check(size: data.count)
+        let event = try decodeEvent(data)
+        func bound(_ name: String, _ value: String?, _ maximum: Int) throws(MessageDecodingError) {
+            guard let value, value.count > maximum else { return }
+            throw MessageDecodingError(.tooLarge, "'\(name)' is \(value.count) characters; at most \(maximum)")
+        }
+        try bound("source", event.source, 256)
+        try bound("worker", event.worker, 256)
+        try bound("site", event.site, 256)
+        try bound("task_id", event.taskID, 128)
+        try bound("url", event.url, limits.maxURLLength)
+        try bound("story_url", event.storyURL, limits.maxURLLength)
+        try bound("destination", event.destination, 512)
+        try bound("reason", event.reason, maxTextLength)
+        try bound("detail", event.detail, maxTextLength)
+        if event.source.isEmpty { throw MessageDecodingError(.invalidField, "'source' is empty") }
+        if event.url?.isEmpty == true { throw MessageDecodingError(.invalidField, "'url' is empty") }
+        for (name, value) in [("attempt", event.attempt), ("duration_ms", event.durationMilliseconds)] {
+            if let value, value < 0 { throw MessageDecodingError(.invalidField, "'\(name)' is negative") }
+        }
+        if let stages = event.stagesMilliseconds {
+            if stages.count > 32 {
+                throw MessageDecodingError(.tooLarge, "'stages_ms' has \(stages.count) stages; at most 32")
+            }
+            for (stage, value) in stages {
+                try bound("a 'stages_ms' name", stage, 64)
+                if value < 0 { throw MessageDecodingError(.invalidField, "'stages_ms.\(stage)' is negative") }
+            }
+        }
+        return event
+    }
 }

@@ -161,12 +161,12 @@ public struct MessageDecodingError: Error, Sendable, Hashable, CustomStringConve
 /// because every task and event the coordinator routes is stamped, and the format style costs
 /// more than the rest of the encoding; the canonical form is read the same way, other ISO 8601
 /// spellings through Foundation.
-enum Timestamp {
-    static func milliseconds(_ date: Date) -> Int64 {
+public enum Timestamp {
+    public static func milliseconds(_ date: Date) -> Int64 {
         Int64((date.timeIntervalSince1970 * 1000).rounded())
     }
 
-    static func date(milliseconds: Int64) -> Date {
+    public static func date(milliseconds: Int64) -> Date {
         Date(timeIntervalSince1970: Double(milliseconds) / 1000)
     }
 
@@ -174,7 +174,7 @@ enum Timestamp {
     /// of the Gregorian calendar (Foundation's calendar is Julian before October 1582).
     private static let formattedByHand: Range<Int64> = -11_676_096_000_000..<253_402_300_800_000
 
-    static func format(_ date: Date) -> String {
+    public static func format(_ date: Date) -> String {
         let millis = milliseconds(date)
         let (seconds, fraction) = millis.quotientAndRemainderFlooring(1000)
         guard formattedByHand.contains(millis) else {
@@ -210,7 +210,7 @@ enum Timestamp {
         return String(decoding: text, as: UTF8.self)
     }
 
-    static func parse(_ text: String) -> Date? {
+    public static func parse(_ text: String) -> Date? {
         if let millis = canonicalMilliseconds(text) { return date(milliseconds: millis) }
         let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         guard let date = (try? Date(text, strategy: withFraction)) ?? (try? Date(text, strategy: .iso8601)) else {

@@ -1,0 +1,146 @@
+import FanficCore
+import Foundation
+
+/// Where the dashboard keeps what happened: every event from `fanfic.events`, grouped into task
+/// runs (one story's way from queued to its outcome), for the History, Sites and Failed pages
+/// and `GET /api/history`.
+///
+/// A protocol so that a bigger installation can keep its history in PostgreSQL (a second
+/// implementation over postgres-nio) without touching the recorder or the pages; SQLite
+/// (``SQLiteHistoryStore``) is the default.
+public protocol HistoryStore: Sendable {
+    /// Records events in the order they arrived, each into its task's run (see ``TaskRun``).
+    func record(_ events: [FanficEvent]) throws
+
+    /// The task runs that match, newest first.
+    func history(_ query: HistoryQuery) throws -> [TaskHistory]
+
+    /// Forgets runs that ended, and events, before `cutoff`; how many events went.
+    @discardableResult func prune(before cutoff: Date) throws -> Int
+
+    /// Events kept.
+    func eventCount() throws -> Int
+}
+
+/// Where a task stands, from the last event of its run that says so.
+public enum TaskOutcome: String, Sendable, Codable, CaseIterable {
+    /// Routed to a worker's queue or a site's backlog.
+    case queued
+    case running
+    /// Waiting in a retry tier.
+    case retrying
+    /// Waiting for its site's pause after a block.
+    case deferred
+    case succeeded
+    /// In `fanfic.failed`.
+    case failed
+    /// Parked by the coordinator: not a task it could read.
+    case parked
+    /// Dropped on arrival: the same story was already queued or running.
+    case duplicate
+
+    /// Whether the run is over: a later event for the URL starts a new run.
+    public var isFinal: Bool {
+        switch self {
+        case .succeeded, .failed, .parked, .duplicate: true
+        case .queued, .running, .retrying, .deferred: false
+        }
+    }
+
+    /// What an event says about its task's run; nil for events about no task's state.
+    public init?(after kind: FanficEvent.Kind) {
+        switch kind {
+        case .taskRouted: self = .queued
+        case .taskStarted: self = .running
+        case .taskRetrying: self = .retrying
+        case .taskDeferred: self = .deferred
+        case .taskSucceeded: self = .succeeded
+        case .taskFailed: self = .failed
+        case .taskParked: self = .parked
+        case .taskDuplicate: self = .duplicate
+        case .siteAssigned, .siteReleased, .sitePaused, .siteResumed, .workerJoined, .workerDead,
+            .coordinatorActive, .coordinatorReady:
+            return nil
+        }
+    }
+}
+
+/// What `GET /api/history` and the History page ask for. Every bound is applied by the store.
+public struct HistoryQuery: Sendable, Hashable {
+    /// A part of the task's URL (case-insensitive).
+    public var url: String?
+    /// The site key, exactly.
+    public var site: String?
+    public var outcome: TaskOutcome?
+    /// Runs that had an event at or after this instant.
+    public var since: Date?
+    public var limit: Int
+
+    /// At most this many runs in one answer.
+    public static let maxLimit = 1000
+
+    public init(
+        url: String? = nil, site: String? = nil, outcome: TaskOutcome? = nil, since: Date? = nil, limit: Int = 100
+    ) {
+        self.url = url
+        self.site = site
+        self.outcome = outcome
+        self.since = since
+        self.limit = min(max(limit, 1), Self.maxLimit)
+    }
+}
+
+/// One task run: a URL from the event that started the run to its outcome, with every event.
+public struct TaskHistory: Sendable, Hashable, Codable {
+    public var url: String
+    public var site: String?
+    public var outcome: TaskOutcome
+    public var calibreID: Int?
+    public var firstAt: Date
+    public var lastAt: Date
+    /// Its events, oldest first.
+    public var timeline: [FanficEvent]
+
+    public init(
+        url: String, site: String?, outcome: TaskOutcome, calibreID: Int?, firstAt: Date, lastAt: Date,
+        timeline: [FanficEvent]
+    ) {
+        self.url = url
+        self.site = site
+        self.outcome = outcome
+        self.calibreID = calibreID
+        self.firstAt = firstAt
+        self.lastAt = lastAt
+        self.timeline = timeline
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case url, site, outcome, timeline
+        case calibreID = "calibre_id"
+        case firstAt = "first_at"
+        case lastAt = "last_at"
+    }
+}
+
+/// How events become runs, the same for every store. Events reach the dashboard out of order
+/// (a role publishes several at once; workers and the coordinator are different hosts), so the
+/// order that counts is their time, not their arrival:
+/// - an event with a URL joins the URL's latest run if that run is open, or if the event is not
+///   later than the run's last event (a straggler of a run that already ended); otherwise it
+///   opens a new run;
+/// - the run's outcome is what its latest event says; an older one joins the timeline only;
+/// - a duplicate leaves an existing run's outcome as it is (the copy was dropped; the original
+///   goes on), and is a run of its own only when it opens one.
+public enum TaskRun {
+    /// Whether an event at `at` (milliseconds) belongs to a run that is `open` or ended at `lastAt`.
+    public static func joins(event at: Int64, open: Bool, lastAt: Int64) -> Bool {
+        open || at <= lastAt
+    }
+
+    /// The run's outcome after `event`, the run's latest, given its outcome before (nil: a new run).
+    public static func outcome(after event: FanficEvent, current: TaskOutcome?) -> TaskOutcome? {
+        guard let said = TaskOutcome(after: event.kind) else { return current }
+        if said == .duplicate, let current { return current }
+        return said
+    }
+}

@@ -1,0 +1,186 @@
+import FanficCore
+import Foundation
+import GRDB
+
+/// The history in one SQLite file (GRDB, WAL: the pages read while the recorder writes).
+///
+/// Two tables: `run` (one row per task run, with its outcome, for searching and counting) and
+/// `event` (each event's JSON as it arrived, with its run). Times are Unix milliseconds.
+public final class SQLiteHistoryStore: HistoryStore {
+    private let database: any DatabaseWriter
+
+    /// The store in the file at `path` (created with its folder if missing).
+    public convenience init(path: String) throws {
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent()
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try self.init(database: DatabasePool(path: path))
+    }
+
+    /// A store in memory, gone with it (tests, benchmarks).
+    public static func inMemory() throws -> SQLiteHistoryStore {
+        try SQLiteHistoryStore(database: DatabaseQueue())
+    }
+
+    init(database: any DatabaseWriter) throws {
+        self.database = database
+        try Self.migrator.migrate(database)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE run (
+                        id INTEGER PRIMARY KEY,
+                        url TEXT NOT NULL,
+                        site TEXT,
+                        outcome TEXT NOT NULL,
+                        calibre_id INTEGER,
+                        first_at INTEGER NOT NULL,
+                        last_at INTEGER NOT NULL,
+                        open INTEGER NOT NULL
+                    );
+                    CREATE INDEX run_open_url ON run(url) WHERE open = 1;
+                    CREATE INDEX run_last_at ON run(last_at);
+                    CREATE INDEX run_site_last_at ON run(site, last_at);
+                    CREATE TABLE event (
+                        id INTEGER PRIMARY KEY,
+                        run_id INTEGER REFERENCES run(id) ON DELETE CASCADE,
+                        at INTEGER NOT NULL,
+                        type TEXT NOT NULL,
+                        site TEXT,
+                        body BLOB NOT NULL
+                    );
+                    CREATE INDEX event_run ON event(run_id);
+                    CREATE INDEX event_at ON event(at);
+                    """)
+        }
+        return migrator
+    }
+
+    public func record(_ events: [FanficEvent]) throws {
+        guard !events.isEmpty else { return }
+        try database.write { db in
+            for event in events { try Self.record(event, in: db) }
+        }
+    }
+
+    private static func record(_ event: FanficEvent, in db: Database) throws {
+        let at = Timestamp.milliseconds(event.at)
+        var runID: Int64?
+        if let url = event.url {
+            let latest = try Row.fetchOne(
+                db, sql: "SELECT id, outcome, open, last_at FROM run WHERE url = ? ORDER BY id DESC LIMIT 1",
+                arguments: [url])
+            let joins =
+                latest.map { run in TaskRun.joins(event: at, open: run["open"], lastAt: run["last_at"]) } ?? false
+            if let latest, joins {
+                let id: Int64 = latest["id"]
+                let current = TaskOutcome(rawValue: latest["outcome"])
+                let lastAt: Int64 = latest["last_at"]
+                // An event older than the run's latest (published concurrently, or by another
+                // host) joins its timeline without changing where the task stands.
+                let outcome = at >= lastAt ? TaskRun.outcome(after: event, current: current) ?? current : current
+                try db.execute(
+                    sql: """
+                        UPDATE run SET outcome = coalesce(?, outcome), open = ?, first_at = min(first_at, ?),
+                            last_at = max(last_at, ?), site = coalesce(site, ?), calibre_id = coalesce(?, calibre_id)
+                        WHERE id = ?
+                        """,
+                    arguments: [
+                        outcome?.rawValue, !(outcome?.isFinal ?? false), at, at, event.site, event.calibreID, id,
+                    ])
+                runID = id
+            } else if let outcome = TaskRun.outcome(after: event, current: nil) {
+                try db.execute(
+                    sql: """
+                        INSERT INTO run (url, site, outcome, calibre_id, first_at, last_at, open)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """,
+                    arguments: [url, event.site, outcome.rawValue, event.calibreID, at, at, !outcome.isFinal])
+                runID = db.lastInsertedRowID
+            }
+        }
+        try db.execute(
+            sql: "INSERT INTO event (run_id, at, type, site, body) VALUES (?, ?, ?, ?, ?)",
+            arguments: [runID, at, event.kind.rawValue, event.site, WireCodec.encode(event)])
+    }
+
+    public func history(_ query: HistoryQuery) throws -> [TaskHistory] {
+        try database.read { db in
+            var conditions: [String] = []
+            var arguments: StatementArguments = []
+            if let url = query.url, !url.isEmpty {
+                conditions.append("url LIKE ? ESCAPE '\\'")
+                arguments += [Self.likePattern(containing: url)]
+            }
+            if let site = query.site {
+                conditions.append("site = ?")
+                arguments += [site]
+            }
+            if let outcome = query.outcome {
+                conditions.append("outcome = ?")
+                arguments += [outcome.rawValue]
+            }
+            if let since = query.since {
+                conditions.append("last_at >= ?")
+                arguments += [Timestamp.milliseconds(since)]
+            }
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            arguments += [query.limit]
+            let runs = try Row.fetchAll(
+                db, sql: "SELECT * FROM run \(filter) ORDER BY last_at DESC, id DESC LIMIT ?", arguments: arguments)
+            guard !runs.isEmpty else { return [] }
+            let ids: [Int64] = runs.map { $0["id"] }
+            var timelines: [Int64: [FanficEvent]] = [:]
+            let rows = try Row.fetchCursor(
+                db,
+                sql: """
+                    SELECT run_id, body FROM event WHERE run_id IN (\(ids.map { _ in "?" }.joined(separator: ",")))
+                    ORDER BY at, id
+                    """,
+                arguments: StatementArguments(ids))
+            while let row = try rows.next() {
+                let body: Data = row["body"]
+                // Stored by this store from events that decoded: one that no longer does (a type a
+                // later build dropped) is left out of the timeline, not an error.
+                if let event = try? WireCodec.decodeEvent(body) { timelines[row["run_id"], default: []].append(event) }
+            }
+            return runs.map { run in
+                let id: Int64 = run["id"]
+                return TaskHistory(
+                    url: run["url"], site: run["site"], outcome: TaskOutcome(rawValue: run["outcome"]) ?? .queued,
+                    calibreID: run["calibre_id"], firstAt: Timestamp.date(milliseconds: run["first_at"]),
+                    lastAt: Timestamp.date(milliseconds: run["last_at"]), timeline: timelines[id] ?? [])
+            }
+        }
+    }
+
+    @discardableResult public func prune(before cutoff: Date) throws -> Int {
+        let millis = Timestamp.milliseconds(cutoff)
+        return try database.write { db in
+            // A run with no event since the cutoff is over, open or not: the retention bounds
+            // the file even when a run never saw its outcome (a worker that vanished).
+            let before = try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0
+            try db.execute(sql: "DELETE FROM run WHERE last_at < ?", arguments: [millis])
+            try db.execute(sql: "DELETE FROM event WHERE run_id IS NULL AND at < ?", arguments: [millis])
+            let after = try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0
+            return before - after
+        }
+    }
+
+    public func eventCount() throws -> Int {
+        try database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
+    }
+
+    /// `%text%` with LIKE's own characters taken literally.
+    static func likePattern(containing text: String) -> String {
+        var escaped = ""
+        for character in text {
+            if character == "%" || character == "_" || character == "\\" { escaped.append("\\") }
+            escaped.append(character)
+        }
+        return "%" + escaped + "%"
+    }
+}
