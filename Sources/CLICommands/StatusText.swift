@@ -1,9 +1,10 @@
+import FanficBroker
 import FanficCore
 import Foundation
 
 /// `fanfic status` for people: one block per part, columns aligned.
 enum StatusText {
-    static func render(_ report: StatusCommand.Report, wait: Double) -> String {
+    static func render(_ report: FleetStatusReport, wait: Double) -> String {
         var lines: [String] = []
         let now = report.checkedAt
         if report.broker.reachable {
