@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "ingester", targets: ["IngesterApp"]),
         .executable(name: "coordinator", targets: ["CoordinatorApp"]),
         .executable(name: "worker", targets: ["WorkerApp"]),
+        .executable(name: "dashboard", targets: ["DashboardApp"]),
         .executable(name: "fanfic", targets: ["FanficCLI"]),
         .executable(name: "fanfic-core", targets: ["FanficCoreCLI"]),
         .executable(name: "broker-bench", targets: ["BrokerBenchmark"]),
@@ -44,6 +45,8 @@ let package = Package(
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.20"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -146,6 +149,16 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "DashboardServer",
+            dependencies: [
+                "DashboardHistory", "FanficBroker", "FanficCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "Notifications",
             dependencies: [
                 "ExternalTools",
@@ -197,15 +210,25 @@ let package = Package(
         commandLibrary("CoordinatorRole", ["CoordinatorService"]),
         commandLibrary("IngesterRole", ["MailIngest", "Notifications"]),
         commandLibrary("WorkerRole", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
+        commandLibrary(
+            "DashboardRole",
+            [
+                "DashboardHistory", "DashboardServer", "FanficBroker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ]),
         commandLibrary("CLICommands", ["AMQP", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime"]),
         .executableTarget(
             name: "CoordinatorApp", dependencies: ["AppSupport", "CoordinatorRole"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "DashboardApp", dependencies: ["AppSupport", "DashboardRole"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "IngesterApp", dependencies: ["AppSupport", "IngesterRole"], swiftSettings: swiftSettings),
         .executableTarget(name: "WorkerApp", dependencies: ["AppSupport", "WorkerRole"], swiftSettings: swiftSettings),
         .executableTarget(
             name: "FanficCLI",
-            dependencies: ["AppSupport", "CLICommands", "CoordinatorRole", "IngesterRole", "WorkerRole"],
+            dependencies: [
+                "AppSupport", "CLICommands", "CoordinatorRole", "DashboardRole", "IngesterRole", "WorkerRole",
+            ],
             swiftSettings: swiftSettings),
         .executableTarget(
             name: "FanficCoreCLI", dependencies: ["AppSupport", "CLICommands", "CoordinatorRole"],
@@ -302,9 +325,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
-            name: "DashboardHistoryTests",
+            name: "DashboardTests",
             dependencies: [
-                "DashboardHistory", "FanficBroker", "FanficCore", "TestSupport",
+                "DashboardHistory", "DashboardServer", "FanficBroker", "FanficCore", "TestSupport",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -27,7 +27,7 @@ struct RunCommand: AsyncParsableCommand {
 
     @Option(
         help: """
-            Run the role executables (coordinator, ingester, worker) found in this folder. By \
+            Run the role executables (coordinator, ingester, worker, dashboard) found in this folder. By \
             default every child is this `fanfic` binary started under its role's name, so all \
             of them share one copy of its code in memory.
             """)
@@ -94,8 +94,8 @@ struct RunCommand: AsyncParsableCommand {
         }
     }
 
-    /// The coordinator, the ingester when a mailbox is configured, and the workers; each gets the
-    /// same configuration file and log level.
+    /// The coordinator, the ingester when a mailbox is configured, the dashboard when it has an
+    /// address to listen on, and the workers; each gets the same configuration file and log level.
     static func children(
         configuration: FanficConfiguration, workers: Int, options: CommonOptions, executables: Executables
     ) throws -> [ChildSpec] {
@@ -112,6 +112,10 @@ struct RunCommand: AsyncParsableCommand {
         var children = [try child("coordinator", role: "coordinator", stopRank: 1, arguments: common)]
         if !configuration.email.server.isEmpty {
             children.append(try child("ingester", role: "ingester", stopRank: 0, arguments: common))
+        }
+        if !configuration.dashboard.listen.isEmpty {
+            // Stops last: it records the events of the others' shutdown.
+            children.append(try child("dashboard", role: "dashboard", stopRank: 2, arguments: common))
         }
         for index in 1...workers {
             let configured = configuration.worker.id

@@ -15,6 +15,9 @@ public protocol HistoryStore: Sendable {
     /// The task runs that match, newest first.
     func history(_ query: HistoryQuery) throws -> [TaskHistory]
 
+    /// How many runs stand at each outcome, among those with an event at or after `since`.
+    func outcomeCounts(since: Date) throws -> [TaskOutcome: Int]
+
     /// Forgets runs that ended, and events, before `cutoff`; how many events went.
     @discardableResult func prune(before cutoff: Date) throws -> Int
 

@@ -157,6 +157,19 @@ public final class SQLiteHistoryStore: HistoryStore {
         }
     }
 
+    public func outcomeCounts(since: Date) throws -> [TaskOutcome: Int] {
+        try database.read { db in
+            var counts: [TaskOutcome: Int] = [:]
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT outcome, count(*) AS n FROM run WHERE last_at >= ? GROUP BY outcome",
+                arguments: [Timestamp.milliseconds(since)])
+            for row in rows {
+                if let outcome = TaskOutcome(rawValue: row["outcome"]) { counts[outcome] = row["n"] }
+            }
+            return counts
+        }
+    }
+
     @discardableResult public func prune(before cutoff: Date) throws -> Int {
         let millis = Timestamp.milliseconds(cutoff)
         return try database.write { db in

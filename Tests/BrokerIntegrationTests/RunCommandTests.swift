@@ -114,6 +114,81 @@ extension BrokerTests {
         }
 
         @Test(
+            "with dashboard.listen set, the dashboard child records every task's timeline and serves it, behind its login"
+        )
+        func dashboard() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("dash-\(UUID().uuidString)")
+            let library = try TestLibrary(in: scratch)
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let port = FreePort.pick(in: 20_000...29_999)
+            let token = "test-token-\(UUID().uuidString)"
+            let roles = try RoleProcesses(
+                extraConfig: """
+                    [calibre]
+                    library = "\(library.folder.path)"
+                    [run]
+                    workers = 1
+                    stop_timeout = 30
+                    [dashboard]
+                    listen = "127.0.0.1:\(port)"
+                    password = "a password for the test"
+                    api_tokens = ["\(token)"]
+                    database = "\(scratch.appendingPathComponent("history/dashboard.sqlite").path)"
+                    """)
+            // curl reads the header from a file: a token on a command line is visible to anyone.
+            let header = scratch.appendingPathComponent("auth-header")
+            try "Authorization: Bearer \(token)\n".write(to: header, atomically: true, encoding: .utf8)
+            func get(_ path: String, authorized: Bool = true) throws -> (status: Int, body: String) {
+                let result = try ChildProcess.run(
+                    ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"]
+                        + (authorized ? ["-H", "@\(header.path)"] : []) + ["http://127.0.0.1:\(port)\(path)"])
+                let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+                return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+            }
+
+            let supervisor = try LaunchedProcess(
+                [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
+                output: roles.directory.appendingPathComponent("run.log").path)
+            try await waitUntil("the dashboard answers", timeout: .seconds(60), every: .milliseconds(200)) {
+                (try? get("/healthz").status) == 200
+            }
+            let dashboard = try #require(Self.starts(in: supervisor.text).first { $0.child == "dashboard" })
+            let arguments = FileManager.default.contents(atPath: "/proc/\(dashboard.pid)/cmdline") ?? Data()
+            #expect(String(decoding: arguments.prefix { $0 != 0 }, as: UTF8.self) == "dashboard")
+            #expect(try get("/api/history", authorized: false).status == 401)
+
+            let urls = ["http://test1.com?sid=41", "http://test2.com?sid=42"]
+            let submit = try ChildProcess.run(
+                [BuiltProducts.path("fanfic"), "submit", "--config", roles.configPath] + urls)
+            #expect(submit.status == 0, "\(submit.stderr)")
+            var runs: [[String: Any]] = []
+            try await waitUntil(
+                "both stories succeeded, by the history", timeout: .seconds(180), every: .milliseconds(500)
+            ) {
+                let answer = try get("/api/history?outcome=succeeded")
+                runs = (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [[String: Any]]) ?? []
+                return runs.count == urls.count
+            }
+            #expect(Set(runs.compactMap { $0["url"] as? String }) == Set(urls))
+            for run in runs {
+                let kinds = (run["timeline"] as? [[String: Any]])?.compactMap { $0["type"] as? String } ?? []
+                #expect(
+                    kinds.starts(with: ["task.routed", "task.started"]) && kinds.last == "task.succeeded",
+                    "\(run["url"] ?? ""): \(kinds)")
+                #expect(run["calibre_id"] is Int, "\(run)")
+            }
+            let status = try get("/api/status")
+            #expect(status.status == 200, "\(status.body)")
+            #expect(status.body.contains("\"active\""))
+            #expect(try get("/api/history?limit=0").status == 400)
+
+            let stopped = await supervisor.terminate(timeout: .seconds(60))
+            #expect(stopped == 0, "\(supervisor.text.suffix(2000))")
+            #expect(Self.processes(mentioning: roles.configPath).isEmpty)
+            #expect(!supervisor.text.contains(token), "the token is never logged")
+        }
+
+        @Test(
             "run.sh on a provisioned machine: config and library made, local broker started, books, SIGTERM stops all")
         func runScript() async throws {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("runsh-\(UUID().uuidString)")

@@ -241,7 +241,7 @@ struct ConfigurationTests {
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 48)
+        #expect(FanficConfiguration.keys.count == 53)
         #expect(names.contains("FANFIC_SITES_COOLDOWN") && names.contains("FANFIC_CALIBRE_ON_FEWER_CHAPTERS"))
         #expect(names.contains("FANFIC_WORKER_SLOTS") && names.contains("FANFIC_COORDINATOR_FORGET_WORKERS_AFTER"))
         #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT") && names.contains("FANFIC_COORDINATOR_SITE_TURN"))
@@ -269,6 +269,42 @@ struct ConfigurationTests {
         let both = issues(
             "", environment: ["FANFIC_EMAIL_PASSWORD_FILE": imap.path, "FANFIC_EMAIL_PASSWORD": "inline"])
         #expect(both.first?.expected.contains("not both") == true)
+    }
+
+    @Test("[dashboard]: listen, the password and tokens (from files too), the history's file and retention")
+    func dashboard() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("cfg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let passwordFile = directory.appendingPathComponent("password")
+        try "dashboard-secret\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        let configuration = try load(
+            """
+            [dashboard]
+            listen = "0.0.0.0:8081"
+            api_tokens = ["0123456789abcdef0123"]
+            database = "/data/history.sqlite"
+            retention_days = 30
+            """, environment: ["FANFIC_DASHBOARD_PASSWORD_FILE": passwordFile.path])
+        #expect(configuration.dashboard.listen == "0.0.0.0:8081")
+        #expect(configuration.dashboard.password == "dashboard-secret")
+        #expect(configuration.dashboard.apiTokens == ["0123456789abcdef0123"])
+        #expect(configuration.dashboard.database == "/data/history.sqlite")
+        #expect(configuration.dashboard.retentionDays == 30)
+        #expect(!configuration.redactedTOML.contains("0123456789abcdef0123"))
+        #expect(!configuration.redactedTOML.contains("dashboard-secret"))
+
+        let found = issues(
+            """
+            [dashboard]
+            listen = "8081"
+            api_tokens = ["short"]
+            retention_days = 0
+            """)
+        #expect(Set(found.map(\.key)) == ["dashboard.listen", "dashboard.api_tokens", "dashboard.retention_days"])
+        #expect(found.first { $0.key == "dashboard.listen" }?.expected.contains("host:port") == true)
+        #expect(found.first { $0.key == "dashboard.api_tokens" }?.expected.contains("16 characters") == true)
+        #expect(!found.description.contains("short"), "a refused token is not echoed")
     }
 
     // MARK: Secrets stay secret

@@ -5,7 +5,7 @@ import Foundation
 enum ConfigurationSchema {
     static let sections = [
         "broker", "email", "calibre", "fanficfare", "retry", "notifications", "worker", "run", "coordinator",
-        "limits", "sites",
+        "limits", "dashboard", "sites",
     ]
 
     static var fields: [ConfigurationField] {
@@ -67,6 +67,12 @@ enum ConfigurationSchema {
             .integer("limits", "max_reason_length", \.limits.maxReasonLength, range: 80...65_536),
             .integer("limits", "max_workers", \.limits.maxWorkers, range: 1...100_000),
 
+            .string("dashboard", "listen", \.dashboard.listen, rule: Rules.listenAddress),
+            .string("dashboard", "password", \.dashboard.password, secrecy: .whole),
+            .stringList("dashboard", "api_tokens", \.dashboard.apiTokens, secrecy: .whole, rule: Rules.apiToken),
+            .string("dashboard", "database", \.dashboard.database, rule: Rules.nonEmpty("a file path")),
+            .integer("dashboard", "retention_days", \.dashboard.retentionDays, range: 1...3650),
+
             .integer("sites", "cooldown", \.sites.cooldown, range: 1...86_400),
             .integer("sites", "cooldown_max", \.sites.cooldownMax, range: 1...604_800),
             .integer("sites", "max_tasks_per_hour", \.sites.maxTasksPerHour, range: 0...100_000),
@@ -108,6 +114,21 @@ enum Rules {
             }
         }
         return nil
+    }
+
+    static func listenAddress(_ text: String) -> String? {
+        if text.isEmpty { return nil }
+        let expected = "must be host:port, e.g. 127.0.0.1:8081 or 0.0.0.0:8081 (empty: no dashboard)"
+        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
+            let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port),
+            !text.contains("/"), !text.contains(" ")
+        else { return expected }
+        return nil
+    }
+
+    static func apiToken(_ text: String) -> String? {
+        text.count >= 16 && !text.contains(where: \.isWhitespace)
+            ? nil : "each token must be at least 16 characters without spaces, e.g. from `openssl rand -hex 24`"
     }
 
     static func emailAddress(_ text: String) -> String? {

@@ -13,6 +13,7 @@ public struct FanficConfiguration: Sendable, Hashable {
     public var run = Run()
     public var coordinator = Coordinator()
     public var limits = Limits()
+    public var dashboard = Dashboard()
     public var sites = Sites()
 
     public init() {}
@@ -150,6 +151,22 @@ public struct FanficConfiguration: Sendable, Hashable {
         /// number in it, so that its id `<host name>-<number>` outlives its container. Empty: the
         /// number is `--index`.
         public var slots = ""
+    }
+
+    /// The `dashboard` role: web pages, the HTTP API and the history of every event.
+    public struct Dashboard: Sendable, Hashable {
+        /// `host:port` to listen on; empty: no dashboard (`fanfic run` starts none).
+        public var listen = ""
+        /// The login's password; empty: no login, and the dashboard listens on 127.0.0.1 only.
+        public var password = ""
+        /// Read-only tokens for scripts (`Authorization: Bearer TOKEN`): the API, the widget, /metrics.
+        public var apiTokens: [String] = []
+        /// The history's SQLite file (relative: to the working directory).
+        public var database = "dashboard.sqlite"
+        /// Days of history kept.
+        public var retentionDays = 90
+
+        public init() {}
     }
 
     public struct Run: Sendable, Hashable {

@@ -1,0 +1,4 @@
+import AppSupport
+import DashboardRole
+
+await CommandEntry.run(DashboardCommand.self)
