@@ -34,6 +34,7 @@ let package = Package(
         .executable(name: "parsing-bench", targets: ["ParsingBenchmark"]),
         .executable(name: "fanfic-fuzz", targets: ["FuzzDriver"]),
         .executable(name: "routing-bench", targets: ["RoutingBenchmark"]),
+        .executable(name: "dashboard-bench", targets: ["DashboardBenchmark"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "FanficCore", targets: ["FanficCore"]),
     ],
@@ -259,6 +260,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/BrokerBenchmark",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "DashboardBenchmark",
+            dependencies: [
+                "DashboardHistory", "FanficCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Benchmarks/DashboardBenchmark",
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -41,7 +41,15 @@ public final class SQLiteHistoryStore: HistoryStore {
                         last_at INTEGER NOT NULL,
                         open INTEGER NOT NULL
                     );
-                    CREATE INDEX run_open_url ON run(url) WHERE open = 1;
+                    CREATE INDEX run_url ON run(url, id);
+                    CREATE VIRTUAL TABLE run_url_search USING fts5(
+                        url, content = 'run', content_rowid = 'id', tokenize = 'trigram');
+                    CREATE TRIGGER run_url_search_insert AFTER INSERT ON run BEGIN
+                        INSERT INTO run_url_search(rowid, url) VALUES (new.id, new.url);
+                    END;
+                    CREATE TRIGGER run_url_search_delete AFTER DELETE ON run BEGIN
+                        INSERT INTO run_url_search(run_url_search, rowid, url) VALUES ('delete', old.id, old.url);
+                    END;
                     CREATE INDEX run_last_at ON run(last_at);
                     CREATE INDEX run_site_last_at ON run(site, last_at);
                     CREATE TABLE event (
@@ -112,8 +120,16 @@ public final class SQLiteHistoryStore: HistoryStore {
             var conditions: [String] = []
             var arguments: StatementArguments = []
             if let url = query.url, !url.isEmpty {
-                conditions.append("url LIKE ? ESCAPE '\\'")
-                arguments += [Self.likePattern(containing: url)]
+                if url.count >= 3, !url.contains(where: { "%_\\".contains($0) }) {
+                    // The trigram index answers LIKE '%text%' (case-insensitive) without reading
+                    // every run; it cannot take an ESCAPE clause, so text with LIKE's own
+                    // characters goes the slow way below.
+                    conditions.append("id IN (SELECT rowid FROM run_url_search WHERE url LIKE ?)")
+                    arguments += ["%" + url + "%"]
+                } else {
+                    conditions.append("url LIKE ? ESCAPE '\\'")
+                    arguments += [Self.likePattern(containing: url)]
+                }
             }
             if let site = query.site {
                 conditions.append("site = ?")

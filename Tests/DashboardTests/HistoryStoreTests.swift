@@ -91,6 +91,9 @@ struct HistoryStoreTests {
         #expect(try store.history(HistoryQuery(limit: 1000)).count == 31)
         #expect(try store.history(HistoryQuery(limit: 5)).map(\.url).first == "http://test3.com/100%_done")
         #expect(try store.history(HistoryQuery(url: "%_")).map(\.url) == ["http://test3.com/100%_done"])
+        #expect(try store.history(HistoryQuery(url: "100%_DONE")).map(\.url) == ["http://test3.com/100%_done"])
+        #expect(try store.history(HistoryQuery(url: "=7", limit: 100)).count == 1, "two characters: no index")
+        #expect(try store.history(HistoryQuery(url: "TEST3.COM/100")).map(\.url) == ["http://test3.com/100%_done"])
         #expect(
             try store.history(HistoryQuery(url: "SID=2", limit: 100)).map(\.url).sorted() == [
                 "http://test1.com?sid=2", "http://test1.com?sid=20", "http://test1.com?sid=22",
@@ -124,6 +127,10 @@ struct HistoryStoreTests {
         #expect(pruned == 4)
         #expect(try store.history(HistoryQuery()).map(\.url) == ["http://test1.com?sid=3"])
         #expect(try store.eventCount() == 1)
+        // The URL search index forgot them too, and still finds what is left.
+        #expect(try store.history(HistoryQuery(url: "test1.com")).map(\.url) == ["http://test1.com?sid=3"])
+        try store.record([Self.event(.taskRouted, "http://test1.com?sid=1", at: 200)])
+        #expect(try store.history(HistoryQuery(url: "sid=1")).map(\.url) == ["http://test1.com?sid=1"])
     }
 
     @Test("a file store keeps its history across reopening")
