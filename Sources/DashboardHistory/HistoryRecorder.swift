@@ -12,7 +12,8 @@ import Synchronization
 /// An event is checked where it enters (``WireCodec/decodeEvent(_:limits:maxTextLength:)``):
 /// one that does not decode, is too big, or is dated more than ``allowedClockSkew`` ahead is
 /// refused (logged with the reason, counted, and dropped: an event is an observation, not work
-/// to redo) and the loop goes on. A type this build does not know is refused the same way.
+/// to redo) and the loop goes on. An event whose routing key is a type this build does not know
+/// (a newer build's) is ignored quietly; one whose key is known but whose body is not is refused.
 public final class HistoryRecorder: Service {
     public struct Settings: Sendable {
         /// How long runs and events are kept (`dashboard.retention_days`).
@@ -43,6 +44,8 @@ public final class HistoryRecorder: Service {
     public struct Counts: Sendable, Hashable {
         public var recorded = 0
         public var refused = 0
+        /// Events of a type this build does not know (by their routing key).
+        public var ignored = 0
         public var pruned = 0
     }
 
@@ -74,6 +77,16 @@ public final class HistoryRecorder: Service {
                     if prunedAt.map({ ContinuousClock.now - $0 >= settings.pruneInterval }) ?? true {
                         try prune()
                         prunedAt = .now
+                    }
+                    // A type a newer build publishes (its routing key is its type): observers
+                    // ignore what they do not know, quietly (DESIGN.md's rule for fanfic.events).
+                    guard FanficEvent.Kind(rawValue: message.routingKey) != nil else {
+                        counts.withLock { $0.ignored += 1 }
+                        logger.debug(
+                            "event of an unknown type ignored",
+                            metadata: ["routing_key": "\(message.routingKey.prefix(100))"])
+                        try? await message.ack()
+                        continue
                     }
                     switch admit(message.body) {
                     case .success(let event):

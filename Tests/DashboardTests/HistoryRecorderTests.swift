@@ -45,15 +45,18 @@ struct HistoryRecorderTests {
             WireCodec.encode(negative), unknownType, Data(repeating: 0x20, count: 70_000), WireCodec.encode(event),
         ]
         for body in bodies { try await publish(bus, body) }
+        // A newer build's type, by its routing key: ignored, not refused.
+        try await publish(bus, unknownType, key: "task.teleported")
 
         let recorder = recorder(bus: bus, store: store)
         let running = Task { try await recorder.run() }
         defer { running.cancel() }
         try await waitUntil("every event is settled", timeout: .seconds(10)) {
-            recorder.current.recorded + recorder.current.refused == bodies.count
+            recorder.current.recorded + recorder.current.refused + recorder.current.ignored == bodies.count + 1
         }
         #expect(recorder.current.recorded == 2)
         #expect(recorder.current.refused == 6)
+        #expect(recorder.current.ignored == 1)
         #expect(try store.eventCount() == 2)
         try await waitUntil("nothing left unsettled", timeout: .seconds(5)) {
             broker.messages(in: FanficTopology.dashboardEvents).isEmpty
