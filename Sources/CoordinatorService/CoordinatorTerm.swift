@@ -4,7 +4,6 @@ import FanficBroker
 import FanficCore
 import Foundation
 import Logging
-import Synchronization
 
 /// One stretch of leadership: consumes `fanfic.ingress` and `fanfic.control`, feeds what
 /// happens to a fresh ``DispatchStateMachine`` and performs the actions it answers with.
@@ -76,10 +75,10 @@ final class CoordinatorTerm: Sendable {
         var drains: [WorkerID: StopSignal] = [:]
         var reclaims: Set<WorkerID> = []
         var movesInFlight = 0
-        /// The latest move into each queue: the next one into that queue waits for it, so a
-        /// queue receives its tasks in the order they arrived (moves into different queues run
-        /// at once).
-        var lastMoveInto: [String: MoveTurn] = [:]
+        /// The latest move into each queue, finished once confirmed or failed: the next one into
+        /// that queue waits for it, so a queue receives its tasks in the order they arrived (child
+        /// tasks start in any order; moves into different queues run at once).
+        var lastMoveInto: [String: Completion] = [:]
         var ending = false
         /// When the registry was last swept (after the rebuild, then every sweep interval).
         var registrySweptAt: Duration?
@@ -331,15 +330,17 @@ final class CoordinatorTerm: Sendable {
             state.movesInFlight += 1
             let queue = destination.queueName
             let previous = state.lastMoveInto[queue]
-            let turn = MoveTurn()
+            let turn = Completion()
             state.lastMoveInto[queue] = turn
             // Forget turns that are over (a few per queue at most are ever pending).
-            if state.lastMoveInto.count > 256 { state.lastMoveInto = state.lastMoveInto.filter { !$0.value.isOver } }
+            if state.lastMoveInto.count > 256 {
+                state.lastMoveInto = state.lastMoveInto.filter { !$0.value.isFinished }
+            }
             group.addTask {
-                await previous?.waitUntilOver()
+                await previous?.waitUntilFinished()
                 let confirmed = await self.moves.publish(
                     delivery.body, properties: delivery.message.properties, site: task.identity.site, to: destination)
-                turn.end()
+                turn.finish()
                 self.feed.yield(.event(confirmed ? .publishConfirmed(move) : .publishFailed(move)))
                 self.feed.yield(.moveSettled)
             }
@@ -501,34 +502,5 @@ final class CoordinatorTerm: Sendable {
 extension Duration {
     var timeInterval: TimeInterval {
         TimeInterval(components.seconds) + TimeInterval(components.attoseconds) / 1e18
-    }
-}
-
-/// One move's place in its queue's line: the next move into the queue waits until it is over
-/// (confirmed or failed). Child tasks run in any order; this keeps a queue's tasks in arrival
-/// order.
-final class MoveTurn: Sendable {
-    private let state = Mutex<(over: Bool, waiting: [CheckedContinuation<Void, Never>])>((false, []))
-
-    var isOver: Bool { state.withLock { $0.over } }
-
-    func waitUntilOver() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let resumeNow = state.withLock { state in
-                if state.over { return true }
-                state.waiting.append(continuation)
-                return false
-            }
-            if resumeNow { continuation.resume() }
-        }
-    }
-
-    func end() {
-        let waiting = state.withLock { state in
-            state.over = true
-            defer { state.waiting = [] }
-            return state.waiting
-        }
-        for continuation in waiting { continuation.resume() }
     }
 }

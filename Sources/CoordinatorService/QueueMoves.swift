@@ -209,19 +209,25 @@ final class QueueMoves: Sendable {
 
 /// Asks a background operation to stop after its current step, and waits until it has.
 final class StopSignal: Sendable {
-    private struct State {
-        var stopped = false
-        var finished = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
-    }
+    private let stopped = Mutex(false)
+    private let completion = Completion()
 
-    private let state = Mutex(State())
+    var isStopped: Bool { stopped.withLock { $0 } }
 
-    var isStopped: Bool { state.withLock { $0.stopped } }
+    func stop() { stopped.withLock { $0 = true } }
 
-    func stop() { state.withLock { $0.stopped = true } }
+    func finished() { completion.finish() }
 
-    func finished() {
+    func waitUntilFinished() async { await completion.waitUntilFinished() }
+}
+
+/// Something that finishes once; any number may wait for it (before or after).
+final class Completion: Sendable {
+    private let state = Mutex<(finished: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    var isFinished: Bool { state.withLock { $0.finished } }
+
+    func finish() {
         let waiters = state.withLock { state in
             state.finished = true
             defer { state.waiters = [] }
