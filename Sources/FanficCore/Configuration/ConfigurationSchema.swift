@@ -117,13 +117,8 @@ enum Rules {
     }
 
     static func listenAddress(_ text: String) -> String? {
-        if text.isEmpty { return nil }
-        let expected = "must be host:port, e.g. 127.0.0.1:8081 or 0.0.0.0:8081 (empty: no dashboard)"
-        guard let colon = text.lastIndex(of: ":"), colon != text.startIndex,
-            let port = Int(text[text.index(after: colon)...]), (1...65_535).contains(port),
-            !text.contains("/"), !text.contains(" ")
-        else { return expected }
-        return nil
+        text.isEmpty || ListenAddress(text, loopbackOnly: false) != nil
+            ? nil : "must be host:port, e.g. 127.0.0.1:8081 or 0.0.0.0:8081 (empty: no dashboard)"
     }
 
     static func apiToken(_ text: String) -> String? {

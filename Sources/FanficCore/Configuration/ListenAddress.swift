@@ -1,4 +1,5 @@
-/// `dashboard.listen` as the server binds it.
+/// `dashboard.listen` as the server binds it; also the configuration's check of the key, so the
+/// two cannot disagree.
 public struct ListenAddress: Sendable, Hashable {
     public let host: String
     public let port: Int
