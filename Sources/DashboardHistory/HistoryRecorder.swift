@@ -67,14 +67,16 @@ public final class HistoryRecorder: Service {
     }
 
     private func recordUntilCancelled() async throws {
-        var prunedAt: ContinuousClock.Instant?
+        // At start, then as events arrive, at most once an interval.
+        try prune()
+        var prunedAt = ContinuousClock.now
         while !Task.isCancelled {
             do {
                 try await bus.waitUntilConnected(timeout: .seconds(5))
                 try await bus.declare(FanficTopology.dashboard())
                 for try await message in bus.consume(queue: FanficTopology.dashboardEvents, prefetch: settings.prefetch)
                 {
-                    if prunedAt.map({ ContinuousClock.now - $0 >= settings.pruneInterval }) ?? true {
+                    if ContinuousClock.now - prunedAt >= settings.pruneInterval {
                         try prune()
                         prunedAt = .now
                     }
