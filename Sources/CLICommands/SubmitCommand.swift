@@ -40,36 +40,12 @@ struct SubmitCommand: AsyncParsableCommand {
         }
     }
 
-    struct Line: Encodable {
-        let input: String
-        let status: String
-        let site: String?
-        let url: String?
-        let reason: String?
-    }
-
     func run() async throws {
         let links = try StoryLinks.resolve(inputs: gatherInputs())
-        var lines: [Line] = []
-        for found in links.stories {
-            lines.append(
-                Line(
-                    input: found.input, status: dryRun ? "story" : "queued", site: found.story.site,
-                    url: found.story.canonicalURL, reason: nil))
-        }
-        for found in links.duplicates {
-            lines.append(
-                Line(
-                    input: found.input, status: "duplicate", site: found.story.site, url: found.story.canonicalURL,
-                    reason: "the same story as an earlier input"))
-        }
-        for refused in links.refused {
-            lines.append(Line(input: refused.input, status: "refused", site: nil, url: nil, reason: refused.reason))
-        }
         if !dryRun && !links.stories.isEmpty {
             try await publish(links.stories.map(\.story))
         }
-        report(lines, queued: dryRun ? 0 : links.stories.count)
+        report(links.answers(published: !dryRun), queued: dryRun ? 0 : links.stories.count)
         if links.stories.isEmpty { throw ExitCode.failure }
     }
 
@@ -116,7 +92,7 @@ struct SubmitCommand: AsyncParsableCommand {
         }
     }
 
-    private func report(_ lines: [Line], queued: Int) {
+    private func report(_ lines: [StoryLinks.Answer], queued: Int) {
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

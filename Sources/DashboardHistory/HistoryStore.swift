@@ -18,6 +18,9 @@ public protocol HistoryStore: Sendable {
     /// How many runs stand at each outcome, among those with an event at or after `since`.
     func outcomeCounts(since: Date) throws -> [TaskOutcome: Int]
 
+    /// Each site's runs with an event at or after `since`: outcomes, retries, durations.
+    func siteFigures(since: Date) throws -> [SiteFigures]
+
     /// Forgets runs that ended, and events, before `cutoff`; how many events went.
     @discardableResult func prune(before cutoff: Date) throws -> Int
 
@@ -41,11 +44,13 @@ public enum TaskOutcome: String, Sendable, Codable, CaseIterable {
     case parked
     /// Dropped on arrival: the same story was already queued or running.
     case duplicate
+    /// Taken out of the broker from the dashboard: a waiting retry cancelled, a failed task purged.
+    case cancelled
 
     /// Whether the run is over: a later event for the URL starts a new run.
     public var isFinal: Bool {
         switch self {
-        case .succeeded, .failed, .parked, .duplicate: true
+        case .succeeded, .failed, .parked, .duplicate, .cancelled: true
         case .queued, .running, .retrying, .deferred: false
         }
     }
@@ -61,8 +66,9 @@ public enum TaskOutcome: String, Sendable, Codable, CaseIterable {
         case .taskFailed: self = .failed
         case .taskParked: self = .parked
         case .taskDuplicate: self = .duplicate
+        case .taskCancelled: self = .cancelled
         case .siteAssigned, .siteReleased, .sitePaused, .siteResumed, .workerJoined, .workerDead,
-            .coordinatorActive, .coordinatorReady:
+            .coordinatorActive, .coordinatorReady, .mailPolled:
             return nil
         }
     }
@@ -78,18 +84,90 @@ public struct HistoryQuery: Sendable, Hashable {
     /// Runs that had an event at or after this instant.
     public var since: Date?
     public var limit: Int
+    /// Only runs that are their URL's latest (where a story stands now, not every time it ran).
+    public var latestOnly: Bool
 
     /// At most this many runs in one answer.
     public static let maxLimit = 1000
 
     public init(
-        url: String? = nil, site: String? = nil, outcome: TaskOutcome? = nil, since: Date? = nil, limit: Int = 100
+        url: String? = nil, site: String? = nil, outcome: TaskOutcome? = nil, since: Date? = nil, limit: Int = 100,
+        latestOnly: Bool = false
     ) {
+        self.latestOnly = latestOnly
         self.url = url
         self.site = site
         self.outcome = outcome
         self.since = since
         self.limit = min(max(limit, 1), Self.maxLimit)
+    }
+}
+
+/// One site's figures over a window (the Sites page).
+public struct SiteFigures: Sendable, Hashable, Codable {
+    public var site: String
+    public var runs = 0
+    public var succeeded = 0
+    public var failed = 0
+    /// Retries the runs went through (each `task.retrying`).
+    public var retries = 0
+    /// Of the succeeded runs that say how long the worker took, in milliseconds.
+    public var medianMilliseconds: Int?
+    public var p95Milliseconds: Int?
+
+    public init(site: String) { self.site = site }
+
+    /// Succeeded among the runs that ended either way; nil before any did.
+    public var successRate: Double? {
+        succeeded + failed == 0 ? nil : Double(succeeded) / Double(succeeded + failed)
+    }
+
+    mutating func add(outcome: TaskOutcome?, retries: Int) {
+        runs += 1
+        self.retries += retries
+        if outcome == .succeeded { succeeded += 1 }
+        if outcome == .failed { failed += 1 }
+    }
+
+    /// The median and 95th percentile (nearest rank) of `values`.
+    mutating func setDurations(_ values: [Int]) {
+        let sorted = values.sorted()
+        guard !sorted.isEmpty else { return }
+        func rank(_ fraction: Double) -> Int {
+            sorted[min(sorted.count - 1, max(0, Int((fraction * Double(sorted.count)).rounded(.up)) - 1))]
+        }
+        medianMilliseconds = rank(0.5)
+        p95Milliseconds = rank(0.95)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case site, runs, succeeded, failed, retries
+        case medianMilliseconds = "median_ms"
+        case p95Milliseconds = "p95_ms"
+        case successRate = "success_rate"
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(site, forKey: .site)
+        try container.encode(runs, forKey: .runs)
+        try container.encode(succeeded, forKey: .succeeded)
+        try container.encode(failed, forKey: .failed)
+        try container.encode(retries, forKey: .retries)
+        try container.encodeIfPresent(medianMilliseconds, forKey: .medianMilliseconds)
+        try container.encodeIfPresent(p95Milliseconds, forKey: .p95Milliseconds)
+        try container.encodeIfPresent(successRate, forKey: .successRate)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        site = try container.decode(String.self, forKey: .site)
+        runs = try container.decode(Int.self, forKey: .runs)
+        succeeded = try container.decode(Int.self, forKey: .succeeded)
+        failed = try container.decode(Int.self, forKey: .failed)
+        retries = try container.decode(Int.self, forKey: .retries)
+        medianMilliseconds = try container.decodeIfPresent(Int.self, forKey: .medianMilliseconds)
+        p95Milliseconds = try container.decodeIfPresent(Int.self, forKey: .p95Milliseconds)
     }
 }
 

@@ -64,6 +64,14 @@ public final class SQLiteHistoryStore: HistoryStore {
                     CREATE INDEX event_at ON event(at);
                     """)
         }
+        migrator.registerMigration("v2 site figures") { db in
+            // For the Sites page: a finished run's duration and how many retries it took.
+            try db.execute(
+                sql: """
+                    ALTER TABLE run ADD COLUMN duration_ms INTEGER;
+                    ALTER TABLE run ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+                    """)
+        }
         return migrator
     }
 
@@ -93,26 +101,36 @@ public final class SQLiteHistoryStore: HistoryStore {
                 try db.execute(
                     sql: """
                         UPDATE run SET outcome = coalesce(?, outcome), open = ?, first_at = min(first_at, ?),
-                            last_at = max(last_at, ?), site = coalesce(site, ?), calibre_id = coalesce(?, calibre_id)
+                            last_at = max(last_at, ?), site = coalesce(site, ?), calibre_id = coalesce(?, calibre_id),
+                            duration_ms = coalesce(?, duration_ms), retries = retries + ?
                         WHERE id = ?
                         """,
                     arguments: [
-                        outcome?.rawValue, !(outcome?.isFinal ?? false), at, at, event.site, event.calibreID, id,
+                        outcome?.rawValue, !(outcome?.isFinal ?? false), at, at, event.site, event.calibreID,
+                        Self.runDuration(event), event.kind == .taskRetrying ? 1 : 0, id,
                     ])
                 runID = id
             } else if let outcome = TaskRun.outcome(after: event, current: nil) {
                 try db.execute(
                     sql: """
-                        INSERT INTO run (url, site, outcome, calibre_id, first_at, last_at, open)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO run (url, site, outcome, calibre_id, first_at, last_at, open, duration_ms, retries)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
-                    arguments: [url, event.site, outcome.rawValue, event.calibreID, at, at, !outcome.isFinal])
+                    arguments: [
+                        url, event.site, outcome.rawValue, event.calibreID, at, at, !outcome.isFinal,
+                        Self.runDuration(event), event.kind == .taskRetrying ? 1 : 0,
+                    ])
                 runID = db.lastInsertedRowID
             }
         }
         try db.execute(
             sql: "INSERT INTO event (run_id, at, type, site, body) VALUES (?, ?, ?, ?, ?)",
             arguments: [runID, at, event.kind.rawValue, event.site, WireCodec.encode(event)])
+    }
+
+    /// A worker's time for the task, from the event that ends its attempt.
+    private static func runDuration(_ event: FanficEvent) -> Int? {
+        event.kind == .taskSucceeded || event.kind == .taskFailed ? event.durationMilliseconds : nil
     }
 
     public func history(_ query: HistoryQuery) throws -> [TaskHistory] {
@@ -142,6 +160,10 @@ public final class SQLiteHistoryStore: HistoryStore {
             if let since = query.since {
                 conditions.append("last_at >= ?")
                 arguments += [Timestamp.milliseconds(since)]
+            }
+            if query.latestOnly {
+                conditions.append(
+                    "NOT EXISTS (SELECT 1 FROM run later WHERE later.url = run.url AND later.id > run.id)")
             }
             let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
             arguments += [query.limit]
@@ -183,6 +205,28 @@ public final class SQLiteHistoryStore: HistoryStore {
                 if let outcome = TaskOutcome(rawValue: row["outcome"]) { counts[outcome] = row["n"] }
             }
             return counts
+        }
+    }
+
+    public func siteFigures(since: Date) throws -> [SiteFigures] {
+        try database.read { db in
+            var figures: [String: SiteFigures] = [:]
+            var durations: [String: [Int]] = [:]
+            let rows = try Row.fetchCursor(
+                db,
+                sql: "SELECT site, outcome, duration_ms, retries FROM run WHERE last_at >= ? AND site IS NOT NULL",
+                arguments: [Timestamp.milliseconds(since)])
+            while let row = try rows.next() {
+                let site: String = row[0]
+                let outcome: String = row[1]
+                figures[site, default: SiteFigures(site: site)].add(
+                    outcome: TaskOutcome(rawValue: outcome), retries: row[3])
+                if outcome == TaskOutcome.succeeded.rawValue, let duration: Int = row[2] {
+                    durations[site, default: []].append(duration)
+                }
+            }
+            for (site, values) in durations { figures[site]?.setDurations(values) }
+            return figures.values.sorted { $0.site < $1.site }
         }
     }
 

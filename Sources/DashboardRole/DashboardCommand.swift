@@ -51,9 +51,14 @@ public struct DashboardCommand: AsyncParsableCommand {
                     retention: TimeInterval(settings.retentionDays) * 86_400, limits: configuration.limits),
                 logger: logger)
             let status = StatusCache(bus: bus, configuration: configuration)
+            let events = EventPublisher(bus: bus, logger: logger)
+            let actions = DashboardActions(
+                bus: bus, ladder: configuration.retry.ladder,
+                source: "dashboard@\(ProcessInfo.processInfo.hostName)", emit: { events.emit($0) })
+            let live = LiveFeed(store: store) { await status.current() }
             let routes = DashboardRoutes(
                 store: store, access: DashboardAccess(password: settings.password, tokens: settings.apiTokens),
-                logger: logger
+                actions: actions, live: live, logger: logger
             ) { await status.current() }
             let application = Application(
                 router: routes.router(),
@@ -64,7 +69,8 @@ public struct DashboardCommand: AsyncParsableCommand {
                         "dashboard listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
                 },
                 logger: logger)
-            return [recorder, application]
+            // The event publisher first: it stops last, after the actions that emit.
+            return [events, recorder, live, application]
         }
     }
 }

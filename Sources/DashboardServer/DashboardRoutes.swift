@@ -15,19 +15,26 @@ public struct DashboardRoutes: Sendable {
     let store: any HistoryStore
     let status: @Sendable () async -> FleetStatusReport
     let access: DashboardAccess
+    let actions: DashboardActions?
+    let live: LiveFeed?
     let logger: Logger
     let now: @Sendable () -> Date
 
-    /// The largest request body read (a login form).
+    /// The largest request body read (a login form, an action).
     static let maxBodyBytes = 4096
+    /// The largest `POST /api/submit` body: a pasted list of up to ``DashboardActions/maxSubmitInputs`` URLs.
+    static let maxSubmitBytes = 512 * 1024
 
+    /// `actions`: nil refuses them (503); `live`: nil, pages update every 30 s only.
     public init(
-        store: any HistoryStore, access: DashboardAccess, logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() },
+        store: any HistoryStore, access: DashboardAccess, actions: DashboardActions? = nil, live: LiveFeed? = nil,
+        logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         status: @escaping @Sendable () async -> FleetStatusReport
     ) {
         self.store = store
         self.access = access
+        self.actions = actions
+        self.live = live
         self.logger = logger
         self.now = now
         self.status = status
@@ -36,9 +43,40 @@ public struct DashboardRoutes: Sendable {
     public func router() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         // Before routing, so that a path that does not exist says 401 too, not what exists.
-        router.add(middleware: Authentication(access: access, open: ["/healthz", "/login"]))
+        router.add(middleware: SecurityHeaders())
+        router.add(
+            middleware: Authentication(
+                access: access, open: ["/healthz", "/login", "/assets/dashboard.css", "/assets/login.js"],
+                pages: Set(Page.allCases.map(\.rawValue))))
         router.get("/healthz") { _, _ in Response.text("ok\n") }
+        router.get("/login") { _, _ in Response.html(Assets.loginPage) }
         router.post("/login") { request, _ in try await logIn(request) }
+        router.get("/assets/dashboard.css") { _, _ in Response.asset(Assets.stylesheet, type: "text/css; charset=utf-8")
+        }
+        router.get("/assets/dashboard.js") { _, _ in
+            Response.asset(Assets.script, type: "text/javascript; charset=utf-8")
+        }
+        router.get("/assets/login.js") { _, _ in
+            Response.asset(Assets.loginScript, type: "text/javascript; charset=utf-8")
+        }
+        for page in Page.allCases {
+            router.get(RouterPath(page.rawValue)) { request, _ in try await render(page, request) }
+        }
+        router.get("/api/live") { _, _ in liveStream() }
+        router.post("/api/submit") { request, _ in try await act(request, maxBytes: Self.maxSubmitBytes, submit) }
+        router.post("/api/redownload") { request, _ in try await act(request, redownload) }
+        router.post("/api/retries/now") { request, _ in
+            try await act(request) { actions, body in try await retry(actions, body, cancel: false) }
+        }
+        router.post("/api/retries/cancel") { request, _ in
+            try await act(request) { actions, body in try await retry(actions, body, cancel: true) }
+        }
+        router.post("/api/failed/requeue") { request, _ in
+            try await act(request) { actions, body in try await failed(actions, body, purge: false) }
+        }
+        router.post("/api/failed/purge") { request, _ in
+            try await act(request) { actions, body in try await failed(actions, body, purge: true) }
+        }
         router
             .get("/api/session") { request, _ in
                 guard case .session(let session) = Authentication.caller(of: request, access: access) else {
@@ -73,6 +111,190 @@ public struct DashboardRoutes: Sendable {
         return router
     }
 
+    // MARK: Pages
+
+    private func render(_ page: Page, _ request: Request) async throws -> Response {
+        var session: DashboardAccess.Session?
+        var opened = false
+        switch Authentication.caller(of: request, access: access) {
+        case .session(let known): session = known
+        case .token: return Response.error(.forbidden, "a token reads the API; the pages are for a browser session")
+        case nil:
+            // No password (127.0.0.1 only): every browser gets a session, for its CSRF token.
+            session = access.openSession()
+            opened = true
+        }
+        guard let session else { return Response.error(.unauthorized, "log in") }
+        var parameters: [String: String] = [:]
+        for (name, value) in request.uri.queryParameters where parameters[String(name)] == nil {
+            parameters[String(name)] = String(value)
+        }
+        let renderer = PageRenderer(store: store, now: now())
+        let report = await status()
+        let html: HTML
+        if parameters["fragment"] == "1" {
+            html = try renderer.content(page, status: report, parameters: parameters)
+        } else {
+            html = try renderer.page(page, status: report, parameters: parameters, csrfToken: session.csrfToken)
+        }
+        var response = Response.html(html.description)
+        if opened { response.setCookie(Self.cookie(for: session)) }
+        return response
+    }
+
+    private func liveStream() -> Response {
+        guard let stream = live?.watch() else {
+            return Response.error(.serviceUnavailable, "too many pages are watching; this one updates every 30 s")
+        }
+        return Response(
+            status: .ok,
+            headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+            body: ResponseBody { writer in
+                try await writer.write(ByteBuffer(string: "retry: 3000\n\n"))
+                for await change in stream {
+                    try await writer.write(ByteBuffer(string: "event: change\ndata: \(change)\n\n"))
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    // MARK: Actions
+
+    /// An action's request: from a browser session, with its CSRF token, a JSON object body of
+    /// at most `maxBytes`. Tokens are read-only.
+    private func act(
+        _ request: Request, maxBytes: Int = Self.maxBodyBytes,
+        _ perform: (DashboardActions, [String: JSONValue]) async throws -> Response
+    ) async throws -> Response {
+        guard
+            case .session(let session) = Authentication.caller(of: request, access: access)
+                ?? (access.needsLogin ? nil : .token)
+        else {
+            return Response.error(.forbidden, "actions need a browser session (tokens are read-only)")
+        }
+        guard let sent = request.headers[.csrfToken],
+            DashboardAccess.same(Array(sent.utf8), Array(session.csrfToken.utf8))
+        else {
+            return Response.error(.forbidden, "missing or wrong X-CSRF-Token: reload the page")
+        }
+        guard let actions else { return Response.error(.serviceUnavailable, "actions are off: no broker connection") }
+        var request = request
+        guard let body = try? await request.collectBody(upTo: maxBytes) else {
+            return Response.error(.contentTooLarge, "the body is at most \(maxBytes) bytes")
+        }
+        guard case .object(let fields)? = try? JSONValue.parse(Data(buffer: body)) else {
+            return Response.error(.badRequest, "send a JSON object (Content-Type: application/json)")
+        }
+        do {
+            return try await perform(actions, fields)
+        } catch let problem as Problem {
+            return Response.error(.badRequest, problem.message)
+        } catch {
+            logger.error("dashboard action failed", metadata: ["path": "\(request.uri.path)", "error": "\(error)"])
+            return Response.error(.serviceUnavailable, "the broker did not take it: \(error); nothing was changed")
+        }
+    }
+
+    private func submit(_ actions: DashboardActions, _ body: [String: JSONValue]) async throws -> Response {
+        try Self.onlyKeys(body, ["urls", "force"])
+        guard case .array(let items)? = body["urls"], !items.isEmpty else {
+            throw Problem(message: "urls must be a list of story URLs")
+        }
+        guard items.count <= DashboardActions.maxSubmitInputs else {
+            throw Problem(message: "at most \(DashboardActions.maxSubmitInputs) URLs at once")
+        }
+        var inputs: [String] = []
+        for item in items {
+            guard case .string(let text) = item else { throw Problem(message: "urls must hold strings") }
+            inputs.append(text)
+        }
+        let force = try Self.flag(body, "force")
+        let links = StoryLinks.resolve(inputs: inputs)
+        guard !links.stories.isEmpty else {
+            return Response.json(
+                SubmitAnswer(
+                    queued: 0, answers: links.answers(published: false), error: "none of these is a story URL"),
+                status: .badRequest)
+        }
+        let answers = try await actions.submit(inputs, force: force)
+        return Response.json(SubmitAnswer(queued: links.stories.count, answers: answers, error: nil))
+    }
+
+    private func redownload(_ actions: DashboardActions, _ body: [String: JSONValue]) async throws -> Response {
+        try Self.onlyKeys(body, ["url"])
+        let url = try Self.url(body)
+        guard case .success = SiteRules.bundled.resolve(url) else {
+            throw Problem(message: "url is not a story URL of a site FanFicFare knows")
+        }
+        let answers = try await actions.submit([url], force: true)
+        return Response.json(SubmitAnswer(queued: 1, answers: answers, error: nil))
+    }
+
+    private func retry(_ actions: DashboardActions, _ body: [String: JSONValue], cancel: Bool) async throws -> Response
+    {
+        try Self.onlyKeys(body, ["url"])
+        let url = try Self.url(body)
+        let count = cancel ? try await actions.cancelRetry(url: url) : try await actions.retryNow(url: url)
+        guard count > 0 else { return Response.error(.notFound, "no retry of that URL is waiting") }
+        return Response.json(["count": count])
+    }
+
+    private func failed(_ actions: DashboardActions, _ body: [String: JSONValue], purge: Bool) async throws -> Response
+    {
+        try Self.onlyKeys(body, ["urls", "all"])
+        let all = try Self.flag(body, "all")
+        var urls: Set<String>?
+        if case .array(let items)? = body["urls"] {
+            guard !all else { throw Problem(message: "give urls or all, not both") }
+            guard items.count <= 1000 else { throw Problem(message: "at most 1000 urls at once") }
+            urls = []
+            for item in items {
+                guard case .string(let text) = item, !text.isEmpty, text.count <= 2048 else {
+                    throw Problem(message: "urls must hold URLs as strings")
+                }
+                urls?.insert(text)
+            }
+        } else if !all {
+            throw Problem(message: "give urls (a list) or all: true")
+        }
+        let count = purge ? try await actions.purgeFailed(urls: urls) : try await actions.requeueFailed(urls: urls)
+        return Response.json(["count": count])
+    }
+
+    static func onlyKeys(_ body: [String: JSONValue], _ known: [String]) throws {
+        if let unknown = body.keys.sorted().first(where: { !known.contains($0) }) {
+            throw Problem(message: "unknown field '\(unknown.prefix(40))'; known: \(known.joined(separator: ", "))")
+        }
+    }
+
+    static func flag(_ body: [String: JSONValue], _ name: String) throws -> Bool {
+        switch body[name] {
+        case nil, .null: return false
+        case .bool(let value): return value
+        default: throw Problem(message: "\(name) must be true or false")
+        }
+    }
+
+    static func url(_ body: [String: JSONValue]) throws -> String {
+        guard case .string(let url)? = body["url"], !url.isEmpty, url.count <= 2048 else {
+            throw Problem(message: "url must be a story URL (a string of at most 2048 characters)")
+        }
+        return url
+    }
+
+    struct SubmitAnswer: Encodable {
+        let queued: Int
+        let answers: [StoryLinks.Answer]
+        let error: String?
+    }
+
+    static func cookie(for session: DashboardAccess.Session) -> Cookie {
+        Cookie(
+            name: DashboardAccess.sessionCookie, value: session.id,
+            maxAge: Int(DashboardAccess.sessionLifetime.components.seconds), path: "/", httpOnly: true,
+            sameSite: .strict)
+    }
+
     private func logIn(_ request: Request) async throws -> Response {
         guard access.needsLogin else {
             return Response.error(.badRequest, "no password is set (dashboard.password): there is nothing to log in to")
@@ -99,11 +321,7 @@ public struct DashboardRoutes: Sendable {
             return response
         }
         var response = Response.json(["csrf_token": session.csrfToken])
-        response.setCookie(
-            Cookie(
-                name: DashboardAccess.sessionCookie, value: session.id,
-                maxAge: Int(DashboardAccess.sessionLifetime.components.seconds), path: "/", httpOnly: true,
-                sameSite: .strict))
+        response.setCookie(Self.cookie(for: session))
         return response
     }
 
@@ -214,6 +432,8 @@ struct Authentication: RouterMiddleware {
     let access: DashboardAccess
     /// Paths anyone may ask for.
     let open: Set<String>
+    /// The pages: without a session they answer 401 with the login form.
+    let pages: Set<String>
 
     static func caller(of request: Request, access: DashboardAccess) -> DashboardAccess.Caller? {
         access.caller(
@@ -225,14 +445,38 @@ struct Authentication: RouterMiddleware {
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
         if !open.contains(request.uri.path), access.needsLogin, Self.caller(of: request, access: access) == nil {
+            if pages.contains(request.uri.path) {
+                var response = Response.html(Assets.loginPage)
+                response.status = .unauthorized
+                return response
+            }
             return Response.error(.unauthorized, "log in (POST /login) or send Authorization: Bearer TOKEN")
         }
         return try await next(request, context)
     }
 }
 
+/// Headers every answer carries: the pages load scripts and styles from the dashboard only, in
+/// no frame, and nothing is guessed from content.
+struct SecurityHeaders: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        var response = try await next(request, context)
+        response.headers[.contentSecurityPolicy] =
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; form-action 'self'"
+        response.headers[.xContentTypeOptions] = "nosniff"
+        response.headers[.referrerPolicy] = "no-referrer"
+        return response
+    }
+}
+
 extension HTTPField.Name {
     static let csrfToken = Self("X-CSRF-Token")!
+    static let xContentTypeOptions = Self("X-Content-Type-Options")!
+    static let referrerPolicy = Self("Referrer-Policy")!
 }
 
 extension Response {
@@ -248,6 +492,18 @@ extension Response {
         return Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func html(_ text: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "text/html; charset=utf-8", .cacheControl: "no-store"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
+    static func asset(_ text: String, type: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: type, .cacheControl: "max-age=300"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
 
     static func error(_ status: HTTPResponse.Status, _ message: String) -> Response {

@@ -71,6 +71,22 @@ public struct FailedTasks: Sendable {
     /// Deletes every parked message; returns how many there were.
     public func purge() async throws -> UInt32 { try await bus.purgeQueue(FanficTopology.failed) }
 
+    /// Deletes the parked messages that `chosen` picks (nil: every one, tasks or not); returns
+    /// the tasks among them, so that their removal can be told (the dashboard's events).
+    public func remove(where chosen: (@Sendable (TaskMessage) -> Bool)? = nil) async throws -> [TaskMessage] {
+        var removed: [TaskMessage] = []
+        try await sweep { message in
+            let task = try? WireCodec.decode(message.body)
+            if let chosen {
+                guard let task, chosen(task) else { return false }
+            }
+            try await message.ack()
+            if let task { removed.append(task) }
+            return true
+        }
+        return removed
+    }
+
     /// Goes through the messages that are in the queue now, once each, letting `settle` handle
     /// each (true: it did). The others are put back at the tail, in order, as confirmed copies
     /// (then the original is acked): given back with a requeue instead, a quorum queue would count

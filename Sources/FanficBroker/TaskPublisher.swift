@@ -27,10 +27,14 @@ public struct TaskPublisher: Sendable {
     }
 
     /// Sends a failed task to wait in a retry tier; it comes back to `fanfic.ingress` after the delay.
+    /// The message's timestamp says when it began to wait, so that the dashboard can tell how
+    /// long it still has (``WaitingRetries``).
     public func scheduleRetry(
-        _ task: TaskMessage, tier: RetryLadder.Tier, headers: [String: AMQPFieldValue] = [:]
+        _ task: TaskMessage, tier: RetryLadder.Tier, headers: [String: AMQPFieldValue] = [:], now: Date = Date()
     ) async throws {
-        try await publish(task, exchange: FanficTopology.retry, routingKey: tier.name, headers: headers)
+        try await publish(
+            task, exchange: FanficTopology.retry, routingKey: tier.name, headers: headers,
+            timestamp: UInt64(max(0, now.timeIntervalSince1970)))
     }
 
     /// Parks a task in `fanfic.failed` with the reason it could not be done.
@@ -56,10 +60,12 @@ public struct TaskPublisher: Sendable {
     }
 
     private func publish(
-        _ task: TaskMessage, exchange: String, routingKey: String, headers: [String: AMQPFieldValue] = [:]
+        _ task: TaskMessage, exchange: String, routingKey: String, headers: [String: AMQPFieldValue] = [:],
+        timestamp: UInt64? = nil
     ) async throws {
         var properties = AMQPMessageProperties.persistentJSON(messageID: task.id)
         properties.headers.merge(headers) { $1 }
+        properties.timestamp = timestamp
         // Mandatory: a task that no queue would take is an error here, not a silent loss.
         try await bus.publish(
             WireCodec.encode(task), exchange: exchange, routingKey: routingKey, properties: properties,

@@ -26,6 +26,9 @@ public struct FanficEvent: Codable, Sendable, Hashable {
         case taskDeferred = "task.deferred"
         /// Worker: the task went to `fanfic.failed` (`reason`).
         case taskFailed = "task.failed"
+        /// Dashboard: a waiting retry was cancelled, or a failed task purged (`reason`): the task
+        /// is gone from the broker.
+        case taskCancelled = "task.cancelled"
         /// Coordinator: a site was given to a worker, or taken back from it.
         case siteAssigned = "site.assigned"
         case siteReleased = "site.released"
@@ -40,6 +43,9 @@ public struct FanficEvent: Codable, Sendable, Hashable {
         /// Coordinator: this instance became the active one, or finished rebuilding its table.
         case coordinatorActive = "coordinator.active"
         case coordinatorReady = "coordinator.ready"
+        /// Ingester: one check of the mailbox ended (`detail`: messages read; `reason`: why the
+        /// check failed; `duration_ms`).
+        case mailPolled = "mail.polled"
     }
 
     public var version: Int

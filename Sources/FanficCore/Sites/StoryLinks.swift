@@ -22,6 +22,32 @@ public struct StoryLinks: Sendable {
 
     public init() {}
 
+    /// What became of one input, as `fanfic submit --json` and the dashboard's `POST /api/submit`
+    /// answer it: `status` is queued (or `story` when nothing was published), duplicate or refused.
+    public struct Answer: Codable, Sendable, Hashable {
+        public let input: String
+        public let status: String
+        public let site: String?
+        public let url: String?
+        public let reason: String?
+    }
+
+    /// One answer per input: the stories (`queued` when they were published, `story` when not),
+    /// then the duplicates, then the refusals.
+    public func answers(published: Bool) -> [Answer] {
+        stories.map {
+            Answer(
+                input: $0.input, status: published ? "queued" : "story", site: $0.story.site,
+                url: $0.story.canonicalURL, reason: nil)
+        }
+            + duplicates.map {
+                Answer(
+                    input: $0.input, status: "duplicate", site: $0.story.site, url: $0.story.canonicalURL,
+                    reason: "the same story as an earlier input")
+            }
+            + refused.map { Answer(input: $0.input, status: "refused", site: nil, url: nil, reason: $0.reason) }
+    }
+
     /// Every `http(s)://` link in plain text or HTML.
     public static func extract(text: String, html: Bool = false) -> StoryLinks {
         var links = StoryLinks()
