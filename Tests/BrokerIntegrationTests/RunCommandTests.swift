@@ -189,6 +189,61 @@ extension BrokerTests {
         }
 
         @Test(
+            "the dashboard in headless Chromium: log in, add URLs, watch them under Now and History without a reload, requeue a failure"
+        )
+        func dashboardInBrowser() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("browser-\(UUID().uuidString)")
+            let library = try TestLibrary(in: scratch)
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let port = FreePort.pick(in: 20_000...29_999)
+            let password = "a password for the browser \(UUID().uuidString)"
+            let passwordFile = scratch.appendingPathComponent("password")
+            try password.write(to: passwordFile, atomically: true, encoding: .utf8)
+            let roles = try RoleProcesses(
+                extraConfig: """
+                    [calibre]
+                    library = "\(library.folder.path)"
+                    [run]
+                    workers = 2
+                    stop_timeout = 30
+                    [dashboard]
+                    listen = "127.0.0.1:\(port)"
+                    database = "\(scratch.appendingPathComponent("history/dashboard.sqlite").path)"
+                    """)
+            let supervisor = try LaunchedProcess(
+                [
+                    "/usr/bin/env", "FANFIC_DASHBOARD_PASSWORD_FILE=\(passwordFile.path)", BuiltProducts.path("fanfic"),
+                    "run", "--config", roles.configPath,
+                ],
+                output: roles.directory.appendingPathComponent("run.log").path)
+            try await waitUntil("the dashboard answers", timeout: .seconds(60), every: .milliseconds(200)) {
+                (try? ChildProcess.run(["curl", "-sf", "--max-time", "5", "http://127.0.0.1:\(port)/healthz"]).status)
+                    == 0
+            }
+            // Screenshots are the test's artifacts: kept under .build, looked at by people.
+            let artifacts = TestBroker.repositoryRoot.appendingPathComponent(".build/test-artifacts/dashboard")
+            let browser = try LaunchedProcess(
+                [
+                    "/usr/bin/env", "DASHBOARD_URL=http://127.0.0.1:\(port)",
+                    "DASHBOARD_PASSWORD_FILE=\(passwordFile.path)", "ARTIFACTS=\(artifacts.path)", "python3",
+                    TestBroker.repositoryRoot.appendingPathComponent("Tests/Browser/dashboard_browser.py").path,
+                ],
+                output: scratch.appendingPathComponent("browser.log").path)
+            try await waitUntil("the browser script ended", timeout: .seconds(600), every: .milliseconds(500)) {
+                !browser.isRunning
+            }
+            #expect(browser.exitStatus == 0, "\(browser.text)\n--- fanfic run:\n\(supervisor.text.suffix(3000))")
+            for page in ["login", "now", "history", "failed", "sites"] {
+                #expect(
+                    FileManager.default.fileExists(atPath: artifacts.appendingPathComponent("\(page).png").path),
+                    "screenshot of \(page)")
+            }
+            let stopped = await supervisor.terminate(timeout: .seconds(60))
+            #expect(stopped == 0, "\(supervisor.text.suffix(2000))")
+            #expect(!supervisor.text.contains(password), "the password is never logged")
+        }
+
+        @Test(
             "run.sh on a provisioned machine: config and library made, local broker started, books, SIGTERM stops all")
         func runScript() async throws {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("runsh-\(UUID().uuidString)")

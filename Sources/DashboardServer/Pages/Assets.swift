@@ -13,6 +13,8 @@ enum Assets {
         main, section.add { padding: 0 1.2em; }
         section.add { padding-top: 1em; display: grid; gap: .3em; max-width: 60em; }
         section.add form { display: grid; gap: .3em; }
+        section.add form button { justify-self: start; padding: .2em 1.5em; }
+        nav.tabs { display: flex; gap: .5em; margin: 1em 0 0; }
         textarea { width: 100%; font: inherit; }
         h2 { font-size: 15px; margin: 1.2em 0 .4em; }
         table { border-collapse: collapse; width: 100%; }

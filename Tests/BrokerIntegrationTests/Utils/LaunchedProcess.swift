@@ -30,6 +30,9 @@ final class LaunchedProcess {
         return false
     }
 
+    /// Its exit status, once ``isRunning`` has seen it exit.
+    var exitStatus: Int32? { reaped }
+
     /// SIGTERM, then its exit status once it has exited (nil if not within `timeout`).
     func terminate(timeout: Duration) async -> Int32? {
         if let reaped { return reaped }
