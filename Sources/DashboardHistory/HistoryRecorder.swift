@@ -38,6 +38,7 @@ public final class HistoryRecorder: Service {
     private let settings: Settings
     private let logger: Logger
     private let now: @Sendable () -> Date
+    private let observe: @Sendable (FanficEvent) -> Void
     private let counts = Mutex(Counts())
 
     /// What the recorder has done so far.
@@ -49,10 +50,12 @@ public final class HistoryRecorder: Service {
         public var pruned = 0
     }
 
+    /// `observe` sees each event once it is recorded (the dashboard's metrics).
     public init(
         bus: any MessageBus, store: any HistoryStore, settings: Settings, logger: Logger,
-        now: @escaping @Sendable () -> Date = { Date() }
+        now: @escaping @Sendable () -> Date = { Date() }, observe: @escaping @Sendable (FanficEvent) -> Void = { _ in }
     ) {
+        self.observe = observe
         self.bus = bus
         self.store = store
         self.settings = settings
@@ -99,6 +102,7 @@ public final class HistoryRecorder: Service {
                             throw HistoryStoreFailure(underlying: "\(error)")
                         }
                         counts.withLock { $0.recorded += 1 }
+                        observe(event)
                     case .failure(let refusal):
                         counts.withLock { $0.refused += 1 }
                         logger.warning(

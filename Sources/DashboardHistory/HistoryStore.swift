@@ -18,6 +18,10 @@ public protocol HistoryStore: Sendable {
     /// How many runs stand at each outcome, among those with an event at or after `since`.
     func outcomeCounts(since: Date) throws -> [TaskOutcome: Int]
 
+    /// The latest events of these types (about no task: mail polls, workers, sites), newest
+    /// first, at most `limit` (and ``HistoryQuery/maxLimit``).
+    func events(of kinds: [FanficEvent.Kind], limit: Int) throws -> [FanficEvent]
+
     /// Each site's runs with an event at or after `since`: outcomes, retries, durations.
     func siteFigures(since: Date) throws -> [SiteFigures]
 

@@ -70,6 +70,7 @@ public final class SQLiteHistoryStore: HistoryStore {
                 sql: """
                     ALTER TABLE run ADD COLUMN duration_ms INTEGER;
                     ALTER TABLE run ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX event_type_at ON event(type, at);
                     """)
         }
         return migrator
@@ -205,6 +206,20 @@ public final class SQLiteHistoryStore: HistoryStore {
                 if let outcome = TaskOutcome(rawValue: row["outcome"]) { counts[outcome] = row["n"] }
             }
             return counts
+        }
+    }
+
+    public func events(of kinds: [FanficEvent.Kind], limit: Int) throws -> [FanficEvent] {
+        guard !kinds.isEmpty, limit > 0 else { return [] }
+        return try database.read { db in
+            let bodies = try Data.fetchAll(
+                db,
+                sql: """
+                    SELECT body FROM event WHERE type IN (\(kinds.map { _ in "?" }.joined(separator: ",")))
+                    ORDER BY at DESC, id DESC LIMIT ?
+                    """,
+                arguments: StatementArguments(kinds.map(\.rawValue)) + [min(limit, HistoryQuery.maxLimit)])
+            return bodies.compactMap { try? WireCodec.decodeEvent($0) }
         }
     }
 

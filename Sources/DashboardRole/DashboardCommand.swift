@@ -45,11 +45,12 @@ public struct DashboardCommand: AsyncParsableCommand {
             } catch {
                 throw CannotStart(["dashboard.database '\(settings.database)' cannot be opened: \(error)"])
             }
+            let metrics = DashboardMetrics()
             let recorder = HistoryRecorder(
                 bus: bus, store: store,
                 settings: HistoryRecorder.Settings(
                     retention: TimeInterval(settings.retentionDays) * 86_400, limits: configuration.limits),
-                logger: logger)
+                logger: logger, observe: { metrics.observe($0) })
             let status = StatusCache(bus: bus, configuration: configuration)
             let events = EventPublisher(bus: bus, logger: logger)
             let actions = DashboardActions(
@@ -58,7 +59,8 @@ public struct DashboardCommand: AsyncParsableCommand {
             let live = LiveFeed(store: store) { await status.current() }
             let routes = DashboardRoutes(
                 store: store, access: DashboardAccess(password: settings.password, tokens: settings.apiTokens),
-                actions: actions, live: live, logger: logger
+                actions: actions, live: live, metrics: metrics,
+                recorderCounts: { (recorder.current.recorded, recorder.current.refused) }, logger: logger
             ) { await status.current() }
             let application = Application(
                 router: routes.router(),

@@ -17,6 +17,9 @@ public struct DashboardRoutes: Sendable {
     let access: DashboardAccess
     let actions: DashboardActions?
     let live: LiveFeed?
+    let metrics: DashboardMetrics?
+    /// The recorder's counts of events recorded and refused, for `/metrics`.
+    let recorderCounts: @Sendable () -> (recorded: Int, refused: Int)?
     let logger: Logger
     let now: @Sendable () -> Date
 
@@ -28,6 +31,8 @@ public struct DashboardRoutes: Sendable {
     /// `actions`: nil refuses them (503); `live`: nil, pages update every 30 s only.
     public init(
         store: any HistoryStore, access: DashboardAccess, actions: DashboardActions? = nil, live: LiveFeed? = nil,
+        metrics: DashboardMetrics? = nil,
+        recorderCounts: @escaping @Sendable () -> (recorded: Int, refused: Int)? = { nil },
         logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
         status: @escaping @Sendable () async -> FleetStatusReport
     ) {
@@ -35,6 +40,8 @@ public struct DashboardRoutes: Sendable {
         self.access = access
         self.actions = actions
         self.live = live
+        self.metrics = metrics
+        self.recorderCounts = recorderCounts
         self.logger = logger
         self.now = now
         self.status = status
@@ -63,6 +70,13 @@ public struct DashboardRoutes: Sendable {
             router.get(RouterPath(page.rawValue)) { request, _ in try await render(page, request) }
         }
         router.get("/api/live") { _, _ in liveStream() }
+        router.get("/metrics") { _, _ in
+            guard let metrics else { return Response.error(.notFound, "metrics are off") }
+            let text = metrics.scrape(status: await status(), recorder: recorderCounts())
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
         router.post("/api/submit") { request, _ in try await act(request, maxBytes: Self.maxSubmitBytes, submit) }
         router.post("/api/redownload") { request, _ in try await act(request, redownload) }
         router.post("/api/retries/now") { request, _ in

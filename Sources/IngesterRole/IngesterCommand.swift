@@ -36,11 +36,14 @@ public struct IngesterCommand: AsyncParsableCommand {
                 logger.notice("no mailbox configured (email.server is empty); nothing to poll")
                 return [IdleUntilStopped()]
             }
+            let events = EventPublisher(bus: bus, logger: logger)
+            // The event publisher first: it stops last, so the last poll's event still goes out.
             return [
+                events,
                 Ingester(
                     settings: Ingester.Settings(email: configuration.email), bus: bus,
                     notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger),
-                    logger: logger)
+                    logger: logger, emit: { events.emit($0) }),
             ]
         }
     }

@@ -37,10 +37,16 @@ public final class Ingester: Service {
     let publisher: TaskPublisher
     let notifier: any Notifier
     let logger: Logger
+    /// Tells `fanfic.events` of each poll (`mail.polled`), for the dashboard's history.
+    let emit: @Sendable (FanficEvent) -> Void
+    /// `ingester@<host>`: the events' source.
+    let source = "ingester@\(ProcessInfo.processInfo.hostName)"
 
     public init(
-        settings: Settings, mailbox: any Mailbox, bus: any MessageBus, notifier: any Notifier, logger: Logger
+        settings: Settings, mailbox: any Mailbox, bus: any MessageBus, notifier: any Notifier, logger: Logger,
+        emit: @escaping @Sendable (FanficEvent) -> Void = { _ in }
     ) {
+        self.emit = emit
         self.settings = settings
         self.mailbox = mailbox
         self.publisher = TaskPublisher(bus: bus, retryFor: .seconds(10))
@@ -49,15 +55,17 @@ public final class Ingester: Service {
     }
 
     /// The ingester of the configured IMAP mailbox.
-    public convenience init(settings: Settings, bus: any MessageBus, notifier: any Notifier, logger: Logger) {
+    public convenience init(
+        settings: Settings, bus: any MessageBus, notifier: any Notifier, logger: Logger,
+        emit: @escaping @Sendable (FanficEvent) -> Void = { _ in }
+    ) {
         let email = settings.email
         let mailbox = IMAPMailbox(
             settings: IMAPMailbox.Settings(
                 server: email.server, username: email.username, password: email.password,
                 tls: IMAPMailbox.Settings.TLSMode(rawValue: email.tls.rawValue) ?? .implicit,
                 caFile: email.caFile.isEmpty ? nil : email.caFile))
-        self.init(
-            settings: settings, mailbox: mailbox, bus: bus, notifier: notifier, logger: logger)
+        self.init(settings: settings, mailbox: mailbox, bus: bus, notifier: notifier, logger: logger, emit: emit)
     }
 
     /// Polls every folder once.
@@ -87,6 +95,20 @@ public final class Ingester: Service {
     }
 
     func poll(_ folder: String) async -> PollReport {
+        let started = ContinuousClock.now
+        let report = await read(folder)
+        var event = FanficEvent(
+            .mailPolled, source: source,
+            detail: "\(report.folder): \(report.messages) message(s), \(report.tasksQueued) task(s) queued"
+                + (report.deferred > 0 ? ", \(report.deferred) left for the next poll" : "")
+                + (report.skipped > 0 ? ", \(report.skipped) too big (skipped)" : ""),
+            durationMilliseconds: (ContinuousClock.now - started).wholeMilliseconds)
+        event.reason = report.failed
+        emit(event)
+        return report
+    }
+
+    private func read(_ folder: String) async -> PollReport {
         var report = PollReport(folder: folder)
         let uids: [UInt32]
         do {

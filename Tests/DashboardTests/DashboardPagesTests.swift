@@ -43,6 +43,9 @@ struct DashboardPagesTests {
             event(.taskRouted, "http://test3.com?sid=3", site: "test3.com", seconds: -20),
             event(.taskRetrying, "http://test3.com?sid=3", site: "test3.com", seconds: -10),
             event(.taskRouted, hostile, seconds: -5),
+            FanficEvent(
+                .mailPolled, source: "ingester@h", at: at.addingTimeInterval(-3), detail: "INBOX: 3 message(s)"),
+            FanficEvent(.workerDead, source: "c", at: at.addingTimeInterval(-2), worker: "w9"),
         ])
         let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: DashboardActionsTests.ladder))
         let actions = DashboardActions(
@@ -110,6 +113,7 @@ struct DashboardPagesTests {
             #expect(now.contains("data-action=\"retry-now\" data-url=\"http://test3.com?sid=3\""))
             let history = try #require(pages[.history])
             #expect(history.contains("http://test1.com?sid=1") && history.contains("data-action=\"redownload\""))
+            #expect(history.contains("INBOX: 3 message(s)") && history.contains("worker w9"), "mail checks, workers")
             let sites = try #require(pages[.sites])
             #expect(sites.contains("test1.com") && sites.contains("100%") && sites.contains("0%"))
             let failed = try #require(pages[.failed])

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import MailIngest
 import Notifications
+import Synchronization
 import Testing
 
 /// The ingester's settings on an in-memory mailbox and bus: no IMAP server, no broker.
@@ -141,4 +142,28 @@ struct IngesterSettingsTests {
         #expect(setup.recorder.sent.count == 1 && setup.recorder.sent[0].contains("email.max_message_bytes"))
         #expect(await setup.poll().map(\.messages) == [0], "and not looked at again")
     }
+
+    @Test("each poll is told on fanfic.events as mail.polled: what it read, or why it could not")
+    func pollEvents() async {
+        let setup = Setup()
+        let events = EventSink()
+        let ingester = Ingester(
+            settings: Ingester.Settings(email: setup.email), mailbox: setup.mailbox, bus: setup.bus,
+            notifier: setup.recorder, logger: Logger(label: "test"), emit: { events.append($0) })
+        setup.mailbox.deliver(Self.mail("http://test1.com?sid=1 http://test2.com?sid=2"))
+        _ = await ingester.pollOnce()
+        setup.mailbox.fail(with: "connection refused")
+        _ = await ingester.pollOnce()
+        let polled = events.all
+        #expect(polled.map(\.kind) == [.mailPolled, .mailPolled])
+        #expect(polled[0].detail == "INBOX: 1 message(s), 2 task(s) queued" && polled[0].reason == nil)
+        #expect(polled[1].reason?.contains("connection refused") == true)
+        #expect(polled.allSatisfy { $0.source.hasPrefix("ingester@") && $0.durationMilliseconds != nil })
+    }
+}
+
+final class EventSink: Sendable {
+    private let events = Mutex<[FanficEvent]>([])
+    func append(_ event: FanficEvent) { events.withLock { $0.append(event) } }
+    var all: [FanficEvent] { events.withLock { $0 } }
 }

@@ -197,7 +197,24 @@ struct PageRenderer {
             <select name="window" aria-label="time">\(windows)</select>
             <button type="submit">Search</button></form>
             \(Self.table("Task runs", headers: ["Last event", "Outcome", "Site", "Story (click for its timeline)", "Book", ""], rows: rows, empty: "No task run matches."))
+            \(try fleetEvents())
             """
+    }
+
+    /// Mail checks, workers joining and dying, sites pausing: what happened beside the tasks.
+    private func fleetEvents() throws -> HTML {
+        let events = try store.events(
+            of: [.mailPolled, .workerJoined, .workerDead, .sitePaused, .siteResumed, .coordinatorActive], limit: 50)
+        let rows = events.map { event in
+            let what = [event.worker.map { "worker \($0)" }, event.site, event.detail, event.reason]
+                .compactMap { $0 }.joined(separator: " · ")
+            return HTML(
+                "<tr><td>\(ago(event.at))</td><td>\(event.kind.rawValue)</td><td>\(event.source)</td><td>\(what)</td></tr>"
+            )
+        }
+        return Self.table(
+            "Mail checks, workers and sites", headers: ["When", "Event", "From", "What"], rows: rows,
+            empty: "Nothing yet.")
     }
 
     private static func timeline(_ events: [FanficEvent]) -> HTML {
