@@ -30,7 +30,7 @@ create() { # NAME CONTENT
 create rabbitmq_admin_password "$(random)"
 # The operator's URL (`docker compose run --rm admin failed list`): the admin user's password.
 create admin_broker_url "$scheme://admin:$(head -n 1 "$dir/rabbitmq_admin_password")@$host:$port/$vhost"
-for role in coordinator worker ingester cli; do
+for role in coordinator worker ingester cli dashboard; do
     create "${role}_broker_url" "$scheme://fanfic-$role:$(random)@$host:$port/$vhost"
 done
 # Yours to fill in (empty = not used): the IMAP password, and Apprise URLs (one per line or
@@ -38,4 +38,8 @@ done
 create email_password ""
 create calibre_password "$(random)"
 create apprise_urls ""
+# The dashboard's login (its page asks for it; change it whenever you like), and read-only API
+# tokens for scripts and homepage widgets (one per line, 16 characters or more; empty = none).
+create dashboard_password "$(random)"
+create dashboard_api_tokens ""
 echo "make-secrets.sh: in $dir:${made:- nothing new (every secret exists)}"

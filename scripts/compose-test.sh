@@ -89,6 +89,7 @@ bridge=$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)
 export RABBITMQ_ADDRESS=$bridge RABBITMQ_PORT=${FANFIC_COMPOSE_AMQP_PORT:-31672}
 export RABBITMQ_MANAGEMENT_PORT=${FANFIC_COMPOSE_MANAGEMENT_PORT:-31673}
 export CALIBRE_ADDRESS=$bridge CALIBRE_PORT=${FANFIC_COMPOSE_CALIBRE_PORT:-31680}
+export DASHBOARD_PORT=${FANFIC_COMPOSE_DASHBOARD_PORT:-31681}
 
 # --- Images --------------------------------------------------------------------------------
 build_start=$SECONDS
@@ -158,6 +159,15 @@ wait_for "the CLI submits the first story" 180 cli submit "$first"
 wait_for "the first book in the library" 300 has_books "$first"
 note "up -d to the first book: $((SECONDS - up_start))s (broker start, admission, FanFicFare, calibredb through the server)"
 
+# The dashboard service: its login is the secret make-secrets.sh made; it saw the dozen stories.
+dashboard="http://127.0.0.1:$DASHBOARD_PORT"
+jar="$work/dashboard.cookies"
+dashboard_login() { # the password from the secret, in a form read from standard input: never argv
+    printf 'password=%s' "$(cat secrets/dashboard_password)" |
+        curl -sf --max-time 5 -c "$jar" -o "$work/dashboard-login.json" --data-binary @- "$dashboard/login"
+}
+wait_for "the dashboard's login" 120 dashboard_login
+
 dc up -d --scale worker=3 >/dev/null 2>&1 || fail "up -d --scale worker=3"
 wait_for "three workers home-1..3 in cli status" 120 workers_are home-1 home-2 home-3
 dozen=()
@@ -196,6 +206,21 @@ PY
 cli status >"$work/status.txt" 2>&1 || fail "cli status"
 grep -q "home-3" "$work/status.txt" || fail "cli status text lists no home-3"
 note "cli status: broker, active coordinator, 3 workers (host, heartbeat, queue, tasks done), ingress, failed, retry tiers as expected"
+
+# The dashboard saw the dozen stories (it was up before they were submitted).
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$dashboard/api/history")" = 401 ] ||
+    fail "the dashboard answers /api/history without a session"
+dashboard_history_done() {
+    curl -sf --max-time 5 -b "$jar" "$dashboard/api/history?outcome=succeeded&limit=1000" >"$work/history.json" &&
+        python3 -c 'import json, sys
+urls = {run["url"] for run in json.load(open(sys.argv[1]))}
+sys.exit(0 if set(sys.argv[2:]) <= urls else 1)' "$work/history.json" "${dozen[@]}"
+}
+wait_for "the dashboard's history of the dozen stories" 60 dashboard_history_done
+curl -sf --max-time 5 -b "$jar" "$dashboard/" | grep -q 'home-3' || fail "the dashboard's Now page lists no home-3"
+curl -sf --max-time 5 -b "$jar" "$dashboard/metrics" | grep -q '^fanfic_tasks_total{outcome="succeeded"' ||
+    fail "the dashboard's /metrics counts no succeeded task"
+note "dashboard: login with secrets/dashboard_password, 401 without; history of the dozen stories, Now lists the workers, /metrics counts them"
 
 # The scale is the .env's: a plain `up -d` keeps three workers, with the same ids.
 dc up -d >/dev/null 2>&1 || fail "plain up -d"

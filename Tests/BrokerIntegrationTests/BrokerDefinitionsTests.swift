@@ -16,6 +16,7 @@ extension BrokerTests {
     @Suite("RabbitMQ definitions: one least-privilege user per role")
     struct BrokerDefinitionsTests {
         static let docker = TestBroker.repositoryRoot.appendingPathComponent("docker")
+        static let token = "definitions-test-token-0123456789"
 
         @Test("each role works with its own user; what a role does not need is refused")
         func rolesWithTheirOwnUsers() async throws {
@@ -26,7 +27,9 @@ extension BrokerTests {
             let secrets = scratch.appendingPathComponent("secrets")
             defer {
                 TestBroker.deleteVirtualHost(vhost)
-                for user in ["admin", "fanfic-coordinator", "fanfic-worker", "fanfic-ingester", "fanfic-cli"] {
+                for user in [
+                    "admin", "fanfic-coordinator", "fanfic-worker", "fanfic-ingester", "fanfic-cli", "fanfic-dashboard",
+                ] {
                     _ = try? TestBroker.script("ctl", "-q", "delete_user", user)
                 }
                 try? FileManager.default.removeItem(at: scratch)
@@ -41,7 +44,7 @@ extension BrokerTests {
             #expect(again.stdout.contains("nothing new"), "existing secrets are kept: \(again.stdout)")
 
             var urls: [String: String] = [:]
-            for role in ["coordinator", "worker", "ingester", "cli"] {
+            for role in ["coordinator", "worker", "ingester", "cli", "dashboard"] {
                 urls[role] = try String(
                     contentsOf: secrets.appendingPathComponent("\(role)_broker_url"), encoding: .utf8
                 )
@@ -134,6 +137,36 @@ extension BrokerTests {
             try await waitUntil("the worker ran the emailed story", timeout: .seconds(60), every: .milliseconds(200)) {
                 ((try? String(contentsOfFile: records, encoding: .utf8)) ?? "").contains("sid=2")
             }
+            // The dashboard as its own user, with the secrets make-secrets.sh made: it records the
+            // history, answers the status, and requeues a failed task (it reads fanfic.failed).
+            let port = FreePort.pick(in: 20_000...29_999)
+            try "\(Self.token)\n".write(
+                to: secrets.appendingPathComponent("dashboard_api_tokens"), atomically: true, encoding: .utf8)
+            let dashboard = try LaunchedProcess(
+                [
+                    "/usr/bin/env", secret("dashboard"), "FANFIC_DASHBOARD_LISTEN=127.0.0.1:\(port)",
+                    "FANFIC_DASHBOARD_PASSWORD_FILE=\(secrets.path)/dashboard_password",
+                    "FANFIC_DASHBOARD_API_TOKENS_FILE=\(secrets.path)/dashboard_api_tokens",
+                    "FANFIC_DASHBOARD_DATABASE=\(scratch.path)/dashboard/history.sqlite",
+                    BuiltProducts.path("dashboard"), "--config", config,
+                ], output: scratch.appendingPathComponent("dashboard.log").path)
+            defer { _ = dashboard }
+            let header = scratch.appendingPathComponent("auth-header")
+            try "Authorization: Bearer \(Self.token)\n".write(to: header, atomically: true, encoding: .utf8)
+            func dashboardGet(_ path: String) -> String {
+                (try? ChildProcess.run(
+                    ["curl", "-sf", "--max-time", "5", "-H", "@\(header.path)", "http://127.0.0.1:\(port)\(path)"]
+                ).stdout) ?? ""
+            }
+            try await waitUntil("the dashboard answers its status", timeout: .seconds(60), every: .milliseconds(500)) {
+                dashboardGet("/api/status").contains("\"active\"")
+            }
+            let later = try cli(["submit", "http://test3.com?sid=3"])
+            #expect(later.status == 0, "\(later.stderr)")
+            try await waitUntil("the dashboard recorded the run", timeout: .seconds(60), every: .milliseconds(500)) {
+                dashboardGet("/api/history?url=test3.com").contains("task.routed")
+            }
+            #expect(!dashboard.text.contains("ACCESS_REFUSED"), "\(dashboard.text.suffix(1500))")
             #expect(!coordinator.text.contains("ACCESS_REFUSED"), "\(coordinator.text.suffix(1500))")
             #expect(!worker.text.contains("ACCESS_REFUSED"), "\(worker.text.suffix(1500))")
 

@@ -5,7 +5,7 @@
 #   render-definitions.sh TEMPLATE OUTPUT SECRETS_DIR [VHOST]
 #
 # SECRETS_DIR holds rabbitmq_admin_password and coordinator_broker_url, worker_broker_url,
-# ingester_broker_url, cli_broker_url (amqp[s]://fanfic-ROLE:PASSWORD@host:port/vhost, the
+# ingester_broker_url, cli_broker_url, dashboard_broker_url (amqp[s]://fanfic-ROLE:PASSWORD@host:port/vhost, the
 # password in letters and digits as docker/make-secrets.sh makes them). Passwords are stored
 # as RabbitMQ's salted SHA-256 hashes; OUTPUT is written readable by its owner only.
 set -eu
@@ -37,4 +37,5 @@ sed -e "s|@VHOST@|$vhost|g" \
     -e "s|@WORKER_HASH@|$(hash "$(password_of worker)")|" \
     -e "s|@INGESTER_HASH@|$(hash "$(password_of ingester)")|" \
     -e "s|@CLI_HASH@|$(hash "$(password_of cli)")|" \
+    -e "s|@DASHBOARD_HASH@|$(hash "$(password_of dashboard)")|" \
     "$template" >"$output"

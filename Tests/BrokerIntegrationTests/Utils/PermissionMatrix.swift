@@ -30,7 +30,7 @@ enum PermissionMatrix {
         }
     }
 
-    static let roles = ["admin", "coordinator", "worker", "ingester", "cli"]
+    static let roles = ["admin", "coordinator", "worker", "ingester", "cli", "dashboard"]
     static let worker = FanficTopology.workerQueue(id: "matrix")
     static let victim = "fanfic.backlog.matrix-victim"
 
@@ -47,30 +47,33 @@ enum PermissionMatrix {
             ),
             (
                 .declare("a status reply queue", FanficTopology.statusReplies(FanficTopology.statusReplyQueue())),
-                owners.union(["cli"])
+                owners.union(["cli", "dashboard"])
             ),
+            (.declare("the dashboard's event queue", FanficTopology.dashboard()), owners.union(["dashboard"])),
             (.delete(victim), owners),
             (.delete(FanficTopology.ingress), []),  // tried only by the refused roles: see run()
-            (.purge(FanficTopology.failed), owners),
+            // The dashboard reads fanfic.failed (its Failed page's requeue and purge), so it may purge it.
+            (.purge(FanficTopology.failed), owners.union(["dashboard"])),
             (.purge(FanficTopology.ingress), owners),
             (.purge(worker), owners.union(["worker"])),
             (.get(FanficTopology.ingress), owners),
             (.get(FanficTopology.control), owners),
-            (.get(FanficTopology.failed), owners),
+            (.get(FanficTopology.failed), owners.union(["dashboard"])),
+            (.get(FanficTopology.retryQueue(ladder.tiers[0])), owners.union(["dashboard"])),
             (.get(FanficTopology.backlogQueue(site: "test1.com")), owners),
             (.get(worker), owners.union(["worker"])),
             (.get(FanficTopology.replyQueue(worker: "matrix")), owners.union(["worker"])),
-            (.consume(FanficTopology.failed), owners),
+            (.consume(FanficTopology.failed), owners.union(["dashboard"])),
             (.consume(worker), owners.union(["worker"])),
         ]
         let publishers: [(String, Set<String>)] = [
-            (FanficTopology.ingress, ["coordinator", "ingester", "cli"]),
+            (FanficTopology.ingress, ["coordinator", "ingester", "cli", "dashboard"]),
             (FanficTopology.control, ["coordinator", "worker"]),
-            (FanficTopology.failed, ["coordinator", "worker"]),
-            (FanficTopology.retry, ["coordinator", "worker"]),
-            (FanficTopology.events, ["coordinator", "worker"]),
+            (FanficTopology.failed, ["coordinator", "worker", "dashboard"]),
+            (FanficTopology.retry, ["coordinator", "worker", "dashboard"]),
+            (FanficTopology.events, ["coordinator", "worker", "ingester", "dashboard"]),
             (FanficTopology.dispatch, ["coordinator"]),
-            (FanficTopology.status, ["coordinator", "cli"]),
+            (FanficTopology.status, ["coordinator", "cli", "dashboard"]),
             (FanficTopology.statusReplies, ["coordinator"]),
             ("", []),
         ]
