@@ -269,7 +269,7 @@ let package = Package(
         .executableTarget(
             name: "DashboardBenchmark",
             dependencies: [
-                "DashboardHistory", "FanficCore",
+                "DashboardHistory", "DashboardServer", "FanficBroker", "FanficCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],

@@ -24,7 +24,10 @@ print("floor: %d event rows by primary key, decoded, as JSON: %.2f ms" % (400, r
 print("%-15s %6s %9s %9s" % ("query", "runs", "ms", "vs floor"))
 for q in r["queries"]:
     print("%-15s %6d %9.2f %8.2fx" % (q["query"], q["runs_returned"], q["ms"], q["vs_floor"]))
-print("outcome counts (the widget), all %d runs: %.2f ms" % (r["runs"], r["outcome_counts_ms"]))'
+print("outcome counts (the widget), all %d runs: %.2f ms" % (r["runs"], r["outcome_counts_ms"]))
+print("%-24s %9s %9s %9s" % ("page (server time)", "ms", "vs floor", "KiB"))
+for p in r["pages"]:
+    print("%-24s %9.2f %8.2fx %9.1f" % (p["page"], p["ms"], p["ms"] / r["floor_ms"], p["bytes"] / 1024))'
 
 # The role, idle: connected, its queue consumed, nothing to do.
 work="$(mktemp -d /tmp/dashboard-bench.XXXXXX)"

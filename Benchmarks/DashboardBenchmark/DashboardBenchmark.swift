@@ -1,5 +1,7 @@
 import ArgumentParser
 import DashboardHistory
+import DashboardServer
+import FanficBroker
 import FanficCore
 import Foundation
 import GRDB
@@ -37,7 +39,9 @@ struct DashboardBenchmark: ParsableCommand {
                 FanficEvent(
                     kind, source: "worker:bench", at: at.addingTimeInterval(Double(step)), worker: "bench", site: site,
                     url: "http://\(site)?sid=\(index)", reason: kind == .taskFailed ? "story not found" : nil,
-                    detail: kind == .taskSucceeded ? "updated" : nil)
+                    detail: kind == .taskSucceeded ? "updated" : nil,
+                    durationMilliseconds: kind == .taskSucceeded || kind == .taskFailed
+                        ? 400 + index * 7919 % 20_000 : nil)
             }
         }
 
@@ -113,13 +117,41 @@ struct DashboardBenchmark: ParsableCommand {
             ])
         }
         let countsMilliseconds = try median { _ = try store.outcomeCounts(since: start) }
+
+        // The pages, rendered as the server renders them (store queries and HTML), with a fleet
+        // of 4 workers each running one of the history's stories.
+        let end = start.addingTimeInterval(Double(runs) * 26)
+        let renderer = PageRenderer(store: store, now: end)
+        var status = FleetStatusReport(brokerURL: "amqp://bench")
+        status.active = "coordinator@bench"
+        status.workers = sites.enumerated().map { index, site in
+            FleetStatusReport.Worker(
+                status: WorkerStatus(
+                    id: "bench-\(index)", host: "bench", site: site, current: "http://\(site)?sid=\(runs - 1 - index)"),
+                queued: 2)
+        }
+        status.backlogs = ["test1.com": 12]
+        let pages: [(String, Page, [String: String])] = [
+            ("Now", .now, [:]), ("History", .history, [:]), ("History: URL search", .history, ["q": "sid=4242"]),
+            ("History: failed, 24 h", .history, ["outcome": "failed", "window": "24h"]),
+            ("Sites, 24 h", .sites, ["window": "24h"]), ("Sites, 30 d", .sites, ["window": "30d"]),
+            ("Failed", .failed, [:]),
+        ]
+        var pageResults: [[String: Any]] = []
+        for (name, page, parameters) in pages {
+            var bytes = 0
+            let milliseconds = try median {
+                bytes = try renderer.render(page, status: status, parameters: parameters).utf8.count
+            }
+            pageResults.append(["page": name, "ms": (milliseconds * 100).rounded() / 100, "bytes": bytes])
+        }
         let result: [String: Any] = [
             "runs": runs, "events": try store.eventCount(),
             "record_events_per_s": Int(Double(recorded) / recordSeconds),
             "bare_insert_events_per_s": Int(Double(recorded) / bareSeconds),
             "record_vs_bare": (bareSeconds / recordSeconds * 100).rounded() / 100,
             "floor_ms": (floor * 100).rounded() / 100, "queries": results,
-            "outcome_counts_ms": (countsMilliseconds * 100).rounded() / 100,
+            "outcome_counts_ms": (countsMilliseconds * 100).rounded() / 100, "pages": pageResults,
         ]
         let json = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
         FileHandle.standardOutput.write(json + Data("\n".utf8))

@@ -126,11 +126,12 @@ public struct SiteFigures: Sendable, Hashable, Codable {
         succeeded + failed == 0 ? nil : Double(succeeded) / Double(succeeded + failed)
     }
 
-    mutating func add(outcome: TaskOutcome?, retries: Int) {
-        runs += 1
+    /// Adds `runs` runs that stand at `outcome` and went through `retries` retries.
+    mutating func add(outcome: TaskOutcome?, runs: Int = 1, retries: Int) {
+        self.runs += runs
         self.retries += retries
-        if outcome == .succeeded { succeeded += 1 }
-        if outcome == .failed { failed += 1 }
+        if outcome == .succeeded { succeeded += runs }
+        if outcome == .failed { failed += runs }
     }
 
     /// The median and 95th percentile (nearest rank) of `values`.

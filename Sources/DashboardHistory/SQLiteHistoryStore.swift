@@ -71,6 +71,8 @@ public final class SQLiteHistoryStore: HistoryStore {
                     ALTER TABLE run ADD COLUMN duration_ms INTEGER;
                     ALTER TABLE run ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
                     CREATE INDEX event_type_at ON event(type, at);
+                    CREATE INDEX run_outcome_last_at ON run(outcome, last_at);
+                    CREATE INDEX run_site_figures ON run(site, outcome, last_at, duration_ms, retries);
                     """)
         }
         return migrator
@@ -224,23 +226,32 @@ public final class SQLiteHistoryStore: HistoryStore {
     }
 
     public func siteFigures(since: Date) throws -> [SiteFigures] {
-        try database.read { db in
+        let cutoff = Timestamp.milliseconds(since)
+        return try database.read { db in
+            // Counted by SQLite; only the durations come out, as integers, site by site.
             var figures: [String: SiteFigures] = [:]
-            var durations: [String: [Int]] = [:]
-            let rows = try Row.fetchCursor(
+            let rows = try Row.fetchAll(
                 db,
-                sql: "SELECT site, outcome, duration_ms, retries FROM run WHERE last_at >= ? AND site IS NOT NULL",
-                arguments: [Timestamp.milliseconds(since)])
-            while let row = try rows.next() {
+                sql: """
+                    SELECT site, outcome, count(*), sum(retries) FROM run
+                    WHERE last_at >= ? AND site IS NOT NULL GROUP BY site, outcome
+                    """,
+                arguments: [cutoff])
+            for row in rows {
                 let site: String = row[0]
-                let outcome: String = row[1]
                 figures[site, default: SiteFigures(site: site)].add(
-                    outcome: TaskOutcome(rawValue: outcome), retries: row[3])
-                if outcome == TaskOutcome.succeeded.rawValue, let duration: Int = row[2] {
-                    durations[site, default: []].append(duration)
-                }
+                    outcome: TaskOutcome(rawValue: row[1]), runs: row[2], retries: row[3])
             }
-            for (site, values) in durations { figures[site]?.setDurations(values) }
+            for site in figures.keys {
+                let durations = try Int.fetchAll(
+                    db,
+                    sql: """
+                        SELECT duration_ms FROM run WHERE site = ? AND last_at >= ? AND outcome = 'succeeded'
+                            AND duration_ms IS NOT NULL
+                        """,
+                    arguments: [site, cutoff])
+                figures[site]?.setDurations(durations)
+            }
             return figures.values.sorted { $0.site < $1.site }
         }
     }

@@ -16,6 +16,11 @@ public struct FleetStatusReport: Encodable, Sendable {
         /// Tasks waiting in `fanfic.worker.<id>` (not counting the one it runs).
         public var queued: Int?
 
+        public init(status: WorkerStatus, queued: Int?) {
+            self.status = status
+            self.queued = queued
+        }
+
         public func encode(to encoder: any Encoder) throws {
             try status.encode(to: encoder)
             var container = encoder.container(keyedBy: CodingKeys.self)

@@ -53,6 +53,9 @@ def main():
             executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.set_default_timeout(TIMEOUT_MS)
+        # expect() has a timeout of its own (5 s by default): every wait here is for the live
+        # system, bounded by the same deadline.
+        expect.set_options(timeout=TIMEOUT_MS)
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
 

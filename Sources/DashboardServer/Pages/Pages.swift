@@ -6,13 +6,13 @@ import Foundation
 /// The dashboard's pages, rendered on the server: Now, History, Sites and Failed. Each page's
 /// `<main>` is also served alone (`?fragment=1`), which the page's script fetches again whenever
 /// the live feed says something changed: the page stays current without a reload.
-enum Page: String, CaseIterable, Sendable {
+public enum Page: String, CaseIterable, Sendable {
     case now = "/"
     case history = "/history"
     case sites = "/sites"
     case failed = "/failed"
 
-    var title: String {
+    public var title: String {
         switch self {
         case .now: "Now"
         case .history: "History"
@@ -23,9 +23,24 @@ enum Page: String, CaseIterable, Sendable {
 }
 
 /// What a page is rendered from: the store, the fleet's status, the time, and the request.
-struct PageRenderer {
+public struct PageRenderer: Sendable {
     let store: any HistoryStore
     let now: Date
+
+    public init(store: any HistoryStore, now: Date) {
+        self.store = store
+        self.now = now
+    }
+
+    /// The page's HTML as the server sends it (`fragment`: its `<main>` alone), for benchmarks.
+    public func render(
+        _ page: Page, status: FleetStatusReport, parameters: [String: String] = [:], fragment: Bool = false
+    ) throws -> String {
+        fragment
+            ? try content(page, status: status, parameters: parameters).description
+            : try self.page(page, status: status, parameters: parameters, csrfToken: String(repeating: "0", count: 64))
+                .description
+    }
 
     /// The whole page: the layout around ``content(_:status:parameters:)``.
     func page(_ page: Page, status: FleetStatusReport, parameters: [String: String], csrfToken: String) throws -> HTML {
@@ -264,7 +279,7 @@ struct PageRenderer {
     // MARK: Failed
 
     private func failedPage(_ status: FleetStatusReport) throws -> HTML {
-        let runs = try store.history(HistoryQuery(outcome: .failed, limit: 500, latestOnly: true))
+        let runs = try store.history(HistoryQuery(outcome: .failed, limit: Self.failedShown, latestOnly: true))
         let rows = runs.map { run in
             let failure = run.timeline.last { $0.kind == .taskFailed }
             return HTML(
@@ -277,11 +292,15 @@ struct PageRenderer {
         }
         return """
             <p>\(status.failed.map { "\($0) message(s) in fanfic.failed." } ?? "fanfic.failed's depth is not known.")
+            \(runs.count == Self.failedShown ? "The latest \(Self.failedShown) are listed." : "")
             <button type="button" data-action="failed-requeue-all">Requeue all</button>
             <button type="button" data-action="failed-purge-all">Purge all</button></p>
             \(Self.table("Failed tasks", headers: ["Failed", "Site", "Story", "Reason", "Attempts", ""], rows: rows, empty: "No task has failed."))
             """
     }
+
+    /// The Failed page lists at most this many (the latest); "Requeue all" takes every one.
+    static let failedShown = 200
 
     // MARK: Pieces
 
