@@ -71,8 +71,10 @@ public struct DashboardCommand: AsyncParsableCommand {
                         "dashboard listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
                 },
                 logger: logger)
-            // The event publisher first: it stops last, after the actions that emit.
-            return [events, recorder, live, application]
+            // Stopped in reverse order: the live feed first (it ends the pages' streams, which
+            // the HTTP server would otherwise wait for), the event publisher last (after the
+            // actions that emit).
+            return [events, recorder, application, live]
         }
     }
 }

@@ -182,7 +182,19 @@ extension BrokerTests {
             #expect(status.body.contains("\"active\""))
             #expect(try get("/api/history?limit=0").status == 400)
 
+            // A page left open (its live feed) does not hold the dashboard's stop up: the stream
+            // is ended properly (curl exits 0), not cut when the stop times out (curl exits 18).
+            let live = try LaunchedProcess(
+                ["curl", "-sN", "--max-time", "120", "-H", "@\(header.path)", "http://127.0.0.1:\(port)/api/live"],
+                output: scratch.appendingPathComponent("live.log").path)
+            try await waitUntil("the live feed said change", timeout: .seconds(30), every: .milliseconds(200)) {
+                live.text.contains("event: change")
+            }
             let stopped = await supervisor.terminate(timeout: .seconds(60))
+            try await waitUntil("the live feed ended", timeout: .seconds(30), every: .milliseconds(200)) {
+                !live.isRunning
+            }
+            #expect(live.exitStatus == 0, "the stream was cut: curl exit \(live.exitStatus ?? -1)")
             #expect(stopped == 0, "\(supervisor.text.suffix(2000))")
             #expect(Self.processes(mentioning: roles.configPath).isEmpty)
             #expect(!supervisor.text.contains(token), "the token is never logged")
