@@ -82,6 +82,8 @@ public enum TaskOutcome: String, Sendable, Codable, CaseIterable {
 public struct HistoryQuery: Sendable, Hashable {
     /// A part of the task's URL (case-insensitive).
     public var url: String?
+    /// A part of the URL or of the story's title (case-insensitive): the History page's search.
+    public var text: String?
     /// The site key, exactly.
     public var site: String?
     public var outcome: TaskOutcome?
@@ -95,9 +97,10 @@ public struct HistoryQuery: Sendable, Hashable {
     public static let maxLimit = 1000
 
     public init(
-        url: String? = nil, site: String? = nil, outcome: TaskOutcome? = nil, since: Date? = nil, limit: Int = 100,
-        latestOnly: Bool = false
+        url: String? = nil, text: String? = nil, site: String? = nil, outcome: TaskOutcome? = nil,
+        since: Date? = nil, limit: Int = 100, latestOnly: Bool = false
     ) {
+        self.text = text
         self.latestOnly = latestOnly
         self.url = url
         self.site = site
@@ -179,6 +182,8 @@ public struct SiteFigures: Sendable, Hashable, Codable {
 /// One task run: a URL from the event that started the run to its outcome, with every event.
 public struct TaskHistory: Sendable, Hashable, Codable {
     public var url: String
+    /// The story's title, once a worker has read its EPUB.
+    public var title: String?
     public var site: String?
     public var outcome: TaskOutcome
     public var calibreID: Int?
@@ -201,7 +206,7 @@ public struct TaskHistory: Sendable, Hashable, Codable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case url, site, outcome, timeline
+        case url, title, site, outcome, timeline
         case calibreID = "calibre_id"
         case firstAt = "first_at"
         case lastAt = "last_at"

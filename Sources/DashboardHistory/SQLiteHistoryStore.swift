@@ -73,6 +73,20 @@ public final class SQLiteHistoryStore: HistoryStore {
                     CREATE INDEX event_type_at ON event(type, at);
                     CREATE INDEX run_outcome_last_at ON run(outcome, last_at);
                     CREATE INDEX run_site_figures ON run(site, outcome, last_at, duration_ms, retries);
+                    ALTER TABLE run ADD COLUMN title TEXT;
+                    CREATE VIRTUAL TABLE run_title_search USING fts5(
+                        title, content = 'run', content_rowid = 'id', tokenize = 'trigram');
+                    CREATE TRIGGER run_title_search_insert AFTER INSERT ON run WHEN new.title IS NOT NULL BEGIN
+                        INSERT INTO run_title_search(rowid, title) VALUES (new.id, new.title);
+                    END;
+                    CREATE TRIGGER run_title_search_update AFTER UPDATE OF title ON run BEGIN
+                        INSERT INTO run_title_search(run_title_search, rowid, title)
+                            SELECT 'delete', old.id, old.title WHERE old.title IS NOT NULL;
+                        INSERT INTO run_title_search(rowid, title) SELECT new.id, new.title WHERE new.title IS NOT NULL;
+                    END;
+                    CREATE TRIGGER run_title_search_delete AFTER DELETE ON run WHEN old.title IS NOT NULL BEGIN
+                        INSERT INTO run_title_search(run_title_search, rowid, title) VALUES ('delete', old.id, old.title);
+                    END;
                     """)
         }
         return migrator
@@ -112,16 +126,21 @@ public final class SQLiteHistoryStore: HistoryStore {
                         outcome?.rawValue, !(outcome?.isFinal ?? false), at, at, event.site, event.calibreID,
                         Self.runDuration(event), event.kind == .taskRetrying ? 1 : 0, id,
                     ])
+                // Only when it says one and another: each change rewrites the title's search entry.
+                if let title = event.title {
+                    try db.execute(
+                        sql: "UPDATE run SET title = ? WHERE id = ? AND title IS NOT ?", arguments: [title, id, title])
+                }
                 runID = id
             } else if let outcome = TaskRun.outcome(after: event, current: nil) {
                 try db.execute(
                     sql: """
-                        INSERT INTO run (url, site, outcome, calibre_id, first_at, last_at, open, duration_ms, retries)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO run (url, site, outcome, calibre_id, first_at, last_at, open, duration_ms, retries, title)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         url, event.site, outcome.rawValue, event.calibreID, at, at, !outcome.isFinal,
-                        Self.runDuration(event), event.kind == .taskRetrying ? 1 : 0,
+                        Self.runDuration(event), event.kind == .taskRetrying ? 1 : 0, event.title,
                     ])
                 runID = db.lastInsertedRowID
             }
@@ -141,16 +160,15 @@ public final class SQLiteHistoryStore: HistoryStore {
             var conditions: [String] = []
             var arguments: StatementArguments = []
             if let url = query.url, !url.isEmpty {
-                if url.count >= 3, !url.contains(where: { "%_\\".contains($0) }) {
-                    // The trigram index answers LIKE '%text%' (case-insensitive) without reading
-                    // every run; it cannot take an ESCAPE clause, so text with LIKE's own
-                    // characters goes the slow way below.
-                    conditions.append("id IN (SELECT rowid FROM run_url_search WHERE url LIKE ?)")
-                    arguments += ["%" + url + "%"]
-                } else {
-                    conditions.append("url LIKE ? ESCAPE '\\'")
-                    arguments += [Self.likePattern(containing: url)]
-                }
+                let (condition, argument) = Self.contains(url, column: "url", index: "run_url_search")
+                conditions.append(condition)
+                arguments += [argument]
+            }
+            if let text = query.text, !text.isEmpty {
+                let (inURL, urlArgument) = Self.contains(text, column: "url", index: "run_url_search")
+                let (inTitle, titleArgument) = Self.contains(text, column: "title", index: "run_title_search")
+                conditions.append("(\(inURL) OR \(inTitle))")
+                arguments += [urlArgument, titleArgument]
             }
             if let site = query.site {
                 conditions.append("site = ?")
@@ -190,10 +208,12 @@ public final class SQLiteHistoryStore: HistoryStore {
             }
             return runs.map { run in
                 let id: Int64 = run["id"]
-                return TaskHistory(
+                var history = TaskHistory(
                     url: run["url"], site: run["site"], outcome: TaskOutcome(rawValue: run["outcome"]) ?? .queued,
                     calibreID: run["calibre_id"], firstAt: Timestamp.date(milliseconds: run["first_at"]),
                     lastAt: Timestamp.date(milliseconds: run["last_at"]), timeline: timelines[id] ?? [])
+                history.title = run["title"]
+                return history
             }
         }
     }
@@ -271,6 +291,16 @@ public final class SQLiteHistoryStore: HistoryStore {
 
     public func eventCount() throws -> Int {
         try database.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM event") ?? 0 }
+    }
+
+    /// The condition that `column` contains `text` (case-insensitive), and its argument. The
+    /// trigram index answers LIKE '%text%' without reading every run; it cannot take an ESCAPE
+    /// clause, so text shorter than a trigram or with LIKE's own characters goes the slow way.
+    static func contains(_ text: String, column: String, index: String) -> (String, DatabaseValueConvertible) {
+        if text.count >= 3, !text.contains(where: { "%_\\".contains($0) }) {
+            return ("id IN (SELECT rowid FROM \(index) WHERE \(column) LIKE ?)", "%" + text + "%")
+        }
+        return ("\(column) LIKE ? ESCAPE '\\'", likePattern(containing: text))
     }
 
     /// `%text%` with LIKE's own characters taken literally.

@@ -345,7 +345,7 @@ public struct DashboardRoutes: Sendable {
         let message: String
     }
 
-    static let historyParameters = ["url", "site", "outcome", "since", "limit"]
+    static let historyParameters = ["url", "q", "site", "outcome", "since", "limit"]
 
     /// `GET /api/history`'s parameters, each checked; the first problem names the parameter and
     /// what it takes.
@@ -357,6 +357,9 @@ public struct DashboardRoutes: Sendable {
             case "url":
                 guard value.count <= 2048 else { return .failure(Problem(message: "url is at most 2048 characters")) }
                 query.url = value
+            case "q":
+                guard value.count <= 2048 else { return .failure(Problem(message: "q is at most 2048 characters")) }
+                query.text = value
             case "site":
                 guard value.count <= 256 else { return .failure(Problem(message: "site is at most 256 characters")) }
                 query.site = value

@@ -20,6 +20,12 @@ public enum StoryEPUB {
 
     /// The URL the EPUB says the story came from.
     public static func sourceURL(of epub: URL) throws(Unreadable) -> String {
+        try metadata(of: epub).sourceURL
+    }
+
+    /// What the EPUB's package document says of the story: where it came from (required) and its
+    /// title (at most ``maximumTitleLength`` characters, when present).
+    public static func metadata(of epub: URL) throws(Unreadable) -> (sourceURL: String, title: String?) {
         let archive: Archive
         do {
             archive = try Archive(url: epub, accessMode: .read)
@@ -37,7 +43,17 @@ public enum StoryEPUB {
         guard let url = sourceURL(inPackage: package) else {
             throw Unreadable(description: "\(epub.lastPathComponent) names no source URL in its metadata")
         }
-        return url
+        return (url, title(inPackage: package))
+    }
+
+    /// A title longer than this is cut (it only names the story in events and pages).
+    static let maximumTitleLength = 500
+
+    /// `dc:title`, unescaped, its white space collapsed, cut to ``maximumTitleLength``.
+    public static func title(inPackage package: String) -> String? {
+        guard let raw = firstMatch(#"(?i)<dc:title\b[^>]*>\s*([^<]*?)\s*</dc:title>"#, in: package) else { return nil }
+        let title = unescape(raw).split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        return title.isEmpty ? nil : String(title.prefix(maximumTitleLength))
     }
 
     /// `dc:identifier` with scheme URL first (what calibre stores), else `dc:source`; only an

@@ -60,6 +60,8 @@ public struct FanficEvent: Codable, Sendable, Hashable {
     /// The story's own URL, as FanFicFare wrote it into the EPUB (the library's identity for
     /// it), when a worker knows it; may differ from `url` (another spelling of the story).
     public var storyURL: String?
+    /// The story's title, as its EPUB says, when a worker read it.
+    public var title: String?
     public var taskID: String?
     public var calibreID: Int?
     /// Where a routed task went: `fanfic.worker.<id>` or `fanfic.backlog.<site>`.
@@ -75,6 +77,7 @@ public struct FanficEvent: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey {
         case version, kind = "type", source, at, worker, site, url
         case storyURL = "story_url"
+        case title
         case taskID = "task_id"
         case calibreID = "calibre_id"
         case destination, reason, detail, attempt
@@ -132,6 +135,7 @@ extension WireCodec {
         try bound("task_id", event.taskID, 128)
         try bound("url", event.url, limits.maxURLLength)
         try bound("story_url", event.storyURL, limits.maxURLLength)
+        try bound("title", event.title, 1000)
         try bound("destination", event.destination, 512)
         try bound("reason", event.reason, maxTextLength)
         try bound("detail", event.detail, maxTextLength)

@@ -170,8 +170,9 @@ public struct StoryPipeline: TaskRunner {
         }
         // The story's identity is the URL FanFicFare wrote into the EPUB, not the task's spelling.
         let storyURL: String
+        let title: String?
         do {
-            storyURL = try StoryEPUB.sourceURL(of: story)
+            (storyURL, title) = try StoryEPUB.metadata(of: story)
         } catch {
             return .permanent("FanFicFare's EPUB for this story is unusable: \(error)")
         }
@@ -190,10 +191,10 @@ public struct StoryPipeline: TaskRunner {
         } else {
             let id = try await write { try await library.add(story, in: jail) }
             if let failure = try await checkAdded(id, storyURL: storyURL, in: jail) { return failure }
-            return .stored(book: id, detail: "new", notify: true, storyURL: storyURL)
+            return .stored(book: id, detail: "new", notify: true, storyURL: storyURL, title: title)
         }
         if case .upToDate = outcome, method != .updateAlways, task.behavior != .force {
-            return .stored(book: book, detail: "up to date", notify: false, storyURL: storyURL)
+            return .stored(book: book, detail: "up to date", notify: false, storyURL: storyURL, title: title)
         }
         // A forced update (or one FanFicFare did not flag) may still bring fewer chapters.
         if let before = bookChapters, let after = StoryEPUB.chapterCount(of: story), after < before,
@@ -214,7 +215,7 @@ public struct StoryPipeline: TaskRunner {
         if keepPrevious, id != book {
             try await write { try await library.keepOriginal(of: id, epub: previous, in: jail) }
         }
-        return .stored(book: id, detail: detail, notify: true, storyURL: storyURL)
+        return .stored(book: id, detail: detail, notify: true, storyURL: storyURL, title: title)
     }
 
     /// Puts an updated EPUB into the library by the metadata mode; returns the book id now.

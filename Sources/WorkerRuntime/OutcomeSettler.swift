@@ -115,10 +115,11 @@ public struct OutcomeSettler: Sendable {
             taskID: task.id, attempt: task.attempt, durationMilliseconds: milliseconds)
         event.stagesMilliseconds = stages?.isEmpty == false ? stages : nil
         switch outcome {
-        case .stored(let book, let detail, let notify, let storyURL):
+        case .stored(let book, let detail, let notify, let storyURL, let title):
             event.calibreID = book
             event.detail = detail
             event.storyURL = storyURL
+            event.title = title
             logger.info("story in the library", metadata: ["book": "\(book)", "detail": "\(detail)"])
             emit(event)
             if notify {

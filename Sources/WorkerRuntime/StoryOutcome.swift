@@ -1,8 +1,8 @@
 /// What became of one story: the pipeline's answer, which ``OutcomeSettler`` records.
 public enum StoryOutcome: Sendable, Hashable {
     /// In the library as `book`; `detail`: new, updated, up to date, not updated (why);
-    /// `storyURL`: the story's own URL when its EPUB was read.
-    case stored(book: Int, detail: String, notify: Bool, storyURL: String?)
+    /// `storyURL` and `title`: the story's own URL and title when its EPUB was read.
+    case stored(book: Int, detail: String, notify: Bool, storyURL: String?, title: String? = nil)
     /// Worth another try later, through the retry ladder.
     case retryable(String)
     /// Will not succeed by trying again: parked in `fanfic.failed`.

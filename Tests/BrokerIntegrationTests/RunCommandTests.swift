@@ -176,6 +176,7 @@ extension BrokerTests {
                     kinds.starts(with: ["task.routed", "task.started"]) && kinds.last == "task.succeeded",
                     "\(run["url"] ?? ""): \(kinds)")
                 #expect(run["calibre_id"] is Int, "\(run)")
+                #expect((run["title"] as? String)?.isEmpty == false, "the title FanFicFare wrote: \(run)")
             }
             let status = try get("/api/status")
             #expect(status.status == 200, "\(status.body)")

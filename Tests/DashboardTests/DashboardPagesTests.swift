@@ -30,7 +30,7 @@ struct DashboardPagesTests {
         func event(_ kind: FanficEvent.Kind, _ url: String, site: String = "test1.com", seconds: Double) -> FanficEvent
         {
             var event = FanficEvent(kind, source: "w", at: at.addingTimeInterval(seconds), site: site, url: url)
-            if kind == .taskSucceeded { event.durationMilliseconds = 2000 }
+            if kind == .taskSucceeded { (event.durationMilliseconds, event.title) = (2000, "<i>Tea</i> & Cake") }
             if kind == .taskFailed { event.reason = "story not found" }
             if kind == .taskRetrying { (event.reason, event.attempt) = ("timed out", 1) }
             return event
@@ -114,6 +114,7 @@ struct DashboardPagesTests {
             let history = try #require(pages[.history])
             #expect(history.contains("http://test1.com?sid=1") && history.contains("data-action=\"redownload\""))
             #expect(history.contains("INBOX: 3 message(s)") && history.contains("worker w9"), "mail checks, workers")
+            #expect(history.contains("<b>&lt;i&gt;Tea&lt;/i&gt; &amp; Cake</b>"), "the title, escaped")
             let sites = try #require(pages[.sites])
             #expect(sites.contains("test1.com") && sites.contains("100%") && sites.contains("0%"))
             let failed = try #require(pages[.failed])
@@ -128,6 +129,10 @@ struct DashboardPagesTests {
             try await client.execute(uri: "/history?q=sid%3D3&fragment=1", method: .get, headers: session) {
                 let html = Self.text($0)
                 #expect(html.contains("sid=3") && !html.contains("sid=2"))
+            }
+            try await client.execute(uri: "/history?q=CAKE&fragment=1", method: .get, headers: session) {
+                let html = Self.text($0)
+                #expect(html.contains("sid=1") && !html.contains("sid=3"), "the search finds titles too")
             }
             try await client.execute(uri: "/assets/dashboard.js", method: .get) { #expect($0.status == .unauthorized) }
             try await client.execute(uri: "/assets/dashboard.js", method: .get, headers: session) {

@@ -120,7 +120,7 @@ struct DashboardRoutesTests {
             ("limit=abc", "limit must be"), ("limit=5000", "limit must be"),
             ("outcome=won", "outcome must be one of queued, running"),
             ("since=yesterday", "since must be an ISO 8601 time"),
-            ("colour=blue", "unknown parameter 'colour'; known: url, site, outcome, since, limit"),
+            ("colour=blue", "unknown parameter 'colour'; known: url, q, site, outcome, since, limit"),
         ])
     func badHistoryQuery(query: String, expected: String) async throws {
         let (app, _) = try Self.application()

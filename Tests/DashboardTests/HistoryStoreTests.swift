@@ -113,6 +113,31 @@ struct HistoryStoreTests {
         #expect(HistoryQuery(limit: 0).limit == 1 && HistoryQuery(limit: 1_000_000).limit == HistoryQuery.maxLimit)
     }
 
+    @Test("titles: the search finds a part of the URL or the title; a later title replaces it; pruning forgets it")
+    func titles() throws {
+        let store = try SQLiteHistoryStore.inMemory()
+        var succeeded = Self.event(.taskSucceeded, "http://test1.com?sid=1", at: 2)
+        succeeded.title = "The Dragon's Tale"
+        var other = Self.event(.taskSucceeded, "http://test2.com?sid=2", at: 3, site: "test2.com")
+        other.title = "Tea 100%_percent"
+        try store.record([Self.event(.taskRouted, "http://test1.com?sid=1", at: 1), succeeded, other])
+        #expect(try store.history(HistoryQuery(text: "dragon")).map(\.url) == ["http://test1.com?sid=1"])
+        #expect(try store.history(HistoryQuery(text: "DRAGON'S")).first?.title == "The Dragon's Tale")
+        #expect(try store.history(HistoryQuery(text: "sid=2")).map(\.url) == ["http://test2.com?sid=2"])
+        #expect(try store.history(HistoryQuery(text: "%_p")).map(\.url) == ["http://test2.com?sid=2"])
+        #expect(try store.history(HistoryQuery(text: "nothing like it")).isEmpty)
+        #expect(try store.history(HistoryQuery(url: "dragon")).isEmpty, "url= is the URL only")
+        // The next run of the story, with the title the site has now.
+        var renamed = Self.event(.taskSucceeded, "http://test1.com?sid=1", at: 20)
+        renamed.title = "The Wyvern's Tale"
+        try store.record([Self.event(.taskRouted, "http://test1.com?sid=1", at: 10), renamed])
+        #expect(try store.history(HistoryQuery(text: "wyvern")).count == 1)
+        #expect(try store.history(HistoryQuery(text: "dragon")).count == 1, "the first run keeps its title")
+        try store.prune(before: Self.start.addingTimeInterval(5))
+        #expect(try store.history(HistoryQuery(text: "dragon")).isEmpty)
+        #expect(try store.history(HistoryQuery(text: "wyvern")).count == 1)
+    }
+
     @Test("pruning forgets runs and events older than the cutoff, open runs too, and keeps the rest")
     func prune() throws {
         let store = try SQLiteHistoryStore.inMemory()

@@ -60,6 +60,26 @@ struct StoryEPUBTests {
         #expect(try StoryEPUB.sourceURL(of: sourceOnly) == "https://archiveofourown.org/works/1")
     }
 
+    @Test("the title: entities decoded, white space collapsed, cut at 500 characters, absent when empty")
+    func title() throws {
+        let epub = try Self.epub([
+            "META-INF/container.xml": Self.container,
+            "OEBPS/content.opf": Self.package(
+                """
+                <dc:title>  The Dragon&apos;s
+                   Tale &amp; &#49;  </dc:title>
+                <dc:source>http://test1.com?sid=1</dc:source>
+                """),
+        ])
+        let metadata = try StoryEPUB.metadata(of: epub)
+        #expect(metadata.sourceURL == "http://test1.com?sid=1" && metadata.title == "The Dragon's Tale & 1")
+        #expect(StoryEPUB.title(inPackage: Self.package("<dc:title> </dc:title>")) == nil)
+        #expect(StoryEPUB.title(inPackage: Self.package("")) == nil)
+        let long = StoryEPUB.title(
+            inPackage: Self.package("<dc:title>\(String(repeating: "a", count: 900))</dc:title>"))
+        #expect(long?.count == 500)
+    }
+
     @Test("an EPUB that names no story is a clear error, never a guess")
     func unreadable() throws {
         let cases: [(String, URL)] = [

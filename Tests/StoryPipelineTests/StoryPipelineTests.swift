@@ -87,7 +87,7 @@ struct StoryPipelineUnitTests {
 
         let unforced = ScriptedDownloader([.init(outcome: .fileNewerThanStory, storyURL: nil)])
         let kept = await run(pipeline(unforced) { $0.updateMethod = .updateNoForce }, url)
-        guard case .stored(5, let detail, false, nil) = kept else {
+        guard case .stored(5, let detail, false, nil, _) = kept else {
             Issue.record("unexpected \(kept)")
             return
         }
@@ -140,7 +140,7 @@ struct StoryPipelineUnitTests {
             .init(outcome: .updated(fromChapters: 5, toChapters: 3), storyURL: url, chapters: 3),
         ])
         let outcome = await run(pipeline(downloader) { $0.onFewerChapters = mode }, url)
-        guard case .stored(let book, let detail, true, _) = outcome else {
+        guard case .stored(let book, let detail, true, _, _) = outcome else {
             Issue.record("unexpected \(outcome)")
             return
         }
@@ -167,7 +167,7 @@ struct StoryPipelineUnitTests {
         let before = try #require(library.books[5]?.epub)
         let downloader = ScriptedDownloader([.init(outcome: .downloaded, storyURL: url, chapters: 2)])
         let outcome = await run(pipeline(downloader) { $0.metadataMode = .addFormat }, url, behavior: .force)
-        guard case .stored(5, let detail, true, _) = outcome else {
+        guard case .stored(5, let detail, true, _, _) = outcome else {
             Issue.record("unexpected \(outcome)")
             return
         }

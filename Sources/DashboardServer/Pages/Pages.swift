@@ -177,7 +177,7 @@ public struct PageRenderer: Sendable {
     private func historyPage(_ parameters: [String: String]) throws -> HTML {
         var query = HistoryQuery(limit: 100)
         let search = String((parameters["q"] ?? "").prefix(2048))
-        if !search.isEmpty { query.url = search }
+        if !search.isEmpty { query.text = search }
         let site = String((parameters["site"] ?? "").prefix(256))
         if !site.isEmpty { query.site = site }
         query.outcome = parameters["outcome"].flatMap(TaskOutcome.init(rawValue:))
@@ -199,14 +199,14 @@ public struct PageRenderer: Sendable {
                 """
                 <tr><td>\(ago(run.lastAt))</td><td><span class="outcome \(run.outcome.rawValue)">\(run.outcome.rawValue)</span></td>\
                 <td>\(run.site ?? "")</td><td><details id="run-\(index)-\(Timestamp.milliseconds(run.firstAt))">\
-                <summary>\(run.url)</summary>\(Self.timeline(run.timeline))</details></td>\
+                <summary>\(run.title.map { HTML("<b>\($0)</b> ") } ?? "")\(run.url)</summary>\(Self.timeline(run.timeline))</details></td>\
                 <td>\(run.calibreID.map { "\($0)" } ?? "")</td>\
                 <td class="actions"><button type="button" data-action="redownload" data-url="\(run.url)">Redownload</button></td></tr>
                 """)
         }
         return """
             <form class="filters" method="get" action="/history">
-            <input type="search" name="q" value="\(search)" placeholder="part of a URL" aria-label="URL contains">
+            <input type="search" name="q" value="\(search)" placeholder="part of a URL or title" aria-label="URL or title contains">
             <input type="text" name="site" value="\(site)" placeholder="site" aria-label="site">
             <select name="outcome" aria-label="outcome">\(outcomes)</select>
             <select name="window" aria-label="time">\(windows)</select>
