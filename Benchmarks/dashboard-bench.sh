@@ -2,8 +2,10 @@
 # The dashboard at size: its history with N task runs (default 100,000; 4 events each), the
 # server time of the usual /api/history questions beside a floor measured in the same run (the
 # same number of event rows read by primary key, decoded and encoded), the recording rate
-# beside bare inserts; then the `dashboard` role itself, idle on the test broker with that
-# history, its memory from /proc/PID/smaps_rollup.
+# beside bare inserts; the pages' server time; then the `dashboard` role itself, idle on the
+# test broker beside a coordinator, both the multi-call `fanfic` binary as `fanfic run` and the
+# images start them (so they share its code pages and the Swift runtime's), its memory from
+# /proc/PID/smaps_rollup.
 #
 #   Benchmarks/dashboard-bench.sh [RUNS]
 set -euo pipefail
@@ -13,7 +15,7 @@ runs="${1:-100000}"
 
 scripts/broker.sh start >/dev/null
 swift build -c release --product dashboard-bench >/dev/null
-swift build -c release --product dashboard >/dev/null
+swift build -c release --product fanfic >/dev/null
 bin="$(swift build -c release --show-bin-path)"
 
 "$bin/dashboard-bench" --runs "$runs" | python3 -c 'import json, sys
@@ -34,6 +36,7 @@ work="$(mktemp -d /tmp/dashboard-bench.XXXXXX)"
 vhost="bench-dashboard"
 cleanup() {
     [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    [ -n "${coordinator:-}" ] && kill "$coordinator" 2>/dev/null && wait "$coordinator" 2>/dev/null
     bench_drop_vhost "$vhost"
     rm -rf "$work"
 }
@@ -47,7 +50,11 @@ url = "$amqp_url"
 listen = "127.0.0.1:$port"
 database = "$work/history.sqlite"
 TOML
-"$bin/dashboard" --config "$work/config.toml" --log-level warning >"$work/log" 2>&1 &
+ln -s "$bin/fanfic" "$work/coordinator"
+ln -s "$bin/fanfic" "$work/dashboard"
+"$work/coordinator" --config "$work/config.toml" --log-level warning >"$work/coordinator.log" 2>&1 &
+coordinator=$!
+"$work/dashboard" --config "$work/config.toml" --log-level warning >"$work/log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
     curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
@@ -64,6 +71,7 @@ for line in open(f"/proc/{sys.argv[1]}/smaps_rollup"):
         fields[parts[0][:-1]] = int(parts[1])
 private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
 threads = open(f"/proc/{sys.argv[1]}/status").read().split("Threads:")[1].split()[0]
-print("dashboard idle: RSS %.1f MiB, PSS %.1f MiB, private %.1f MiB, %s threads (goal: private < 15 MiB)" % (
-    fields["Rss"] / 1024, fields["Pss"] / 1024, private / 1024, threads))
+print("dashboard idle beside a coordinator: RSS %.1f MiB, PSS %.1f MiB, private %.1f MiB (dirty %.1f, of it anonymous %.1f; clean %.1f: code pages no other process maps), %s threads (goal: private < 15 MiB)" % (
+    fields["Rss"] / 1024, fields["Pss"] / 1024, private / 1024, fields.get("Private_Dirty", 0) / 1024,
+    fields.get("Anonymous", 0) / 1024, fields.get("Private_Clean", 0) / 1024, threads))
 PY
