@@ -141,6 +141,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(name: "Sweep", dependencies: ["CalibreLibrary", "FanficCore"], swiftSettings: swiftSettings),
         .target(
             name: "DashboardHistory",
             dependencies: [
@@ -221,7 +222,9 @@ let package = Package(
                 "DashboardHistory", "DashboardServer", "FanficBroker",
                 .product(name: "Hummingbird", package: "hummingbird"),
             ]),
-        commandLibrary("CLICommands", ["AMQP", "FanficBroker", "FanficCore", "Supervision", "WorkerRuntime"]),
+        commandLibrary(
+            "CLICommands",
+            ["AMQP", "CalibreLibrary", "FanficBroker", "FanficCore", "Supervision", "Sweep", "WorkerRuntime"]),
         .executableTarget(
             name: "CoordinatorApp", dependencies: ["AppSupport", "CoordinatorRole"], swiftSettings: swiftSettings),
         .executableTarget(
@@ -296,6 +299,11 @@ let package = Package(
         .testTarget(
             name: "CoordinationTests",
             dependencies: ["Coordination", "FanficCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SweepTests",
+            dependencies: ["CalibreLibrary", "FanficCore", "Sweep", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

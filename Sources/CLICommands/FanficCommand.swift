@@ -8,7 +8,7 @@ public struct FanficCommand: AsyncParsableCommand {
         abstract: "AutomatedFanfic: every story URL you send ends up as a current EPUB in Calibre.",
         subcommands: [
             RunCommand.self, SubmitCommand.self, StatusCommand.self, FailedCommand.self, ConfigCommand.self,
-            TopologyCommand.self,
+            TopologyCommand.self, SweepCommand.self,
         ]
     )
 

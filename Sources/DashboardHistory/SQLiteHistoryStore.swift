@@ -296,7 +296,7 @@ public final class SQLiteHistoryStore: HistoryStore {
     /// The condition that `column` contains `text` (case-insensitive), and its argument. The
     /// trigram index answers LIKE '%text%' without reading every run; it cannot take an ESCAPE
     /// clause, so text shorter than a trigram or with LIKE's own characters goes the slow way.
-    static func contains(_ text: String, column: String, index: String) -> (String, DatabaseValueConvertible) {
+    static func contains(_ text: String, column: String, index: String) -> (String, any DatabaseValueConvertible) {
         if text.count >= 3, !text.contains(where: { "%_\\".contains($0) }) {
             return ("id IN (SELECT rowid FROM \(index) WHERE \(column) LIKE ?)", "%" + text + "%")
         }

@@ -5,7 +5,7 @@ import Foundation
 enum ConfigurationSchema {
     static let sections = [
         "broker", "email", "calibre", "fanficfare", "retry", "notifications", "worker", "run", "coordinator",
-        "limits", "dashboard", "sites",
+        "limits", "dashboard", "sweep", "sites",
     ]
 
     static var fields: [ConfigurationField] {
@@ -72,6 +72,13 @@ enum ConfigurationSchema {
             .stringList("dashboard", "api_tokens", \.dashboard.apiTokens, secrecy: .whole, rule: Rules.apiToken),
             .string("dashboard", "database", \.dashboard.database, rule: Rules.nonEmpty("a file path")),
             .integer("dashboard", "retention_days", \.dashboard.retentionDays, range: 1...3650),
+
+            .integer("sweep", "interval", \.sweep.interval, range: 0...31_536_000),
+            .string(
+                "sweep", "search", \.sweep.search,
+                rule: Rules.nonEmpty("a calibre search, e.g. not tags:\"=Completed\"")),
+            .integer("sweep", "per_site_budget", \.sweep.perSiteBudget, range: 1...10_000),
+            .integer("sweep", "skip_recent_hours", \.sweep.skipRecentHours, range: 0...87_600),
 
             .integer("sites", "cooldown", \.sites.cooldown, range: 1...86_400),
             .integer("sites", "cooldown_max", \.sites.cooldownMax, range: 1...604_800),

@@ -14,6 +14,7 @@ public struct FanficConfiguration: Sendable, Hashable {
     public var coordinator = Coordinator()
     public var limits = Limits()
     public var dashboard = Dashboard()
+    public var sweep = Sweep()
     public var sites = Sites()
 
     public init() {}
@@ -165,6 +166,20 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var database = "dashboard.sqlite"
         /// Days of history kept.
         public var retentionDays = 90
+
+        public init() {}
+    }
+
+    /// Update sweeps: the stories already in the library, checked for new chapters on a schedule.
+    public struct Sweep: Sendable, Hashable {
+        /// Seconds one sweep of the library takes (its checks spread over it); 0: no sweeps.
+        public var interval = 0
+        /// The books a sweep checks: a calibre search expression.
+        public var search = #"not tags:"=Completed""#
+        /// Checks of one site in any hour, at most.
+        public var perSiteBudget = 20
+        /// A book the library updated less than this many hours ago is not checked.
+        public var skipRecentHours = 12
 
         public init() {}
     }
