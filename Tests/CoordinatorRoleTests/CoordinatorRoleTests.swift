@@ -226,9 +226,11 @@ struct CoordinatorRoleTests {
         let scene = try await fleet.sceneWithWorker()
         defer { scene.stop() }
         let (coordinator, w1) = (scene.coordinator, scene.worker)
-        _ = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
-        try await waitUntil("w1 holds test1.com") {
+        let task = try await fleet.submit("http://test1.com?sid=1", site: "test1.com")
+        // The table gives w1 the site before the move into its queue is confirmed: wait for both.
+        try await waitUntil("w1 holds test1.com and its task is in w1's queue") {
             coordinator.board.current.workers.first { $0.id == "w1" }?.site == "test1.com"
+                && fleet.queue(w1.queue).map(\.url) == [task.url]
         }
         _ = try #require(try await w1.take())  // running, not finished
         let forger = fleet.worker("w1")
