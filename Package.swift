@@ -141,7 +141,15 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        .target(name: "Sweep", dependencies: ["CalibreLibrary", "FanficCore"], swiftSettings: swiftSettings),
+        .target(
+            name: "Sweep",
+            dependencies: [
+                "AMQP", "CalibreLibrary", "FanficBroker", "FanficCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "DashboardHistory",
             dependencies: [
@@ -303,7 +311,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SweepTests",
-            dependencies: ["CalibreLibrary", "FanficCore", "Sweep", "TestSupport"],
+            dependencies: [
+                "CalibreLibrary", "FanficBroker", "FanficCore", "Sweep", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

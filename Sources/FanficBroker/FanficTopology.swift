@@ -45,6 +45,17 @@ public enum FanficTopology {
     /// it is back, so a restart loses no events.
     public static let dashboardEvents = "fanfic.dashboard.events"
 
+    /// Direct exchange of update sweeps (docs/sweeps.md): the scheduled checks (routing key
+    /// `delay`) and the sweep's record (`state`).
+    public static let sweep = "fanfic.sweep"
+    /// A sweep's checks, each waiting out its own expiration (its due time), then dead-lettered
+    /// into `fanfic.ingress`. Nobody consumes it.
+    public static let sweepDelay = "fanfic.sweep.delay"
+    /// The last sweep's record (one message).
+    public static let sweepState = "fanfic.sweep.state"
+    /// The lock of the one active sweep scheduler.
+    public static let sweepLock = "fanfic.lock.sweep"
+
     /// Events the dashboard's queue keeps while nobody reads it; past this the oldest go.
     public static let dashboardEventsMaxLength: Int64 = 1_000_000
 
@@ -138,6 +149,7 @@ public enum FanficTopology {
                 ExchangeSpec(name: failed, kind: .fanout),
                 ExchangeSpec(name: dispatch, kind: .direct),
                 ExchangeSpec(name: statusReplies, kind: .direct),
+                ExchangeSpec(name: sweep, kind: .direct),
             ],
             queues: [
                 QueueSpec.quorum(ingress)
@@ -148,12 +160,20 @@ public enum FanficTopology {
                 QueueSpec.quorum(control).singleActiveConsumer().deliveryLimit(controlDeliveryLimit),
                 QueueSpec.quorum(failed).deliveryLimit(keptDeliveryLimit),
                 QueueSpec.quorum(workers).deliveryLimit(keptDeliveryLimit),
+                // Like a retry tier: expired checks go to ingress, at least once.
+                QueueSpec.quorum(sweepDelay)
+                    .deliveryLimit(keptDeliveryLimit)
+                    .deadLetter(exchange: ingress, routingKey: taskRoutingKey)
+                    .atLeastOnceDeadLettering(),
+                QueueSpec.quorum(sweepState).deliveryLimit(keptDeliveryLimit),
             ],
             bindings: [
                 BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey),
                 BindingSpec(queue: control, exchange: control, routingKey: ""),
                 BindingSpec(queue: failed, exchange: failed, routingKey: ""),
                 BindingSpec(queue: workers, exchange: dispatch, routingKey: workers),
+                BindingSpec(queue: sweepDelay, exchange: sweep, routingKey: "delay"),
+                BindingSpec(queue: sweepState, exchange: sweep, routingKey: "state"),
             ]
         )
         for tier in ladder.tiers {

@@ -1,0 +1,238 @@
+import AMQP
+import CalibreLibrary
+import FanficBroker
+import FanficCore
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// The sweep's record in `fanfic.sweep.state`: which sweep, its checks, and how many of them are
+/// in the broker (docs/sweeps.md). A scheduler that takes over goes on from it.
+public struct SweepRecord: Codable, Sendable, Hashable {
+    public struct Check: Codable, Sendable, Hashable {
+        public let url: String
+        public let site: String
+        public let book: Int
+        public let dueAt: Date
+
+        enum CodingKeys: String, CodingKey {
+            case url, site, book
+            case dueAt = "due_at"
+        }
+    }
+
+    public var version = 1
+    public let id: String
+    public let startsAt: Date
+    public let endsAt: Date
+    public let checks: [Check]
+    /// -1 while the sweep is being released; the last index once every check is in the broker.
+    public var publishedThrough: Int
+
+    public var isComplete: Bool { publishedThrough >= checks.count - 1 }
+
+    enum CodingKeys: String, CodingKey {
+        case version, id, checks
+        case startsAt = "starts_at"
+        case endsAt = "ends_at"
+        case publishedThrough = "published_through"
+    }
+}
+
+/// The one active sweep scheduler of the fleet (the holder of `fanfic.lock.sweep`): when no
+/// sweep is under way it plans one from the library and releases it into the broker ahead of
+/// time, every check waiting in `fanfic.sweep.delay` until it is due; when it takes over from a
+/// scheduler that died while releasing, it releases only what that one had not. A Service.
+public final class SweepScheduler: Service {
+    public struct Settings: Sendable {
+        public var sweep: FanficConfiguration.Sweep
+        /// How far ahead of its first check a sweep is released (the release takes seconds; a
+        /// takeover within this never meets a check that was due meanwhile).
+        public var lead: TimeInterval = 300
+        /// How often a standby looks for the lock, and the holder for the next sweep.
+        public var poll: Duration = .seconds(5)
+
+        public init(sweep: FanficConfiguration.Sweep) { self.sweep = sweep }
+    }
+
+    public static let sweepIDHeader = "x-fanfic-sweep"
+    public static let checkIndexHeader = "x-fanfic-sweep-check"
+    /// When a check is due (Unix milliseconds): what is left of its wait when it is put back.
+    public static let dueHeader = "x-fanfic-sweep-due"
+
+    let bus: any MessageBus
+    let settings: Settings
+    let books: @Sendable () async throws -> [LibraryBook]
+    let logger: Logger
+    let now: @Sendable () -> Date
+
+    public init(
+        bus: any MessageBus, settings: Settings, logger: Logger, now: @escaping @Sendable () -> Date = { Date() },
+        books: @escaping @Sendable () async throws -> [LibraryBook]
+    ) {
+        self.bus = bus
+        self.settings = settings
+        self.logger = logger
+        self.now = now
+        self.books = books
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown { await self.scheduleUntilCancelled() }
+    }
+
+    private func scheduleUntilCancelled() async {
+        while !Task.isCancelled {
+            do {
+                try await bus.waitUntilConnected(timeout: .seconds(5))
+                if try await BrokerLock(FanficTopology.sweepLock, bus: bus).tryAcquire() {
+                    try await step()
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("sweep scheduler: will try again", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: settings.poll)
+        }
+    }
+
+    /// One look, holding the lock: finish a sweep left incomplete, or start the next when the
+    /// last one has ended. Returns what it did (for tests and logs).
+    public enum Step: Sendable, Equatable {
+        case waiting(until: Date)
+        case released(sweep: String, checks: Int)
+        case resumed(sweep: String, checks: Int)
+    }
+
+    @discardableResult
+    public func step() async throws -> Step {
+        if let record = try await readRecord() {
+            if !record.isComplete {
+                return .resumed(sweep: record.id, checks: try await release(record, resuming: true))
+            }
+            if now() < record.endsAt { return .waiting(until: record.endsAt) }
+        }
+        let start = now().addingTimeInterval(settings.lead)
+        let plan = SweepPlanner.plan(books: try await books(), settings: settings.sweep, now: now(), start: start)
+        let record = SweepRecord(
+            id: UUID().uuidString.lowercased(), startsAt: plan.startsAt, endsAt: plan.endsAt,
+            checks: plan.checks.map { .init(url: $0.url, site: $0.site, book: $0.book, dueAt: $0.dueAt) },
+            publishedThrough: -1)
+        try await writeRecord(record)
+        logger.notice(
+            "sweep planned",
+            metadata: [
+                "sweep": "\(record.id)", "checks": "\(record.checks.count)", "sites": "\(plan.sites.count)",
+                "skipped": "\(plan.skipped.count)", "ends": "\(Timestamp.format(record.endsAt))",
+            ])
+        return .released(sweep: record.id, checks: try await release(record, resuming: false))
+    }
+
+    /// Publishes the record's checks after `publishedThrough`, in due order, then records the
+    /// sweep as complete. Resuming one a scheduler left incomplete, what it had published is
+    /// read from the broker (checks are published in index order): every check up to the highest
+    /// index waiting in the delay queue, and every check already due (published with minutes of
+    /// lead, and released since). A check is never published twice; at worst one the dead
+    /// scheduler never published is left to the next sweep.
+    private func release(_ record: SweepRecord, resuming: Bool) async throws -> Int {
+        var record = record
+        var from = record.publishedThrough + 1
+        if resuming {
+            let waiting = try await checksWaiting(of: record.id)
+            let dueByNow = record.checks.lastIndex { $0.dueAt <= now() } ?? -1
+            from = max(from, (waiting.max() ?? -1) + 1, dueByNow + 1)
+        }
+        for index in from..<max(from, record.checks.count) {
+            try await publish(record.checks[index], index: index, of: record.id)
+        }
+        record.publishedThrough = record.checks.count - 1
+        try await writeRecord(record)
+        return max(0, record.checks.count - from)
+    }
+
+    private func publish(_ check: SweepRecord.Check, index: Int, of sweep: String) async throws {
+        let task = TaskMessage(url: check.url, site: check.site, calibreID: check.book, submittedBy: "sweep")
+        var properties = AMQPMessageProperties.persistentJSON(messageID: task.id)
+        properties.headers[Self.sweepIDHeader] = .string(sweep)
+        properties.headers[Self.checkIndexHeader] = .int(Int64(index))
+        properties.headers[Self.dueHeader] = .int(Timestamp.milliseconds(check.dueAt))
+        let wait = max(0, check.dueAt.timeIntervalSince(now()))
+        properties.expiration = String(Int64(wait * 1000))
+        try await bus.publish(
+            WireCodec.encode(task), exchange: FanficTopology.sweep, routingKey: "delay", properties: properties,
+            mandatory: true, retryFor: .seconds(30))
+    }
+
+    /// The indexes of `sweep`'s checks in the delay queue, each put back with what is left of its
+    /// wait (the queue is read once, as `fanfic failed list` reads `fanfic.failed`).
+    private func checksWaiting(of sweep: String) async throws -> Set<Int> {
+        var found: Set<Int> = []
+        let count = Int(try await bus.queueState(FanficTopology.sweepDelay)?.messageCount ?? 0)
+        for _ in 0..<count {
+            guard let message = try await bus.get(queue: FanficTopology.sweepDelay) else { break }
+            var properties = message.properties
+            if case .string(let id) = properties.headers[Self.sweepIDHeader], id == sweep,
+                case .int(let index) = properties.headers[Self.checkIndexHeader]
+            {
+                found.insert(Int(index))
+            }
+            if case .int(let due) = properties.headers[Self.dueHeader] {
+                let left = Timestamp.date(milliseconds: due).timeIntervalSince(now())
+                properties.expiration = String(Int64(max(0, left) * 1000))
+            }
+            try await bus.publish(
+                message.body, exchange: FanficTopology.sweep, routingKey: "delay", properties: properties,
+                mandatory: true, retryFor: .seconds(30))
+            try await message.ack()
+        }
+        return found
+    }
+
+    // MARK: The record
+
+    func readRecord() async throws -> SweepRecord? {
+        let count = Int(try await bus.queueState(FanficTopology.sweepState)?.messageCount ?? 0)
+        var latest: SweepRecord?
+        for _ in 0..<count {
+            guard let message = try await bus.get(queue: FanficTopology.sweepState) else { break }
+            if let record = try? JSONDecoder.sweep.decode(SweepRecord.self, from: message.body) { latest = record }
+            // Put back as it was (read without a redelivery counted against it).
+            try await bus.publish(
+                message.body, exchange: FanficTopology.sweep, routingKey: "state", properties: message.properties,
+                mandatory: true, retryFor: .seconds(30))
+            try await message.ack()
+        }
+        if count > 1, let latest { try await writeRecord(latest) }
+        return latest
+    }
+
+    func writeRecord(_ record: SweepRecord) async throws {
+        // The new record first, then the older ones go: a crash in between leaves two, and the
+        // newest (the last in the queue) is the one read.
+        let before = Int(try await bus.queueState(FanficTopology.sweepState)?.messageCount ?? 0)
+        try await bus.publish(
+            try JSONEncoder.sweep.encode(record), exchange: FanficTopology.sweep, routingKey: "state",
+            properties: .persistentJSON(), mandatory: true, retryFor: .seconds(30))
+        for _ in 0..<before {
+            guard let old = try await bus.get(queue: FanficTopology.sweepState) else { break }
+            try await old.ack()
+        }
+    }
+}
+
+extension JSONEncoder {
+    static var sweep: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .millisecondsSince1970
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var sweep: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .millisecondsSince1970
+        return decoder
+    }
+}
