@@ -223,7 +223,7 @@ let package = Package(
         // coordinator: the core image's) are multi-call binaries over several.
         commandLibrary("CoordinatorRole", ["CoordinatorService"]),
         commandLibrary("IngesterRole", ["MailIngest", "Notifications"]),
-        commandLibrary("WorkerRole", ["StoryPipeline", "WorkerRuntime", "Notifications"]),
+        commandLibrary("WorkerRole", ["CalibreLibrary", "StoryPipeline", "Sweep", "WorkerRuntime", "Notifications"]),
         commandLibrary(
             "DashboardRole",
             [
@@ -405,7 +405,7 @@ let package = Package(
             name: "BrokerIntegrationTests",
             dependencies: [
                 "TestSupport",
-                "AMQP", "CalibreLibrary", "DashboardHistory", "FanficBroker", "FanficCore",
+                "AMQP", "CalibreLibrary", "DashboardHistory", "FanficBroker", "FanficCore", "Sweep",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

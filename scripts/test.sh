@@ -21,7 +21,7 @@ integration='BrokerIntegrationTests|SiteRulesAgreementTests|OutcomeClassifierTes
 # that depends on how the broker behaves, not on FanFicFare or Calibre. Not the TLS and network
 # cut tests (the container has no TLS listener; the cut needs a local socat path), nor the
 # two-node cluster (Debian's nodes).
-rabbitmq4_suites='AMQPClientTests|BrokerDefinitionsTests|DashboardHistoryBrokerTests|WaitingRetriesBrokerTests|DeliveryLimitTests|FailedCommandTests|StatusCommandTests|SubmitCommandTests|CoordinatorServiceTests|IngesterTests'
+rabbitmq4_suites='AMQPClientTests|BrokerDefinitionsTests|DashboardHistoryBrokerTests|WaitingRetriesBrokerTests|SweepBrokerTests|DeliveryLimitTests|FailedCommandTests|StatusCommandTests|SubmitCommandTests|CoordinatorServiceTests|IngesterTests'
 rabbitmq4_skips='tlsConnection|networkCut'
 
 mode=all

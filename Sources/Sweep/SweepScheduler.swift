@@ -47,12 +47,16 @@ public final class SweepScheduler: Service {
     public struct Settings: Sendable {
         public var sweep: FanficConfiguration.Sweep
         /// How far ahead of its first check a sweep is released (the release takes seconds; a
-        /// takeover within this never meets a check that was due meanwhile).
-        public var lead: TimeInterval = 300
+        /// takeover within this never meets a check that was due meanwhile): five minutes, or a
+        /// tenth of a shorter interval.
+        public var lead: TimeInterval
         /// How often a standby looks for the lock, and the holder for the next sweep.
         public var poll: Duration = .seconds(5)
 
-        public init(sweep: FanficConfiguration.Sweep) { self.sweep = sweep }
+        public init(sweep: FanficConfiguration.Sweep) {
+            self.sweep = sweep
+            lead = min(300, max(1, TimeInterval(sweep.interval) / 10))
+        }
     }
 
     public static let sweepIDHeader = "x-fanfic-sweep"

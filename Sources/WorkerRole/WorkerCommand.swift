@@ -1,10 +1,13 @@
 import AMQP
 import AppSupport
 import ArgumentParser
+import CalibreLibrary
 import FanficBroker
 import Foundation
 import Notifications
+import ServiceLifecycle
 import StoryPipeline
+import Sweep
 import WorkerRuntime
 
 public struct WorkerCommand: AsyncParsableCommand {
@@ -67,7 +70,22 @@ public struct WorkerCommand: AsyncParsableCommand {
                 runner: StoryPipeline(configuration: configuration, bus: bus), settler: settler,
                 emit: { [events] in events.emit($0) }, logger: logger)
             // The event publisher stops last: the events of the task in hand still go out.
-            return [events, session]
+            var services: [any Service] = [events, session]
+            if configuration.sweep.interval > 0 {
+                // Every worker offers to schedule sweeps (it has calibre to read the library); the
+                // holder of fanfic.lock.sweep does, the others stand by (docs/sweeps.md).
+                let calibre = configuration.calibre
+                let catalog = LibraryCatalog(
+                    location: CalibreLocation(calibre.library),
+                    credentials: calibre.username.isEmpty
+                        ? nil : CalibreCredentials(username: calibre.username, password: calibre.password))
+                let search = configuration.sweep.search
+                services.append(
+                    SweepScheduler(bus: bus, settings: .init(sweep: configuration.sweep), logger: logger) {
+                        try await catalog.books(matching: search)
+                    })
+            }
+            return services
         }
     }
 }

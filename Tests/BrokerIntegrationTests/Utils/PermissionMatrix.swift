@@ -46,6 +46,10 @@ enum PermissionMatrix {
                 owners.union(["worker"])
             ),
             (
+                .declare("the sweep lock", AMQPTopology(queues: [FanficTopology.lock(FanficTopology.sweepLock)])),
+                owners.union(["worker"])
+            ),
+            (
                 .declare("a status reply queue", FanficTopology.statusReplies(FanficTopology.statusReplyQueue())),
                 owners.union(["cli", "dashboard"])
             ),
@@ -60,6 +64,8 @@ enum PermissionMatrix {
             (.get(FanficTopology.control), owners),
             (.get(FanficTopology.failed), owners.union(["dashboard"])),
             (.get(FanficTopology.retryQueue(ladder.tiers[0])), owners.union(["dashboard"])),
+            (.get(FanficTopology.sweepState), owners.union(["worker"])),
+            (.get(FanficTopology.sweepDelay), owners.union(["worker"])),
             (.get(FanficTopology.backlogQueue(site: "test1.com")), owners),
             (.get(worker), owners.union(["worker"])),
             (.get(FanficTopology.replyQueue(worker: "matrix")), owners.union(["worker"])),
@@ -75,6 +81,7 @@ enum PermissionMatrix {
             (FanficTopology.dispatch, ["coordinator"]),
             (FanficTopology.status, ["coordinator", "cli", "dashboard"]),
             (FanficTopology.statusReplies, ["coordinator"]),
+            (FanficTopology.sweep, ["coordinator", "worker"]),
             ("", []),
         ]
         for (exchange, allowed) in publishers { rows.append((.publish(exchange: exchange), allowed.union(["admin"]))) }
