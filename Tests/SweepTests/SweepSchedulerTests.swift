@@ -72,7 +72,7 @@ struct SweepSchedulerTests {
         // Due: the broker hands them to ingress as update tasks of the sweep.
         try broker.expire(queue: FanficTopology.sweepDelay)
         let ingress = broker.messages(in: FanficTopology.ingress).compactMap { try? WireCodec.decode($0.body) }
-        #expect(ingress.count == 10 && ingress.allSatisfy { $0.submittedBy == "sweep" && $0.calibreID != nil })
+        #expect(ingress.count == 10 && ingress.allSatisfy { $0.submittedBy == "sweep" && $0.calibreID == nil })
         // After its end, the next sweep.
         clock.advance(3600 + 300)
         guard case .released(let next, 10) = try await scheduler.step() else {
