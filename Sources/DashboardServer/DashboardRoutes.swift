@@ -260,7 +260,9 @@ public struct DashboardRoutes: Sendable {
         var urls: Set<String>?
         if case .array(let items)? = body["urls"] {
             guard !all else { throw Problem(message: "give urls or all, not both") }
-            guard items.count <= 1000 else { throw Problem(message: "at most 1000 urls at once") }
+            guard items.count <= DashboardActions.maxSubmitInputs else {
+                throw Problem(message: "at most \(DashboardActions.maxSubmitInputs) urls at once")
+            }
             urls = []
             for item in items {
                 guard case .string(let text) = item, !text.isEmpty, text.count <= 2048 else {

@@ -87,17 +87,22 @@ public final class SweepScheduler: Service {
 
     private func scheduleUntilCancelled() async {
         while !Task.isCancelled {
+            var pause = settings.poll
             do {
                 try await bus.waitUntilConnected(timeout: .seconds(5))
-                if try await BrokerLock(FanficTopology.sweepLock, bus: bus).tryAcquire() {
-                    try await step()
+                if try await BrokerLock(FanficTopology.sweepLock, bus: bus).tryAcquire(),
+                    case .waiting(let until) = try await step()
+                {
+                    // Each look reads (and puts back) the record, which holds the whole plan:
+                    // while a sweep runs its course, look once a minute rather than every poll.
+                    pause = max(settings.poll, min(.seconds(60), .seconds(until.timeIntervalSince(now()))))
                 }
             } catch is CancellationError {
                 return
             } catch {
                 logger.warning("sweep scheduler: will try again", metadata: ["error": "\(error)"])
             }
-            try? await Task.sleep(for: settings.poll)
+            try? await Task.sleep(for: pause)
         }
     }
 
