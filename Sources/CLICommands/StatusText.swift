@@ -57,6 +57,10 @@ enum StatusText {
             lines.append("Backlogs (tasks waiting for a worker)")
             lines += table(report.backlogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
         }
+        if !report.sweepBacklogs.isEmpty {
+            lines.append("Sweep checks (waiting until their site has nothing else to do)")
+            lines += table(report.sweepBacklogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
+        }
 
         if !report.pausedSites.isEmpty {
             lines.append("")

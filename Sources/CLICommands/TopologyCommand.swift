@@ -51,6 +51,7 @@ struct TopologyCommand: AsyncParsableCommand {
             }
             for site in Set(SiteRules.bundled.rules.map(\.site)).sorted() {
                 perRole = perRole.merging(FanficTopology.backlog(site: site))
+                    .merging(FanficTopology.sweepBacklog(site: site))
             }
             var present: [QueueSpec] = []
             for spec in perRole.queues {

@@ -23,6 +23,11 @@ import FanficCore
 ///    worker: its tasks wait in its backlog for the site's delay or an exponential cooldown
 ///    (doubling per pause of the same outage, up to a maximum), then one worker tries it; the
 ///    outage ends when a task there ends without a block.
+/// 9. A sweep's check (`submitted_by = "sweep"`) never goes ahead of a person's task: it goes to a
+///    worker only when the site is free, else it waits in `fanfic.backlog.<site>.sweep`, which
+///    is drained one task at a time, only when the site has nothing else to do and no other
+///    site is waiting. A person's task is not dropped as a duplicate of a check still parked
+///    there (it would wait behind it): both run, the second finds the book up to date.
 /// 7. A worker that (re)starts says hello and consumes nothing until admitted. If its queue
 ///    still holds tasks of a site another worker now holds, the queue is first reclaimed to
 ///    ingress: a returning worker never runs a site behind its new holder's back.
@@ -80,6 +85,8 @@ public struct DispatchStateMachine: Sendable {
         var sent = 0
         var finished = 0
         var draining = false
+        /// The drain is of the site's sweep backlog (one task).
+        var drainingSweep = false
         /// Tasks sent in this turn at the site.
         var turnSent = 0
         /// Identities sent under the current assignment and not yet finished.
@@ -118,6 +125,10 @@ public struct DispatchStateMachine: Sendable {
     /// Sites with tasks waiting in their backlog for a worker, oldest first: sites nobody holds,
     /// and held sites whose holder has had its turn.
     private(set) var waitingSites: [String] = []
+    /// Sites with sweep checks waiting in `fanfic.backlog.<site>.sweep`, oldest first.
+    private(set) var sweepWaitingSites: [String] = []
+    /// Copies of each identity parked in a sweep backlog (also counted in `inPipeline`).
+    private(set) var sweepParked: [IdentityFingerprint: Int] = [:]
     private(set) var releasedAt: [String: Duration] = [:]
     /// Sites paused after a block, or being probed after their pause.
     public private(set) var pauses: [String: SitePause] = [:]
@@ -161,6 +172,9 @@ public struct DispatchStateMachine: Sendable {
     /// Sites with tasks waiting in their backlog, oldest first.
     public var sitesWaiting: [String] { waitingSites }
 
+    /// Sites with sweep checks waiting in their sweep backlog, oldest first.
+    public var sitesWaitingForSweep: [String] { sweepWaitingSites }
+
     /// Where this term is, for `fanfic status`.
     public var statusPhase: CoordinatorStatus.Phase {
         switch phase {
@@ -190,13 +204,18 @@ public struct DispatchStateMachine: Sendable {
                 actions.append(.ack(pending.task.handle))
                 // Parked: its site waits, even if a drain that ran before this confirm found the
                 // backlog empty (a needless drain finds it empty again; a missed one strands it).
-                if case .backlog(let site) = pending.destination, !waitingSites.contains(site) {
-                    waitingSites.append(site)
+                switch pending.destination {
+                case .backlog(let site) where !waitingSites.contains(site): waitingSites.append(site)
+                case .sweepBacklog(let site) where !sweepWaitingSites.contains(site): sweepWaitingSites.append(site)
+                default: break
                 }
             }
         case .publishFailed(let move):
             guard let pending = pendingMoves.removeValue(forKey: move) else { break }
             forget(pending.task.identity)
+            if case .sweepBacklog = pending.destination {
+                sweepParked.remove(IdentityFingerprint(pending.task.identity))
+            }
             if case .worker(let id) = pending.destination, var worker = workers[id] {
                 worker.sent -= 1
                 worker.outstanding.remove(pending.task.identity)
@@ -247,7 +266,10 @@ public struct DispatchStateMachine: Sendable {
             guard var worker = workers[id], worker.site == site else { break }
             worker.sent += 1
             worker.turnSent += 1
-            if let identity { worker.outstanding.add(identity) }
+            if let identity {
+                worker.outstanding.add(identity)
+                if worker.drainingSweep { sweepParked.remove(IdentityFingerprint(identity)) }
+            }
             // The identity was counted in the pipeline when it was parked (unless parked before a restart).
             workers[id] = worker
             recordSend(site, now: now)
@@ -256,20 +278,34 @@ public struct DispatchStateMachine: Sendable {
                 actions.append(.stopDrain(id))
             }
         case .backlogDrained(let site, let id):
-            if stoppedDrains.remove(id) != nil, !waitingSites.contains(site) {
+            let wasSweep = workers[id]?.drainingSweep ?? false
+            if stoppedDrains.remove(id) != nil, !wasSweep, !waitingSites.contains(site) {
                 // Stopped early: what is left of the backlog waits for the site's turn again.
                 waitingSites.append(site)
             }
-            guard var worker = workers[id], worker.site == site else { break }
+            guard var worker = workers[id], worker.site == site else {
+                if wasSweep, !sweepWaitingSites.contains(site) { sweepWaitingSites.append(site) }
+                break
+            }
             worker.draining = false
+            worker.drainingSweep = false
             workers[id] = worker
+            if wasSweep {
+                // It moved its one check: more may wait (a needless drain finds the queue empty).
+                if worker.turnSent > 0, !sweepWaitingSites.contains(site) { sweepWaitingSites.append(site) }
+                releaseIfDone(now: now, into: &actions)
+                break
+            }
             // A drain that moved a whole turn may have left tasks behind: the site waits for its next turn.
             if turnIsOver(id), !waitingSites.contains(site) { waitingSites.append(site) }
             releaseIfDone(now: now, into: &actions)
-        case .backlogsDiscovered(let counts):
+        case .backlogsDiscovered(let counts, let sweepCounts):
             guard phase == .discovering else { break }
             for site in counts.filter({ $0.value > 0 }).keys.sorted() where !waitingSites.contains(site) {
                 waitingSites.append(site)
+            }
+            for site in sweepCounts.filter({ $0.value > 0 }).keys.sorted() where !sweepWaitingSites.contains(site) {
+                sweepWaitingSites.append(site)
             }
             phase = .running
             for id in deferredHellos.keys.sorted() {
@@ -315,14 +351,20 @@ public struct DispatchStateMachine: Sendable {
     // MARK: Routing
 
     private mutating func arrive(_ task: IncomingTask, now: Duration, into actions: inout [DispatchAction]) {
-        if inPipeline[IdentityFingerprint(task.identity), default: 0] > 0 {
+        let fingerprint = IdentityFingerprint(task.identity)
+        let copies = inPipeline[fingerprint, default: 0]
+        // A person's task goes on even if its only copies are sweep checks still parked: they
+        // wait behind every other task of the site, and it must not.
+        if copies > 0, task.isSweep || sweepParked[fingerprint, default: 0] < copies {
             actions.append(.ack(task.handle))
             actions.append(.announce(.duplicateDropped(task.identity)))
             return
         }
         let site = task.site
         let destination: Destination
-        if phase != .running {
+        if task.isSweep {
+            destination = routeSweep(task, now: now, into: &actions)
+        } else if phase != .running {
             destination = .backlog(site: site)
         } else if mayNotContact(site, now: now) {
             // Paused, quiet or out of budget: it waits with the rest of the site's tasks.
@@ -345,13 +387,31 @@ public struct DispatchStateMachine: Sendable {
             recordSend(site, now: now)
         case .backlog(let site):
             if !waitingSites.contains(site) { waitingSites.append(site) }
+        case .sweepBacklog(let site):
+            if !sweepWaitingSites.contains(site) { sweepWaitingSites.append(site) }
+            sweepParked[fingerprint, default: 0] += 1
         }
-        inPipeline[IdentityFingerprint(task.identity), default: 0] += 1
+        inPipeline[fingerprint, default: 0] += 1
         let move = MoveID(nextMove)
         nextMove += 1
         pendingMoves[move] = PendingMove(task: task, destination: destination)
         actions.append(.publish(move, task, to: destination))
         actions.append(.announce(.taskRouted(task.identity, destination)))
+    }
+
+    /// A sweep check goes to a worker only when its site is free and nothing else waits for the
+    /// worker: an idle worker takes the site for it. Otherwise it waits in the sweep backlog.
+    private mutating func routeSweep(
+        _ task: IncomingTask, now: Duration, into actions: inout [DispatchAction]
+    ) -> Destination {
+        let site = task.site
+        guard phase == .running, !mayNotContact(site, now: now), holders[site, default: []].isEmpty,
+            !waitingSites.contains(site), !sweepWaitingSites.contains(site),
+            !waitingSites.contains(where: { canAssign($0, now: now) }),
+            let idle = idleWorker(), canAssign(site, now: now)
+        else { return .sweepBacklog(site: site) }
+        assign(site, to: idle, draining: false, into: &actions)
+        return .worker(idle)
     }
 
     private func leastLoadedHolder(of site: String) -> WorkerID? {
@@ -397,6 +457,7 @@ public struct DispatchStateMachine: Sendable {
         workers[id]!.turnSent = 0
         workers[id]!.outstanding = [:]
         workers[id]!.draining = draining
+        workers[id]!.drainingSweep = false
         holders[site, default: []].insert(id)
         actions.append(.announce(.siteAssigned(site: site, worker: id)))
         if draining {
@@ -405,12 +466,31 @@ public struct DispatchStateMachine: Sendable {
         }
     }
 
-    /// Gives the oldest waiting sites to idle workers, each with its backlog (a turn of it).
+    /// Gives the oldest waiting sites to idle workers, each with its backlog (a turn of it); then,
+    /// with workers still idle, sites with only sweep checks waiting, one check each.
     private mutating func assignWaitingSites(now: Duration, into actions: inout [DispatchAction]) {
         while let idle = idleWorker() {
-            guard let site = waitingSites.first(where: { canAssign($0, now: now) }) else { return }
-            assign(site, to: idle, draining: true, into: &actions)
+            if let site = waitingSites.first(where: { canAssign($0, now: now) }) {
+                assign(site, to: idle, draining: true, into: &actions)
+                continue
+            }
+            guard
+                let site = sweepWaitingSites.first(where: {
+                    canAssign($0, now: now) && holders[$0, default: []].isEmpty && !waitingSites.contains($0)
+                })
+            else { return }
+            assign(site, to: idle, draining: false, into: &actions)
+            drainSweep(site, into: idle, into: &actions)
         }
+    }
+
+    /// Moves one check of the site's sweep backlog into the worker holding the site.
+    private mutating func drainSweep(_ site: String, into id: WorkerID, into actions: inout [DispatchAction]) {
+        workers[id]!.draining = true
+        workers[id]!.drainingSweep = true
+        workers[id]!.turnSent = 0
+        sweepWaitingSites.removeAll { $0 == site }
+        actions.append(.drainSweepBacklog(site: site, into: id))
     }
 
     /// After a rebuild, a parked site that a worker still holds drains into that worker.
@@ -446,6 +526,16 @@ public struct DispatchStateMachine: Sendable {
                 // Its turn is over: behind the sites that waited meanwhile.
                 waitingSites.removeAll { $0 == site }
                 waitingSites.append(site)
+            } else if sweepWaitingSites.contains(site), !waitingSites.contains(where: { canAssign($0, now: now) }),
+                !mayNotContact(site, now: now)
+            {
+                // Nothing else to do here nor elsewhere: the site's next sweep check.
+                worker.sent = 0
+                worker.finished = 0
+                worker.outstanding = [:]
+                workers[id] = worker
+                drainSweep(site, into: id, into: &actions)
+                continue
             }
             worker.site = nil
             worker.sent = 0
@@ -618,7 +708,11 @@ public struct DispatchStateMachine: Sendable {
                 if holders[site]?.isEmpty == true { holders[site] = nil }
                 releasedAt[site] = now
                 // Its drain stops with the reclaim: what is left of the backlog waits again, first.
-                if worker.draining && !waitingSites.contains(site) { waitingSites.insert(site, at: 0) }
+                if worker.drainingSweep {
+                    if !sweepWaitingSites.contains(site) { sweepWaitingSites.insert(site, at: 0) }
+                } else if worker.draining && !waitingSites.contains(site) {
+                    waitingSites.insert(site, at: 0)
+                }
             }
             // Its queue goes back to ingress: those tasks are no longer in the pipeline here.
             for (identity, count) in worker.outstanding {

@@ -20,11 +20,14 @@ public struct IncomingTask: Hashable, Sendable {
     public let handle: DeliveryHandle
     public let taskID: String
     public let identity: TaskIdentity
+    /// A scheduled update check (`submitted_by = "sweep"`): it yields to a person's tasks.
+    public let isSweep: Bool
 
-    public init(handle: DeliveryHandle, taskID: String, identity: TaskIdentity) {
+    public init(handle: DeliveryHandle, taskID: String, identity: TaskIdentity, isSweep: Bool = false) {
         self.handle = handle
         self.taskID = taskID
         self.identity = identity
+        self.isSweep = isSweep
     }
 
     public var site: String { identity.site }
@@ -36,6 +39,8 @@ public enum Destination: Hashable, Sendable {
     case worker(WorkerID)
     /// `fanfic.backlog.<site>`: waits, in the broker, for a worker to free up.
     case backlog(site: String)
+    /// `fanfic.backlog.<site>.sweep`: a sweep's check waits until the site has no other task.
+    case sweepBacklog(site: String)
 }
 
 /// What happened, told to the state machine (with the time, by the caller).
@@ -62,8 +67,9 @@ public enum DispatchEvent: Hashable, Sendable {
     /// The service ended a drain of the site's backlog into the worker: it found the backlog
     /// empty, moved its `upTo`, or was stopped.
     case backlogDrained(site: String, worker: WorkerID)
-    /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one.
-    case backlogsDiscovered([String: Int])
+    /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one,
+    /// and of `fanfic.backlog.<site>.sweep`.
+    case backlogsDiscovered([String: Int], sweep: [String: Int] = [:])
     /// A worker holding `site` met a block there (throttled, challenged, down, unreachable): the
     /// site is paused for every worker. `retryAfter`: the delay the site asked for.
     case siteBlocked(WorkerID, site: String, retryAfter: Duration?, reason: String)
@@ -89,6 +95,9 @@ public enum DispatchAction: Hashable, Sendable {
     /// `upTo`: a turn), each with publish, confirm, ack; report each with `.backlogTaskMoved` and
     /// the end with `.backlogDrained`.
     case drainBacklog(site: String, into: WorkerID, upTo: Int? = nil)
+    /// Move one task of `fanfic.backlog.<site>.sweep` into the worker's queue (the site has nothing
+    /// else to do), reported like a backlog's drain.
+    case drainSweepBacklog(site: String, into: WorkerID)
     /// Passively declare `fanfic.backlog.<site>` for every known site; answer `.backlogsDiscovered`.
     case discoverBacklogs
     /// Stop any drain into the worker's queue, then move what is left in it back to

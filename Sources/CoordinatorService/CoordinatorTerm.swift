@@ -258,7 +258,10 @@ final class CoordinatorTerm: Sendable {
                 state.deliveries[handle] = (received.message, admitted.body)
                 state.ledger.sitesSeen.insert(task.site)
                 apply(
-                    .taskArrived(IncomingTask(handle: handle, taskID: task.id, identity: task.identity)),
+                    .taskArrived(
+                        IncomingTask(
+                            handle: handle, taskID: task.id, identity: task.identity,
+                            isSweep: task.submittedBy == TaskMessage.sweepSubmitter)),
                     state: &state, group: &group)
             }
         }
@@ -359,6 +362,15 @@ final class CoordinatorTerm: Sendable {
                 }
                 self.feed.yield(.operationEnded(worker))
             }
+        case .drainSweepBacklog(let site, let worker):
+            let signal = StopSignal()
+            state.drains[worker] = signal
+            group.addTask {
+                await self.moves.drain(site: site, sweep: true, into: worker, upTo: 1, until: signal) {
+                    self.feed.yield(.event($0))
+                }
+                self.feed.yield(.operationEnded(worker))
+            }
         case .reclaim(let worker):
             let drain = state.drains.removeValue(forKey: worker)
             drain?.stop()
@@ -374,7 +386,8 @@ final class CoordinatorTerm: Sendable {
             let sites = Set(settings.knownSites).union(state.ledger.sitesSeen).sorted()
             group.addTask {
                 let counts = await self.moves.backlogCounts(sites: sites)
-                self.feed.yield(.event(.backlogsDiscovered(counts)))
+                let sweepCounts = await self.moves.backlogCounts(sites: sites, sweep: true)
+                self.feed.yield(.event(.backlogsDiscovered(counts, sweep: sweepCounts)))
             }
         case .admit(let worker):
             guard state.ledger.replyQueues[worker] != nil else {

@@ -45,11 +45,11 @@ final class QueueMoves: Sendable {
     /// term's end, the site's budget or quiet hours); it then reports `.backlogDrained`: the moves
     /// into the worker are over.
     func drain(
-        site: String, into worker: WorkerID, upTo limit: Int? = nil, until signal: StopSignal,
+        site: String, sweep: Bool = false, into worker: WorkerID, upTo limit: Int? = nil, until signal: StopSignal,
         report: @Sendable (DispatchEvent) -> Void
     ) async {
         defer { signal.finished() }
-        let source = FanficTopology.backlogQueue(site: site)
+        let source = sweep ? FanficTopology.sweepBacklogQueue(site: site) : FanficTopology.backlogQueue(site: site)
         let target = FanficTopology.workerQueue(id: worker)
         var moved = 0
         while !signal.isStopped && !Task.isCancelled {
@@ -122,12 +122,13 @@ final class QueueMoves: Sendable {
         return false
     }
 
-    /// Message counts of the sites' backlog queues that exist and are not empty.
-    func backlogCounts(sites: [String]) async -> [String: Int] {
+    /// Message counts of the sites' backlog queues (or sweep backlogs) that exist and are not empty.
+    func backlogCounts(sites: [String], sweep: Bool = false) async -> [String: Int] {
         var counts: [String: Int] = [:]
         for site in sites {
+            let queue = sweep ? FanficTopology.sweepBacklogQueue(site: site) : FanficTopology.backlogQueue(site: site)
             // A failure here only delays a backlog until its site's next task arrives.
-            if let state = try? await bus.queueState(FanficTopology.backlogQueue(site: site)),
+            if let state = try? await bus.queueState(queue),
                 state.messageCount > 0
             {
                 counts[site] = Int(state.messageCount)
@@ -195,6 +196,7 @@ final class QueueMoves: Sendable {
             switch destination {
             case .worker(let id): FanficTopology.worker(id: id)
             case .backlog(let site): FanficTopology.backlog(site: site)
+            case .sweepBacklog(let site): FanficTopology.sweepBacklog(site: site)
             }
         try await bus.declare(topology)
         declared.withLock { _ = $0.insert(name) }

@@ -76,6 +76,7 @@ extension Destination {
         switch self {
         case .worker(let id): FanficTopology.workerQueue(id: id)
         case .backlog(let site): FanficTopology.backlogQueue(site: site)
+        case .sweepBacklog(let site): FanficTopology.sweepBacklogQueue(site: site)
         }
     }
 }

@@ -132,6 +132,9 @@ public enum FanficTopology {
     /// `fanfic.backlog.<site>`: tasks of a site that no worker holds yet.
     public static func backlogQueue(site: String) -> String { "fanfic.backlog.\(site)" }
 
+    /// `fanfic.backlog.<site>.sweep`: a sweep's checks of a site, waiting until it is free.
+    public static func sweepBacklogQueue(site: String) -> String { "fanfic.backlog.\(site).sweep" }
+
     /// `fanfic.worker.<id>`: tasks of the site assigned to that worker.
     public static func workerQueue(id: String) -> String { "fanfic.worker.\(id)" }
 
@@ -209,6 +212,11 @@ public enum FanficTopology {
     /// `fanfic.dispatch` by its name.
     public static func backlog(site: String) -> AMQPTopology {
         dispatched(QueueSpec.quorum(backlogQueue(site: site)).taskQueue())
+    }
+
+    /// A site's sweep backlog: like its backlog, drained only when the site has nothing else to do.
+    public static func sweepBacklog(site: String) -> AMQPTopology {
+        dispatched(QueueSpec.quorum(sweepBacklogQueue(site: site)).taskQueue())
     }
 
     /// A worker's own queue: durable, so a worker that restarts under the same id resumes it;

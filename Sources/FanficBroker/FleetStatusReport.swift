@@ -45,6 +45,8 @@ public struct FleetStatusReport: Encodable, Sendable {
     public var coordinators: [CoordinatorStatus] = []
     public var workers: [Worker] = []
     public var backlogs: [String: Int] = [:]
+    /// Sweep checks waiting for their site to be free (`fanfic.backlog.<site>.sweep`).
+    public var sweepBacklogs: [String: Int] = [:]
     /// Sites no worker contacts after a block (or being tried again), from the active coordinator.
     public var pausedSites: [PausedSite] = []
     public var retry: [Tier] = []
@@ -53,6 +55,7 @@ public struct FleetStatusReport: Encodable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case broker, active, coordinators, workers, backlogs, retry, ingress, failed
+        case sweepBacklogs = "sweep_backlogs"
         case checkedAt = "checked_at"
         case pausedSites = "paused_sites"
     }
@@ -80,6 +83,11 @@ public struct FleetStatusReport: Encodable, Sendable {
         for site in active?.sites ?? [] {
             if let state = try await bus.queueState(FanficTopology.backlogQueue(site: site)), state.messageCount > 0 {
                 report.backlogs[site] = Int(state.messageCount)
+            }
+            if let state = try await bus.queueState(FanficTopology.sweepBacklogQueue(site: site)),
+                state.messageCount > 0
+            {
+                report.sweepBacklogs[site] = Int(state.messageCount)
             }
         }
         for tier in configuration.retry.ladder.tiers {

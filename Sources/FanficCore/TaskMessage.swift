@@ -32,8 +32,10 @@ public struct TaskMessage: Codable, Sendable, Hashable {
     /// This is the last, slower and more forgiving try.
     public var hailMary: Bool
     public var behavior: Behavior
-    /// Who submitted it: `email:<address>`, `cli:<user>`, ...
+    /// Who submitted it: `email:<address>`, `cli:<user>`, ..., `sweep` for a scheduled check.
     public var submittedBy: String
+    /// `submitted_by` of a sweep's update check: it yields to every other task of its site.
+    public static let sweepSubmitter = "sweep"
     public var submittedAt: Date
 
     enum CodingKeys: String, CodingKey {

@@ -164,7 +164,7 @@ public final class SweepScheduler: Service {
         // No calibre_id: the task's identity is then the one a person's submission of the story
         // has, so the coordinator runs the story once when both are queued; the worker finds the
         // book by its URL anyway.
-        let task = TaskMessage(url: check.url, site: check.site, submittedBy: "sweep")
+        let task = TaskMessage(url: check.url, site: check.site, submittedBy: TaskMessage.sweepSubmitter)
         var properties = AMQPMessageProperties.persistentJSON(messageID: task.id)
         properties.headers[Self.sweepIDHeader] = .string(sweep)
         properties.headers[Self.checkIndexHeader] = .int(Int64(index))

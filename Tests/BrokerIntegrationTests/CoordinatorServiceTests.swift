@@ -115,6 +115,37 @@ extension BrokerTests {
             #expect(roles.logText("coordinator-a").contains("duplicate dropped"))
         }
 
+        @Test("sweep checks of a busy site wait in its sweep backlog: a person's later task runs before them")
+        func sweepChecksYield() async throws {
+            let (roles, client) = try await Self.start(workers: ["w1"])
+            defer { roles.stopAll() }
+            defer { Task { await client.close() } }
+            let busy = TaskMessage(
+                url: "http://test1.com?sid=9001", site: "test1.com",
+                submittedBy: RecordingTasks.submitter(milliseconds: 2000))
+            try await Self.submit([busy], through: client)
+            try await waitUntil("the person's first task runs") { roles.runs().contains { $0.url == busy.url } }
+            let checks = (1...3).map {
+                TaskMessage(url: "http://test1.com?sid=\(9100 + $0)", site: "test1.com", submittedBy: "sweep")
+            }
+            try await Self.submit(checks, through: client)
+            try await waitUntil("the checks wait in the site's sweep backlog") {
+                try await client.queueState(FanficTopology.sweepBacklogQueue(site: "test1.com"))?.messageCount == 3
+            }
+            let later = TaskMessage(
+                url: "http://test1.com?sid=9002", site: "test1.com",
+                submittedBy: RecordingTasks.submitter(milliseconds: 50))
+            try await Self.submit([later], through: client)
+            try await Self.expectAllFinishedWithoutOverlap(roles, [busy, later] + checks)
+            let runs = roles.runs()
+            let laterStart = try #require(runs.first { $0.url == later.url }?.start)
+            for check in checks {
+                let start = try #require(runs.first { $0.url == check.url }?.start)
+                #expect(laterStart < start, "the person's task ran after the sweep check \(check.url)")
+            }
+            #expect(try await client.queueState(FanficTopology.sweepBacklogQueue(site: "test1.com"))?.messageCount == 0)
+        }
+
         @Test("kill -9 of a worker mid-task loses nothing: its queue is reclaimed and its site freed")
         func workerCrash() async throws {
             let (roles, client) = try await Self.start(workers: ["w1", "w2", "w3"])

@@ -8,7 +8,9 @@ import Testing
 /// returns, coordinator restarts and duplicates, against a simulated broker. After every step:
 /// - no two live workers run tasks of one site at once (the site lock);
 /// - every accepted task is somewhere (ingress, a backlog, a worker queue, running) or finished;
-/// - nothing is acked before the broker confirmed its copy elsewhere.
+/// - nothing is acked before the broker confirmed its copy elsewhere;
+/// - a person's task waits in a worker's queue behind at most one sweep check (the one the
+///   worker may already be running when it arrives).
 /// At the end, with faults stopped, every task finishes.
 @Suite("Dispatch state machine: randomized interleavings")
 struct DispatchSimulationTests {
@@ -37,7 +39,7 @@ struct DispatchSimulationTests {
     func coverage() async throws {
         let faults = [
             "coordinator restart", "worker killed", "worker returned", "duplicate dropped", "publish failed",
-            "reclaim", "reclaim before admission", "backlog drained", "presumed dead",
+            "reclaim", "reclaim before admission", "backlog drained", "presumed dead", "sweep check drained",
         ]
         // Seeds in order until every fault has been seen (deterministic), at most 40.
         var total: [String: Int] = [:]
@@ -78,6 +80,8 @@ struct Simulation {
     struct Message: Hashable {
         let copy: Int
         let identity: TaskIdentity
+        /// A sweep's check (one in four submissions).
+        var sweep = false
     }
 
     struct InFlight {
@@ -104,6 +108,7 @@ struct Simulation {
     // The broker.
     var ingress: [Message] = []
     var unacked: [DeliveryHandle: Message] = [:]
+    /// By queue: `<site>` for a site's backlog, `<site>#sweep` for its sweep backlog.
     var backlogs: [String: [Message]] = [:]
     var queues: [WorkerID: [Message]] = [:]
     var inFlight: [InFlight] = []
@@ -112,7 +117,7 @@ struct Simulation {
     var nextCopy = 1
 
     // The service's work in progress.
-    var drains: [(site: String, worker: WorkerID, left: Int?)] = []
+    var drains: [(site: String, worker: WorkerID, left: Int?, backlog: String)] = []
 
     // The workers.
     var workers: [WorkerID: SimWorker] = [:]
@@ -185,7 +190,8 @@ struct Simulation {
         }
         if submitted.insert(identity).inserted { submittedInOrder.append(identity) }
         finished.remove(identity)  // a resubmission after it finished is new work (an update)
-        ingress.append(Message(copy: nextCopy, identity: identity))
+        ingress.append(
+            Message(copy: nextCopy, identity: identity, sweep: Int.random(in: 0..<4, using: &rng) == 0))
         nextCopy += 1
     }
 
@@ -195,7 +201,8 @@ struct Simulation {
         let handle = nextHandle
         nextHandle += 1
         unacked[handle] = message
-        let task = IncomingTask(handle: handle, taskID: "copy\(message.copy)", identity: message.identity)
+        let task = IncomingTask(
+            handle: handle, taskID: "copy\(message.copy)", identity: message.identity, isSweep: message.sweep)
         try send(.taskArrived(task))
     }
 
@@ -228,13 +235,13 @@ struct Simulation {
     mutating func drainOnce() throws {
         guard !drains.isEmpty else { return }
         let index = Int.random(in: 0..<drains.count, using: &rng)
-        let (site, worker, left) = drains[index]
-        if backlogs[site, default: []].isEmpty || left == 0 {
-            stats["backlog drained", default: 0] += 1
+        let (site, worker, left, backlog) = drains[index]
+        if backlogs[backlog, default: []].isEmpty || left == 0 {
+            stats[backlog == site ? "backlog drained" : "sweep check drained", default: 0] += 1
             drains.remove(at: index)
             try send(.backlogDrained(site: site, worker: worker))
         } else {
-            let message = backlogs[site]!.removeFirst()
+            let message = backlogs[backlog]!.removeFirst()
             queues[worker, default: []].append(message)
             drains[index].left = left.map { $0 - 1 }
             try send(.backlogTaskMoved(site: site, worker: worker, identity: message.identity))
@@ -362,6 +369,7 @@ struct Simulation {
                 switch destination {
                 case .worker(let id): queues[id, default: []].append(message)
                 case .backlog(let site): backlogs[site, default: []].append(message)
+                case .sweepBacklog(let site): backlogs[site + "#sweep", default: []].append(message)
                 }
             }
             inFlight.append(InFlight(move: move, handle: task.handle, fails: fails))
@@ -377,10 +385,16 @@ struct Simulation {
         case .requeue(let handle):
             if let message = unacked.removeValue(forKey: handle) { ingress.append(message) }
         case .drainBacklog(let site, let worker, let limit):
-            drains.append((site, worker, limit))
+            drains.append((site, worker, limit, site))
+        case .drainSweepBacklog(let site, let worker):
+            drains.append((site, worker, 1, site + "#sweep"))
         case .discoverBacklogs:
             let counts = backlogs.filter { !$0.value.isEmpty }.mapValues(\.count)
-            try send(.backlogsDiscovered(counts))
+            let sweep = Dictionary(
+                uniqueKeysWithValues: counts.filter { $0.key.hasSuffix("#sweep") }.map {
+                    (String($0.key.dropLast("#sweep".count)), $0.value)
+                })
+            try send(.backlogsDiscovered(counts.filter { !$0.key.hasSuffix("#sweep") }, sweep: sweep))
         case .reclaim(let id):
             stats["reclaim", default: 0] += 1
             if workers[id]?.alive == true && workers[id]?.admitted == false {
@@ -428,6 +442,16 @@ struct Simulation {
         }
         for (site, ids) in runners where ids.count > configuration.cap(site) {
             throw failure("at \(now): \(ids.sorted()) all run tasks of \(site)", about: ids.map { "\"\($0)\"" })
+        }
+        // A person's task waits behind one sweep check at most.
+        for (id, worker) in workers where worker.alive {
+            let line = (worker.running.map { [$0] } ?? []) + (queues[id] ?? [])
+            guard let lastPerson = line.lastIndex(where: { !$0.sweep }) else { continue }
+            let ahead = line[..<lastPerson].filter(\.sweep).count
+            if ahead > 1 {
+                throw failure(
+                    "at \(now): a person's task waits behind \(ahead) sweep checks in \(id)", about: ["\"\(id)\""])
+            }
         }
         // Nothing lost: every unfinished identity has a copy somewhere.
         for identity in unfinished {
