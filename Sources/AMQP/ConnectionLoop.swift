@@ -439,10 +439,17 @@ final class ConnectionLoop: @unchecked Sendable {
         try checkConnectionLevel(amqp_read_message(connection, channel, &message, 0), doing: "read delivery")
         defer { amqp_destroy_message(&message) }
 
+        // Sent before the broker saw our channel.close, read (queued by rabbitmq-c during that
+        // RPC) after it: the channel is closed, and any frame on it would be a connection error
+        // ("expected 'channel.open'"). The broker requeues what a closed channel held.
+        guard channelEpochs[channel] != nil else { return }
         guard let id = consumerByChannel[channel], let consumer = consumers[id], let owner else {
             _ = amqp_basic_reject(connection, channel, tag, 1)
             return
         }
+        // A delivery of an earlier subscription on this channel number, before it was closed
+        // and reopened: its tag means nothing on the new channel, and the broker requeued it.
+        if let expected = consumer.consumerTag, expected != String(amqpBytes: deliver.consumer_tag) { return }
         if consumer.cancelling {
             // Arrived between our basic.cancel and its cancel-ok: give it straight back.
             _ = amqp_basic_reject(connection, channel, tag, 1)
