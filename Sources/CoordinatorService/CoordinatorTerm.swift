@@ -4,6 +4,7 @@ import FanficBroker
 import FanficCore
 import Foundation
 import Logging
+import Synchronization
 
 /// One stretch of leadership: consumes `fanfic.ingress` and `fanfic.control`, feeds what
 /// happens to a fresh ``DispatchStateMachine`` and performs the actions it answers with.
@@ -40,6 +41,9 @@ final class CoordinatorTerm: Sendable {
     let announcer: Announcer
     let moves: QueueMoves
     let registry: WorkerRegistry
+    /// Workers the table has met in this term, for the registry sweep that runs beside the loop:
+    /// one that says hello after the sweep began must not have its queue reclaimed by it.
+    private let joinedWorkers = Mutex<Set<WorkerID>>([])
     private let inputs: AsyncStream<Input>
     private let feed: AsyncStream<Input>.Continuation
     private let clock = ContinuousClock()
@@ -321,6 +325,11 @@ final class CoordinatorTerm: Sendable {
 
     private func apply(_ event: DispatchEvent, state: inout State, group: inout DiscardingTaskGroup) {
         let actions = state.machine.handle(event, at: now)
+        // Before any move starts: the registry sweep must see a worker met here before its queue
+        // gets what the table sends it.
+        for case .announce(.workerJoined(let worker)) in actions {
+            joinedWorkers.withLock { _ = $0.insert(worker) }
+        }
         for action in actions {
             perform(action, state: &state, group: &group)
         }
@@ -458,7 +467,9 @@ final class CoordinatorTerm: Sendable {
         state.registrySweeping = true
         let known = state.machine.knownWorkers
         group.addTask {
-            await self.registry.sweep(known: known, moves: self.moves)
+            await self.registry.sweep(known: known, moves: self.moves) { id in
+                !self.joinedWorkers.withLock { $0.contains(id) }
+            }
             self.feed.yield(.registrySwept)
         }
     }

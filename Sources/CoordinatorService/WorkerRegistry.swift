@@ -83,7 +83,10 @@ final class WorkerRegistry: Sendable {
     /// past `forgetAfter` (deleting their queue once it is empty and unused), then rewrites the
     /// registry: `known` workers as seen `now`, the others with their last sighting.
     @discardableResult
-    func sweep(known: Set<WorkerID>, moves: QueueMoves, now: Date = Date()) async -> SweepResult {
+    func sweep(
+        known: Set<WorkerID>, moves: QueueMoves, now: Date = Date(),
+        stillUnknown: @Sendable (WorkerID) -> Bool = { _ in true }
+    ) async -> SweepResult {
         var messages: [BusMessage] = []
         var lastSeen: [WorkerID: Int] = [:]
         do {
@@ -117,11 +120,18 @@ final class WorkerRegistry: Sendable {
                 continue
             }
             if state.messageCount > 0 {
+                // Met by the table since `known` was taken (admitted, not consuming yet): its
+                // queue holds what the table just sent it.
+                guard stillUnknown(id) else {
+                    keep.append(Entry(id: id, lastSeen: nowSeconds))
+                    continue
+                }
                 logger.warning(
                     "reclaiming the queue of a worker no coordinator has heard from",
                     metadata: ["worker": "\(id)", "tasks": "\(state.messageCount)"])
                 result.tasksMoved += Int(state.messageCount)
-                if await !moves.reclaim(worker: id, while: { !Task.isCancelled }) {
+                // Asked again before each move: a hello may land while the queue is being moved.
+                if await !moves.reclaim(worker: id, while: { !Task.isCancelled && stillUnknown(id) }) {
                     keep.append(Entry(id: id, lastSeen: seen))
                     continue
                 }

@@ -3,6 +3,7 @@ import FanficBroker
 import FanficCore
 import Foundation
 import Logging
+import Synchronization
 import TestSupport
 import Testing
 
@@ -80,6 +81,38 @@ struct WorkerRegistryTests {
         #expect(result2.forgotten == ["recent-1"])
         #expect(try await !queueExists("recent-1"))
         #expect(Set(registered().keys) == ["consumed-1", "alive-1"])
+    }
+
+    @Test(
+        "a worker the table meets after the sweep's snapshot (admitted, not consuming yet) keeps its queue: checked before the reclaim and before each move"
+    )
+    func joinedDuringSweep() async throws {
+        for id in ["late-1", "later-1"] {
+            try await bus.declare(FanficTopology.workerQueues(id: id), remember: false)
+            await registry.register(id, at: start)
+        }
+        for (id, sid) in [("late-1", 1), ("later-1", 2), ("later-1", 3), ("later-1", 4)] {
+            let task = TaskMessage(url: "http://test1.com?sid=\(sid)", site: "test1.com", submittedBy: "test")
+            try await bus.publish(
+                WireCodec.encode(task), exchange: FanficTopology.dispatch,
+                routingKey: FanficTopology.workerQueue(id: id), properties: .persistentJSON(), mandatory: true)
+        }
+        // late-1 joined before its turn came; later-1 joins once one of its tasks has been moved.
+        let asked = Mutex<[String: Int]>([:])
+        let result = await registry.sweep(known: [], moves: moves, now: start + 60) { id in
+            let count = asked.withLock { asked in
+                asked[id, default: 0] += 1
+                return asked[id]!
+            }
+            return id == "later-1" && count <= 2
+        }
+
+        #expect(fleet.queue(FanficTopology.workerQueue(id: "late-1")).map(\.url) == ["http://test1.com?sid=1"])
+        #expect(
+            fleet.queue(FanficTopology.ingress).map(\.url) == ["http://test1.com?sid=2"], "one moved before the hello")
+        #expect(fleet.queue(FanficTopology.workerQueue(id: "later-1")).count == 2)
+        #expect(Set(result.kept) == ["late-1", "later-1"])
+        #expect(Set(registered().keys) == ["late-1", "later-1"])
     }
 
     @Test("a bare id, as older coordinators wrote, counts as seen now; garbage is dropped")
