@@ -57,6 +57,7 @@ enum StatusText {
             lines.append("Backlogs (tasks waiting for a worker)")
             lines += table(report.backlogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
         }
+        lines.append(contentsOf: sweepLines(report, now: now))
         if !report.sweepBacklogs.isEmpty {
             lines.append("Sweep checks (waiting until their site has nothing else to do)")
             lines += table(report.sweepBacklogs.sorted { $0.key < $1.key }.map { ["  " + $0.key, "\($0.value)"] })
@@ -85,6 +86,34 @@ enum StatusText {
         rows.append(["  fanfic.failed", count(report.failed), "gave up; see `fanfic failed list`"])
         lines += table(rows)
         return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// The sweep line: off, none yet, or the current sweep's progress and when the next starts.
+    static func sweepLines(_ report: FleetStatusReport, now: Date) -> [String] {
+        guard let sweep = report.sweep else {
+            return report.sweepInterval == 0
+                ? [] : ["", "Sweeps        every \(duration(report.sweepInterval)); none planned yet"]
+        }
+        let time = { (date: Date) in date.formatted(date: .abbreviated, time: .shortened) }
+        var lines = [""]
+        if sweep.endsAt <= now {
+            lines.append(
+                "Sweeps        the last (\(sweep.checks) checks) ended \(age(sweep.endsAt, now: now)) ago; the next starts within a minute"
+            )
+            return lines
+        }
+        let released = sweep.released(at: now)
+        lines.append(
+            "Sweeps        \(released) of \(sweep.checks) checks released"
+                + (sweep.releasing ? " (being put into the broker)" : "")
+                + "; started \(time(sweep.startsAt)), next sweep \(time(sweep.endsAt)) (in \(age(now, now: sweep.endsAt)))"
+        )
+        var rows = [["  SITE", "RELEASED", "CHECKS"]]
+        for site in sweep.sites {
+            rows.append(["  " + site.site, String(site.released(at: now)), String(site.checks)])
+        }
+        if sweep.sites.count > 1 { lines += table(rows) }
+        return lines
     }
 
     private static func count(_ value: Int?) -> String { value.map(String.init) ?? "absent" }

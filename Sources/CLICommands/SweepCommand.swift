@@ -1,6 +1,8 @@
+import AMQP
 import AppSupport
 import ArgumentParser
 import CalibreLibrary
+import FanficBroker
 import FanficCore
 import Foundation
 import Sweep
@@ -8,31 +10,42 @@ import Sweep
 struct SweepCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
-        abstract: "Show what an update sweep of the library would check, and when (--dry-run).",
+        abstract: "Show what an update sweep would check, and when (--dry-run); or start one now (now).",
         discussion: """
             Reads the books sweep.search finds in calibre.library (through calibredb), leaves out \
             those that are not stories of a site FanFicFare knows, second books of one story and \
             books updated less than sweep.skip_recent_hours ago, and spreads the rest over \
-            sweep.interval seconds, at most sweep.per_site_budget checks of a site an hour. \
-            Publishes nothing: the sweeps themselves are the coordinator's (issue 19, to come).
+            sweep.interval seconds, at most sweep.per_site_budget checks of a site an hour; \
+            --dry-run publishes nothing. `fanfic sweep now` asks the active sweep scheduler (a \
+            worker) to end the current sweep (its checks not yet due are removed) and start a new \
+            one within a minute; `fanfic status` shows its progress.
             """
     )
 
+    enum Action: String, ExpressibleByArgument, CaseIterable {
+        case now
+    }
+
+    @Argument(help: "now: start a sweep at once.")
+    var action: Action?
+
     @OptionGroup var options: CommonOptions
 
-    @Flag(help: "Only show the plan (required: sweeps are not started from the command line yet).")
+    @Flag(help: "Only show the plan.")
     var dryRun = false
 
     @Flag(help: "Print the whole plan as JSON: every check with its due time, each site, each skipped book.")
     var json = false
 
     func validate() throws {
-        if !dryRun {
-            throw ValidationError("add --dry-run: this build shows the plan only; sweeps run in the coordinator")
+        if dryRun == (action != nil) {
+            throw ValidationError("say either --dry-run (show the plan) or now (start a sweep)")
         }
+        if json && action != nil { throw ValidationError("--json goes with --dry-run") }
     }
 
     func run() async throws {
+        if action == .now { return try await startNow() }
         Bootstrap.logging(options)
         let configuration = try Bootstrap.configuration(options)
         let sweep = configuration.sweep
@@ -88,6 +101,23 @@ struct SweepCommand: AsyncParsableCommand {
                 "skipped: " + reasons.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
             )
         }
+    }
+
+    /// Publishes a request the active sweep scheduler takes at its next look (within a minute).
+    func startNow() async throws {
+        let broker = try await CLIBroker.connect(options)
+        defer { Task { await broker.close() } }
+        if broker.configuration.sweep.interval == 0 {
+            print("note: sweep.interval is 0 in this configuration; only workers with sweeps on run them")
+        }
+        do {
+            try await broker.bus.publish(
+                Data(#"{"type":"sweep-now"}"#.utf8), exchange: FanficTopology.sweepRequests, routingKey: "",
+                properties: .persistentJSON(), mandatory: true, retryFor: .seconds(10))
+        } catch {
+            throw ValidationError("the broker did not take the request: \(error)")
+        }
+        print("asked for a sweep now: the active sweep scheduler starts one within a minute (fanfic status shows it)")
     }
 
     /// A skip reason without its particulars, for the summary line.

@@ -53,6 +53,12 @@ public enum FanficTopology {
     public static let sweepDelay = "fanfic.sweep.delay"
     /// The last sweep's record (one message).
     public static let sweepState = "fanfic.sweep.state"
+    /// The active sweep's summary for `fanfic status` (the last few; readers take the newest).
+    public static let sweepProgress = "fanfic.sweep.progress"
+    public static let sweepProgressKept = 4
+    /// `fanfic sweep now`: requests to start a sweep at once (its own exchange, so that the
+    /// CLI's user may publish there and nowhere else of the sweeps).
+    public static let sweepRequests = "fanfic.sweep.requests"
     /// The lock of the one active sweep scheduler.
     public static let sweepLock = "fanfic.lock.sweep"
 
@@ -153,6 +159,7 @@ public enum FanficTopology {
                 ExchangeSpec(name: dispatch, kind: .direct),
                 ExchangeSpec(name: statusReplies, kind: .direct),
                 ExchangeSpec(name: sweep, kind: .direct),
+                ExchangeSpec(name: sweepRequests, kind: .fanout),
             ],
             queues: [
                 QueueSpec.quorum(ingress)
@@ -169,6 +176,10 @@ public enum FanficTopology {
                     .deadLetter(exchange: ingress, routingKey: taskRoutingKey)
                     .atLeastOnceDeadLettering(),
                 QueueSpec.quorum(sweepState).deliveryLimit(keptDeliveryLimit),
+                QueueSpec.quorum(sweepProgress).deliveryLimit(keptDeliveryLimit)
+                    .maxLength(dropOldestPast: Int64(sweepProgressKept)),
+                QueueSpec.quorum(sweepRequests).deliveryLimit(controlDeliveryLimit)
+                    .maxLength(dropOldestPast: 10),
             ],
             bindings: [
                 BindingSpec(queue: ingress, exchange: ingress, routingKey: taskRoutingKey),
@@ -177,6 +188,8 @@ public enum FanficTopology {
                 BindingSpec(queue: workers, exchange: dispatch, routingKey: workers),
                 BindingSpec(queue: sweepDelay, exchange: sweep, routingKey: "delay"),
                 BindingSpec(queue: sweepState, exchange: sweep, routingKey: "state"),
+                BindingSpec(queue: sweepProgress, exchange: sweep, routingKey: "progress"),
+                BindingSpec(queue: sweepRequests, exchange: sweepRequests, routingKey: ""),
             ]
         )
         for tier in ladder.tiers {

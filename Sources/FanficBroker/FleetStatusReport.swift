@@ -47,6 +47,9 @@ public struct FleetStatusReport: Encodable, Sendable {
     public var backlogs: [String: Int] = [:]
     /// Sweep checks waiting for their site to be free (`fanfic.backlog.<site>.sweep`).
     public var sweepBacklogs: [String: Int] = [:]
+    /// The last sweep's summary (nil: none yet, or not readable); `sweepInterval` 0: sweeps off.
+    public var sweep: SweepProgress?
+    public var sweepInterval = 0
     /// Sites no worker contacts after a block (or being tried again), from the active coordinator.
     public var pausedSites: [PausedSite] = []
     public var retry: [Tier] = []
@@ -56,6 +59,8 @@ public struct FleetStatusReport: Encodable, Sendable {
     enum CodingKeys: String, CodingKey {
         case broker, active, coordinators, workers, backlogs, retry, ingress, failed
         case sweepBacklogs = "sweep_backlogs"
+        case sweep
+        case sweepInterval = "sweep_interval"
         case checkedAt = "checked_at"
         case pausedSites = "paused_sites"
     }
@@ -96,6 +101,9 @@ public struct FleetStatusReport: Encodable, Sendable {
             report.retry.append(
                 .init(queue: queue, delaySeconds: tier.delaySeconds, depth: state.map { Int($0.messageCount) }))
         }
+        report.sweepInterval = configuration.sweep.interval
+        // A user without read on it (an older compose file) sees no sweep line, not an error.
+        report.sweep = try? await SweepProgress.read(on: bus)
         report.ingress = try await bus.queueState(FanficTopology.ingress).map { Int($0.messageCount) }
         report.failed = try await bus.queueState(FanficTopology.failed).map { Int($0.messageCount) }
         report.checkedAt = Date()

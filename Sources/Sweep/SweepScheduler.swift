@@ -26,16 +26,40 @@ public struct SweepRecord: Codable, Sendable, Hashable {
     public let startsAt: Date
     public let endsAt: Date
     public let checks: [Check]
+    /// Ended early by `fanfic sweep now` (its unreleased checks removed).
+    public var cancelledAt: Date?
     /// -1 while the sweep is being released; the last index once every check is in the broker.
     public var publishedThrough: Int
 
     public var isComplete: Bool { publishedThrough >= checks.count - 1 }
+
+    /// A later sweep, or the same one released further, or ended early.
+    func isNewer(than other: SweepRecord) -> Bool {
+        (startsAt, publishedThrough, cancelledAt == nil ? 0 : 1)
+            > (other.startsAt, other.publishedThrough, other.cancelledAt == nil ? 0 : 1)
+    }
+
+    /// When the next sweep may start.
+    public var over: Date { cancelledAt ?? endsAt }
+
+    /// The summary `fanfic status` shows.
+    func progress(writtenAt: Date) -> SweepProgress {
+        let sites = Dictionary(grouping: checks, by: \.site).map { site, checks in
+            SweepProgress.Site(
+                site: site, checks: checks.count, firstDue: checks.map(\.dueAt).min()!,
+                lastDue: checks.map(\.dueAt).max()!)
+        }
+        return SweepProgress(
+            sweep: id, writtenAt: writtenAt, startsAt: startsAt, endsAt: over, releasing: !isComplete,
+            sites: sites.sorted { $0.site < $1.site })
+    }
 
     enum CodingKeys: String, CodingKey {
         case version, id, checks
         case startsAt = "starts_at"
         case endsAt = "ends_at"
         case publishedThrough = "published_through"
+        case cancelledAt = "cancelled_at"
     }
 }
 
@@ -91,7 +115,7 @@ public final class SweepScheduler: Service {
             do {
                 try await bus.waitUntilConnected(timeout: .seconds(5))
                 if try await BrokerLock(FanficTopology.sweepLock, bus: bus).tryAcquire(),
-                    case .waiting(let until) = try await step()
+                    case .waiting(let until) = try await step(startNow: try await takeRequests())
                 {
                     // Each look reads (and puts back) the record, which holds the whole plan:
                     // while a sweep runs its course, look once a minute rather than every poll.
@@ -114,15 +138,33 @@ public final class SweepScheduler: Service {
         case resumed(sweep: String, checks: Int)
     }
 
+    /// `startNow`: `fanfic sweep now` asked for a sweep: the current one ends (what it has not
+    /// released is removed) and a new one starts within a minute, unless the current one started
+    /// less than `Self.minimumBetweenRequests` ago (requests are anyone's with the CLI's rights,
+    /// and each would release the first check of every site again).
     @discardableResult
-    public func step() async throws -> Step {
+    public func step(startNow: Bool = false) async throws -> Step {
+        var lead = settings.lead
         if let record = try await readRecord() {
-            if !record.isComplete {
-                return .resumed(sweep: record.id, checks: try await release(record, resuming: true))
+            let honoured = startNow && now().timeIntervalSince(record.startsAt) >= Self.minimumBetweenRequests
+            if startNow && !honoured {
+                logger.notice(
+                    "sweep now: ignored, the current sweep started less than 10 minutes ago",
+                    metadata: ["sweep": "\(record.id)"])
             }
-            if now() < record.endsAt { return .waiting(until: record.endsAt) }
+            if honoured {
+                if now() < record.over || !record.isComplete { try await cancel(record) }
+                lead = min(lead, 30)
+            } else {
+                if !record.isComplete {
+                    return .resumed(sweep: record.id, checks: try await release(record, resuming: true))
+                }
+                if now() < record.over { return .waiting(until: record.over) }
+            }
+        } else if startNow {
+            lead = min(lead, 30)
         }
-        let start = now().addingTimeInterval(settings.lead)
+        let start = now().addingTimeInterval(lead)
         let plan = SweepPlanner.plan(books: try await books(), settings: settings.sweep, now: now(), start: start)
         let record = SweepRecord(
             id: UUID().uuidString.lowercased(), startsAt: plan.startsAt, endsAt: plan.endsAt,
@@ -136,6 +178,42 @@ public final class SweepScheduler: Service {
                 "skipped": "\(plan.skipped.count)", "ends": "\(Timestamp.format(record.endsAt))",
             ])
         return .released(sweep: record.id, checks: try await release(record, resuming: false))
+    }
+
+    public static let minimumBetweenRequests: TimeInterval = 600
+
+    /// Takes the `fanfic sweep now` requests waiting (their bodies are not read: any message asks).
+    public func takeRequests() async throws -> Bool {
+        let count = Int(try await bus.queueState(FanficTopology.sweepRequests)?.messageCount ?? 0)
+        var asked = false
+        for _ in 0..<min(count, 100) {
+            guard let message = try await bus.get(queue: FanficTopology.sweepRequests) else { break }
+            asked = true
+            try await message.ack()
+        }
+        return asked
+    }
+
+    /// Ends a sweep now: removes its checks still waiting in the delay queue (others are put back
+    /// with what is left of their wait) and records it as ended.
+    private func cancel(_ record: SweepRecord) async throws {
+        var removed = 0
+        let count = Int(try await bus.queueState(FanficTopology.sweepDelay)?.messageCount ?? 0)
+        for _ in 0..<count {
+            guard let message = try await bus.get(queue: FanficTopology.sweepDelay) else { break }
+            if case .string(let id) = message.properties.headers[Self.sweepIDHeader], id == record.id {
+                removed += 1
+            } else {
+                try await putBack(message)
+            }
+            try await message.ack()
+        }
+        var ended = record
+        ended.publishedThrough = record.checks.count - 1
+        ended.cancelledAt = now()
+        try await writeRecord(ended)
+        logger.notice(
+            "sweep ended early (fanfic sweep now)", metadata: ["sweep": "\(record.id)", "removed": "\(removed)"])
     }
 
     /// Publishes the record's checks after `publishedThrough`, in due order, then records the
@@ -183,52 +261,69 @@ public final class SweepScheduler: Service {
         let count = Int(try await bus.queueState(FanficTopology.sweepDelay)?.messageCount ?? 0)
         for _ in 0..<count {
             guard let message = try await bus.get(queue: FanficTopology.sweepDelay) else { break }
-            var properties = message.properties
+            let properties = message.properties
             if case .string(let id) = properties.headers[Self.sweepIDHeader], id == sweep,
                 case .int(let index) = properties.headers[Self.checkIndexHeader]
             {
                 found.insert(Int(index))
             }
-            if case .int(let due) = properties.headers[Self.dueHeader] {
-                let left = Timestamp.date(milliseconds: due).timeIntervalSince(now())
-                properties.expiration = String(Int64(max(0, left) * 1000))
-            }
-            try await bus.publish(
-                message.body, exchange: FanficTopology.sweep, routingKey: "delay", properties: properties,
-                mandatory: true, retryFor: .seconds(30))
+            try await putBack(message)
             try await message.ack()
         }
         return found
     }
 
-    // MARK: The record
-
-    func readRecord() async throws -> SweepRecord? {
-        let count = Int(try await bus.queueState(FanficTopology.sweepState)?.messageCount ?? 0)
-        var latest: SweepRecord?
-        for _ in 0..<count {
-            guard let message = try await bus.get(queue: FanficTopology.sweepState) else { break }
-            if let record = try? JSONDecoder.sweep.decode(SweepRecord.self, from: message.body) { latest = record }
-            // Put back as it was (read without a redelivery counted against it).
-            try await bus.publish(
-                message.body, exchange: FanficTopology.sweep, routingKey: "state", properties: message.properties,
-                mandatory: true, retryFor: .seconds(30))
-            try await message.ack()
+    /// Publishes a check read from the delay queue back to it, with what is left of its wait.
+    private func putBack(_ message: BusMessage) async throws {
+        var properties = message.properties
+        if case .int(let due) = properties.headers[Self.dueHeader] {
+            let left = Timestamp.date(milliseconds: due).timeIntervalSince(now())
+            properties.expiration = String(Int64(max(0, left) * 1000))
         }
-        if count > 1, let latest { try await writeRecord(latest) }
-        return latest
+        try await bus.publish(
+            message.body, exchange: FanficTopology.sweep, routingKey: "delay", properties: properties,
+            mandatory: true, retryFor: .seconds(30))
     }
 
+    // MARK: The record
+
+    /// The sweep's record: the newest of the messages in `fanfic.sweep.state`, by its content
+    /// (start, then how far it was released), never by queue order: a reader that holds a record
+    /// while this one is written returns it later, behind the new one. The newest is put back
+    /// once (a copy, so no redelivery counts against it) and the others go.
+    func readRecord() async throws -> SweepRecord? {
+        let count = Int(try await bus.queueState(FanficTopology.sweepState)?.messageCount ?? 0)
+        var read: [BusMessage] = []
+        var newest: (record: SweepRecord, body: Data)?
+        for _ in 0..<count {
+            guard let message = try await bus.get(queue: FanficTopology.sweepState) else { break }
+            read.append(message)
+            if let record = try? JSONDecoder.sweep.decode(SweepRecord.self, from: message.body),
+                newest.map({ record.isNewer(than: $0.record) }) ?? true
+            {
+                newest = (record, message.body)
+            }
+        }
+        if let newest {
+            try await bus.publish(
+                newest.body, exchange: FanficTopology.sweep, routingKey: "state", properties: .persistentJSON(),
+                mandatory: true, retryFor: .seconds(30))
+        }
+        for message in read { try await message.ack() }
+        return newest?.record
+    }
+
+    /// Publishes the record, then trims the queue to the newest (this one).
     func writeRecord(_ record: SweepRecord) async throws {
-        // The new record first, then the older ones go: a crash in between leaves two, and the
-        // newest (the last in the queue) is the one read.
-        let before = Int(try await bus.queueState(FanficTopology.sweepState)?.messageCount ?? 0)
         try await bus.publish(
             try JSONEncoder.sweep.encode(record), exchange: FanficTopology.sweep, routingKey: "state",
             properties: .persistentJSON(), mandatory: true, retryFor: .seconds(30))
-        for _ in 0..<before {
-            guard let old = try await bus.get(queue: FanficTopology.sweepState) else { break }
-            try await old.ack()
+        _ = try await readRecord()
+        do {
+            try await record.progress(writtenAt: now()).publish(on: bus)
+        } catch {
+            logger.warning(
+                "sweep progress not published (fanfic status shows an older one)", metadata: ["error": "\(error)"])
         }
     }
 }

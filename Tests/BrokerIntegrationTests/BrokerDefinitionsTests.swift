@@ -114,6 +114,9 @@ extension BrokerTests {
                 status = try cli(["status", "--json"])
                 return status.status == 0 && status.stdout.contains("\"id\":\"w1\"")
             }
+            // fanfic sweep now: the CLI user may ask for a sweep (and status read its progress, above).
+            let sweepNow = try cli(["sweep", "now"])
+            #expect(sweepNow.status == 0 && sweepNow.stdout.contains("asked for a sweep now"), "\(sweepNow.stderr)")
             let listed = try ChildProcess.run(
                 ["/usr/bin/env", "FANFIC_BROKER_URL=\(urls["admin"]!)", BuiltProducts.path("fanfic"), "failed", "list"]
                     + ["--config", config])

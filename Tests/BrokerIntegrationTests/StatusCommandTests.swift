@@ -1,7 +1,9 @@
 import AMQP
+import CalibreLibrary
 import FanficBroker
 import FanficCore
 import Foundation
+import Sweep
 import TestSupport
 import Testing
 
@@ -176,6 +178,46 @@ extension BrokerTests {
             for expected in ["active", "standby", "w1", "w2", "test3.com", "fanfic.failed", "fanfic.retry.60s"] {
                 #expect(text.stdout.contains(expected), "\(expected) missing from:\n\(text.stdout)")
             }
+        }
+
+        @Test("fanfic sweep now asks the scheduler, which starts a sweep; fanfic status shows its progress")
+        func sweepNowAndProgress() async throws {
+            let roles = try RoleProcesses()
+            let client = try roles.connection()
+            defer { Task { await client.close() } }
+            let asked = try ChildProcess.run([
+                BuiltProducts.path("fanfic"), "sweep", "now", "--config", roles.configPath,
+            ])
+            #expect(asked.status == 0, "\(asked.stderr)")
+            #expect(asked.stdout.contains("asked for a sweep now"), "\(asked.stdout)")
+            #expect(try await client.queueState(FanficTopology.sweepRequests)?.messageCount == 1)
+
+            var settings = FanficConfiguration.Sweep()
+            settings.interval = 3600
+            settings.perSiteBudget = 3600
+            settings.skipRecentHours = 0
+            let books = (1...6).map {
+                LibraryBook(
+                    id: $0, url: "http://test\($0 % 2 + 1).com?sid=\($0)", lastModified: Date(timeIntervalSince1970: 0))
+            }
+            let scheduler = SweepScheduler(
+                bus: AMQPMessageBus(client), settings: .init(sweep: settings), logger: TestBroker.logger
+            ) { books }
+            let startNow = try await scheduler.takeRequests()
+            #expect(startNow)
+            guard case .released(let sweep, 6) = try await scheduler.step(startNow: startNow) else {
+                Issue.record("no sweep released")
+                return
+            }
+            let text = try ChildProcess.run(
+                [BuiltProducts.path("fanfic"), "status", "--config", roles.configPath, "--wait", "0.5"])
+            #expect(text.stdout.contains("0 of 6 checks released"), "\(text.stdout)")
+            #expect(text.stdout.contains("test1.com") && text.stdout.contains("test2.com"), "\(text.stdout)")
+            let json = try ChildProcess.run(
+                [BuiltProducts.path("fanfic"), "status", "--config", roles.configPath, "--wait", "0.5", "--json"])
+            let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+            #expect((object?["sweep"] as? [String: Any])?["sweep"] as? String == sweep, "\(json.stdout)")
+            #expect(try await client.queueState(FanficTopology.sweepProgress)?.messageCount ?? 0 >= 1, "put back")
         }
 
         @Test("says so, and exits 1, when no coordinator answers or the broker can't be reached")

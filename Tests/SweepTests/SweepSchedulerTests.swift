@@ -103,6 +103,7 @@ struct SweepSchedulerTests {
         }
         var incomplete = record
         incomplete.publishedThrough = -1
+        _ = try await InMemoryBus(broker: broker).purgeQueue(FanficTopology.sweepState)
         try await first.writeRecord(incomplete)
 
         clock.advance(60)
@@ -115,5 +116,81 @@ struct SweepSchedulerTests {
         #expect(check0.expiration == Int(record.checks[0].dueAt.timeIntervalSince(clock.now) * 1000))
         #expect(try await second.readRecord()?.isComplete == true)
         #expect(broker.messages(in: FanficTopology.sweepState).count == 1)
+    }
+
+    @Test("the record is chosen by its content: a stale copy a reader puts back behind the new one is not taken")
+    func staleCopy() async throws {
+        let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: RetryLadder()))
+        let bus = InMemoryBus(broker: broker)
+        let clock = Clock()
+        let scheduler = Self.scheduler(bus, clock: clock)
+        _ = try await scheduler.step()
+        let current = try #require(try await scheduler.readRecord())
+        var stale = current
+        stale.publishedThrough = -1
+        try await bus.publish(
+            try JSONEncoder.sweep.encode(stale), exchange: FanficTopology.sweep, routingKey: "state",
+            properties: .persistentJSON())
+        #expect(broker.messages(in: FanficTopology.sweepState).count == 2)
+        #expect(try await scheduler.readRecord() == current)
+        #expect(broker.messages(in: FanficTopology.sweepState).count == 1, "the stale copy went")
+        #expect(try await scheduler.step() == .waiting(until: current.endsAt), "no second release")
+    }
+
+    @Test(
+        "sweep now: the current sweep's waiting checks go and a new sweep starts in 30 s; a second request within 10 min is ignored"
+    )
+    func startNow() async throws {
+        let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: RetryLadder()))
+        let bus = InMemoryBus(broker: broker)
+        let clock = Clock()
+        let scheduler = Self.scheduler(bus, clock: clock)
+        guard case .released(let first, 10) = try await scheduler.step() else {
+            Issue.record("no sweep released")
+            return
+        }
+        clock.advance(900)
+        #expect(try await scheduler.takeRequests() == false)
+        try await bus.publish(
+            Data("{}".utf8), exchange: FanficTopology.sweepRequests, routingKey: "", properties: .persistentJSON())
+        #expect(try await scheduler.takeRequests() == true)
+        #expect(try await scheduler.takeRequests() == false, "taken once")
+        guard case .released(let second, 10) = try await scheduler.step(startNow: true) else {
+            Issue.record("no new sweep")
+            return
+        }
+        #expect(second != first)
+        let waiting = broker.messages(in: FanficTopology.sweepDelay)
+        #expect(waiting.count == 10, "only the new sweep's checks wait")
+        #expect(waiting.allSatisfy { $0.properties.headers[SweepScheduler.sweepIDHeader] == .string(second) })
+        #expect(Self.waiting(broker).map(\.expiration).first == 30_000)
+        // Too soon after: ignored, the sweep goes on.
+        clock.advance(60)
+        guard case .waiting = try await scheduler.step(startNow: true) else {
+            Issue.record("a second request within 10 min started another sweep")
+            return
+        }
+        #expect(try await scheduler.readRecord()?.id == second)
+    }
+
+    @Test("progress for fanfic status: published with the record; released per site follows the clock")
+    func progress() async throws {
+        let broker = InMemoryBroker(topology: FanficTopology.declarations(retry: RetryLadder()))
+        let bus = InMemoryBus(broker: broker)
+        let clock = Clock()
+        let scheduler = Self.scheduler(bus, clock: clock)
+        _ = try await scheduler.step()
+        let record = try #require(try await scheduler.readRecord())
+        let progress = try #require(try await SweepProgress.read(on: bus))
+        #expect(progress.sweep == record.id && progress.checks == 10 && !progress.releasing)
+        #expect(progress.sites.map(\.site) == ["test1.com", "test2.com"])
+        #expect(broker.messages(in: FanficTopology.sweepProgress).count >= 1, "read, and put back")
+        #expect(try await SweepProgress.read(on: bus) == progress)
+        #expect(progress.released(at: clock.now) == 0)
+        for probe in [record.checks[0].dueAt, record.checks[4].dueAt, record.checks[9].dueAt] {
+            let due = record.checks.filter { $0.dueAt <= probe }.count
+            #expect(progress.released(at: probe) == due, "at \(probe)")
+        }
+        #expect(progress.released(at: record.endsAt) == 10)
     }
 }
