@@ -31,10 +31,20 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             _ = mail.subject
             for part in mail.parts { precondition(part.isHTML || part.contentType == "text/plain") }
         case .links:
-            // The first byte picks plain text or HTML; every story found is a story of its site.
+            // The first byte picks plain text or HTML, and lists or not; every story found is a
+            // story of its site, every list page found a list page of its site, its URL stable.
             let html = data.first.map { $0 & 1 == 1 } ?? false
-            let links = StoryLinks.extract(text: String(decoding: data.dropFirst(), as: UTF8.self), html: html)
-            for found in links.stories {
+            let lists = data.first.map { $0 & 2 == 2 } ?? false
+            let links = StoryLinks.extract(
+                text: String(decoding: data.dropFirst(), as: UTF8.self), html: html, lists: lists)
+            for found in links.stories where found.isList {
+                precondition(lists, "a list page found with lists off")
+                let page = SiteRules.bundled.listPage(found.story.canonicalURL)
+                precondition(
+                    page?.site == found.story.site && page?.url == found.story.canonicalURL,
+                    "a list page's URL is not a list page of its site: \(found.story.canonicalURL)")
+            }
+            for found in links.stories where !found.isList {
                 guard case .success(let story) = SiteRules.bundled.resolve(found.story.canonicalURL) else {
                     preconditionFailure("a found story's canonical URL is not a story URL: \(found.story.canonicalURL)")
                 }

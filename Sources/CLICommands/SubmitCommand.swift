@@ -13,7 +13,9 @@ struct SubmitCommand: AsyncParsableCommand {
         discussion: """
             Each input is checked against FanFicFare's sites and canonicalised (chapter links, \
             mobile hosts and other spellings of one story become one task); each story is \
-            published to fanfic.ingress with a publisher confirm. Exits 1 when nothing was queued.
+            published to fanfic.ingress with a publisher confirm. A series, author or collection \
+            page of a known site is queued as a list, which a worker expands into its stories \
+            (at most fanficfare.expand_lists of them; 0 refuses lists). Exits 1 when nothing was queued.
             """
     )
 
@@ -41,9 +43,11 @@ struct SubmitCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let links = try StoryLinks.resolve(inputs: gatherInputs())
+        Bootstrap.logging(options)
+        let configuration = try Bootstrap.configuration(options)
+        let links = try StoryLinks.resolve(inputs: gatherInputs(), lists: configuration.fanficfare.expandLists > 0)
         if !dryRun && !links.stories.isEmpty {
-            try await publish(links.stories.map(\.story))
+            try await publish(links.stories.map(\.story), configuration: configuration)
         }
         report(links.answers(published: !dryRun), queued: dryRun ? 0 : links.stories.count)
         if links.stories.isEmpty { throw ExitCode.failure }
@@ -68,8 +72,8 @@ struct SubmitCommand: AsyncParsableCommand {
         return inputs
     }
 
-    private func publish(_ stories: [SiteRules.Story]) async throws {
-        let broker = try await CLIBroker.connect(options)
+    private func publish(_ stories: [SiteRules.Story], configuration: FanficConfiguration) async throws {
+        let broker = try await CLIBroker.connect(configuration)
         let connection = broker.connection
         do {
             let publisher = TaskPublisher(bus: broker.bus)
@@ -101,13 +105,16 @@ struct SubmitCommand: AsyncParsableCommand {
         }
         for line in lines {
             switch line.status {
-            case "queued", "story":
-                print("\(line.status == "queued" ? "queued " : "story  ")  \(line.site ?? "")  \(line.url ?? "")")
+            case "queued", "story", "list":
+                let what = line.status == "queued" ? "queued " : line.status == "list" ? "list   " : "story  "
+                print(
+                    "\(what)  \(line.site ?? "")  \(line.url ?? "")"
+                        + (line.status == "queued" && line.list == true ? "  (a list)" : ""))
             case "duplicate": print("same     \(line.input)  (as \(line.url ?? ""))")
             default: print("refused  \(line.input)  (\(line.reason ?? ""))")
             }
         }
-        let stories = lines.filter { $0.status == "queued" || $0.status == "story" }.count
+        let stories = lines.filter { ["queued", "story", "list"].contains($0.status) }.count
         let duplicates = lines.filter { $0.status == "duplicate" }.count
         let refused = lines.filter { $0.status == "refused" }.count
         let verb = dryRun ? "would queue" : "queued"

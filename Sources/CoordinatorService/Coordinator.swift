@@ -36,6 +36,8 @@ public struct Coordinator: Service {
         public var quietHours = QuietSchedule()
         /// Bounds on what comes from outside (`[limits]`).
         public var limits = FanficConfiguration.Limits()
+        /// Whether a list page is admitted as a task, for a worker to expand (`fanficfare.expand_lists` > 0).
+        public var expandLists = true
         /// `coordinator@<host>:<pid>`, in events and logs.
         public var name: String
 
@@ -53,6 +55,7 @@ public struct Coordinator: Service {
             forgetWorkersAfter = TimeInterval(configuration.coordinator.forgetWorkersAfter)
             registrySweepInterval = .seconds(min(300, max(1, configuration.coordinator.forgetWorkersAfter / 4)))
             limits = configuration.limits
+            expandLists = configuration.fanficfare.expandLists > 0
             let overrides = configuration.sites.overrides
             dispatch.sitePauses = overrides.compactMapValues { $0.pause.map { .seconds($0) } }
             dispatch.hourlyBudget = configuration.sites.maxTasksPerHour

@@ -102,8 +102,8 @@ final class CoordinatorTerm: Sendable {
                 await self.subscribe(
                     FanficTopology.ingress, prefetch: self.settings.ingressPrefetch, concurrently: true
                 ) {
-                    [wire = self.settings.limits.wire] in
-                    TaskIntake.admit(try WireCodec.decode($0, limits: wire), body: $0)
+                    [wire = self.settings.limits.wire, lists = self.settings.expandLists] in
+                    TaskIntake.admit(try WireCodec.decode($0, limits: wire), body: $0, lists: lists)
                 } wrap: {
                     .ingress($0)
                 }

@@ -53,9 +53,10 @@ public struct DashboardCommand: AsyncParsableCommand {
                 logger: logger, observe: { metrics.observe($0) })
             let status = StatusCache(bus: bus, configuration: configuration)
             let events = EventPublisher(bus: bus, logger: logger)
-            let actions = DashboardActions(
+            var actions = DashboardActions(
                 bus: bus, ladder: configuration.retry.ladder,
                 source: "dashboard@\(ProcessInfo.processInfo.hostName)", emit: { events.emit($0) })
+            actions.expandLists = configuration.fanficfare.expandLists > 0
             let live = LiveFeed(store: store) { await status.current() }
             let routes = DashboardRoutes(
                 store: store, access: DashboardAccess(password: settings.password, tokens: settings.apiTokens),

@@ -16,6 +16,8 @@ public struct DashboardActions: Sendable {
     /// `dashboard@<host>`: the events' source.
     let source: String
     let now: @Sendable () -> Date
+    /// Whether a series, author or collection page is queued as a list (`fanficfare.expand_lists` > 0).
+    public var expandLists = false
 
     /// At most this many inputs in one submission (a pasted list).
     public static let maxSubmitInputs = 1000
@@ -34,7 +36,7 @@ public struct DashboardActions: Sendable {
     /// Queues the stories among `inputs` (one URL each); `force`: download again whatever the
     /// library has. Nothing is published when none is a story.
     public func submit(_ inputs: [String], force: Bool) async throws -> [StoryLinks.Answer] {
-        let links = StoryLinks.resolve(inputs: inputs)
+        let links = StoryLinks.resolve(inputs: inputs, lists: expandLists)
         let publisher = TaskPublisher(bus: bus)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for found in links.stories {

@@ -223,7 +223,7 @@ public struct DashboardRoutes: Sendable {
             inputs.append(text)
         }
         let force = try Self.flag(body, "force")
-        let links = StoryLinks.resolve(inputs: inputs)
+        let links = StoryLinks.resolve(inputs: inputs, lists: actions.expandLists)
         guard !links.stories.isEmpty else {
             return Response.json(
                 SubmitAnswer(

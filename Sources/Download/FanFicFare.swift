@@ -38,13 +38,16 @@ public struct FanFicFare: Sendable {
             siteOptions: configuration.sites.overrides.mapValues(\.fanficfareOptions))
     }
 
-    /// The options of a run for `url`: `fanficfare.options`, then its site's (FanFicFare reads the
-    /// later of two settings of one name).
+    /// The options of a run for `url` (a story or a list page): `fanficfare.options`, then its
+    /// site's (FanFicFare reads the later of two settings of one name).
     public func options(for url: String?) -> [String] {
-        guard let url, !siteOptions.isEmpty, case .success(let story) = SiteRules.bundled.resolve(url) else {
-            return settings.options
-        }
-        return settings.options + (siteOptions[story.site] ?? [])
+        guard let url, !siteOptions.isEmpty else { return settings.options }
+        let site: String? =
+            switch SiteRules.bundled.resolve(url) {
+            case .success(let story): story.site
+            case .failure: SiteRules.bundled.listPage(url)?.site
+            }
+        return settings.options + (site.flatMap { siteOptions[$0] } ?? [])
     }
 
     /// The argument vector: options first, `--`, then exactly one story input, so that a URL can
@@ -75,6 +78,50 @@ public struct FanFicFare: Sendable {
         }
     }
 
+    /// The argument vector of a list run: options as for a story, then `--list=URL` in one
+    /// argument (optparse reads no option from an argument's value, and `--` cannot go between
+    /// an option and its value).
+    public func listArguments(url: String) -> [String] {
+        var arguments = ["--non-interactive"]
+        for ini in [settings.defaultsIni, settings.personalIni] where !ini.isEmpty {
+            arguments += ["-c", ini]
+        }
+        if !options(for: url).isEmpty { arguments += ["-c", Self.optionsName] }
+        return arguments + ["--list=\(url)"]
+    }
+
+    /// At most this many lines of a list run are read as links: a page listing more is cut there
+    /// (the caller keeps fewer still, `fanficfare.expand_lists`).
+    public static let maxListedLinks = 10_000
+
+    /// Runs `fanficfare --list` in `jail`.
+    public func list(url: String, in jail: URL) async throws -> ListOutcome {
+        try writeOptions(for: url, in: jail)
+        defer { try? FileManager.default.removeItem(at: jail.appendingPathComponent(Self.optionsName)) }
+        let result = try await runner.run(
+            settings.command, listArguments(url: url), in: jail, timeout: .seconds(settings.timeout))
+        if result.timedOut { return .failed(.failed("fanficfare ran past its \(settings.timeout) s timeout")) }
+        let outcome = OutcomeClassifier.classify(
+            exitStatus: result.exitStatus, stdout: result.stdout, stderr: result.stderr)
+        guard outcome.disposition == .success else { return .failed(outcome) }
+        let links = result.stdout.split(whereSeparator: \.isNewline).lazy
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { $0.hasPrefix("http://") || $0.hasPrefix("https://") }
+            .prefix(Self.maxListedLinks)
+        return .listed(Array(links))
+    }
+
+    private func writeOptions(for url: String, in jail: URL) throws {
+        guard let options = optionsFile(for: url) else { return }
+        let path = jail.appendingPathComponent(Self.optionsName).path
+        guard
+            FileManager.default.createFile(
+                atPath: path, contents: Data(options.utf8), attributes: [.posixPermissions: 0o600])
+        else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+    }
+
     /// The options file's text: FanFicFare's `[overrides]` section, which is what `-o` sets, one
     /// `NAME:VALUE` line per option (`%` doubled: FanFicFare's ini files interpolate). Nil
     /// without options. Configuration refuses option values with line breaks.
@@ -95,15 +142,7 @@ public struct FanFicFare: Sendable {
     public func run(url: String, mode: Mode, hailMary: Bool, in jail: URL) async throws -> (
         FanFicFareOutcome, ToolResult
     ) {
-        if let options = optionsFile(for: url) {
-            let path = jail.appendingPathComponent(Self.optionsName).path
-            guard
-                FileManager.default.createFile(
-                    atPath: path, contents: Data(options.utf8), attributes: [.posixPermissions: 0o600])
-            else {
-                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-            }
-        }
+        try writeOptions(for: url, in: jail)
         defer { try? FileManager.default.removeItem(at: jail.appendingPathComponent(Self.optionsName)) }
         let result = try await runner.run(
             settings.command, arguments(url: url, mode: mode, hailMary: hailMary), in: jail,

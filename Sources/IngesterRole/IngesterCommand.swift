@@ -41,7 +41,8 @@ public struct IngesterCommand: AsyncParsableCommand {
             return [
                 events,
                 Ingester(
-                    settings: Ingester.Settings(email: configuration.email), bus: bus,
+                    settings: Ingester.Settings(
+                        email: configuration.email, expandLists: configuration.fanficfare.expandLists > 0), bus: bus,
                     notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger),
                     logger: logger, emit: { events.emit($0) }),
             ]
@@ -70,7 +71,9 @@ public struct IngesterCommand: AsyncParsableCommand {
             throw ExitCode.failure
         }
         let ingester = Ingester(
-            settings: Ingester.Settings(email: configuration.email), bus: AMQPMessageBus(connection),
+            settings: Ingester.Settings(
+                email: configuration.email, expandLists: configuration.fanficfare.expandLists > 0),
+            bus: AMQPMessageBus(connection),
             notifier: AppriseNotifier(urls: configuration.notifications.appriseURLs, logger: logger), logger: logger)
         let reports = await ingester.pollOnce()
         await connection.close()

@@ -13,10 +13,13 @@ public final class Ingester: Service {
     public struct Settings: Sendable {
         public var email: FanficConfiguration.Email
         public var submittedBy: String
+        /// Whether a mail naming a list page and no story queues the list (`fanficfare.expand_lists` > 0).
+        public var expandLists: Bool
 
-        public init(email: FanficConfiguration.Email) {
+        public init(email: FanficConfiguration.Email, expandLists: Bool = false) {
             self.email = email
             self.submittedBy = "email:\(email.username)"
+            self.expandLists = expandLists
         }
     }
 
@@ -168,8 +171,11 @@ public final class Ingester: Service {
                 return 0
             }
         }
-        let links = Self.links(in: message)
+        let links = Self.links(in: message, lists: settings.expandLists)
         var stories = links.stories
+        // A mail that names stories is about them: the author, series and collection links of a
+        // site's update notice are not asked for. Only a mail naming lists alone queues them.
+        if stories.contains(where: { !$0.isList }) { stories.removeAll(where: \.isList) }
         if stories.count > email.maxURLsPerMessage {
             logger.warning(
                 "more story links than email.max_urls_per_message; the rest are ignored",
@@ -231,11 +237,12 @@ public final class Ingester: Service {
         }
     }
 
-    /// Every story link of every text part, HTML `href`s included, each story once.
-    public static func links(in message: MailMessage) -> StoryLinks {
+    /// Every story link of every text part, HTML `href`s included, each story once; `lists`:
+    /// list pages too.
+    public static func links(in message: MailMessage, lists: Bool = false) -> StoryLinks {
         var links = StoryLinks()
         for part in message.parts {
-            links.merge(StoryLinks.extract(text: part.text, html: part.isHTML))
+            links.merge(StoryLinks.extract(text: part.text, html: part.isHTML, lists: lists))
         }
         return links
     }

@@ -17,14 +17,20 @@ public struct StoryPipeline: TaskRunner {
         public var calibre: FanficConfiguration.Calibre
         /// Where jails are made.
         public var scratch: URL
+        /// At most this many stories from one list page; 0: list pages fail (`fanficfare.expand_lists`).
+        public var expandLists: Int
 
         public init(configuration: FanficConfiguration) {
-            self.init(calibre: configuration.calibre)
+            self.init(calibre: configuration.calibre, expandLists: configuration.fanficfare.expandLists)
         }
 
-        public init(calibre: FanficConfiguration.Calibre, scratch: URL = FileManager.default.temporaryDirectory) {
+        public init(
+            calibre: FanficConfiguration.Calibre, scratch: URL = FileManager.default.temporaryDirectory,
+            expandLists: Int = 100
+        ) {
             self.calibre = calibre
             self.scratch = scratch
+            self.expandLists = expandLists
         }
     }
 
@@ -95,6 +101,9 @@ public struct StoryPipeline: TaskRunner {
         try FileManager.default.createDirectory(
             at: jail, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: jail) }
+        if case .failure = SiteRules.bundled.resolve(task.url), let page = SiteRules.bundled.listPage(task.url) {
+            return try await expand(page, in: jail, logger: logger)
+        }
 
         // The task's spelling, then the site rules' canonical form of it: only hints, checked
         // against the URL in the EPUB once FanFicFare has run.

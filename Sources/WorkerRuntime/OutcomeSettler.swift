@@ -130,6 +130,20 @@ public struct OutcomeSettler: Sendable {
                     + (["new", "updated"].contains(detail) ? "" : ": \(detail)")
                 await notifier.notify(title: title, body: body)
             }
+        case .expanded(let stories, let found):
+            // Each story a task of its own, by the same person; the coordinator drops those
+            // already queued, and each worker's lookup makes one already in the library an update.
+            for story in stories {
+                try await publisher.submit(
+                    TaskMessage(
+                        url: story.canonicalURL, site: story.site, behavior: task.behavior,
+                        submittedBy: task.submittedBy))
+            }
+            let cut = found > stories.count ? ", the first \(stories.count) of \(found) (fanficfare.expand_lists)" : ""
+            event.detail = "list: \(stories.count) stories queued\(cut)"
+            logger.info("list expanded", metadata: ["stories": "\(stories.count)", "found": "\(found)"])
+            emit(event)
+            await notifier.notify(title: "List expanded", body: "\(task.url): \(stories.count) stories queued\(cut)")
         case .retryable(let reason):
             event.reason = TaskPublisher.bounded(reason, to: maxReasonLength)
             switch ladder.step(afterFailureOf: task) {

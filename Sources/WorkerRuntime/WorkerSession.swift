@@ -286,15 +286,21 @@ public final class WorkerSession: Service {
     }
 
     /// Why a task in this worker's queue is not this worker's to run, or nil: its URL must be a
-    /// story URL of the site the coordinator gave it (the task's header), and the task must say
-    /// the same site. A task from an older coordinator, without the header, is checked against
-    /// its own `site`.
+    /// story URL (or a list page) of the site the coordinator gave it (the task's header), and
+    /// the task must say the same site. A task from an older coordinator, without the header, is
+    /// checked against its own `site`.
     static func misplaced(_ task: TaskMessage, _ message: BusMessage, rules: SiteRules = .bundled) -> String? {
-        guard case .success(let story) = rules.resolve(task.url) else { return "its URL is not a story URL" }
+        let site: String
+        switch rules.resolve(task.url) {
+        case .success(let story): site = story.site
+        case .failure:
+            guard let page = rules.listPage(task.url) else { return "its URL is not a story URL" }
+            site = page.site
+        }
         var given = task.site
-        if case .string(let site) = message.properties.headers[FanficTopology.siteHeader] { given = site }
-        guard story.site == given, task.site == given else {
-            return "its URL is of \(story.site), but it came as a task of \(given)"
+        if case .string(let header) = message.properties.headers[FanficTopology.siteHeader] { given = header }
+        guard site == given, task.site == given else {
+            return "its URL is of \(site), but it came as a task of \(given)"
         }
         return nil
     }

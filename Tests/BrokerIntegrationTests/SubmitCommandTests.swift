@@ -35,7 +35,10 @@ extension BrokerTests {
             let client = try roles.connection()
             defer { Task { await client.close() } }
             let run = try Self.submit(
-                ["--dry-run", "--json", "https://m.fanfiction.net/s/1234567/3/", "ftp://nowhere", "--", "-o foo=bar"],
+                [
+                    "--dry-run", "--json", "https://m.fanfiction.net/s/1234567/3/", "ftp://nowhere",
+                    "https://archiveofourown.org/series/42", "--", "-o foo=bar",
+                ],
                 roles: roles)
             #expect(run.status == 0, "\(run.stderr)")
             struct Line: Decodable {
@@ -44,9 +47,13 @@ extension BrokerTests {
                 let site: String?
                 let url: String?
                 let reason: String?
+                let list: Bool?
             }
             let lines = try JSONDecoder().decode([Line].self, from: Data(run.stdout.utf8))
-            #expect(lines.count == 3)
+            #expect(lines.count == 4)
+            let list = try #require(lines.first { $0.status == "list" }, "a series page is a list (expand_lists)")
+            #expect(list.site == "archiveofourown.org" && list.url == "https://archiveofourown.org/series/42")
+            #expect(list.list == true && lines.filter { $0.list == true }.count == 1)
             let story = try #require(lines.first { $0.status == "story" })
             #expect(story.site == "www.fanfiction.net")
             #expect(story.url?.hasPrefix("https://www.fanfiction.net/s/1234567/1") == true)

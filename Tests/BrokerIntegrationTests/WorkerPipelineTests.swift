@@ -100,6 +100,31 @@ extension BrokerTests {
             }
         }
 
+        @Test(
+            "a series page is read by the real FanFicFare and becomes its first expand_lists stories, each one book; one already in the library stays one book"
+        )
+        func listExpands() async throws {
+            let system = try await System(extra: { _ in "[fanficfare]\nexpand_lists = 4" })
+            defer { system.stop() }
+            try await system.submit("http://test1.com?sid=2")
+            try await system.events.waitForEnd(of: "http://test1.com?sid=2")
+
+            // FanFicFare's offline test site lists sid 1 to 9 on any page that is not a story.
+            let page = "http://test1.com/seriesid=1"
+            try await system.submit(page)
+            let listed = try await system.events.waitForEnd(of: page)
+            #expect(listed.kind == .taskSucceeded, "\(listed)")
+            #expect(listed.detail == "list: 4 stories queued, the first 4 of 9 (fanficfare.expand_lists)")
+            let stories = (1...4).map { "http://test1.com?sid=\($0)" }
+            for story in stories {
+                try await system.events.waitForEnd(of: story, count: story.hasSuffix("sid=2") ? 2 : 1)
+            }
+            #expect(stories.allSatisfy { system.events.ends(of: $0).allSatisfy { $0.kind == .taskSucceeded } })
+            let books = try system.library.books()
+            #expect(books.compactMap { $0.identifiers["url"] }.sorted() == stories, "\(books.map(\.title))")
+            #expect(system.events.ends(of: "http://test1.com?sid=5").isEmpty, "past the cap")
+        }
+
         @Test("a new story is one book; ?sid=10 then ?sid=1 are two books; the same URL again updates")
         func newStoriesAndExactLookup() async throws {
             let sink = try NotificationSink(in: FileManager.default.temporaryDirectory)

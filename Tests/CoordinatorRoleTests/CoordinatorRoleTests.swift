@@ -254,7 +254,8 @@ struct CoordinatorRoleTests {
         for site in ["test3.com", "evil-a.example", String(repeating: "x", count: 300)] {
             _ = try await fleet.submit("http://www.test3.com/?sid=7", site: site)
         }
-        _ = try await fleet.submit("http://test1.com/not-a-story", site: "test1.com")
+        // Not a story, nor a list page: no site FanFicFare knows (TaskIntakeTests: list pages).
+        _ = try await fleet.submit("http://stories.example/not-a-story", site: "test1.com")
         try await waitUntil("every message is routed, dropped or parked") {
             fleet.ingressSettled && fleet.broker.messages(in: FanficTopology.failed).count == 1
         }

@@ -241,7 +241,7 @@ struct ConfigurationTests {
         #expect(names.contains("FANFIC_EMAIL_SLEEP_TIME"))
         #expect(names.contains("FANFIC_COORDINATOR_WORKER_TIMEOUT"))
         #expect(Set(names).count == names.count)
-        #expect(FanficConfiguration.keys.count == 57)
+        #expect(FanficConfiguration.keys.count == 58)
         #expect(names.contains("FANFIC_SITES_COOLDOWN") && names.contains("FANFIC_CALIBRE_ON_FEWER_CHAPTERS"))
         #expect(names.contains("FANFIC_WORKER_SLOTS") && names.contains("FANFIC_COORDINATOR_FORGET_WORKERS_AFTER"))
         #expect(names.contains("FANFIC_RUN_STOP_TIMEOUT") && names.contains("FANFIC_COORDINATOR_SITE_TURN"))

@@ -157,3 +157,34 @@ struct SiteRulesAgreementTests {
     /// drop below it is a regression.
     static let minimumAgreement = 0.99
 }
+
+@Suite("List pages: a known site's page that is not a story")
+struct ListPageTests {
+    @Test("series, author and collection pages are list pages of their site; stories and unknown sites are not")
+    func listPages() {
+        let rules = SiteRules.bundled
+        #expect(
+            rules.listPage("https://archiveofourown.org/series/12345")
+                == SiteRules.ListPage(site: "archiveofourown.org", url: "https://archiveofourown.org/series/12345"))
+        #expect(rules.listPage("https://archiveofourown.org/users/someone/works")?.site == "archiveofourown.org")
+        #expect(
+            rules.listPage("https://archiveofourown.org/collections/some_collection")?.site == "archiveofourown.org")
+        #expect(rules.listPage("https://www.fanfiction.net/u/1234/Someone")?.site == "www.fanfiction.net")
+        #expect(rules.listPage("http://test1.com/seriesid=1")?.site == "test1.com")
+        #expect(rules.listPage("https://archiveofourown.org/works/123") == nil, "a story")
+        #expect(rules.listPage("http://test1.com?sid=1") == nil, "a story")
+        #expect(rules.listPage("https://example.org/series/1") == nil, "no adapter")
+        #expect(rules.listPage("not a url") == nil)
+    }
+
+    @Test("submissions with lists on: a list page is found as a list, once; with lists off it is refused")
+    func links() {
+        let on = StoryLinks.resolve(
+            inputs: ["https://archiveofourown.org/series/1", "https://archiveofourown.org/series/1#x"], lists: true)
+        #expect(on.stories.map(\.isList) == [true] && on.duplicates.count == 1)
+        #expect(on.answers(published: false).first?.status == "list")
+        #expect(on.answers(published: true).first?.list == true)
+        let off = StoryLinks.resolve(inputs: ["https://archiveofourown.org/series/1"])
+        #expect(off.stories.isEmpty && off.refused.count == 1)
+    }
+}

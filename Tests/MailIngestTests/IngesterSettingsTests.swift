@@ -15,6 +15,7 @@ struct IngesterSettingsTests {
         let bus = InMemoryBus(topology: FanficTopology.declarations(retry: RetryLadder(delays: [60])))
         let recorder = RecordingNotifier()
         var email = FanficConfiguration().email
+        var expandLists = true
 
         init(_ configure: (inout FanficConfiguration.Email) -> Void = { _ in }) {
             email.server = "imap.example.org"
@@ -24,7 +25,8 @@ struct IngesterSettingsTests {
 
         func poll() async -> [Ingester.PollReport] {
             await Ingester(
-                settings: Ingester.Settings(email: email), mailbox: mailbox, bus: bus, notifier: recorder,
+                settings: Ingester.Settings(email: email, expandLists: expandLists), mailbox: mailbox, bus: bus,
+                notifier: recorder,
                 logger: Logger(label: "test")
             ).pollOnce()
         }
@@ -98,6 +100,22 @@ struct IngesterSettingsTests {
         _ = await setup.poll()
         #expect(setup.mailbox.messages(in: "INBOX").isEmpty)
         #expect(setup.mailbox.messages(in: "Done").count == 1)
+    }
+
+    @Test(
+        "a list page alone (a series, an author) is queued as a list; beside a story it is not asked for (an update notice's author link)"
+    )
+    func lists() async {
+        let setup = Setup()
+        setup.mailbox.deliver(Self.mail("the whole series please: http://test1.com/seriesid=1"))
+        setup.mailbox.deliver(
+            Self.mail("New chapter of http://test2.com?sid=4 by http://test2.com/authorid=9"))
+        #expect(await setup.poll().map(\.tasksQueued) == [2])
+        #expect(Set(setup.queued.map(\.url)) == ["http://test1.com/seriesid=1", "http://test2.com?sid=4"])
+        var off = Setup()
+        off.expandLists = false
+        off.mailbox.deliver(Self.mail("the whole series please: http://test1.com/seriesid=1"))
+        #expect(await off.poll().map(\.tasksQueued) == [0], "fanficfare.expand_lists = 0: not a story")
     }
 
     @Test("a message without stories stays unseen unless email.mark_unmatched_seen")

@@ -90,11 +90,24 @@ final class ScriptedDownloader: StoryDownloader {
         var chapters = 0
     }
 
-    private let state: Mutex<(steps: [Step], modes: [FanFicFare.Mode])>
+    private let state: Mutex<(steps: [Step], modes: [FanFicFare.Mode], listed: [String])>
+    /// What `fanficfare --list` answers for each page.
+    let pages: [String: ListOutcome]
 
-    init(_ steps: [Step]) { state = Mutex((steps, [])) }
+    init(_ steps: [Step], pages: [String: ListOutcome] = [:]) {
+        state = Mutex((steps, [], []))
+        self.pages = pages
+    }
 
     var modes: [FanFicFare.Mode] { state.withLock { $0.modes } }
+    /// The pages listed, in order.
+    var listed: [String] { state.withLock { $0.listed } }
+
+    func list(url: String, in jail: URL) async throws -> ListOutcome {
+        state.withLock { $0.listed.append(url) }
+        guard let outcome = pages[url] else { throw ToolError("the script has no page \(url)") }
+        return outcome
+    }
 
     func run(url: String, mode: FanFicFare.Mode, hailMary: Bool, in jail: URL) async throws -> (
         FanFicFareOutcome, ToolResult

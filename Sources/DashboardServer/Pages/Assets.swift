@@ -120,7 +120,8 @@ enum Assets {
           for (const line of result.answer.answers || []) {
             const row = document.createElement('div');
             row.className = 'answer ' + line.status;
-            row.textContent = line.status + ': ' + (line.url || line.input) + (line.reason ? ' (' + line.reason + ')' : '');
+            row.textContent = line.status + (line.list ? ' (a list: a worker queues its stories)' : '') + ': '
+              + (line.url || line.input) + (line.reason ? ' (' + line.reason + ')' : '');
             out.append(row);
           }
           if (result.ok) form.elements.urls.value = '';

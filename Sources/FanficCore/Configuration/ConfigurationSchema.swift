@@ -39,6 +39,7 @@ enum ConfigurationSchema {
             .stringList(
                 "fanficfare", "options", \.fanficfare.options, secrecy: .whole, rule: Rules.fanficfareOption),
             .integer("fanficfare", "timeout", \.fanficfare.timeout, range: 1...86_400),
+            .integer("fanficfare", "expand_lists", \.fanficfare.expandLists, range: 0...1_000),
 
             .integerList("retry", "delays", \.retry.delays, range: 1...604_800),
             .bool("retry", "hail_mary", \.retry.hailMary),

@@ -129,6 +129,9 @@ public struct FanficConfiguration: Sendable, Hashable {
         public var options: [String] = []
         /// Seconds per run.
         public var timeout = 7200
+        /// A series, author or collection page becomes at most this many story tasks
+        /// (`fanficfare --list`); 0 refuses such pages as "not a story URL".
+        public var expandLists = 100
     }
 
     public struct Retry: Sendable, Hashable {

@@ -132,6 +132,25 @@ public struct SiteRules: Sendable {
         return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: features)))
     }
 
+    /// A page of a site FanFicFare knows that is not a story: a series, author or collection
+    /// page, which `fanficfare --list` may turn into the stories it links to.
+    public struct ListPage: Sendable, Hashable {
+        public let site: String
+        /// The page's URL, fixed up as story URLs are (scheme, fragment, lower-case host).
+        public let url: String
+    }
+
+    /// The list page a URL names: one of a known site that its story pattern refuses. Whether it
+    /// lists anything only FanFicFare can tell, by reading it.
+    public func listPage(_ url: String) -> ListPage? {
+        guard case .failure(.notAStoryURL(let site, _)) = resolve(url), var fixed = Self.fixUp(url),
+            URLParts(fixed) != nil, let host = URLComponents(string: fixed)?.host
+        else { return nil }
+        let lowered = host.lowercased()
+        if lowered != host { fixed = fixed.replacingOccurrences(of: host, with: lowered) }
+        return ListPage(site: site, url: fixed)
+    }
+
     // MARK: Features of a URL (the generator computes the same ones)
 
     /// What a template may name: the pattern's groups by name and number, `@scheme`, `@host`,

@@ -2,11 +2,14 @@ import Foundation
 
 /// Finds story URLs in text (an email's plain or HTML part, a file, a command line) and turns
 /// them into stories: site key and canonical URL, each story once, in order of appearance.
+/// When lists are asked for, a page of a known site that is not a story (a series, author or
+/// collection page) is found too, as a list for a worker to expand (``SiteRules/listPage(_:)``).
 public struct StoryLinks: Sendable {
-    /// One input that is a story.
+    /// One input that is a story, or a list page (its URL in `story.canonicalURL`).
     public struct Found: Sendable, Hashable {
         public let input: String
         public let story: SiteRules.Story
+        public var isList = false
     }
 
     /// One input that is not, and why.
@@ -30,6 +33,8 @@ public struct StoryLinks: Sendable {
         public let site: String?
         public let url: String?
         public let reason: String?
+        /// True for a list page, which a worker expands into its stories; absent otherwise.
+        public var list: Bool?
     }
 
     /// One answer per input: the stories (`queued` when they were published, `story` when not),
@@ -37,64 +42,66 @@ public struct StoryLinks: Sendable {
     public func answers(published: Bool) -> [Answer] {
         stories.map {
             Answer(
-                input: $0.input, status: published ? "queued" : "story", site: $0.story.site,
-                url: $0.story.canonicalURL, reason: nil)
+                input: $0.input, status: published ? "queued" : $0.isList ? "list" : "story", site: $0.story.site,
+                url: $0.story.canonicalURL, reason: nil, list: $0.isList ? true : nil)
         }
             + duplicates.map {
                 Answer(
                     input: $0.input, status: "duplicate", site: $0.story.site, url: $0.story.canonicalURL,
-                    reason: "the same story as an earlier input")
+                    reason: "the same story as an earlier input", list: $0.isList ? true : nil)
             }
             + refused.map { Answer(input: $0.input, status: "refused", site: nil, url: nil, reason: $0.reason) }
     }
 
-    /// Every `http(s)://` link in plain text or HTML.
-    public static func extract(text: String, html: Bool = false) -> StoryLinks {
+    /// Every `http(s)://` link in plain text or HTML; `lists`: list pages too.
+    public static func extract(text: String, html: Bool = false, lists: Bool = false) -> StoryLinks {
         var links = StoryLinks()
         for candidate in candidates(in: text, html: html) {
             // A link joined with the next line is only believed when that makes it a story.
             if let joined = candidate.joined, case .success = SiteRules.bundled.resolve(joined) {
                 links.add(joined)
             } else {
-                links.add(candidate.url)
+                links.add(candidate.url, lists: lists)
             }
         }
         return links
     }
 
-    /// Each argument is meant as one URL (the command line, a file's lines).
-    public static func resolve(inputs: [String]) -> StoryLinks {
+    /// Each argument is meant as one URL (the command line, a file's lines); `lists`: list pages too.
+    public static func resolve(inputs: [String], lists: Bool = false) -> StoryLinks {
         var links = StoryLinks()
         for input in inputs {
             let trimmed = input.trimmingCharacters(in: .whitespacesAndNewlines)
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
-            links.add(trimmed)
+            links.add(trimmed, lists: lists)
         }
         return links
     }
 
-    public mutating func add(_ input: String, rules: SiteRules = .bundled) {
+    public mutating func add(_ input: String, rules: SiteRules = .bundled, lists: Bool = false) {
         switch rules.resolve(input) {
         case .success(let story):
-            let found = Found(input: input, story: story)
-            if stories.contains(where: { $0.story.canonicalURL == story.canonicalURL }) {
-                duplicates.append(found)
-            } else {
-                stories.append(found)
-            }
+            append(Found(input: input, story: story))
         case .failure(let refusal):
-            refused.append(Refused(input: input, reason: refusal.description))
+            if lists, let page = rules.listPage(input) {
+                append(
+                    Found(input: input, story: SiteRules.Story(site: page.site, canonicalURL: page.url), isList: true))
+            } else {
+                refused.append(Refused(input: input, reason: refusal.description))
+            }
+        }
+    }
+
+    private mutating func append(_ found: Found) {
+        if stories.contains(where: { $0.story.canonicalURL == found.story.canonicalURL }) {
+            duplicates.append(found)
+        } else {
+            stories.append(found)
         }
     }
 
     public mutating func merge(_ other: StoryLinks) {
-        for found in other.stories {
-            if stories.contains(where: { $0.story.canonicalURL == found.story.canonicalURL }) {
-                duplicates.append(found)
-            } else {
-                stories.append(found)
-            }
-        }
+        for found in other.stories { append(found) }
         duplicates += other.duplicates
         refused += other.refused
     }

@@ -66,6 +66,8 @@ enum PermissionMatrix {
             (.get(FanficTopology.retryQueue(ladder.tiers[0])), owners.union(["dashboard"])),
             (.get(FanficTopology.sweepState), owners.union(["worker"])),
             (.get(FanficTopology.sweepDelay), owners.union(["worker"])),
+            (.get(FanficTopology.sweepRequests), owners.union(["worker"])),
+            (.get(FanficTopology.sweepProgress), owners.union(["cli"])),
             (.get(FanficTopology.backlogQueue(site: "test1.com")), owners),
             (.get(worker), owners.union(["worker"])),
             (.get(FanficTopology.replyQueue(worker: "matrix")), owners.union(["worker"])),
@@ -73,7 +75,8 @@ enum PermissionMatrix {
             (.consume(worker), owners.union(["worker"])),
         ]
         let publishers: [(String, Set<String>)] = [
-            (FanficTopology.ingress, ["coordinator", "ingester", "cli", "dashboard"]),
+            // The worker: the stories of a list page it expanded.
+            (FanficTopology.ingress, ["coordinator", "worker", "ingester", "cli", "dashboard"]),
             (FanficTopology.control, ["coordinator", "worker"]),
             (FanficTopology.failed, ["coordinator", "worker", "dashboard"]),
             (FanficTopology.retry, ["coordinator", "worker", "dashboard"]),
@@ -82,6 +85,7 @@ enum PermissionMatrix {
             (FanficTopology.status, ["coordinator", "cli", "dashboard"]),
             (FanficTopology.statusReplies, ["coordinator"]),
             (FanficTopology.sweep, ["coordinator", "worker"]),
+            (FanficTopology.sweepRequests, ["coordinator", "cli"]),
             ("", []),
         ]
         for (exchange, allowed) in publishers { rows.append((.publish(exchange: exchange), allowed.union(["admin"]))) }
