@@ -61,6 +61,13 @@ struct DashboardPagesTests {
                 .init(status: WorkerStatus(id: "w1", host: "host-a", site: "test1.com", current: hostile), queued: 3)
             ]
             report.backlogs = ["test4.com": 7]
+            report.sweepBacklogs = ["test2.com": 5]
+            // Every check due long ago, the sweep over only at the end of time: nothing depends on the clock.
+            let epoch = Date(timeIntervalSince1970: 0)
+            report.sweep = SweepProgress(
+                sweep: "s1", writtenAt: epoch, startsAt: epoch, endsAt: .distantFuture, releasing: false,
+                sites: [.init(site: "test2.com", checks: 4, firstDue: epoch, lastDue: epoch + 100)])
+            report.sweepInterval = 86_400
             report.failed = 1
             return report
         }
@@ -110,6 +117,9 @@ struct DashboardPagesTests {
             let now = try #require(pages[.now])
             #expect(now.contains("host-a") && now.contains("test4.com") && now.contains("id=\"add-form\""))
             #expect(now.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+            #expect(now.contains("<tr><td>test2.com</td><td>0</td><td>5</td></tr>"), "sweep checks waiting, per site")
+            #expect(now.contains("<b>4</b> of 4 checks released"), "the sweep's progress")
+            #expect(now.contains("<tr><td>test2.com</td><td>4</td><td>4</td></tr>"))
             #expect(now.contains("data-action=\"retry-now\" data-url=\"http://test3.com?sid=3\""))
             let history = try #require(pages[.history])
             #expect(history.contains("http://test1.com?sid=1") && history.contains("data-action=\"redownload\""))

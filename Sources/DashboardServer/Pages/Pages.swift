@@ -130,11 +130,15 @@ public struct PageRenderer: Sendable {
             Self.table(
                 "Workers", headers: ["Worker", "Host", "Site", "Story", "Elapsed", "Queued"], rows: rows,
                 empty: "No worker has joined."))
-        let backlogs = status.backlogs.sorted { $0.key < $1.key }.map {
-            HTML("<tr><td>\($0.key)</td><td>\($0.value)</td></tr>")
+        let waitingSites = Set(status.backlogs.keys).union(status.sweepBacklogs.keys).sorted()
+        let backlogs = waitingSites.map {
+            HTML("<tr><td>\($0)</td><td>\(status.backlogs[$0] ?? 0)</td><td>\(status.sweepBacklogs[$0] ?? 0)</td></tr>")
         }
         sections.append(
-            Self.table("Sites waiting", headers: ["Site", "Backlog"], rows: backlogs, empty: "No site has a backlog."))
+            Self.table(
+                "Sites waiting", headers: ["Site", "Backlog", "Sweep checks"], rows: backlogs,
+                empty: "No site has a backlog."))
+        if let sweep = sweepSection(status) { sections.append(sweep) }
         let tiers = status.retry.map {
             HTML(
                 "<tr><td>\($0.queue)</td><td>\(Self.duration(TimeInterval($0.delaySeconds)))</td><td>\($0.depth.map { "\($0)" } ?? "?")</td></tr>"
@@ -166,6 +170,31 @@ public struct PageRenderer: Sendable {
                 "Paused sites", headers: ["Site", "Reason", "Until", "Pauses"], rows: paused,
                 empty: "No site is paused."))
         return "\(sections)"
+    }
+
+    /// The current sweep: checks released of those planned, per site, and when the next starts.
+    private func sweepSection(_ status: FleetStatusReport) -> HTML? {
+        guard let sweep = status.sweep else {
+            guard status.sweepInterval > 0 else { return nil }
+            return
+                "<section><h2>Sweep</h2><p>Every \(Self.duration(TimeInterval(status.sweepInterval))); none planned yet.</p></section>"
+        }
+        if sweep.endsAt <= now {
+            return """
+                <section><h2>Sweep</h2><p>The last sweep (\(sweep.checks) checks) ended \(ago(sweep.endsAt)); \
+                the next starts within a minute.</p></section>
+                """
+        }
+        let rows = sweep.sites.map {
+            HTML("<tr><td>\($0.site)</td><td>\($0.released(at: now))</td><td>\($0.checks)</td></tr>")
+        }
+        let summary: HTML = """
+            <p><b>\(sweep.released(at: now))</b> of \(sweep.checks) checks released\(sweep.releasing ? " (being put into the broker)" : ""); \
+            started \(Timestamp.format(sweep.startsAt)), the next sweep \(Timestamp.format(sweep.endsAt)).</p>
+            """
+        let table = Self.table(
+            "Sweep checks per site", headers: ["Site", "Released", "Checks"], rows: rows, empty: "No check planned.")
+        return "<section><h2>Sweep</h2>\(summary)</section>\(table)"
     }
 
     // MARK: History

@@ -67,7 +67,7 @@ enum PermissionMatrix {
             (.get(FanficTopology.sweepState), owners.union(["worker"])),
             (.get(FanficTopology.sweepDelay), owners.union(["worker"])),
             (.get(FanficTopology.sweepRequests), owners.union(["worker"])),
-            (.get(FanficTopology.sweepProgress), owners.union(["cli"])),
+            (.get(FanficTopology.sweepProgress), owners.union(["cli", "dashboard"])),
             (.get(FanficTopology.backlogQueue(site: "test1.com")), owners),
             (.get(worker), owners.union(["worker"])),
             (.get(FanficTopology.replyQueue(worker: "matrix")), owners.union(["worker"])),
