@@ -257,6 +257,71 @@ extension BrokerTests {
         }
 
         @Test(
+            "a series page by fanfic submit becomes three books; then a sweep checks the two in progress, up to date, and status shows it"
+        )
+        func listThenSweep() async throws {
+            let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("sweep-\(UUID().uuidString)")
+            let library = try TestLibrary(in: scratch)
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            // A 20 s "day": each sweep plans from the library as it is then.
+            let roles = try RoleProcesses(
+                extraConfig: """
+                    [calibre]
+                    library = "\(library.folder.path)"
+                    [run]
+                    workers = 2
+                    [fanficfare]
+                    expand_lists = 3
+                    [sweep]
+                    interval = 20
+                    per_site_budget = 3600
+                    skip_recent_hours = 0
+                    """)
+            let client = try roles.connection()
+            defer { Task { await client.close() } }
+            try await client.waitUntilConnected(timeout: .seconds(30))
+            try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
+            let events = EventLog()
+            try await events.start(client)
+            defer { events.stop() }
+            let supervisor = try LaunchedProcess(
+                [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
+                output: roles.directory.appendingPathComponent("run.log").path)
+
+            // FanFicFare's offline site lists sid 1 to 9 on any page that is not a story; odd sids
+            // are in progress, even ones complete.
+            let page = "http://test1.com/seriesid=1"
+            let submit = try ChildProcess.run([
+                BuiltProducts.path("fanfic"), "submit", "--config", roles.configPath, page,
+            ])
+            #expect(submit.status == 0 && submit.stdout.contains("(a list)"), "\(submit.stdout)\(submit.stderr)")
+            let listed = try await events.waitForEnd(of: page, timeout: .seconds(120))
+            #expect(listed.detail == "list: 3 stories queued, the first 3 of 9 (fanficfare.expand_lists)", "\(listed)")
+            let stories = (1...3).map { "http://test1.com?sid=\($0)" }
+            for story in stories { try await events.waitForEnd(of: story, timeout: .seconds(120)) }
+            #expect(try library.books().compactMap { $0.identifiers["url"] }.sorted() == stories)
+
+            // The next sweep that plans with all three books checks exactly the two in progress.
+            var report: [String: Any] = [:]
+            try await waitUntil("fanfic status shows a sweep of the two books in progress", timeout: .seconds(120)) {
+                let status = try ChildProcess.run(
+                    [BuiltProducts.path("fanfic"), "status", "--json", "--config", roles.configPath])
+                report = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]) ?? [:]
+                let sites = (report["sweep"] as? [String: Any])?["sites"] as? [[String: Any]] ?? []
+                return sites.count == 1 && sites[0]["site"] as? String == "test1.com" && sites[0]["checks"] as? Int == 2
+            }
+            #expect(report["sweep_interval"] as? Int == 20)
+            for story in ["http://test1.com?sid=1", "http://test1.com?sid=3"] {
+                let check = try await events.waitForEnd(of: story, count: 2, timeout: .seconds(120))
+                #expect(check.kind == .taskSucceeded && check.detail == "up to date", "\(story): \(check)")
+            }
+            #expect(try library.books().count == 3, "checks add no book")
+
+            let stopped = await supervisor.terminate(timeout: .seconds(60))
+            #expect(stopped == 0, "\(supervisor.text.suffix(2000))")
+        }
+
+        @Test(
             "run.sh on a provisioned machine: config and library made, local broker started, books, SIGTERM stops all")
         func runScript() async throws {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("runsh-\(UUID().uuidString)")
