@@ -58,11 +58,12 @@ public struct DashboardCommand: AsyncParsableCommand {
                 source: "dashboard@\(ProcessInfo.processInfo.hostName)", emit: { events.emit($0) })
             actions.expandLists = configuration.fanficfare.expandLists > 0
             let live = LiveFeed(store: store) { await status.current() }
-            let routes = DashboardRoutes(
+            var routes = DashboardRoutes(
                 store: store, access: DashboardAccess(password: settings.password, tokens: settings.apiTokens),
                 actions: actions, live: live, metrics: metrics,
                 recorderCounts: { (recorder.current.recorded, recorder.current.refused) }, logger: logger
             ) { await status.current() }
+            routes.maxURLLength = configuration.limits.maxURLLength
             let application = Application(
                 router: routes.router(),
                 configuration: ApplicationConfiguration(

@@ -22,6 +22,8 @@ public struct DashboardRoutes: Sendable {
     let recorderCounts: @Sendable () -> (recorded: Int, refused: Int)?
     let logger: Logger
     let now: @Sendable () -> Date
+    /// URLs and history searches longer than this are refused (`limits.max_url_length`).
+    public var maxURLLength = FanficConfiguration.Limits().maxURLLength
 
     /// The largest request body read (a login form, an action).
     static let maxBodyBytes = 4096
@@ -117,7 +119,9 @@ public struct DashboardRoutes: Sendable {
                         report: await status(), day: try store.outcomeCounts(since: now().addingTimeInterval(-86_400))))
             }
             .get("/api/history") { request, _ in
-                switch Self.historyQuery(request.uri.queryParameters.map { (String($0.key), String($0.value)) }) {
+                switch Self.historyQuery(
+                    request.uri.queryParameters.map { (String($0.key), String($0.value)) }, maxURLLength: maxURLLength)
+                {
                 case .failure(let problem): return Response.error(.badRequest, problem.message)
                 case .success(let query): return Response.json(try store.history(query))
                 }
@@ -143,7 +147,7 @@ public struct DashboardRoutes: Sendable {
         for (name, value) in request.uri.queryParameters where parameters[String(name)] == nil {
             parameters[String(name)] = String(value)
         }
-        let renderer = PageRenderer(store: store, now: now())
+        let renderer = PageRenderer(store: store, now: now(), maxURLLength: maxURLLength)
         let report = await status()
         let html: HTML
         if parameters["fragment"] == "1" {
@@ -236,7 +240,7 @@ public struct DashboardRoutes: Sendable {
 
     private func redownload(_ actions: DashboardActions, _ body: [String: JSONValue]) async throws -> Response {
         try Self.onlyKeys(body, ["url"])
-        let url = try Self.url(body)
+        let url = try url(body)
         guard case .success = SiteRules.bundled.resolve(url) else {
             throw Problem(message: "url is not a story URL of a site FanFicFare knows")
         }
@@ -247,7 +251,7 @@ public struct DashboardRoutes: Sendable {
     private func retry(_ actions: DashboardActions, _ body: [String: JSONValue], cancel: Bool) async throws -> Response
     {
         try Self.onlyKeys(body, ["url"])
-        let url = try Self.url(body)
+        let url = try url(body)
         let count = cancel ? try await actions.cancelRetry(url: url) : try await actions.retryNow(url: url)
         guard count > 0 else { return Response.error(.notFound, "no retry of that URL is waiting") }
         return Response.json(["count": count])
@@ -265,7 +269,7 @@ public struct DashboardRoutes: Sendable {
             }
             urls = []
             for item in items {
-                guard case .string(let text) = item, !text.isEmpty, text.count <= 2048 else {
+                guard case .string(let text) = item, !text.isEmpty, text.count <= maxURLLength else {
                     throw Problem(message: "urls must hold URLs as strings")
                 }
                 urls?.insert(text)
@@ -291,9 +295,9 @@ public struct DashboardRoutes: Sendable {
         }
     }
 
-    static func url(_ body: [String: JSONValue]) throws -> String {
-        guard case .string(let url)? = body["url"], !url.isEmpty, url.count <= 2048 else {
-            throw Problem(message: "url must be a story URL (a string of at most 2048 characters)")
+    func url(_ body: [String: JSONValue]) throws -> String {
+        guard case .string(let url)? = body["url"], !url.isEmpty, url.count <= maxURLLength else {
+            throw Problem(message: "url must be a story URL (a string of at most \(maxURLLength) characters)")
         }
         return url
     }
@@ -351,16 +355,22 @@ public struct DashboardRoutes: Sendable {
 
     /// `GET /api/history`'s parameters, each checked; the first problem names the parameter and
     /// what it takes.
-    static func historyQuery(_ parameters: [(name: String, value: String)]) -> Result<HistoryQuery, Problem> {
+    static func historyQuery(
+        _ parameters: [(name: String, value: String)], maxURLLength: Int = FanficConfiguration.Limits().maxURLLength
+    ) -> Result<HistoryQuery, Problem> {
         var query = HistoryQuery()
         // Hummingbird has percent-decoded the values already.
         for (name, value) in parameters {
             switch name {
             case "url":
-                guard value.count <= 2048 else { return .failure(Problem(message: "url is at most 2048 characters")) }
+                guard value.count <= maxURLLength else {
+                    return .failure(Problem(message: "url is at most \(maxURLLength) characters"))
+                }
                 query.url = value
             case "q":
-                guard value.count <= 2048 else { return .failure(Problem(message: "q is at most 2048 characters")) }
+                guard value.count <= maxURLLength else {
+                    return .failure(Problem(message: "q is at most \(maxURLLength) characters"))
+                }
                 query.text = value
             case "site":
                 guard value.count <= 256 else { return .failure(Problem(message: "site is at most 256 characters")) }

@@ -26,10 +26,13 @@ public enum Page: String, CaseIterable, Sendable {
 public struct PageRenderer: Sendable {
     let store: any HistoryStore
     let now: Date
+    /// History searches are cut to this (`limits.max_url_length`).
+    let maxURLLength: Int
 
-    public init(store: any HistoryStore, now: Date) {
+    public init(store: any HistoryStore, now: Date, maxURLLength: Int = FanficConfiguration.Limits().maxURLLength) {
         self.store = store
         self.now = now
+        self.maxURLLength = maxURLLength
     }
 
     /// The page's HTML as the server sends it (`fragment`: its `<main>` alone), for benchmarks.
@@ -205,7 +208,7 @@ public struct PageRenderer: Sendable {
 
     private func historyPage(_ parameters: [String: String]) throws -> HTML {
         var query = HistoryQuery(limit: 100)
-        let search = String((parameters["q"] ?? "").prefix(2048))
+        let search = String((parameters["q"] ?? "").prefix(maxURLLength))
         if !search.isEmpty { query.text = search }
         let site = String((parameters["site"] ?? "").prefix(256))
         if !site.isEmpty { query.site = site }
