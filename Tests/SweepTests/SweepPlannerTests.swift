@@ -38,24 +38,26 @@ struct SweepPlannerTests {
 
     @Test("1,000 books over 4 sites in a short interval: evenly spread, never past the budget in any hour")
     func budget() {
-        // 1,000 books, 250 a site; an interval of 2 hours at 60 checks a site an hour: 120 each.
+        // 1,000 books, 250 a site; an interval of 2 hours at 60 checks a site an hour: one a
+        // minute and 1 % (the margin for late deliveries), 118 each.
         let books = (0..<1000).map { index in
             Self.book(index, "http://test\(index % 4 + 1).com?sid=\(index)", hoursAgo: Double(24 + index))
         }
         let plan = SweepPlanner.plan(
             books: books, settings: Self.settings(interval: 7200, budget: 60), now: Self.now, start: Self.now)
-        #expect(plan.checks.count == 480)
-        #expect(plan.sites.map(\.planned) == [120, 120, 120, 120])
-        #expect(plan.sites.map(\.deferred) == [130, 130, 130, 130])
+        #expect(plan.checks.count == 472)
+        #expect(plan.sites.map(\.planned) == [118, 118, 118, 118])
+        #expect(plan.sites.map(\.deferred) == [132, 132, 132, 132])
         for site in plan.sites.map(\.site) {
             let times = plan.checks.filter { $0.site == site }.map { $0.dueAt.timeIntervalSince(Self.now) }
             #expect(times.allSatisfy { (0..<7200).contains($0) })
-            // Any window of an hour holds at most the budget.
+            // Any hour holds at most the budget, even when a check arrives a second late and a later
+            // one on time: checks due within an hour and a second of each other are never more.
             for start in times {
-                #expect(times.filter { $0 >= start && $0 < start + 3600 }.count <= 60, "\(site) at \(start)")
+                #expect(times.filter { $0 >= start && $0 < start + 3601 }.count <= 60, "\(site) at \(start)")
             }
             let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
-            #expect(gaps.allSatisfy { abs($0 - 60) < 0.001 }, "evenly: one a minute")
+            #expect(gaps.allSatisfy { abs($0 - 7200.0 / 118) < 0.001 }, "evenly: a little over one a minute")
             // The least recently updated go first: every planned book is older than every deferred one.
             let planned = plan.checks.filter { $0.site == site }.map(\.lastModified)
             let deferred = books.filter {
