@@ -35,6 +35,7 @@ let package = Package(
         .executable(name: "fanfic-fuzz", targets: ["FuzzDriver"]),
         .executable(name: "routing-bench", targets: ["RoutingBenchmark"]),
         .executable(name: "dashboard-bench", targets: ["DashboardBenchmark"]),
+        .executable(name: "sweep-bench", targets: ["SweepBenchmark"]),
         .library(name: "AMQP", targets: ["AMQP"]),
         .library(name: "FanficCore", targets: ["FanficCore"]),
     ],
@@ -295,6 +296,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Benchmarks/RoutingBenchmark",
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "SweepBenchmark",
+            dependencies: [
+                "AMQP", "CalibreLibrary", "FanficBroker", "FanficCore", "Sweep",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/SweepBenchmark",
             swiftSettings: swiftSettings
         ),
 
