@@ -42,30 +42,47 @@ extension BrokerTests {
             }
         }
 
+        /// `fanfic run` with `config`, watched through an event log on the broker.
+        struct Running {
+            let roles: RoleProcesses
+            let client: AMQPConnection
+            let events = EventLog()
+            let supervisor: LaunchedProcess
+
+            init(config: String) async throws {
+                roles = try RoleProcesses(extraConfig: config)
+                client = try roles.connection()
+                try await client.waitUntilConnected(timeout: .seconds(30))
+                try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
+                try await events.start(client)
+                supervisor = try LaunchedProcess(
+                    [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
+                    output: roles.directory.appendingPathComponent("run.log").path)
+            }
+
+            /// Stops watching (the supervisor is the test's to stop).
+            func close() {
+                events.stop()
+                let client = client
+                Task { await client.close() }
+            }
+        }
+
         @Test("restarts a worker and the coordinator killed with -9; the stories still arrive; SIGTERM stops all")
         func supervisorRestarts() async throws {
             let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("run-\(UUID().uuidString)")
             let library = try TestLibrary(in: scratch)
             defer { try? FileManager.default.removeItem(at: scratch) }
-            let roles = try RoleProcesses(
-                extraConfig: """
+            let running = try await Running(
+                config: """
                     [calibre]
                     library = "\(library.folder.path)"
                     [run]
                     workers = 2
                     stop_timeout = 30
                     """)
-            let client = try roles.connection()
-            defer { Task { await client.close() } }
-            try await client.waitUntilConnected(timeout: .seconds(30))
-            try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
-            let events = EventLog()
-            try await events.start(client)
-            defer { events.stop() }
-
-            let supervisor = try LaunchedProcess(
-                [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
-                output: roles.directory.appendingPathComponent("run.log").path)
+            defer { running.close() }
+            let (roles, events, supervisor) = (running.roles, running.events, running.supervisor)
             try await waitUntil("the supervisor started its three children", timeout: .seconds(30)) {
                 Self.starts(in: supervisor.text).count == 3
             }
@@ -264,8 +281,8 @@ extension BrokerTests {
             let library = try TestLibrary(in: scratch)
             defer { try? FileManager.default.removeItem(at: scratch) }
             // A 20 s "day": each sweep plans from the library as it is then.
-            let roles = try RoleProcesses(
-                extraConfig: """
+            let running = try await Running(
+                config: """
                     [calibre]
                     library = "\(library.folder.path)"
                     [run]
@@ -277,16 +294,8 @@ extension BrokerTests {
                     per_site_budget = 3600
                     skip_recent_hours = 0
                     """)
-            let client = try roles.connection()
-            defer { Task { await client.close() } }
-            try await client.waitUntilConnected(timeout: .seconds(30))
-            try await client.declare(FanficTopology.declarations(retry: FanficConfiguration().retry.ladder))
-            let events = EventLog()
-            try await events.start(client)
-            defer { events.stop() }
-            let supervisor = try LaunchedProcess(
-                [BuiltProducts.path("fanfic"), "run", "--config", roles.configPath],
-                output: roles.directory.appendingPathComponent("run.log").path)
+            defer { running.close() }
+            let (roles, events, supervisor) = (running.roles, running.events, running.supervisor)
 
             // FanFicFare's offline site lists sid 1 to 9 on any page that is not a story; odd sids
             // are in progress, even ones complete.
