@@ -61,7 +61,6 @@ public struct FailedTasks: Sendable {
             guard let task = try? WireCodec.decode(message.body), wanted(task) else { return false }
             let fresh = Self.requeued(task)
             try await publisher.submit(fresh)
-            try await message.ack()
             sent.append(fresh)
             return true
         }
@@ -80,29 +79,19 @@ public struct FailedTasks: Sendable {
             if let chosen {
                 guard let task, chosen(task) else { return false }
             }
-            try await message.ack()
             if let task { removed.append(task) }
             return true
         }
         return removed
     }
 
-    /// Goes through the messages that are in the queue now, once each, letting `settle` handle
-    /// each (true: it did). The others are put back at the tail, in order, as confirmed copies
-    /// (then the original is acked): given back with a requeue instead, a quorum queue would count
-    /// a delivery each time, and RabbitMQ 4 drops a message past its delivery limit. A message
-    /// neither settled nor copied stays unacked and returns when the connection closes.
-    private func sweep(_ settle: (BusMessage) async throws -> Bool) async throws {
-        let count = Int(try await bus.queueState(FanficTopology.failed)?.messageCount ?? 0)
-        // At least one get, even on an empty queue: a user who may not read fanfic.failed is
-        // refused there, instead of being told that nothing failed.
-        for _ in 0..<max(count, 1) {
-            guard let message = try await bus.get(queue: FanficTopology.failed) else { return }
-            if try await settle(message) { continue }
+    /// One pass over `fanfic.failed` (``MessageBus/pass(over:atLeastOneGet:take:putBack:)``):
+    /// what `take` leaves goes back to its tail.
+    private func sweep(_ take: (BusMessage) async throws -> Bool) async throws {
+        try await bus.pass(over: FanficTopology.failed, atLeastOneGet: true, take: take) { message in
             try await bus.publish(
                 message.body, exchange: FanficTopology.failed, routingKey: "", properties: message.properties,
                 mandatory: true, retryFor: .seconds(30))
-            try await message.ack()
         }
     }
 }

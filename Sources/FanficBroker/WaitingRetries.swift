@@ -57,22 +57,18 @@ public struct WaitingRetries: Sendable {
         let publisher = TaskPublisher(bus: bus)
         var settled: [TaskMessage] = []
         for tier in ladder.tiers {
-            let queue = FanficTopology.retryQueue(tier)
-            let count = Int(try await bus.queueState(queue)?.messageCount ?? 0)
-            for _ in 0..<count {
-                guard let message = try await bus.get(queue: queue) else { break }
-                if let task = try? WireCodec.decode(message.body), chosen(task) {
-                    if case .releaseNow = action { try await publisher.submit(task) }
-                    try await message.ack()
-                    settled.append(task)
-                    continue
-                }
+            try await bus.pass(over: FanficTopology.retryQueue(tier)) { message in
+                guard let task = try? WireCodec.decode(message.body), chosen(task) else { return false }
+                if case .releaseNow = action { try await publisher.submit(task) }
+                settled.append(task)
+                return true
+            } putBack: { message in
+                // With what is left of its wait: a put-back copy starts its expiration afresh.
                 var properties = message.properties
                 properties.expiration = String(Self.remainingMilliseconds(of: message, in: tier, now: now()))
                 try await bus.publish(
                     message.body, exchange: FanficTopology.retry, routingKey: tier.name, properties: properties,
                     mandatory: true, retryFor: .seconds(30))
-                try await message.ack()
             }
         }
         return settled

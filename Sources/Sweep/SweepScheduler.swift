@@ -198,15 +198,14 @@ public final class SweepScheduler: Service {
     /// with what is left of their wait) and records it as ended.
     private func cancel(_ record: SweepRecord) async throws {
         var removed = 0
-        let count = Int(try await bus.queueState(FanficTopology.sweepDelay)?.messageCount ?? 0)
-        for _ in 0..<count {
-            guard let message = try await bus.get(queue: FanficTopology.sweepDelay) else { break }
-            if case .string(let id) = message.properties.headers[Self.sweepIDHeader], id == record.id {
-                removed += 1
-            } else {
-                try await putBack(message)
+        try await bus.pass(over: FanficTopology.sweepDelay) { message in
+            guard case .string(let id) = message.properties.headers[Self.sweepIDHeader], id == record.id else {
+                return false
             }
-            try await message.ack()
+            removed += 1
+            return true
+        } putBack: {
+            try await putBack($0)
         }
         var ended = record
         ended.publishedThrough = record.checks.count - 1
@@ -258,17 +257,16 @@ public final class SweepScheduler: Service {
     /// wait (the queue is read once, as `fanfic failed list` reads `fanfic.failed`).
     private func checksWaiting(of sweep: String) async throws -> Set<Int> {
         var found: Set<Int> = []
-        let count = Int(try await bus.queueState(FanficTopology.sweepDelay)?.messageCount ?? 0)
-        for _ in 0..<count {
-            guard let message = try await bus.get(queue: FanficTopology.sweepDelay) else { break }
+        try await bus.pass(over: FanficTopology.sweepDelay) { message in
             let properties = message.properties
             if case .string(let id) = properties.headers[Self.sweepIDHeader], id == sweep,
                 case .int(let index) = properties.headers[Self.checkIndexHeader]
             {
                 found.insert(Int(index))
             }
-            try await putBack(message)
-            try await message.ack()
+            return false
+        } putBack: {
+            try await putBack($0)
         }
         return found
     }
