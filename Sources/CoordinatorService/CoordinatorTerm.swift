@@ -335,6 +335,21 @@ final class CoordinatorTerm: Sendable {
         }
     }
 
+    /// Moves the site's backlog (or sweep backlog) into the worker, stoppable through `state.drains`.
+    private func startDrain(
+        site: String, sweep: Bool, into worker: WorkerID, upTo limit: Int?, state: inout State,
+        group: inout DiscardingTaskGroup
+    ) {
+        let signal = StopSignal()
+        state.drains[worker] = signal
+        group.addTask {
+            await self.moves.drain(site: site, sweep: sweep, into: worker, upTo: limit, until: signal) {
+                self.feed.yield(.event($0))
+            }
+            self.feed.yield(.operationEnded(worker))
+        }
+    }
+
     private func perform(_ action: DispatchAction, state: inout State, group: inout DiscardingTaskGroup) {
         switch action {
         case .publish(let move, let task, let destination):
@@ -363,23 +378,9 @@ final class CoordinatorTerm: Sendable {
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
             group.addTask { try? await delivery.message.reject(requeue: true) }
         case .drainBacklog(let site, let worker, let limit):
-            let signal = StopSignal()
-            state.drains[worker] = signal
-            group.addTask {
-                await self.moves.drain(site: site, into: worker, upTo: limit, until: signal) {
-                    self.feed.yield(.event($0))
-                }
-                self.feed.yield(.operationEnded(worker))
-            }
+            startDrain(site: site, sweep: false, into: worker, upTo: limit, state: &state, group: &group)
         case .drainSweepBacklog(let site, let worker):
-            let signal = StopSignal()
-            state.drains[worker] = signal
-            group.addTask {
-                await self.moves.drain(site: site, sweep: true, into: worker, upTo: 1, until: signal) {
-                    self.feed.yield(.event($0))
-                }
-                self.feed.yield(.operationEnded(worker))
-            }
+            startDrain(site: site, sweep: true, into: worker, upTo: 1, state: &state, group: &group)
         case .reclaim(let worker):
             let drain = state.drains.removeValue(forKey: worker)
             drain?.stop()
