@@ -19,27 +19,22 @@ enum TaskIntake {
     static func admit(_ task: TaskMessage, body: Data, rules: SiteRules = .bundled, lists: Bool = false) -> Result<
         Admitted, Refusal
     > {
+        let site: String
+        let url: String
         switch rules.resolve(task.url) {
+        case .success(let story):
+            (site, url) = (story.site, story.canonicalURL)
         case .failure(let refusal):
             guard lists, let page = rules.listPage(task.url) else {
                 return .failure(Refusal(reason: "not a story URL: \(refusal)"))
             }
-            guard page.site != task.site || page.url != task.url else {
-                return .success(Admitted(task: task, body: body))
-            }
-            var derived = task
-            derived.site = page.site
-            derived.url = page.url
-            return .success(Admitted(task: derived, body: WireCodec.encode(derived)))
-        case .success(let story):
-            guard story.site != task.site || story.canonicalURL != task.url else {
-                return .success(Admitted(task: task, body: body))
-            }
-            var derived = task
-            derived.site = story.site
-            derived.url = story.canonicalURL
-            return .success(Admitted(task: derived, body: WireCodec.encode(derived)))
+            (site, url) = (page.site, page.url)
         }
+        guard site != task.site || url != task.url else { return .success(Admitted(task: task, body: body)) }
+        var derived = task
+        derived.site = site
+        derived.url = url
+        return .success(Admitted(task: derived, body: WireCodec.encode(derived)))
     }
 
     struct Refusal: Error, Sendable, CustomStringConvertible {

@@ -41,13 +41,10 @@ public struct FanFicFare: Sendable {
     /// The options of a run for `url` (a story or a list page): `fanficfare.options`, then its
     /// site's (FanFicFare reads the later of two settings of one name).
     public func options(for url: String?) -> [String] {
-        guard let url, !siteOptions.isEmpty else { return settings.options }
-        let site: String? =
-            switch SiteRules.bundled.resolve(url) {
-            case .success(let story): story.site
-            case .failure: SiteRules.bundled.listPage(url)?.site
-            }
-        return settings.options + (site.flatMap { siteOptions[$0] } ?? [])
+        guard let url, !siteOptions.isEmpty, let site = SiteRules.bundled.site(ofStoryOrList: url) else {
+            return settings.options
+        }
+        return settings.options + (siteOptions[site] ?? [])
     }
 
     /// The argument vector: options first, `--`, then exactly one story input, so that a URL can

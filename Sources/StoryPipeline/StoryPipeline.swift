@@ -101,7 +101,7 @@ public struct StoryPipeline: TaskRunner {
         try FileManager.default.createDirectory(
             at: jail, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: jail) }
-        if case .failure = SiteRules.bundled.resolve(task.url), let page = SiteRules.bundled.listPage(task.url) {
+        if let page = SiteRules.bundled.listPage(task.url) {
             return try await expand(page, in: jail, logger: logger)
         }
 

@@ -290,13 +290,7 @@ public final class WorkerSession: Service {
     /// the task must say the same site. A task from an older coordinator, without the header, is
     /// checked against its own `site`.
     static func misplaced(_ task: TaskMessage, _ message: BusMessage, rules: SiteRules = .bundled) -> String? {
-        let site: String
-        switch rules.resolve(task.url) {
-        case .success(let story): site = story.site
-        case .failure:
-            guard let page = rules.listPage(task.url) else { return "its URL is not a story URL" }
-            site = page.site
-        }
+        guard let site = rules.site(ofStoryOrList: task.url) else { return "its URL is not a story URL" }
         var given = task.site
         if case .string(let header) = message.properties.headers[FanficTopology.siteHeader] { given = header }
         guard site == given, task.site == given else {

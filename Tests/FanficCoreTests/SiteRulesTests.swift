@@ -175,6 +175,9 @@ struct ListPageTests {
         #expect(rules.listPage("http://test1.com?sid=1") == nil, "a story")
         #expect(rules.listPage("https://example.org/series/1") == nil, "no adapter")
         #expect(rules.listPage("not a url") == nil)
+        #expect(rules.site(ofStoryOrList: "http://test1.com?sid=1") == "test1.com")
+        #expect(rules.site(ofStoryOrList: "https://archiveofourown.org/series/12345") == "archiveofourown.org")
+        #expect(rules.site(ofStoryOrList: "https://example.org/series/1") == nil)
     }
 
     @Test("submissions with lists on: a list page is found as a list, once; with lists off it is refused")

@@ -151,6 +151,12 @@ public struct SiteRules: Sendable {
         return ListPage(site: site, url: fixed)
     }
 
+    /// The site of a story URL or of a list page; nil for any other URL.
+    public func site(ofStoryOrList url: String) -> String? {
+        if case .success(let story) = resolve(url) { return story.site }
+        return listPage(url)?.site
+    }
+
     // MARK: Features of a URL (the generator computes the same ones)
 
     /// What a template may name: the pattern's groups by name and number, `@scheme`, `@host`,
