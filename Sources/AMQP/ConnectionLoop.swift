@@ -156,7 +156,9 @@ final class ConnectionLoop: @unchecked Sendable {
             }
             if let broken { throw ConnectionFailure(error: broken) }
             guard let connection else { return }
-            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0 || inbox.hasCommands {
+            if amqp_frames_enqueued(connection) != 0 || amqp_data_in_buffer(connection) != 0
+                || !inbox.beginSleep()
+            {
                 continue
             }
             var fds = [
@@ -164,7 +166,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 pollfd(fd: inbox.wakeReadFD, events: Int16(POLLIN), revents: 0),
             ]
             _ = poll(&fds, 2, 1000)
-            inbox.drainWake()
+            inbox.endSleep()
         }
     }
 
@@ -193,9 +195,10 @@ final class ConnectionLoop: @unchecked Sendable {
             var wakeAt = until
             if let deadline = inbox.earliestDeadline, deadline < wakeAt { wakeAt = max(deadline, now) }
             let milliseconds = Int32(max(1, min((wakeAt - now).seconds * 1000, 1000)))
+            guard inbox.beginSleep(runnable: { !$0.needsConnection || $0.deadline <= now }) else { continue }
             var fds = [pollfd(fd: inbox.wakeReadFD, events: Int16(POLLIN), revents: 0)]
             _ = poll(&fds, 1, milliseconds)
-            inbox.drainWake()
+            inbox.endSleep()
         }
     }
 

@@ -17,6 +17,10 @@ struct Command: Sendable {
 
 /// The one place where callers' threads meet the connection thread: a locked command queue
 /// and a self-pipe that wakes the thread out of `poll`.
+///
+/// A command only writes to the pipe when the thread is (about to be) asleep: while it works
+/// through a busy stream of publishes and acks it picks new commands up on its next turn, and
+/// two syscalls and a wake-up per command are saved.
 final class Inbox: Sendable {
     struct State {
         var commands: [Command] = []
@@ -26,6 +30,8 @@ final class Inbox: Sendable {
         var connected = false
         var connectCount: UInt64 = 0
         var lastError: AMQPError?
+        /// Between ``beginSleep(runnable:)`` and ``endSleep()``: a new command must wake it.
+        var sleeping = false
     }
 
     let state = Mutex(State())
@@ -49,16 +55,34 @@ final class Inbox: Sendable {
     }
 
     func submit(_ command: Command) {
-        let accepted = state.withLock { state -> Bool in
-            guard !state.stopped && !state.stopRequested else { return false }
+        let (accepted, sleeping) = state.withLock { state -> (Bool, Bool) in
+            guard !state.stopped && !state.stopRequested else { return (false, false) }
             state.commands.append(command)
+            defer { state.sleeping = false }
+            return (true, state.sleeping)
+        }
+        if !accepted {
+            command.fail(AMQPError(.closed, "the connection was closed by its owner"))
+        } else if sleeping {
+            wake()
+        }
+    }
+
+    /// The connection thread is about to wait in `poll` on ``wakeReadFD``: from now on a new
+    /// command writes to the pipe. False (and no sleep) when a command it would run is waiting
+    /// (`runnable`: while disconnected, most commands wait for the connection).
+    func beginSleep(runnable: (Command) -> Bool = { _ in true }) -> Bool {
+        state.withLock { state in
+            guard !state.commands.contains(where: runnable) else { return false }
+            state.sleeping = true
             return true
         }
-        if accepted {
-            wake()
-        } else {
-            command.fail(AMQPError(.closed, "the connection was closed by its owner"))
-        }
+    }
+
+    /// Back from `poll`: commands are picked up without a wake again.
+    func endSleep() {
+        state.withLock { $0.sleeping = false }
+        drainWake()
     }
 
     func wake() {
@@ -71,7 +95,6 @@ final class Inbox: Sendable {
         while read(wakeReadFD, &buffer, buffer.count) > 0 {}
     }
 
-    var hasCommands: Bool { state.withLock { !$0.commands.isEmpty } }
     var isStopRequested: Bool { state.withLock { $0.stopRequested } }
 
     /// Takes what can run now; while disconnected, also takes the commands past their deadline.
