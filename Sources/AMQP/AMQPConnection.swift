@@ -160,20 +160,30 @@ public final class AMQPConnection: Sendable {
     /// and no queue is bound for it, and `.connectionLost` / `.notConnected` when the outcome is
     /// unknown. With `retryFor`, retryable failures are retried (after reconnecting) until that
     /// much time has passed, so a success means "confirmed at least once".
+    ///
+    /// `submitted` is called as soon as the message holds its place in the connection's outgoing
+    /// order, long before the confirm: every publish made after that call goes out after this one,
+    /// on the same channel, so the broker puts them into a queue in that order. A caller that
+    /// needs order into a queue can start the next publish then instead of awaiting the confirm.
     public func publish(
         _ body: Data,
         exchange: String,
         routingKey: String,
         properties: AMQPMessageProperties = AMQPMessageProperties(deliveryMode: 2),
         mandatory: Bool = false,
-        retryFor: Duration? = nil
+        retryFor: Duration? = nil,
+        submitted: (@Sendable () -> Void)? = nil
     ) async throws {
         let deadline = retryFor.map { ContinuousClock.now + $0 }
+        var submitted = submitted
         while true {
             do {
+                // Only the first attempt holds a place in the order; a retry goes out when it can.
+                defer { submitted = nil }
                 return try await publishOnce(
                     body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
-                    timeout: deadline.map { max($0 - .now, .milliseconds(1)) } ?? configuration.commandTimeout)
+                    timeout: deadline.map { max($0 - .now, .milliseconds(1)) } ?? configuration.commandTimeout,
+                    submitted: submitted)
             } catch let error as AMQPError where error.isRetryable {
                 guard let deadline, ContinuousClock.now < deadline else { throw error }
                 try await Task.sleep(for: .milliseconds(50))
@@ -183,9 +193,10 @@ public final class AMQPConnection: Sendable {
 
     private func publishOnce(
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
-        timeout: Duration
+        timeout: Duration, submitted: (@Sendable () -> Void)?
     ) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            defer { submitted?() }
             inbox.submit(
                 Command(
                     deadline: .now + timeout, needsConnection: true,

@@ -79,9 +79,10 @@ final class CoordinatorTerm: Sendable {
         var drains: [WorkerID: StopSignal] = [:]
         var reclaims: Set<WorkerID> = []
         var movesInFlight = 0
-        /// The latest move into each queue, finished once confirmed or failed: the next one into
-        /// that queue waits for it, so a queue receives its tasks in the order they arrived (child
-        /// tasks start in any order; moves into different queues run at once).
+        /// The latest move into each queue, finished once it holds its place in the bus's outgoing
+        /// order: the next one into that queue waits for that, so a queue receives its tasks in the
+        /// order they arrived (child tasks start in any order) while many are in flight. A move that
+        /// fails goes back to ingress and comes later.
         var lastMoveInto: [String: Completion] = [:]
         var ending = false
         /// When the registry was last swept (after the rebuild, then every sweep interval).
@@ -364,10 +365,12 @@ final class CoordinatorTerm: Sendable {
                 state.lastMoveInto = state.lastMoveInto.filter { !$0.value.isFinished }
             }
             group.addTask {
+                // In order into a queue: this move goes out after the one before it (its place in
+                // the bus's order, not its confirm: the moves into a queue are pipelined).
                 await previous?.waitUntilFinished()
                 let confirmed = await self.moves.publish(
-                    delivery.body, properties: delivery.message.properties, site: task.identity.site, to: destination)
-                turn.finish()
+                    delivery.body, properties: delivery.message.properties, site: task.identity.site, to: destination,
+                    submitted: turn.finish)
                 self.feed.yield(.event(confirmed ? .publishConfirmed(move) : .publishFailed(move)))
                 self.feed.yield(.moveSettled)
             }

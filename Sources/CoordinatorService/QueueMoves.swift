@@ -20,17 +20,22 @@ final class QueueMoves: Sendable {
     }
 
     /// Publishes a task from ingress to its destination, marked with the site the coordinator
-    /// derived for it (the worker checks it); true once confirmed.
+    /// derived for it (the worker checks it); true once confirmed. `submitted` is called when the
+    /// move holds its place in the bus's outgoing order, and again when it is over (a move that
+    /// never went out must not hold up the next): it must tolerate a second call.
     func publish(
-        _ body: Data, properties: AMQPMessageProperties, site: String, to destination: Destination
+        _ body: Data, properties: AMQPMessageProperties, site: String, to destination: Destination,
+        submitted: @escaping @Sendable () -> Void = {}
     ) async -> Bool {
         let queue = destination.queueName
         var properties = Self.persistent(properties)
         properties.headers[FanficTopology.siteHeader] = .string(site)
+        defer { submitted() }
         do {
             try await ensureDeclared(destination)
             try await bus.publish(
-                body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true)
+                body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true,
+                submitted: submitted)
             return true
         } catch {
             logger.warning(

@@ -126,6 +126,17 @@ public final class InMemoryBus: MessageBus {
             exchange: exchange, mandatory: mandatory, by: id)
     }
 
+    /// Stored (or refused) before it returns, so `submitted` comes after.
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
+        submitted: @escaping @Sendable () -> Void
+    ) async throws {
+        defer { submitted() }
+        try await publish(
+            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
+            retryFor: nil)
+    }
+
     public func get(queue: String) async throws -> BusMessage? {
         try requireConnection()
         try broker.check(.read, queue, by: user)

@@ -44,6 +44,14 @@ public protocol MessageBus: Sendable {
         retryFor: Duration?
     ) async throws
 
+    /// ``publish(_:exchange:routingKey:properties:mandatory:retryFor:)`` without retries, calling
+    /// `submitted` once the message holds its place in this bus's outgoing order (before the
+    /// confirm): a publish started after that call reaches its queue after this one.
+    func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
+        submitted: @escaping @Sendable () -> Void
+    ) async throws
+
     /// Takes one message from a queue, or `nil` when it is empty; it must be settled.
     func get(queue: String) async throws -> BusMessage?
 
@@ -206,6 +214,17 @@ public struct AMQPMessageBus: MessageBus {
         try await connection.publish(
             body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
             retryFor: retryFor)
+    }
+
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
+        submitted: @escaping @Sendable () -> Void
+    ) async throws {
+        var properties = properties
+        properties.userID = connection.configuration.username
+        try await connection.publish(
+            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
+            submitted: submitted)
     }
 
     public func get(queue: String) async throws -> BusMessage? {

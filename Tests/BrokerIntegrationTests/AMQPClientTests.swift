@@ -2,6 +2,7 @@ import AMQP
 import FanficBroker
 import FanficCore
 import Foundation
+import Synchronization
 import TestSupport
 import Testing
 
@@ -34,6 +35,47 @@ extension BrokerTests {
                 try await waitUntil("the ack has emptied the queue") {
                     try await connection.queueState(FanficTopology.ingress)?.messageCount == 0
                 }
+            }
+        }
+
+        @Test("publishes each started once the one before holds its place arrive in order, many in flight at once")
+        func submittedOrder() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                let queue = "in-order"
+                _ = try? await connection.deleteQueue(queue)
+                try await connection.declareQueue(QueueSpec(name: queue))
+                let count = 300
+                let gates = (0...count).map { _ in AsyncStream.makeStream(of: Void.self) }
+                let flight = InFlight()
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    // Started in reverse: each publish waits for its gate, never for a confirm.
+                    for index in (0..<count).reversed() {
+                        group.addTask {
+                            for await _ in gates[index].stream { break }
+                            try await connection.publish(
+                                Data("\(index)".utf8), exchange: "", routingKey: queue, mandatory: true
+                            ) {
+                                flight.counts.withLock {
+                                    $0.now += 1; $0.most = max($0.most, $0.now)
+                                }
+                                gates[index + 1].continuation.yield()
+                            }
+                            flight.counts.withLock { $0.now -= 1 }
+                        }
+                    }
+                    gates[0].continuation.yield()
+                    try await group.waitForAll()
+                }
+                // Without the early call each publish would wait for the confirm before it.
+                #expect(flight.counts.withLock { $0.most } > 1)
+                var bodies: [String] = []
+                for try await delivery in connection.consume(queue: queue, prefetch: 100) {
+                    bodies.append(String(decoding: delivery.body, as: UTF8.self))
+                    try await delivery.ack()
+                    if bodies.count == count { break }
+                }
+                #expect(bodies == (0..<count).map { "\($0)" })
+                _ = try? await connection.deleteQueue(queue)
             }
         }
 
@@ -344,4 +386,9 @@ extension BrokerTests {
             }
         }
     }
+}
+
+/// Publishes submitted and not yet confirmed: now, and the most at once.
+private final class InFlight: Sendable {
+    let counts = Mutex((now: 0, most: 0))
 }
