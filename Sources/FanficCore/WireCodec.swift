@@ -40,6 +40,13 @@ public enum WireCodec {
 
     /// JSON object with a supported `version`, then the typed fields.
     static func decodeVersioned<Message: VersionedMessage>(_ data: Data) throws(MessageDecodingError) -> Message {
+        // The common case in one parse: a message of this build's version decodes as it is. Any
+        // other takes the path below, which parses it twice to say exactly what is wrong.
+        if let message = try? makeDecoder().decode(Message.self, from: data),
+            message.version == TaskMessage.currentVersion
+        {
+            return message
+        }
         let object: Any
         do {
             object = try JSONSerialization.jsonObject(with: data)
@@ -58,19 +65,9 @@ public enum WireCodec {
                 .unsupportedVersion,
                 "schema version \(version) is not supported (this build reads version \(TaskMessage.currentVersion))")
         }
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
-            let container = try decoder.singleValueContainer()
-            let text = try container.decode(String.self)
-            guard let date = Timestamp.parse(text) else {
-                throw DecodingError.dataCorruptedError(
-                    in: container, debugDescription: "'\(text)' is not an ISO 8601 date-time")
-            }
-            return date
-        }
         let message: Message
         do {
-            message = try decoder.decode(Message.self, from: data)
+            message = try makeDecoder().decode(Message.self, from: data)
         } catch let error as DecodingError {
             throw MessageDecodingError(.invalidField, Self.describe(error))
         } catch {
@@ -84,6 +81,20 @@ public enum WireCodec {
                 .invalidField, "'version' is given twice, as \(message.version) and \(version): give it once")
         }
         return message
+    }
+
+    private static func makeDecoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            guard let date = Timestamp.parse(text) else {
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "'\(text)' is not an ISO 8601 date-time")
+            }
+            return date
+        }
+        return decoder
     }
 
     private static func describe(_ error: DecodingError) -> String {
