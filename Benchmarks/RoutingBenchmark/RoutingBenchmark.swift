@@ -16,8 +16,8 @@ import Logging
 /// coordinator with no workers, so that every task is moved ingress -> `fanfic.backlog.<site>`
 /// (publish, confirm, ack), and times the moves from the first to the last. Samples the
 /// coordinator's resident memory meanwhile, and its CPU time per task. Also times the same
-/// moves made by a bare client (no decoding, no table, no events): routing's ceiling on this
-/// broker. Prints one JSON object.
+/// moves made by a bare client (no decoding, no table, no events), and with the one event per
+/// move a routed task costs: routing's ceiling on this broker. Prints one JSON object.
 @main
 struct RoutingBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -83,6 +83,20 @@ struct RoutingBenchmark: AsyncParsableCommand {
         let moveMachineCPU = (Self.machineBusySeconds() ?? 0) - (machineBeforeMove ?? 0)
         for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
 
+        // The same, plus the one event per move every routed task costs (`task.routed`, to the
+        // events exchange, confirmed): the ceiling for a coordinator that did no work of its own.
+        _ = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
+            (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
+        }
+        let routedEvent = WireCodec.encode(
+            FanficEvent(
+                .taskRouted, source: "coordinator@bench:1", site: siteNames[0], url: storyURLs[0].url(1),
+                destination: FanficTopology.backlogQueue(site: siteNames[0])))
+        let bareMoveWithEvent = try await Self.moveAll(
+            count: tasks, prefetch: 500, on: connection, to: siteNames.map { FanficTopology.backlogQueue(site: $0) },
+            event: routedEvent)
+        for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
+
         let fill = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
             (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
         }
@@ -145,6 +159,8 @@ struct RoutingBenchmark: AsyncParsableCommand {
             "ratio": (routeRate / fillRate * 100).rounded() / 100,
             "ratio_spread": (routeRate / spreadRate * 100).rounded() / 100,
             "bare_move_rate": Int(moveRate), "ratio_move": (routeRate / moveRate * 100).rounded() / 100,
+            "bare_move_event_rate": Int(Double(tasks) / bareMoveWithEvent.seconds),
+            "bare_move_event_ratio": (Double(tasks) / bareMoveWithEvent.seconds / fillRate * 100).rounded() / 100,
             "coordinator_cpu_us_per_task": Int(cpuPerTask * 1e6),
             "machine_cpu_us_per_task": Int(routeMachineCPU / Double(tasks) * 1e6),
             "machine_cpu_us_per_bare_move": Int(moveMachineCPU / Double(tasks) * 1e6),
@@ -179,9 +195,10 @@ struct RoutingBenchmark: AsyncParsableCommand {
 
     /// Consumes `count` messages and moves each, confirmed, into the next of `queues` before
     /// acking it (up to `prefetch` at once); the time from the first delivery to the last ack.
-    static func moveAll(count: Int, prefetch: UInt16, on connection: AMQPConnection, to queues: [String]) async throws
-        -> Duration
-    {
+    /// `event`: also published to `fanfic.events` per move, as the coordinator's `task.routed`.
+    static func moveAll(
+        count: Int, prefetch: UInt16, on connection: AMQPConnection, to queues: [String], event: Data? = nil
+    ) async throws -> Duration {
         var start: ContinuousClock.Instant?
         try await withThrowingTaskGroup(of: Void.self) { group in
             var received = 0
@@ -193,6 +210,11 @@ struct RoutingBenchmark: AsyncParsableCommand {
                         delivery.body, exchange: FanficTopology.dispatch, routingKey: queue,
                         properties: .persistentJSON(), mandatory: true)
                     try await delivery.ack()
+                    if let event {
+                        try await connection.publish(
+                            event, exchange: FanficTopology.events, routingKey: "task.routed",
+                            properties: .persistentJSON())
+                    }
                 }
                 received += 1
                 if received == count { break }
