@@ -4,6 +4,9 @@
 # role is idle: RSS, PSS (shared pages divided among the processes that map them) and private
 # memory per process, and their sums. Two layouts in the same run: the children started from
 # the separate role executables (`--bin-dir`), and from `fanfic` itself (the default).
+# The floor, in the same run: as many copies of a program that does nothing but start the Swift
+# runtime, then FoundationEssentials, then all of Foundation (each encodes one JSON object and
+# sleeps), idle together: what the goal is up against before any code of ours.
 #
 #   Benchmarks/memory-bench.sh [WORKERS]     (default 3)
 set -euo pipefail
@@ -71,6 +74,34 @@ PY
     kill -TERM "$run_pid"
     wait "$run_pid" 2>/dev/null || true
     run_pid=""
+done
+
+# The floor: the same number of processes, each only the runtime and (some of) Foundation.
+processes=$((3 + workers))
+printf 'import Glibc\nprint("ready")\nfflush(stdout)\nwhile true { sleep(60) }\n' >"$work/runtime.swift"
+for module in FoundationEssentials Foundation; do
+    printf 'import %s\nimport Glibc\nlet data = try! JSONEncoder().encode(["at": Date().timeIntervalSince1970])\nprint("ready", data.count)\nfflush(stdout)\nwhile true { sleep(60) }\n' \
+        "$module" >"$work/$module.swift"
+done
+for floor in runtime FoundationEssentials Foundation; do
+    swiftc -O "$work/$floor.swift" -o "$work/floor-$floor" >/dev/null
+    pids=()
+    : >"$work/floor-$floor.out"
+    for _ in $(seq "$processes"); do
+        "$work/floor-$floor" >>"$work/floor-$floor.out" &
+        pids+=($!)
+    done
+    python3 - "$floor" "$work/floor-$floor.out" "$processes" "${pids[@]}" >>"$results" <<'PY'
+import json, sys
+sys.path.insert(0, "Benchmarks")
+from benchlib import smaps_rollup_kb, wait_for
+
+floor, out, count, pids = sys.argv[1], sys.argv[2], int(sys.argv[3]), [int(p) for p in sys.argv[4:]]
+wait_for(f"{count} copies of the {floor} floor are ready", lambda: open(out).read().count("ready") >= count)
+print(json.dumps({"layout": f"floor: {floor}", "memory": {f"copy {i + 1}": smaps_rollup_kb(p) for i, p in enumerate(pids)}}))
+PY
+    kill "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
 done
 
 python3 - "$results" <<'PY'
