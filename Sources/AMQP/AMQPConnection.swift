@@ -203,10 +203,29 @@ public final class AMQPConnection: Sendable {
                     perform: { loop in
                         loop.publish(
                             body: body, exchange: exchange, routingKey: routingKey, properties: properties,
-                            mandatory: mandatory, continuation: continuation)
+                            mandatory: mandatory, waiter: .task(continuation))
                     },
                     fail: { continuation.resume(throwing: $0) }))
         }
+    }
+
+    /// Publishes one message without waiting for it: `confirmed` hears how it ended (nil: the
+    /// broker confirmed it), on the connection's thread, which it must not hold up. For a stream
+    /// of messages whose publisher needs no task per message in flight (events). Not retried.
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String,
+        properties: AMQPMessageProperties = AMQPMessageProperties(deliveryMode: 2),
+        confirmed: @escaping @Sendable (AMQPError?) -> Void
+    ) {
+        inbox.submit(
+            Command(
+                deadline: .now + configuration.commandTimeout, needsConnection: true,
+                perform: { loop in
+                    loop.publish(
+                        body: body, exchange: exchange, routingKey: routingKey, properties: properties,
+                        mandatory: false, waiter: .callback(confirmed))
+                },
+                fail: { confirmed($0) }))
     }
 
     // MARK: Consuming

@@ -43,8 +43,23 @@ final class ConnectionLoop: @unchecked Sendable {
 
     struct PendingPublish {
         let tag: UInt64
-        let continuation: CheckedContinuation<Void, any Error>
+        let waiter: PublishWaiter
         var returned: AMQPError?
+    }
+
+    /// Who hears how a publish ended: a task awaiting it, or a callback (run on this thread).
+    enum PublishWaiter {
+        case task(CheckedContinuation<Void, any Error>)
+        case callback(@Sendable (AMQPError?) -> Void)
+
+        func finish(_ error: AMQPError?) {
+            switch self {
+            case .task(let continuation):
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            case .callback(let callback):
+                callback(error)
+            }
+        }
     }
 
     final class ConsumerState {
@@ -368,7 +383,7 @@ final class ConnectionLoop: @unchecked Sendable {
     private func failPendingPublishes(_ error: AMQPError) {
         let pending = pendingPublishes
         pendingPublishes = []
-        for publish in pending { publish.continuation.resume(throwing: error) }
+        for publish in pending { publish.waiter.finish(error) }
     }
 
     // MARK: Frames
@@ -507,14 +522,8 @@ final class ConnectionLoop: @unchecked Sendable {
             settled = []
         }
         for publish in settled {
-            if nacked {
-                publish.continuation.resume(
-                    throwing: AMQPError(.publishNacked, "the broker refused the message (basic.nack)"))
-            } else if let returned = publish.returned {
-                publish.continuation.resume(throwing: returned)
-            } else {
-                publish.continuation.resume()
-            }
+            publish.waiter.finish(
+                nacked ? AMQPError(.publishNacked, "the broker refused the message (basic.nack)") : publish.returned)
         }
     }
 
@@ -728,7 +737,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     func publish(
         body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
-        continuation: CheckedContinuation<Void, any Error>
+        waiter: PublishWaiter
     ) {
         do {
             try run {
@@ -745,10 +754,10 @@ final class ConnectionLoop: @unchecked Sendable {
                     throw failure(.connectionLost, "publish: \(Self.errorText(status))")
                 }
                 nextPublishTag += 1
-                pendingPublishes.append(PendingPublish(tag: tag, continuation: continuation))
+                pendingPublishes.append(PendingPublish(tag: tag, waiter: waiter))
             }
         } catch {
-            continuation.resume(throwing: error)
+            waiter.finish((error as? AMQPError) ?? AMQPError(.library, "\(error)"))
         }
     }
 

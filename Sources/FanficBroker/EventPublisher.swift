@@ -19,7 +19,7 @@ public final class EventPublisher: Service {
     private let continuation: AsyncStream<FanficEvent>.Continuation
     private let dropped = Atomic<Int>(0)
 
-    public init(bus: any MessageBus, logger: Logger, buffer: Int = 50_000, window: Int = 64) {
+    public init(bus: any MessageBus, logger: Logger, buffer: Int = 50_000, window: Int = 256) {
         self.bus = bus
         self.logger = logger
         self.window = window
@@ -46,28 +46,84 @@ public final class EventPublisher: Service {
     }
 
     private func publishUntilFinished() async {
-        await withTaskGroup(of: Void.self) { group in
-            var inFlight = 0
-            for await event in stream {
-                if inFlight >= window {
-                    await group.next()
-                    inFlight -= 1
+        // A callback per confirm, not a task per event: an event is published for every task
+        // routed, and the publisher must keep up with routing on the coordinator's cores.
+        let slots = PublishSlots(window)
+        for await event in stream {
+            await slots.take()
+            bus.publish(
+                WireCodec.encode(event), exchange: FanficTopology.events, routingKey: event.routingKey,
+                properties: .persistentJSON()
+            ) { [logger] error in
+                if let error {
+                    logger.debug(
+                        "event not published", metadata: ["event": "\(event.routingKey)", "error": "\(error)"])
                 }
-                inFlight += 1
-                group.addTask { [bus, logger] in
-                    do {
-                        try await bus.publish(
-                            WireCodec.encode(event), exchange: FanficTopology.events, routingKey: event.routingKey,
-                            properties: .persistentJSON())
-                    } catch {
-                        logger.debug(
-                            "event not published", metadata: ["event": "\(event.routingKey)", "error": "\(error)"])
-                    }
-                }
+                slots.give()
             }
         }
+        await slots.waitUntilAllGiven()
     }
 
     /// Ends ``run()`` once what is buffered has been published.
     public func finish() { continuation.finish() }
+}
+
+/// At most `count` publishes in flight: ``take()`` waits for a free slot, a confirm ``give()``s
+/// it back (from any thread).
+final class PublishSlots: Sendable {
+    private struct State {
+        var free: Int
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let count: Int
+    private let state: Mutex<State>
+
+    init(_ count: Int) {
+        self.count = max(1, count)
+        state = Mutex(State(free: max(1, count)))
+    }
+
+    func take() async {
+        await withCheckedContinuation { continuation in
+            let taken = state.withLock { state -> Bool in
+                guard state.free > 0 else {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                state.free -= 1
+                return true
+            }
+            if taken { continuation.resume() }
+        }
+    }
+
+    func give() {
+        let (waiter, idle) = state.withLock {
+            state -> (CheckedContinuation<Void, Never>?, [CheckedContinuation<Void, Never>]) in
+            // A waiter takes the slot over directly.
+            if !state.waiters.isEmpty { return (state.waiters.removeFirst(), []) }
+            state.free += 1
+            guard state.free == count else { return (nil, []) }
+            defer { state.idleWaiters = [] }
+            return (nil, state.idleWaiters)
+        }
+        waiter?.resume()
+        for continuation in idle { continuation.resume() }
+    }
+
+    /// Returns once every slot taken has been given back.
+    func waitUntilAllGiven() async {
+        await withCheckedContinuation { continuation in
+            let idle = state.withLock { state -> Bool in
+                guard state.free == count else {
+                    state.idleWaiters.append(continuation)
+                    return false
+                }
+                return true
+            }
+            if idle { continuation.resume() }
+        }
+    }
 }

@@ -137,6 +137,25 @@ public final class InMemoryBus: MessageBus {
             retryFor: nil)
     }
 
+    /// Stored (or refused), and `confirmed` told, before it returns.
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        confirmed: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        do {
+            try requireConnection()
+            try broker.check(.write, exchange, by: user)
+            var properties = properties
+            properties.userID = user  // as AMQPMessageBus stamps it
+            try broker.publish(
+                InMemoryBroker.Stored(body: body, properties: properties, routingKey: routingKey, redelivered: false),
+                exchange: exchange, mandatory: false, by: id)
+            confirmed(nil)
+        } catch {
+            confirmed(error)
+        }
+    }
+
     public func get(queue: String) async throws -> BusMessage? {
         try requireConnection()
         try broker.check(.read, queue, by: user)

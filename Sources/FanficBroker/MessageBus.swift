@@ -52,6 +52,12 @@ public protocol MessageBus: Sendable {
         submitted: @escaping @Sendable () -> Void
     ) async throws
 
+    /// Publishes one message without waiting for it; `confirmed` hears how it ended (nil: the
+    /// broker confirmed it) and must return at once. Not retried, not mandatory.
+    func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        confirmed: @escaping @Sendable ((any Error)?) -> Void)
+
     /// Takes one message from a queue, or `nil` when it is empty; it must be settled.
     func get(queue: String) async throws -> BusMessage?
 
@@ -225,6 +231,15 @@ public struct AMQPMessageBus: MessageBus {
         try await connection.publish(
             body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
             submitted: submitted)
+    }
+
+    public func publish(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        confirmed: @escaping @Sendable ((any Error)?) -> Void
+    ) {
+        var properties = properties
+        properties.userID = connection.configuration.username
+        connection.publish(body, exchange: exchange, routingKey: routingKey, properties: properties) { confirmed($0) }
     }
 
     public func get(queue: String) async throws -> BusMessage? {

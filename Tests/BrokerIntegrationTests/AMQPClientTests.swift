@@ -110,6 +110,26 @@ extension BrokerTests {
             }
         }
 
+        @Test("a publish with a callback hears the confirm, or the broker's nack, on the callback")
+        func callbackPublish() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                _ = try? await connection.deleteQueue("callback-full")
+                try await connection.declareQueue(
+                    QueueSpec(name: "callback-full", arguments: ["x-max-length": 1, "x-overflow": "reject-publish"]))
+                func publish(_ text: String) async -> AMQPError? {
+                    await withCheckedContinuation { continuation in
+                        connection.publish(Data(text.utf8), exchange: "", routingKey: "callback-full") {
+                            continuation.resume(returning: $0)
+                        }
+                    }
+                }
+                #expect(await publish("first") == nil)
+                #expect(await publish("second")?.code == .publishNacked)
+                #expect(try await connection.queueState("callback-full")?.messageCount == 1)
+                _ = try? await connection.deleteQueue("callback-full")
+            }
+        }
+
         @Test("a publish to a missing exchange fails, and the next publish works")
         func publishToMissingExchangeFailsAndChannelRecovers() async throws {
             try await TestBroker.withConnection { connection, _ in
