@@ -117,6 +117,12 @@ public final class InMemoryBus: MessageBus {
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         retryFor: Duration?
     ) async throws {
+        try store(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
+    }
+
+    private func store(
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool
+    ) throws {
         try requireConnection()
         try broker.check(.write, exchange, by: user)
         var properties = properties
@@ -143,13 +149,7 @@ public final class InMemoryBus: MessageBus {
         confirmed: @escaping @Sendable ((any Error)?) -> Void
     ) {
         do {
-            try requireConnection()
-            try broker.check(.write, exchange, by: user)
-            var properties = properties
-            properties.userID = user  // as AMQPMessageBus stamps it
-            try broker.publish(
-                InMemoryBroker.Stored(body: body, properties: properties, routingKey: routingKey, redelivered: false),
-                exchange: exchange, mandatory: false, by: id)
+            try store(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: false)
             confirmed(nil)
         } catch {
             confirmed(error)

@@ -215,21 +215,23 @@ public struct AMQPMessageBus: MessageBus {
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         retryFor: Duration?
     ) async throws {
+        try await connection.publish(
+            body, exchange: exchange, routingKey: routingKey, properties: stamped(properties), mandatory: mandatory,
+            retryFor: retryFor)
+    }
+
+    private func stamped(_ properties: AMQPMessageProperties) -> AMQPMessageProperties {
         var properties = properties
         properties.userID = connection.configuration.username
-        try await connection.publish(
-            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
-            retryFor: retryFor)
+        return properties
     }
 
     public func publish(
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         submitted: @escaping @Sendable () -> Void
     ) async throws {
-        var properties = properties
-        properties.userID = connection.configuration.username
         try await connection.publish(
-            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
+            body, exchange: exchange, routingKey: routingKey, properties: stamped(properties), mandatory: mandatory,
             submitted: submitted)
     }
 
@@ -237,9 +239,9 @@ public struct AMQPMessageBus: MessageBus {
         _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
         confirmed: @escaping @Sendable ((any Error)?) -> Void
     ) {
-        var properties = properties
-        properties.userID = connection.configuration.username
-        connection.publish(body, exchange: exchange, routingKey: routingKey, properties: properties) { confirmed($0) }
+        connection.publish(body, exchange: exchange, routingKey: routingKey, properties: stamped(properties)) {
+            confirmed($0)
+        }
     }
 
     public func get(queue: String) async throws -> BusMessage? {
