@@ -138,9 +138,7 @@ public final class InMemoryBus: MessageBus {
         submitted: @escaping @Sendable () -> Void
     ) async throws {
         defer { submitted() }
-        try await publish(
-            body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory,
-            retryFor: nil)
+        try store(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
     }
 
     /// Stored (or refused), and `confirmed` told, before it returns.

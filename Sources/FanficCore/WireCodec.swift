@@ -40,9 +40,10 @@ public enum WireCodec {
 
     /// JSON object with a supported `version`, then the typed fields.
     static func decodeVersioned<Message: VersionedMessage>(_ data: Data) throws(MessageDecodingError) -> Message {
-        // The common case in one parse: a message of this build's version decodes as it is. Any
-        // other takes the path below, which parses it twice to say exactly what is wrong.
-        if let message = try? makeDecoder().decode(Message.self, from: data),
+        // The common case in one parse: a message of this build's version, naming "version" once
+        // (twice is refused below), decodes as it is. Any other takes the path below, which
+        // parses it twice to say exactly what is wrong.
+        if namesVersionOnce(data), let message = try? makeDecoder().decode(Message.self, from: data),
             message.version == TaskMessage.currentVersion
         {
             return message
@@ -81,6 +82,14 @@ public enum WireCodec {
                 .invalidField, "'version' is given twice, as \(message.version) and \(version): give it once")
         }
         return message
+    }
+
+    private static let versionKey = Data(#""version""#.utf8)
+
+    /// Whether `"version"` occurs exactly once in the bytes (as a key or anywhere else).
+    private static func namesVersionOnce(_ data: Data) -> Bool {
+        guard let first = data.range(of: versionKey) else { return false }
+        return data.range(of: versionKey, in: first.upperBound..<data.endIndex) == nil
     }
 
     private static func makeDecoder() -> JSONDecoder {

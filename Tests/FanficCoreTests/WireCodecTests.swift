@@ -214,5 +214,10 @@ struct ControlMessageTests {
             #"{"version":0,"id":"t","url":"http://test1.com?sid=1","site":"test1.com","attempt":0,"hail_mary":false,"#
             + #""behavior":"normal","submitted_at":"2026-12-01T00:00:00Z","submitted_by":"cli","version":1}"#
         #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(task.utf8)) }
+        // The other way round too: the one-parse path must not take the first and pass it.
+        let reversed =
+            #"{"version":1,"id":"t","url":"http://test1.com?sid=1","site":"test1.com","attempt":0,"hail_mary":false,"#
+            + #""behavior":"normal","submitted_at":"2026-12-01T00:00:00Z","submitted_by":"cli","version":0}"#
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(reversed.utf8)) }
     }
 }
