@@ -382,7 +382,8 @@ let package = Package(
         .testTarget(
             name: "CoordinatorRoleTests",
             dependencies: [
-                "AMQP", "Coordination", "CoordinatorService", "FanficBroker", "FanficCore", "TestSupport",
+                "AMQP", "Coordination", "CoordinatorService", "FanficBroker", "FanficCore", "Notifications",
+                "TestSupport", "WorkerRuntime",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -12,7 +12,8 @@ import Notifications
 /// 2. the outcome's event is emitted (fire-and-forget: events are for observers, never a
 ///    record the system depends on);
 /// 3. the user is told (new, updated, failed, retries exhausted);
-/// 4. only then is the task acked, and the coordinator told it is finished.
+/// 4. only then is the task acked, and the coordinator told it is finished (a task whose ack
+///    fails is not: the broker gives it back, and it is reported when it has run again).
 public struct OutcomeSettler: Sendable {
     let bus: any MessageBus
     let ladder: RetryLadder
@@ -77,7 +78,7 @@ public struct OutcomeSettler: Sendable {
     }
 
     /// The order every task leaves a worker in: `record` (confirmed publishes), then the ack, then
-    /// `finished`. If `record` fails, nothing else happens and the task goes back to its queue.
+    /// `finished`. If `record` or the ack fails, nothing else happens and the task goes back to its queue.
     private func conclude(
         _ message: BusMessage, logger: Logger, finished: @Sendable () async -> Void,
         record: () async throws -> Void
@@ -98,8 +99,11 @@ public struct OutcomeSettler: Sendable {
         do {
             try await message.ack()
         } catch {
-            // The broker gives it to this queue again; the pipeline is idempotent.
+            // Its connection or channel is gone: the broker gives it to this queue again, and it
+            // runs again (the pipeline is idempotent). Reported finished then, not now: a
+            // coordinator that rebuilt its table counts it once, as the queue holds it.
             logger.warning("ack failed; the task will run again", metadata: ["error": "\(error)"])
+            return .runAgain
         }
         await finished()
         return .done

@@ -16,8 +16,8 @@ public protocol TaskRunner: Sendable {
 public enum TaskSettlement: Sendable, Hashable {
     /// Acked: the task's outcome is safely recorded.
     case done
-    /// Given back to the queue: its outcome could not be recorded (the broker was gone), so it
-    /// runs again; the pipeline is idempotent.
+    /// Given back to the queue: its outcome could not be recorded, or its ack failed (the broker
+    /// was gone), so it runs again; the pipeline is idempotent.
     case runAgain
 }
 
@@ -68,8 +68,18 @@ public final class WorkerSession: Service {
     /// What heartbeats report, and what `fanfic status` shows through them.
     struct Progress {
         var admitted = false
+        /// The task being run: the story `fanfic status` shows.
         var running: TaskMessage?
+        /// The site of the last task run (for the site pause).
         var lastSite: String?
+        /// Tasks delivered on the current subscription and not settled, by delivery number, with
+        /// their sites: they have left the queue's depth, so reports count them here. A lost
+        /// connection gives them all back (the broker requeues them): they leave this at once.
+        var held: [Int: String] = [:]
+        var deliveries = 0
+        /// The site of the tasks in this worker's queue, as last seen: a delivery, the leftovers
+        /// at start, a task given back.
+        var queueSite: String?
         var tasksDone = 0
         /// Sites this worker met a block at, until when it leaves them alone.
         var blocked: [String: (until: ContinuousClock.Instant, reason: String)] = [:]
@@ -145,7 +155,8 @@ public final class WorkerSession: Service {
                 guard try await consumeUntilStopped() == .revoked else { return }
                 logger.warning("the coordinator does not know this worker (presumed dead?); saying hello again")
             } catch let error as AMQPError where error.code == .connectionLost {
-                progress.withLock { $0.admitted = false }
+                // Not admitted since the subscription ended (see `take`): an admission that came
+                // while the last task ran counts for the next subscription.
                 logger.warning("connection lost; asking to be admitted again", metadata: ["error": "\(error)"])
                 // Until the broker is back, or a stop is asked for (which ends the loop).
                 try? await cancelWhenGracefulShutdown {
@@ -158,11 +169,16 @@ public final class WorkerSession: Service {
     /// Why the taking stopped.
     enum Stop: Sendable { case shutdown, revoked }
 
+    /// A message from the subscription, numbered when it is a task (see ``Progress/held``).
+    struct Received: Sendable {
+        let delivery: Int?
+        let message: Result<Decoded<TaskMessage>, UndecodableMessage>
+    }
+
     /// Runs the queue's tasks one at a time until graceful shutdown or a `rejoin`, which stop the
     /// taking, never the task in hand: a child takes from the subscription (and is cancelled),
     /// this loop runs what it hands over (and is not).
     private func consumeUntilStopped() async throws -> Stop {
-        typealias Received = Result<Decoded<TaskMessage>, UndecodableMessage>
         let (handover, feed) = AsyncStream.makeStream(of: Received.self)
         return try await withThrowingTaskGroup(of: Stop.self) { group in
             group.addTask {
@@ -176,9 +192,7 @@ public final class WorkerSession: Service {
 
     /// Hands the subscription's tasks over one by one until a `rejoin` (`.revoked`), the end of
     /// the subscription or cancellation (`.shutdown`).
-    private func take(into feed: AsyncStream<Result<Decoded<TaskMessage>, UndecodableMessage>>.Continuation)
-        async throws -> Stop
-    {
+    private func take(into feed: AsyncStream<Received>.Continuation) async throws -> Stop {
         let (revocations, revoke) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
         revocation.withLock { $0 = revoke }
         defer { revocation.withLock { $0 = nil } }
@@ -188,8 +202,21 @@ public final class WorkerSession: Service {
                     queue: self.queue, prefetch: 1, resumesAfterReconnect: false,
                     arguments: ["x-consumer-timeout": .int(self.settings.taskTimeout.components.seconds * 1000)])
                 let limits = self.settings.limits
-                for try await received in subscription.decoded({ try WireCodec.decode($0, limits: limits) }) {
-                    feed.yield(received)
+                do {
+                    for try await received in subscription.decoded({ try WireCodec.decode($0, limits: limits) }) {
+                        feed.yield(Received(delivery: self.hold(received), message: received))
+                    }
+                } catch let error as AMQPError where error.code == .connectionLost {
+                    // The broker gives back what this connection held: those tasks are in the
+                    // queue's depth again, and the one in hand will run again from there. This
+                    // worker says hello from now on, even while its task runs: a coordinator
+                    // rebuilding after a broker restart believes a hello, but not heartbeats from a
+                    // worker that does not consume its queue, and would otherwise give its site away.
+                    self.progress.withLock {
+                        $0.held = [:]
+                        $0.admitted = false
+                    }
+                    throw error
                 }
                 return .shutdown
             }
@@ -203,10 +230,27 @@ public final class WorkerSession: Service {
         }
     }
 
-    private func handle(_ received: Result<Decoded<TaskMessage>, UndecodableMessage>) async {
-        switch received {
+    /// Numbers a task delivered to this worker and counts it as held until it is settled.
+    private func hold(_ received: Result<Decoded<TaskMessage>, UndecodableMessage>) -> Int? {
+        guard case .success(let task) = received else { return nil }
+        return progress.withLock { progress in
+            progress.deliveries += 1
+            progress.held[progress.deliveries] = task.value.site
+            progress.queueSite = task.value.site
+            return progress.deliveries
+        }
+    }
+
+    private func handle(_ received: Received) async {
+        switch received.message {
         case .failure(let bad): await park(bad)
-        case .success(let task): await run(task.value, message: task.message)
+        case .success(let task):
+            guard let delivery = received.delivery, progress.withLock({ $0.held[delivery] != nil }) else {
+                // Delivered before the connection was lost: the broker has it back, not this worker.
+                logger.debug("not running a task of the lost connection", metadata: ["url": "\(task.value.url)"])
+                return
+            }
+            await run(task.value, message: task.message, delivery: delivery)
         }
     }
 
@@ -217,27 +261,26 @@ public final class WorkerSession: Service {
     }
 
     /// Runs one task and has its outcome settled: recorded, acked, then reported finished.
-    private func run(_ task: TaskMessage, message: BusMessage) async {
+    private func run(_ task: TaskMessage, message: BusMessage, delivery: Int) async {
         if let reason = Self.misplaced(task, message) {
-            await handBack(task, message: message, reason: reason)
+            await handBack(task, message: message, delivery: delivery, reason: reason)
             return
         }
         if settings.quietHours.isQuiet(task.site, at: Date()) {
-            await handBack(task, message: message, reason: "the site is in its quiet hours")
+            await handBack(task, message: message, delivery: delivery, reason: "the site is in its quiet hours")
             return
         }
         if let block = blockedNow(task.site) {
             // The coordinator paused the site: this task waits with the others, unrun.
-            _ = await settler.settle(
+            let settlement = await settler.settle(
                 .siteBlocked("paused after a block: \(block)", retryAfterSeconds: nil), of: task, message: message,
                 workerID: settings.id, milliseconds: 0, logger: logger
             ) {
-                await self.reportFinished(task, ran: false)
+                await self.reportFinished(task, delivery: delivery, ran: false)
             }
+            if settlement == .runAgain { await givenBack(task, delivery: delivery) }
             return
         }
-        // Counted as running from now on: the delivery has left the queue's depth, and a report
-        // that counts neither would let a rebuilding coordinator free the site a task too early.
         let last = progress.withLock { progress in
             defer { progress.running = task }
             return progress.lastSite
@@ -265,10 +308,10 @@ public final class WorkerSession: Service {
             outcome, of: task, message: message, workerID: settings.id, milliseconds: milliseconds, stages: stages,
             logger: logger
         ) {
-            await self.reportFinished(task, ran: true)
+            await self.reportFinished(task, delivery: delivery, ran: true)
         }
         if settlement == .runAgain {
-            progress.withLock { $0.running = nil }
+            await givenBack(task, delivery: delivery)
             return
         }
         // And a heartbeat, so that `fanfic status` stops showing the story at once.
@@ -301,12 +344,25 @@ public final class WorkerSession: Service {
 
     /// Gives a misplaced task back (see ``OutcomeSettler/handBack(_:message:logger:finished:)``)
     /// and reports it finished here: the coordinator counted it as this worker's.
-    private func handBack(_ task: TaskMessage, message: BusMessage, reason: String) async {
+    private func handBack(_ task: TaskMessage, message: BusMessage, delivery: Int, reason: String) async {
         logger.warning(
             "a task in this worker's queue is not to run now; handing it back",
             metadata: ["url": "\(task.url)", "reason": "\(reason)"])
-        _ = await settler.handBack(task, message: message, logger: logger) {
-            await self.reportFinished(task, ran: false)
+        let settlement = await settler.handBack(task, message: message, logger: logger) {
+            await self.reportFinished(task, delivery: delivery, ran: false)
+        }
+        if settlement == .runAgain { await givenBack(task, delivery: delivery) }
+    }
+
+    /// The task went back to this worker's queue unfinished (no `finished`: it runs again and is
+    /// reported then). It is in the queue's depth now, and the queue holds its site.
+    private func givenBack(_ task: TaskMessage, delivery: Int) async {
+        await controlTurn.inTurn {
+            progress.withLock {
+                $0.running = nil
+                $0.held[delivery] = nil
+                $0.queueSite = task.site
+            }
         }
     }
 
@@ -329,10 +385,11 @@ public final class WorkerSession: Service {
 
     /// The task leaves the count and its `finished` goes out in one turn: a heartbeat that still
     /// counts it was published before, one that no longer counts it after.
-    private func reportFinished(_ task: TaskMessage, ran: Bool) async {
+    private func reportFinished(_ task: TaskMessage, delivery: Int, ran: Bool) async {
         await controlTurn.inTurn {
             progress.withLock {
                 $0.running = nil
+                $0.held[delivery] = nil
                 if ran {
                     $0.lastSite = task.site
                     $0.tasksDone += 1
@@ -351,7 +408,10 @@ public final class WorkerSession: Service {
         else { return }
         let site = try? WireCodec.decode(message.body).site
         try? await message.reject(requeue: true)
-        progress.withLock { $0.lastSite = site }
+        progress.withLock {
+            $0.lastSite = site
+            $0.queueSite = site
+        }
         logger.info(
             "found tasks left in the queue", metadata: ["count": "\(state.messageCount)", "site": "\(site ?? "?")"])
     }
@@ -432,12 +492,16 @@ public final class WorkerSession: Service {
 
     private static let host = ProcessInfo.processInfo.hostName
 
-    /// The site this worker's queue holds and how many of its tasks are not finished.
+    /// The site this worker's queue holds and how many of its tasks are not finished: those
+    /// waiting in the queue and those delivered and not settled (the one running, and the next
+    /// one the broker hands over as soon as the last is acked).
     private func backlogSummary() async -> (site: String?, unfinished: Int) {
         let queued = (try? await bus.queueState(queue)).flatMap { $0.map { Int($0.messageCount) } } ?? 0
-        let (running, lastSite) = progress.withLock { ($0.running, $0.lastSite) }
-        let unfinished = queued + (running == nil ? 0 : 1)
-        return (running?.site ?? (unfinished > 0 ? lastSite : nil), unfinished)
+        let (heldSite, held, queueSite) = progress.withLock { progress in
+            (progress.held.min { $0.key < $1.key }?.value, progress.held.count, progress.queueSite)
+        }
+        let unfinished = queued + held
+        return (heldSite ?? (unfinished > 0 ? queueSite : nil), unfinished)
     }
 
     private func publishControl(_ message: ControlMessage, expires: Bool) async {
