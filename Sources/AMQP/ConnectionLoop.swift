@@ -35,14 +35,13 @@ final class ConnectionLoop: @unchecked Sendable {
     private var channelEpochs: [UInt16: UInt64] = [:]
     private var epochCounter: UInt64 = 0
     private var nextPublishTag: UInt64 = 1
-    private var pendingPublishes: [PendingPublish] = []
+    private var pendingPublishes = PendingPublishes<PendingPublish>()
     private var consumers: [UInt64: ConsumerState] = [:]
     private var consumerByChannel: [UInt16: UInt64] = [:]
     private var freeChannels: [UInt16] = []
     private var nextChannel: UInt16 = 3
 
     struct PendingPublish {
-        let tag: UInt64
         let waiter: PublishWaiter
         var returned: AMQPError?
     }
@@ -381,9 +380,7 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func failPendingPublishes(_ error: AMQPError) {
-        let pending = pendingPublishes
-        pendingPublishes = []
-        for publish in pending { publish.waiter.finish(error) }
+        for publish in pendingPublishes.removeAll() { publish.waiter.finish(error) }
     }
 
     // MARK: Frames
@@ -501,26 +498,17 @@ final class ConnectionLoop: @unchecked Sendable {
                 + "'\(String(amqpBytes: returned.routing_key))': \(text)",
             replyCode: returned.reply_code)
         guard let tag = headers[Self.publishTagHeader]?.intValue,
-            let index = pendingPublishes.firstIndex(where: { $0.tag == UInt64(tag) })
+            pendingPublishes.update(tag: UInt64(tag), { $0.returned = error })
         else {
             logger.warning(
                 "broker returned a message that no publish is waiting for", metadata: ["amqp.error": "\(error)"])
             return
         }
-        pendingPublishes[index].returned = error
     }
 
     private func confirm(upTo tag: UInt64, multiple: Bool, nacked: Bool) {
-        let settled: [PendingPublish]
-        if multiple {
-            let end = pendingPublishes.firstIndex(where: { $0.tag > tag }) ?? pendingPublishes.endIndex
-            settled = Array(pendingPublishes[..<end])
-            pendingPublishes.removeSubrange(..<end)
-        } else if let index = pendingPublishes.firstIndex(where: { $0.tag == tag }) {
-            settled = [pendingPublishes.remove(at: index)]
-        } else {
-            settled = []
-        }
+        let settled =
+            multiple ? pendingPublishes.removeAll(through: tag) : pendingPublishes.remove(tag: tag).map { [$0] } ?? []
         for publish in settled {
             publish.waiter.finish(
                 nacked ? AMQPError(.publishNacked, "the broker refused the message (basic.nack)") : publish.returned)
@@ -754,7 +742,7 @@ final class ConnectionLoop: @unchecked Sendable {
                     throw failure(.connectionLost, "publish: \(Self.errorText(status))")
                 }
                 nextPublishTag += 1
-                pendingPublishes.append(PendingPublish(tag: tag, waiter: waiter))
+                pendingPublishes.append(PendingPublish(waiter: waiter), tag: tag)
             }
         } catch {
             waiter.finish((error as? AMQPError) ?? AMQPError(.library, "\(error)"))
