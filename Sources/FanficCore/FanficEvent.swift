@@ -111,7 +111,8 @@ public struct FanficEvent: Codable, Sendable, Hashable {
 }
 
 extension WireCodec {
-    public static func encode(_ event: FanficEvent) -> Data { encodeJSON(event) }
+    /// JSONEncoder's bytes (sorted keys); the common events are written by hand (see ``EventJSON``).
+    public static func encode(_ event: FanficEvent) -> Data { EventJSON.encode(event) ?? encodeJSON(event) }
 
     public static func decodeEvent(_ data: Data) throws(MessageDecodingError) -> FanficEvent {
         try decodeVersioned(data)
@@ -154,5 +155,77 @@ extension WireCodec {
             }
         }
         return event
+    }
+}
+
+/// An event's JSON written by hand: the coordinator emits one per task it routes, and
+/// JSONEncoder's generic path was a large share of routing's cost. Only for events whose text is
+/// printable ASCII without quotes or backslashes (nothing to escape) and without stage times:
+/// their bytes are then exactly what JSONEncoder writes with sorted keys, which a test compares
+/// field by field; any other event is nil here and goes through JSONEncoder.
+enum EventJSON {
+    static func encode(_ event: FanficEvent) -> Data? {
+        guard event.stagesMilliseconds == nil else { return nil }
+        var writer = Writer()
+        // In JSONEncoder's sorted order of the keys (`CodingKeys`).
+        writer.string("at", Timestamp.format(event.at))
+        writer.int("attempt", event.attempt)
+        writer.int("calibre_id", event.calibreID)
+        writer.string("destination", event.destination)
+        writer.string("detail", event.detail)
+        writer.int("duration_ms", event.durationMilliseconds)
+        writer.string("reason", event.reason)
+        writer.string("site", event.site)
+        writer.string("source", event.source)
+        writer.string("story_url", event.storyURL)
+        writer.string("task_id", event.taskID)
+        writer.string("title", event.title)
+        writer.string("type", event.kind.rawValue)
+        writer.string("url", event.url)
+        writer.int("version", event.version)
+        writer.string("worker", event.worker)
+        return writer.finish()
+    }
+
+    struct Writer {
+        private var bytes: [UInt8] = []
+        /// False once a string needed escaping: the caller takes JSONEncoder's path.
+        private var plain = true
+
+        init() { bytes.reserveCapacity(320) }
+
+        private mutating func key(_ name: StaticString) {
+            bytes.append(bytes.isEmpty ? UInt8(ascii: "{") : UInt8(ascii: ","))
+            bytes.append(UInt8(ascii: "\""))
+            bytes.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
+            bytes.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
+        }
+
+        mutating func string(_ name: StaticString, _ value: String?) {
+            guard plain, let value else { return }
+            key(name)
+            bytes.append(UInt8(ascii: "\""))
+            for byte in value.utf8 {
+                // Printable ASCII but the quote and the backslash: written as is by JSONEncoder too.
+                guard byte >= 0x20, byte < 0x7F, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\") else {
+                    plain = false
+                    return
+                }
+                bytes.append(byte)
+            }
+            bytes.append(UInt8(ascii: "\""))
+        }
+
+        mutating func int(_ name: StaticString, _ value: Int?) {
+            guard plain, let value else { return }
+            key(name)
+            bytes.append(contentsOf: String(value).utf8)
+        }
+
+        consuming func finish() -> Data? {
+            guard plain, !bytes.isEmpty else { return nil }
+            bytes.append(UInt8(ascii: "}"))
+            return Data(bytes)
+        }
     }
 }

@@ -1,0 +1,81 @@
+import Foundation
+import Testing
+
+@testable import FanficCore
+
+@Suite("Events written by hand, byte for byte as JSONEncoder writes them")
+struct EventJSONTests {
+    /// Deterministic pseudo-random numbers: the same events every run.
+    struct SplitMix {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
+    }
+
+    /// Nothing to escape: the first eight.
+    static let plainCount = 8
+    static let texts = [
+        "", "http://test1.com?sid=1", "https://www.fanfiction.net/s/1234/1/", "fanfic.worker.w-1",
+        "coordinator@vm:21327", "a/b", "with space", "~!@#$%^&*()_+{}|:<>?`-=[];',./",
+        "quote \" inside", "back\\slash", "tab\there", "line\nbreak", "bell\u{7}", "del\u{7F}", "café", "日本語",
+        "emoji 📚", "\u{2028}", "nul\u{0}byte",
+    ]
+
+    static func randomEvent(_ random: inout SplitMix) -> FanficEvent {
+        // One event in four may have text to escape anywhere.
+        let choices = random.below(4) == 0 ? texts.count : plainCount
+        func text() -> String? { random.below(3) == 0 ? nil : texts[random.below(choices)] }
+        func number() -> Int? {
+            [nil, 0, 1, 42, -7, Int.max, Int.min][random.below(7)]
+        }
+        let kinds = FanficEvent.Kind.allCases
+        var event = FanficEvent(
+            kinds[random.below(kinds.count)], source: texts[random.below(choices)],
+            at: Date(timeIntervalSince1970: Double(random.below(4_000_000_000)) + Double(random.below(1000)) / 1000),
+            worker: text(), site: text(), url: text(), taskID: text(), calibreID: number(), destination: text(),
+            reason: text(), detail: text(), attempt: number(), durationMilliseconds: number())
+        event.storyURL = text()
+        event.title = text()
+        if random.below(8) == 0 { event.stagesMilliseconds = ["fanficfare": 1500, "lookup": 3] }
+        return event
+    }
+
+    @Test("thousands of events: the same bytes as JSONEncoder, or left to it when a string needs escaping")
+    func sameBytes() {
+        var random = SplitMix(state: 2026)
+        var written = 0
+        for _ in 0..<5_000 {
+            let event = Self.randomEvent(&random)
+            let expected = WireCodec.encodeJSON(event)
+            guard let fast = EventJSON.encode(event) else {
+                #expect(WireCodec.encode(event) == expected)
+                continue
+            }
+            written += 1
+            #expect(
+                fast == expected,
+                "\(String(decoding: fast, as: UTF8.self)) != \(String(decoding: expected, as: UTF8.self))")
+        }
+        #expect(written > 500, "the hand-written path is taken for plain events: \(written)")
+    }
+
+    @Test("the coordinator's task.routed is written by hand and decodes back to itself")
+    func routed() throws {
+        let event = FanficEvent(
+            .taskRouted, source: "coordinator@vm:1", site: "test1.com", url: "http://test1.com?sid=1",
+            taskID: "7A1C", calibreID: 12, destination: "fanfic.worker.w1")
+        let bytes = try #require(EventJSON.encode(event))
+        #expect(bytes == WireCodec.encodeJSON(event))
+        #expect(try WireCodec.decodeEvent(bytes) == event)
+        var quoted = event
+        quoted.url = "http://test1.com?sid=\"1\""
+        #expect(EventJSON.encode(quoted) == nil, "a quote needs escaping: JSONEncoder writes it")
+        #expect(try WireCodec.decodeEvent(WireCodec.encode(quoted)) == quoted)
+    }
+}
