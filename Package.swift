@@ -317,7 +317,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CoordinationTests",
-            dependencies: ["Coordination", "FanficCore"],
+            dependencies: ["Coordination", "FanficCore", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -395,7 +395,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AMQPTests",
-            dependencies: ["AMQP", "CCurl"],
+            dependencies: ["AMQP", "CCurl", "TestSupport"],
             swiftSettings: swiftSettings
         ),
         .target(

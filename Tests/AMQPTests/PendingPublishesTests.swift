@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import AMQP
@@ -26,7 +27,7 @@ struct PendingPublishesTests {
     func againstModel() {
         var pending = PendingPublishes<UInt64>()
         var model: [UInt64] = []
-        var generator = SplitMix(seed: 17)
+        var generator = SplitMix64(seed: 17)
         var next: UInt64 = 1
         for _ in 0..<20_000 {
             switch generator.next() % 4 {
@@ -49,18 +50,5 @@ struct PendingPublishesTests {
             #expect(pending.count == model.count)
         }
         #expect(pending.removeAll() == model)
-    }
-
-    /// Deterministic pseudo-random numbers: the same run every time.
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 }

@@ -1,5 +1,6 @@
 import FanficCore
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Coordination
@@ -55,19 +56,6 @@ struct DispatchSimulationTests {
         for fault in faults {
             #expect(total[fault, default: 0] > 0, "no \(fault) in \(seed) schedules: \(total)")
         }
-    }
-}
-
-/// A deterministic random source (SplitMix64), so a failing seed replays exactly.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed &+ 0x9E37_79B9_7F4A_7C15 }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -1,23 +1,11 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import FanficCore
 
 @Suite("Events written by hand, byte for byte as JSONEncoder writes them")
 struct EventJSONTests {
-    /// Deterministic pseudo-random numbers: the same events every run.
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ bound: Int) -> Int { Int(next() % UInt64(bound)) }
-    }
-
     /// Nothing to escape: the first eight.
     static let plainCount = 8
     static let texts = [
@@ -27,28 +15,33 @@ struct EventJSONTests {
         "emoji 📚", "\u{2028}", "nul\u{0}byte",
     ]
 
-    static func randomEvent(_ random: inout SplitMix) -> FanficEvent {
+    static func randomEvent(_ random: inout SplitMix64) -> FanficEvent {
         // One event in four may have text to escape anywhere.
-        let choices = random.below(4) == 0 ? texts.count : plainCount
-        func text() -> String? { random.below(3) == 0 ? nil : texts[random.below(choices)] }
+        let choices = Int.random(in: 0..<4, using: &random) == 0 ? texts.count : plainCount
+        func text() -> String? {
+            Int.random(in: 0..<3, using: &random) == 0 ? nil : texts[Int.random(in: 0..<choices, using: &random)]
+        }
         func number() -> Int? {
-            [nil, 0, 1, 42, -7, Int.max, Int.min][random.below(7)]
+            [nil, 0, 1, 42, -7, Int.max, Int.min][Int.random(in: 0..<7, using: &random)]
         }
         let kinds = FanficEvent.Kind.allCases
         var event = FanficEvent(
-            kinds[random.below(kinds.count)], source: texts[random.below(choices)],
-            at: Date(timeIntervalSince1970: Double(random.below(4_000_000_000)) + Double(random.below(1000)) / 1000),
+            kinds[Int.random(in: 0..<kinds.count, using: &random)],
+            source: texts[Int.random(in: 0..<choices, using: &random)],
+            at: Date(
+                timeIntervalSince1970: Double(Int.random(in: 0..<4_000_000_000, using: &random)) + Double(
+                    Int.random(in: 0..<1000, using: &random)) / 1000),
             worker: text(), site: text(), url: text(), taskID: text(), calibreID: number(), destination: text(),
             reason: text(), detail: text(), attempt: number(), durationMilliseconds: number())
         event.storyURL = text()
         event.title = text()
-        if random.below(8) == 0 { event.stagesMilliseconds = ["fanficfare": 1500, "lookup": 3] }
+        if Int.random(in: 0..<8, using: &random) == 0 { event.stagesMilliseconds = ["fanficfare": 1500, "lookup": 3] }
         return event
     }
 
     @Test("thousands of events: the same bytes as JSONEncoder, or left to it when a string needs escaping")
     func sameBytes() {
-        var random = SplitMix(state: 2026)
+        var random = SplitMix64(seed: 2026)
         var written = 0
         for _ in 0..<5_000 {
             let event = Self.randomEvent(&random)
