@@ -41,8 +41,9 @@ public enum WireCodec {
     /// JSON object with a supported `version`, then the typed fields.
     static func decodeVersioned<Message: VersionedMessage>(_ data: Data) throws(MessageDecodingError) -> Message {
         // The common case in one parse: a message of this build's version, naming "version" once
-        // (twice is refused below), decodes as it is. Any other takes the path below, which
-        // parses it twice to say exactly what is wrong.
+        // and without escapes (twice, or once more as "vers\u0069on", is refused below), decodes
+        // as it is. Any other takes the path below, which parses it twice to say exactly what is
+        // wrong.
         if namesVersionOnce(data), let message = try? makeDecoder().decode(Message.self, from: data),
             message.version == TaskMessage.currentVersion
         {
@@ -86,9 +87,10 @@ public enum WireCodec {
 
     private static let versionKey = Data(#""version""#.utf8)
 
-    /// Whether `"version"` occurs exactly once in the bytes (as a key or anywhere else).
+    /// Whether `"version"` occurs exactly once in the bytes (as a key or anywhere else) and no
+    /// key can spell it another way: the bytes have no escape at all.
     private static func namesVersionOnce(_ data: Data) -> Bool {
-        guard let first = data.range(of: versionKey) else { return false }
+        guard !data.contains(UInt8(ascii: "\\")), let first = data.range(of: versionKey) else { return false }
         return data.range(of: versionKey, in: first.upperBound..<data.endIndex) == nil
     }
 

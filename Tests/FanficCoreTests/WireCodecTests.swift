@@ -219,5 +219,10 @@ struct ControlMessageTests {
             #"{"version":1,"id":"t","url":"http://test1.com?sid=1","site":"test1.com","attempt":0,"hail_mary":false,"#
             + #""behavior":"normal","submitted_at":"2026-12-01T00:00:00Z","submitted_by":"cli","version":0}"#
         #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(reversed.utf8)) }
+        // And with the second key spelled with an escape, which JSON reads as "version" as well.
+        let escaped =
+            #"{"version":1,"id":"t","url":"http://test1.com?sid=1","site":"test1.com","attempt":0,"hail_mary":false,"#
+            + #""behavior":"normal","submitted_at":"2026-12-01T00:00:00Z","submitted_by":"cli","vers\u0069on":0}"#
+        #expect(throws: MessageDecodingError.self) { try WireCodec.decode(Data(escaped.utf8)) }
     }
 }
