@@ -11,10 +11,11 @@ set -euo pipefail
 # lets GRDB read a library's metadata.db; zlib1g-dev lets ZIPFoundation read the EPUBs FanFicFare
 # writes; Dovecot serves the ingester tests' mail; curl and unzip are used by the tests; docker.io
 # and debootstrap run RabbitMQ 4 for the tests (scripts/rabbitmq4.sh); chromium is the browser the
-# dashboard's browser test drives (through Playwright).
+# dashboard's browser test drives (through Playwright); gdb shows where a hung test run waits
+# (scripts/test.sh, past its time limit).
 packages=(
     rabbitmq-server librabbitmq-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev zlib1g-dev pkg-config openssl socat
-    calibre curl unzip dovecot-imapd docker.io debootstrap chromium
+    calibre curl unzip dovecot-imapd docker.io debootstrap chromium gdb
 )
 missing=()
 for package in "${packages[@]}"; do

@@ -40,10 +40,56 @@ if [ "$mode" != unit ] && ! scripts/install-deps.sh --check; then
     fi
 fi
 
+# `swift test` under a time limit, its output line by line. Into a file or a pipe (CI's log)
+# swift test's output otherwise comes only when it exits, so a run that hung showed nothing of
+# where. Past the limit it prints the tests that started and have not finished, the processes
+# still running and where each thread of the test process waits, then stops it (status 124).
+#   FANFIC_TEST_TIME_LIMIT  seconds per `swift test` run (default 1800; a whole pass takes ~10 min)
+swift_test() {
+    local limit="${FANFIC_TEST_TIME_LIMIT:-1800}" log pid follower
+    log="$(mktemp "${TMPDIR:-/tmp}/fanfic-swift-test-XXXXXX")"
+    stdbuf -oL -eL swift test "$@" >"$log" 2>&1 &
+    pid=$!
+    tail -n +1 -f --pid="$pid" "$log" &
+    follower=$!
+    local deadline=$((SECONDS + limit))
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
+    if kill -0 "$pid" 2>/dev/null; then
+        sleep 1   # the follower's last lines first
+        echo "test.sh: swift test still running after ${limit} s (FANFIC_TEST_TIME_LIMIT); stopping it" >&2
+        echo "test.sh: tests started and not finished:" >&2
+        sed -n '/ Test run started\.$/d; s/^[^ ]* Test \(.*\) started\.$/\1/p' "$log" | sort >"$log.started"
+        sed -n 's/^[^ ]* Test \(.*\) \(passed\|failed\) after .*$/\1/p; s/^[^ ]* Test \(.*\) skipped.*$/\1/p' "$log" \
+            | sort -u >"$log.finished"
+        comm -23 "$log.started" "$log.finished" | sed 's/^/  /' >&2
+        echo "test.sh: processes:" >&2
+        ps -eo pid,ppid,pgid,etimes,stat,args --forest | grep -v -e ' \[' -e 'ps -eo' | cut -c1-200 >&2 || true
+        local tests
+        for tests in $(pgrep -f 'PackageTests.xctest' || true); do
+            echo "test.sh: threads of $tests:" >&2
+            timeout 180 gdb -p "$tests" -batch -nx -ex 'thread apply all bt 25' 2>&1 \
+                | grep -E '^(Thread|#)' | cut -c1-220 >&2 || true
+            # The roles it started run in process groups of their own: stopped with it.
+            pkill -KILL -P "$tests" || true
+            kill -KILL "$tests" 2>/dev/null || true
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        wait "$follower" 2>/dev/null || true
+        rm -f "$log" "$log.started" "$log.finished"
+        return 124
+    fi
+    local status=0
+    wait "$pid" || status=$?
+    wait "$follower" 2>/dev/null || true
+    rm -f "$log"
+    return "$status"
+}
+
 # Swift Testing only: XCTest would add an empty "Executed 0 tests" run.
 run_unit() {
     echo "== unit tests" >&2
-    swift test --disable-xctest --skip "$integration" "$@"
+    swift_test --disable-xctest --skip "$integration" "$@"
 }
 
 run_integration() {
@@ -62,7 +108,7 @@ run_integration() {
     export FANFIC_TEST_BROKER_URL="${FANFIC_TEST_BROKER_URL:-amqp://guest:guest@127.0.0.1:${FANFIC_BROKER_PORT:-31500}}"
     # The dispatch simulations again, over 200 random schedules instead of the unit suite's 30.
     FANFIC_SIMULATION_SEEDS="${FANFIC_SIMULATION_SEEDS:-200}" \
-        swift test --disable-xctest --filter "$integration|DispatchSimulationTests" "$@"
+        swift_test --disable-xctest --filter "$integration|DispatchSimulationTests" "$@"
 }
 
 # The same suites against RabbitMQ 4.0 in a container (scripts/rabbitmq4.sh builds its image
@@ -75,7 +121,7 @@ run_rabbitmq4() {
     export FANFIC_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:$FANFIC_BROKER_PORT"
     trap 'pkill -f "fanfic-dovecot-[0-9]+/dovecot.conf" 2>/dev/null || true; scripts/rabbitmq4.sh stop' EXIT
     scripts/rabbitmq4.sh start
-    swift test --disable-xctest --filter "$rabbitmq4_suites" --skip "$rabbitmq4_skips" "$@"
+    swift_test --disable-xctest --filter "$rabbitmq4_suites" --skip "$rabbitmq4_skips" "$@"
 }
 
 case "$mode" in

@@ -9,7 +9,7 @@ import Testing
 /// config.toml, gives its retry tiers.
 @Suite(
     "Compose's broker: each role's user refused what it must not do",
-    .enabled(if: ProcessInfo.processInfo.environment["FANFIC_COMPOSE_SECRETS"] != nil))
+    .enabled(if: ProcessInfo.processInfo.environment["FANFIC_COMPOSE_SECRETS"] != nil), .timeLimit(.minutes(5)))
 struct ComposePermissionTests {
     @Test("the permission matrix against the compose project's RabbitMQ")
     func matrix() async throws {

@@ -10,7 +10,7 @@ import Testing
 /// The dashboard's history on a real broker: its queue as RabbitMQ declares it (quorum, bounded,
 /// bound to every event), events from an EventPublisher as the roles publish them, and a
 /// restart in between.
-@Suite("Dashboard history on the broker", .serialized)
+@Suite("Dashboard history on the broker", .serialized, .timeLimit(.minutes(5)))
 struct DashboardHistoryBrokerTests {
     @Test("events published while the recorder is down wait in its queue and are recorded once when it is back")
     func restartLosesNothing() async throws {

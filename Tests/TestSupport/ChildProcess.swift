@@ -16,7 +16,11 @@ public enum ChildProcess {
         public let stderr: String
     }
 
-    public static func run(_ argv: [String], in directory: String? = nil) throws -> Result {
+    /// Waits at most `timeout` for it to exit; past that it is killed and the test fails saying
+    /// which program hung, instead of the whole run hanging on it.
+    public static func run(
+        _ argv: [String], in directory: String? = nil, timeout: Duration = .seconds(300)
+    ) throws -> Result {
         let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("child-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: scratch) }
@@ -25,7 +29,18 @@ public enum ChildProcess {
 
         let pid = try spawn(argv, in: directory, stdout: outPath, stderr: errPath)
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            let waited = waitpid(pid, &status, WNOHANG)
+            if waited == pid || (waited == -1 && errno != EINTR) { break }
+            if ContinuousClock.now >= deadline {
+                kill(pid, SIGKILL)
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                throw ChildProcessError(
+                    description: "\(argv.joined(separator: " ")) did not exit within \(timeout); killed")
+            }
+            usleep(10_000)
+        }
         // WIFEXITED / WEXITSTATUS, which Swift does not import.
         let exit = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
         return Result(
