@@ -44,7 +44,7 @@ fi
 # swift test's output otherwise comes only when it exits, so a run that hung showed nothing of
 # where. Past the limit it prints the tests that started and have not finished, the processes
 # still running and where each thread of the test process waits, then stops it (status 124).
-#   FANFIC_TEST_TIME_LIMIT  seconds per `swift test` run (default 1800; a whole pass takes ~10 min)
+#   FANFIC_TEST_TIME_LIMIT  seconds per `swift test` run (default 1800; a pass takes about 12 min)
 swift_test() {
     local limit="${FANFIC_TEST_TIME_LIMIT:-1800}" log pid follower
     log="$(mktemp "${TMPDIR:-/tmp}/fanfic-swift-test-XXXXXX")"
@@ -65,7 +65,8 @@ swift_test() {
         echo "test.sh: processes:" >&2
         ps -eo pid,ppid,pgid,etimes,stat,args --forest | grep -v -e ' \[' -e 'ps -eo' | cut -c1-200 >&2 || true
         local tests
-        for tests in $(pgrep -f 'PackageTests.xctest' || true); do
+        # swift test's own child only: another checkout's test run on this machine is not ours.
+        for tests in $(pgrep -P "$pid" -f 'PackageTests.xctest' || true); do
             echo "test.sh: threads of $tests:" >&2
             timeout 180 gdb -p "$tests" -batch -nx -ex 'thread apply all bt 25' 2>&1 \
                 | grep -E '^(Thread|#)' | cut -c1-220 >&2 || true
