@@ -205,16 +205,18 @@ public final class AMQPConnection: Sendable {
                             body: body, exchange: exchange, routingKey: routingKey, properties: properties,
                             mandatory: mandatory, waiter: .task(continuation))
                     },
-                    fail: { continuation.resume(throwing: $0) }))
+                    fail: { continuation.resume(throwing: $0) }, onlySends: true))
         }
     }
 
     /// Publishes one message without waiting for it: `confirmed` hears how it ended (nil: the
     /// broker confirmed it), on the connection's thread, which it must not hold up. For a stream
-    /// of messages whose publisher needs no task per message in flight (events). Not retried.
+    /// of messages whose publisher needs no task per message in flight (events, a coordinator's
+    /// moves). Not retried. It holds its place in the outgoing order when this returns: publishes
+    /// made after it go out after it.
     public func publish(
         _ body: Data, exchange: String, routingKey: String,
-        properties: AMQPMessageProperties = AMQPMessageProperties(deliveryMode: 2),
+        properties: AMQPMessageProperties = AMQPMessageProperties(deliveryMode: 2), mandatory: Bool = false,
         confirmed: @escaping @Sendable (AMQPError?) -> Void
     ) {
         inbox.submit(
@@ -223,9 +225,9 @@ public final class AMQPConnection: Sendable {
                 perform: { loop in
                     loop.publish(
                         body: body, exchange: exchange, routingKey: routingKey, properties: properties,
-                        mandatory: false, waiter: .callback(confirmed))
+                        mandatory: mandatory, waiter: .callback(confirmed))
                 },
-                fail: { confirmed($0) }))
+                fail: { confirmed($0) }, onlySends: true))
     }
 
     // MARK: Consuming
@@ -270,20 +272,30 @@ public final class AMQPConnection: Sendable {
     }
 
     func settle(_ token: DeliveryToken, _ settlement: Settlement) async throws {
-        try await perform(needsConnection: false) { try $0.settle(token, settlement) }
+        try await perform(needsConnection: false, onlySends: true) { try $0.settle(token, settlement) }
+    }
+
+    /// Settles without waiting to hear how it went: for a caller that would ignore the error
+    /// anyway (a settle that fails leaves the message to be delivered again).
+    func settleWithoutWaiting(_ token: DeliveryToken, _ settlement: Settlement) {
+        inbox.submit(
+            Command(
+                deadline: .now + configuration.commandTimeout, needsConnection: false,
+                perform: { loop in _ = try? loop.settle(token, settlement) }, fail: { _ in }, onlySends: true))
     }
 
     // MARK: Plumbing
 
     private func perform<T: Sendable>(
-        timeout: Duration? = nil, needsConnection: Bool = true, _ body: @escaping @Sendable (ConnectionLoop) throws -> T
+        timeout: Duration? = nil, needsConnection: Bool = true, onlySends: Bool = false,
+        _ body: @escaping @Sendable (ConnectionLoop) throws -> T
     ) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             inbox.submit(
                 Command(
                     deadline: .now + (timeout ?? configuration.commandTimeout), needsConnection: needsConnection,
                     perform: { loop in continuation.resume(with: Result { try body(loop) }) },
-                    fail: { continuation.resume(throwing: $0) }))
+                    fail: { continuation.resume(throwing: $0) }, onlySends: onlySends))
         }
     }
 }

@@ -33,6 +33,12 @@ public struct AMQPDelivery: Sendable {
     public func reject(requeue: Bool) async throws {
         try await connection.settle(token, .reject(requeue: requeue))
     }
+
+    /// `ack()` without waiting for it: it goes out in order with this connection's other work.
+    /// A failure is not reported; the broker then delivers the message again.
+    public func ackWithoutWaiting() {
+        connection.settleWithoutWaiting(token, .ack)
+    }
 }
 
 /// Identifies the channel incarnation a delivery came on, so a settle after a reconnect or a

@@ -189,13 +189,39 @@ final class ConnectionLoop: @unchecked Sendable {
         for command in expired {
             command.fail(AMQPError(.notConnected, "no broker connection within the call's timeout"))
         }
-        for command in run {
+        // A run of publishes and acks leaves in as few packets as it fills, not a packet each
+        // (on loopback every packet costs both sides a trip through the TCP stack). Anything that
+        // waits for the broker's answer goes out uncorked, or the question would sit unsent.
+        let corking = connected ? Self.corked(whilePerforming: run.map(\.onlySends)) : []
+        var corked = false
+        defer { if corked { _ = setCork(false) } }
+        for (index, command) in run.enumerated() {
             if broken != nil && command.needsConnection {
                 command.fail(AMQPError(.connectionLost, broken!.message))
                 continue
             }
+            let wanted = corking.isEmpty ? false : corking[index]
+            if wanted != corked { corked = setCork(wanted) && wanted }
             command.perform(self)
         }
+    }
+
+    /// Whether the socket is corked while each command of a run is performed: inside every
+    /// stretch of two or more commands that only send; never for one that waits for an answer.
+    static func corked(whilePerforming onlySends: [Bool]) -> [Bool] {
+        onlySends.indices.map { index in
+            onlySends[index]
+                && ((index + 1 < onlySends.count && onlySends[index + 1]) || (index > 0 && onlySends[index - 1]))
+        }
+    }
+
+    /// Holds back partial packets on the socket until uncorked (which sends what is held).
+    private func setCork(_ on: Bool) -> Bool {
+        guard let connection else { return false }
+        let socket = amqp_get_sockfd(connection)
+        guard socket >= 0 else { return false }
+        var value: Int32 = on ? 1 : 0
+        return setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0
     }
 
     /// Sleeps out a reconnect delay while still answering control commands and expiring
@@ -359,6 +385,11 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     private func shutdown() {
+        if connection != nil, broken == nil {
+            // What was asked before the close goes out first: acks sent without waiting among
+            // them (dropped, their messages would be delivered again).
+            runCommands(connected: true)
+        }
         if let connection, broken == nil {
             _ = amqp_connection_close(connection, AMQP_REPLY_SUCCESS)
         }

@@ -13,6 +13,9 @@ struct Command: Sendable {
     let needsConnection: Bool
     let perform: @Sendable (ConnectionLoop) -> Void
     let fail: @Sendable (AMQPError) -> Void
+    /// It only writes frames (a publish, an ack) and never waits for the broker's answer: a run of
+    /// these may leave in shared packets.
+    var onlySends = false
 }
 
 /// The one place where callers' threads meet the connection thread: a locked command queue

@@ -53,7 +53,7 @@ public final class EventPublisher: Service {
             await slots.take()
             bus.publish(
                 WireCodec.encode(event), exchange: FanficTopology.events, routingKey: event.routingKey,
-                properties: .persistentJSON()
+                properties: .persistentJSON(), mandatory: false
             ) { [logger] error in
                 if let error {
                     logger.debug(

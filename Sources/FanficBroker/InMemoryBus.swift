@@ -143,11 +143,11 @@ public final class InMemoryBus: MessageBus {
 
     /// Stored (or refused), and `confirmed` told, before it returns.
     public func publish(
-        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         confirmed: @escaping @Sendable ((any Error)?) -> Void
     ) {
         do {
-            try store(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: false)
+            try store(body, exchange: exchange, routingKey: routingKey, properties: properties, mandatory: mandatory)
             confirmed(nil)
         } catch {
             confirmed(error)

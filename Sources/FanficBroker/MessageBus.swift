@@ -53,9 +53,10 @@ public protocol MessageBus: Sendable {
     ) async throws
 
     /// Publishes one message without waiting for it; `confirmed` hears how it ended (nil: the
-    /// broker confirmed it) and must return at once. Not retried, not mandatory.
+    /// broker confirmed it) and must return at once. Not retried. The message holds its place in
+    /// this bus's outgoing order when the call returns.
     func publish(
-        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         confirmed: @escaping @Sendable ((any Error)?) -> Void)
 
     /// Takes one message from a queue, or `nil` when it is empty; it must be settled.
@@ -106,20 +107,35 @@ public struct BusMessage: Sendable {
     public let routingKey: String
     public let redelivered: Bool
     let settleAction: @Sendable (Settlement) async throws -> Void
+    let ackAction: (@Sendable () -> Void)?
 
+    /// `ackWithoutWaiting`: how to ack without waiting for the outcome, when the bus can (else a
+    /// task of its own awaits `settle`).
     public init(
         body: Data, properties: AMQPMessageProperties, routingKey: String, redelivered: Bool,
-        settle: @escaping @Sendable (Settlement) async throws -> Void
+        settle: @escaping @Sendable (Settlement) async throws -> Void,
+        ackWithoutWaiting: (@Sendable () -> Void)? = nil
     ) {
         self.body = body
         self.properties = properties
         self.routingKey = routingKey
         self.redelivered = redelivered
         self.settleAction = settle
+        self.ackAction = ackWithoutWaiting
     }
 
     public func ack() async throws { try await settleAction(.ack) }
     public func reject(requeue: Bool) async throws { try await settleAction(.reject(requeue: requeue)) }
+
+    /// Acks in order with the bus's other work, without waiting to hear how it went (a failed ack
+    /// leaves the message to be delivered again, which every consumer here tolerates).
+    public func ackWithoutWaiting() {
+        if let ackAction {
+            ackAction()
+        } else {
+            Task { [settleAction] in try? await settleAction(.ack) }
+        }
+    }
 }
 
 /// The messages of one subscription, in order (see ``MessageBus/consume(queue:prefetch:resumesAfterReconnect:)``).
@@ -236,10 +252,12 @@ public struct AMQPMessageBus: MessageBus {
     }
 
     public func publish(
-        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties,
+        _ body: Data, exchange: String, routingKey: String, properties: AMQPMessageProperties, mandatory: Bool,
         confirmed: @escaping @Sendable ((any Error)?) -> Void
     ) {
-        connection.publish(body, exchange: exchange, routingKey: routingKey, properties: stamped(properties)) {
+        connection.publish(
+            body, exchange: exchange, routingKey: routingKey, properties: stamped(properties), mandatory: mandatory
+        ) {
             confirmed($0)
         }
     }
@@ -267,6 +285,8 @@ public struct AMQPMessageBus: MessageBus {
             case .ack: try await delivery.ack()
             case .reject(let requeue): try await delivery.reject(requeue: requeue)
             }
+        } ackWithoutWaiting: {
+            delivery.ackWithoutWaiting()
         }
     }
 }

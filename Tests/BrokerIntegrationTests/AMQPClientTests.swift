@@ -130,6 +130,67 @@ extension BrokerTests {
             }
         }
 
+        @Test(
+            "callback publishes in a burst arrive in call order, a query among them is answered, acks without waiting settle"
+        )
+        func callbackBurst() async throws {
+            try await TestBroker.withConnection { connection, vhost in
+                let queue = "callback-burst"
+                _ = try? await connection.deleteQueue(queue)
+                try await connection.declareQueue(QueueSpec(name: queue))
+                try await connection.declare(AMQPTopology(exchanges: [ExchangeSpec(name: "lonely", kind: .direct)]))
+                let count = 500
+                let (outcomes, outcome) = AsyncStream.makeStream(of: AMQPError?.self)
+                // No await between them: they reach the connection's thread together, and leave
+                // as runs of sends (corked), with a query and a returned publish in the middle.
+                for index in 0..<count / 2 {
+                    connection.publish(Data("\(index)".utf8), exchange: "", routingKey: queue, mandatory: true) {
+                        outcome.yield($0)
+                    }
+                }
+                async let asked = connection.queueState(queue)
+                connection.publish(Data("x".utf8), exchange: "lonely", routingKey: "nobody", mandatory: true) {
+                    outcome.yield($0)
+                }
+                for index in count / 2..<count {
+                    connection.publish(Data("\(index)".utf8), exchange: "", routingKey: queue, mandatory: true) {
+                        outcome.yield($0)
+                    }
+                }
+                #expect(try await asked != nil, "the query is answered")
+                var confirmed = 0
+                var errors: [AMQPError] = []
+                for await result in outcomes {
+                    if let result { errors.append(result) } else { confirmed += 1 }
+                    if confirmed + errors.count == count + 1 { break }
+                }
+                #expect(confirmed == count)
+                #expect(errors.map(\.code) == [.publishReturned], "the one nobody takes comes back")
+
+                // Consumed on a connection of its own, closed right after the last ack: the acks
+                // still reach the broker (else the messages would be back in the queue).
+                let consumer = AMQPConnection(
+                    configuration: try TestBroker.configuration(virtualHost: vhost, name: "burst-consumer"),
+                    logger: TestBroker.logger)
+                try await consumer.waitUntilConnected(timeout: .seconds(30))
+                var bodies: [String] = []
+                do {
+                    for try await delivery in consumer.consume(queue: queue, prefetch: 100) {
+                        bodies.append(String(decoding: delivery.body, as: UTF8.self))
+                        delivery.ackWithoutWaiting()
+                        if bodies.count == count { break }
+                    }
+                } catch {
+                    await consumer.close()
+                    throw error
+                }
+                await consumer.close()
+                #expect(bodies == (0..<count).map { "\($0)" })
+                #expect(try await connection.queueState(queue)?.messageCount == 0, "every ack reached the broker")
+                _ = try? await connection.deleteQueue(queue)
+            }
+        }
+
         @Test("a publish to a missing exchange fails, and the next publish works")
         func publishToMissingExchangeFailsAndChannelRecovers() async throws {
             try await TestBroker.withConnection { connection, _ in
