@@ -21,7 +21,8 @@ final class CoordinatorTerm: Sendable {
         case ingress(Result<Decoded<Result<TaskIntake.Admitted, TaskIntake.Refusal>>, UndecodableMessage>)
         case control(Result<Decoded<ControlMessage>, UndecodableMessage>)
         case event(DispatchEvent)
-        case moveSettled
+        /// A move ended: confirmed or not.
+        case moveSettled(MoveID, confirmed: Bool)
         case operationEnded(WorkerID)
         case registrySwept
         case tick
@@ -194,8 +195,9 @@ final class CoordinatorTerm: Sendable {
             apply(event, state: &state, group: &group)
         case .event(let event):
             apply(event, state: &state, group: &group)
-        case .moveSettled:
+        case .moveSettled(let move, let confirmed):
             state.movesInFlight -= 1
+            apply(confirmed ? .publishConfirmed(move) : .publishFailed(move), state: &state, group: &group)
         case .operationEnded(let worker):
             state.drains[worker] = nil
             state.reclaims.remove(worker)
@@ -358,6 +360,17 @@ final class CoordinatorTerm: Sendable {
             state.movesInFlight += 1
             let queue = destination.queueName
             let previous = state.lastMoveInto[queue]
+            // The common case: every earlier move into the queue holds its place, and the queue is
+            // declared. Published from here, it is in order by the time this returns; no task
+            // waits for its confirm.
+            if previous?.isFinished ?? true,
+                moves.publishWithoutWaiting(
+                    delivery.body, properties: delivery.message.properties, site: task.identity.site,
+                    to: destination, confirmed: { [feed] in feed.yield(.moveSettled(move, confirmed: $0)) })
+            {
+                state.lastMoveInto[queue] = nil
+                return
+            }
             let turn = Completion()
             state.lastMoveInto[queue] = turn
             // Forget turns that are over (a few per queue at most are ever pending).
@@ -371,12 +384,11 @@ final class CoordinatorTerm: Sendable {
                 let confirmed = await self.moves.publish(
                     delivery.body, properties: delivery.message.properties, site: task.identity.site, to: destination,
                     submitted: turn.finish)
-                self.feed.yield(.event(confirmed ? .publishConfirmed(move) : .publishFailed(move)))
-                self.feed.yield(.moveSettled)
+                self.feed.yield(.moveSettled(move, confirmed: confirmed))
             }
         case .ack(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
-            group.addTask { try? await delivery.message.ack() }
+            delivery.message.ackWithoutWaiting()
         case .requeue(let handle):
             guard let delivery = state.deliveries.removeValue(forKey: handle) else { return }
             group.addTask { try? await delivery.message.reject(requeue: true) }

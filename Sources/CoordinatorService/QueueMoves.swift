@@ -45,6 +45,31 @@ final class QueueMoves: Sendable {
         }
     }
 
+    /// ``publish(_:properties:site:to:submitted:)`` without a task waiting for the confirm:
+    /// `confirmed` hears how it ended and must return at once. The move holds its place in the
+    /// bus's outgoing order when this returns. Only into a queue this term has declared: false,
+    /// and nothing sent, otherwise (the caller then takes the path that declares it first).
+    func publishWithoutWaiting(
+        _ body: Data, properties: AMQPMessageProperties, site: String, to destination: Destination,
+        confirmed: @escaping @Sendable (Bool) -> Void
+    ) -> Bool {
+        let queue = destination.queueName
+        guard declared.withLock({ $0.contains(queue) }) else { return false }
+        var properties = Self.persistent(properties)
+        properties.headers[FanficTopology.siteHeader] = .string(site)
+        bus.publish(
+            body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true
+        ) { [logger] error in
+            if let error {
+                logger.warning(
+                    "move not confirmed; the task goes back to ingress",
+                    metadata: ["queue": "\(queue)", "error": "\(error)"])
+            }
+            confirmed(error == nil)
+        }
+        return true
+    }
+
     /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty, `limit`
     /// tasks (the worker's turn) have moved, or `signal` says stop (a reclaim of that worker, the
     /// term's end, the site's budget or quiet hours); it then reports `.backlogDrained`: the moves
