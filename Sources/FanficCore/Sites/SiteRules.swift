@@ -118,18 +118,18 @@ public struct SiteRules: Sendable {
         else {
             return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first))
         }
-        let features = Self.features(of: fixed, match: match, groupNames: groupNames[index])
-        if let override = rule.overrides[Self.key(features, includingNumbers: true)] {
-            let url = override.isEmpty ? fixed : Self.fill(override, with: features)
+        let features = Features(url: fixed, match: match, groupNames: groupNames[index])
+        if let override = rule.overrides[features.key(includingNumbers: true)] {
+            let url = override.isEmpty ? fixed : Self.fill(override, with: features.value)
             return .success(Story(site: rule.site, canonicalURL: url))
         }
-        guard let template = rule.templates[Self.key(features, includingNumbers: false)] else {
+        guard let template = rule.templates[features.key(includingNumbers: false)] else {
             // The pattern matched, but not the parts that name a story (AO3's optional groups
             // match any page of the site): FanFicFare refuses these.
             if !rule.templates.isEmpty { return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first)) }
             return .success(Story(site: rule.site, canonicalURL: fixed))
         }
-        return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: features)))
+        return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: features.value)))
     }
 
     /// A page of a site FanFicFare knows that is not a story: a series, author or collection
@@ -161,37 +161,70 @@ public struct SiteRules: Sendable {
 
     /// What a template may name: the pattern's groups by name and number, `@scheme`, `@host`,
     /// `@path`, `@query`, `@rest` (path and query), `@tail` (what follows the match), the path's
-    /// segments `@0`, `@1`, ... and `@last`, and query parameters `?name`. Empty values are absent.
-    static func features(of url: String, match: NSTextCheckingResult, groupNames: [String]) -> [String: String] {
-        var features: [String: String] = [:]
-        func set(_ name: String, _ value: Substring?) {
-            if let value, !value.isEmpty { features[name] = String(value) }
+    /// segments `@0`, `@1`, ... and `@last`, and query parameters `?name` (the first that has a
+    /// value). Empty values are absent. Each is worked out only when a template names it: this
+    /// runs for every task the coordinator routes, and a template names two or three.
+    struct Features {
+        let url: String
+        let match: NSTextCheckingResult
+        let groupNames: [String]
+
+        private func text(_ range: NSRange) -> Substring? {
+            guard let range = Range(range, in: url), !range.isEmpty else { return nil }
+            return url[range]
         }
-        func text(_ range: NSRange) -> Substring? { Range(range, in: url).map { url[$0] } }
-        if match.numberOfRanges > 1 {
-            for number in 1..<match.numberOfRanges { set(String(number), text(match.range(at: number))) }
-        }
-        for name in groupNames { set(name, text(match.range(withName: icuName(name)))) }
-        if let parts = URLParts(url) {
-            let path = parts.path
-            let query = parts.query
-            set("@scheme", parts.scheme)
-            set("@host", parts.host)
-            set("@path", path)
-            set("@query", query)
-            set("@rest", path + query)
-            let segments = path.split(separator: "/", omittingEmptySubsequences: true)
-            for (index, segment) in segments.enumerated() { set("@\(index)", segment) }
-            set("@last", segments.last)
-            for parameter in query.dropFirst().split(separator: "&", omittingEmptySubsequences: false)
-            where !query.isEmpty {
-                let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let name = "?" + pair[0]
-                if pair.count == 2, !pair[1].isEmpty, features[name] == nil { features[name] = String(pair[1]) }
+
+        /// The sorted names of the groups that matched: named ones only, or with the numbered ones.
+        func key(includingNumbers: Bool) -> String {
+            var names = Set(groupNames.filter { text(match.range(withName: SiteRules.icuName($0))) != nil })
+            if includingNumbers, match.numberOfRanges > 1 {
+                for number in 1..<match.numberOfRanges where text(match.range(at: number)) != nil {
+                    names.insert(String(number))
+                }
             }
+            return names.sorted().joined(separator: ",")
         }
-        if let end = Range(match.range, in: url)?.upperBound { set("@tail", url[end...]) }
-        return features
+
+        func value(_ name: String) -> String? { feature(name).map(String.init) }
+
+        private func feature(_ name: String) -> Substring? {
+            if let number = Int(name), String(number) == name {
+                return number >= 1 && number < match.numberOfRanges ? text(match.range(at: number)) : nil
+            }
+            if name == "@tail" {
+                guard let end = Range(match.range, in: url)?.upperBound else { return nil }
+                return nonEmpty(url[end...])
+            }
+            if name.hasPrefix("@") || name.hasPrefix("?") {
+                return URLParts(url).flatMap { nonEmpty(Self.part(name, of: $0)) }
+            }
+            return groupNames.contains(name) ? text(match.range(withName: SiteRules.icuName(name))) : nil
+        }
+
+        private func nonEmpty(_ value: Substring?) -> Substring? { value?.isEmpty == false ? value : nil }
+
+        private static func part(_ name: String, of parts: URLParts) -> Substring? {
+            switch name {
+            case "@scheme": return parts.scheme
+            case "@host": return parts.host
+            case "@path": return parts.path
+            case "@query": return parts.query
+            case "@rest": return Substring(parts.path + parts.query)
+            case "@last": return parts.path.split(separator: "/", omittingEmptySubsequences: true).last
+            default: break
+            }
+            if name.hasPrefix("@"), let index = Int(name.dropFirst()), String(index) == name.dropFirst(), index >= 0 {
+                let segments = parts.path.split(separator: "/", omittingEmptySubsequences: true)
+                return index < segments.count ? segments[index] : nil
+            }
+            guard name.hasPrefix("?"), !parts.query.isEmpty else { return nil }
+            let wanted = name.dropFirst()
+            for parameter in parts.query.dropFirst().split(separator: "&", omittingEmptySubsequences: false) {
+                let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                if pair[0] == wanted, pair.count == 2, !pair[1].isEmpty { return pair[1] }
+            }
+            return nil
+        }
     }
 
     /// What `^(https?)://([^/?#]*)([^?#]*)(\?[^#]*)?` captures, the generator's split of a URL,
@@ -226,14 +259,6 @@ public struct SiteRules: Sendable {
             path = Substring(scalars[hostEnd..<pathEnd])
             query = Substring(scalars[pathEnd..<queryEnd])
         }
-    }
-
-    /// The sorted names of the groups that matched: named ones only, or with the numbered ones.
-    static func key(_ features: [String: String], includingNumbers: Bool) -> String {
-        features.keys.filter { name in
-            guard let first = name.first, first != "@", first != "?" else { return false }
-            return includingNumbers || !name.allSatisfy(\.isNumber)
-        }.sorted().joined(separator: ",")
     }
 
     // MARK: FanFicFare's fix-ups
@@ -299,7 +324,7 @@ public struct SiteRules: Sendable {
     }
 
     /// `{name}` becomes the feature's value (empty when absent); `{{` and `}}` are literal braces.
-    static func fill(_ template: String, with groups: [String: String]) -> String {
+    static func fill(_ template: String, with value: (String) -> String?) -> String {
         var result = ""
         var index = template.startIndex
         while index < template.endIndex {
@@ -312,7 +337,7 @@ public struct SiteRules: Sendable {
                 result.append("}")
                 index = template.index(after: next)
             } else if character == "{", let close = template[next...].firstIndex(of: "}") {
-                result += groups[String(template[next..<close])] ?? ""
+                result += value(String(template[next..<close])) ?? ""
                 index = template.index(after: close)
             } else {
                 result.append(character)
