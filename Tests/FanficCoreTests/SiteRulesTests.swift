@@ -89,6 +89,19 @@ struct SiteRulesTests {
         }
     }
 
+    @Test("a template parses into literal text and the features it names; doubled braces are literal")
+    func templates() {
+        typealias Piece = SiteRules.Template.Piece
+        #expect(
+            SiteRules.Template("https://{@host}/s/{storyId}/1").pieces == [
+                .literal("https://"), .feature("@host"), .literal("/s/"), .feature("storyId"), .literal("/1"),
+            ])
+        #expect(SiteRules.Template("a{{b}}c{?sid}").pieces == [.literal("a{b}c"), .feature("?sid")])
+        #expect(SiteRules.Template("x{unclosed").pieces == [.literal("x{unclosed")], "no closing brace: literal")
+        #expect(SiteRules.Template("{}}").pieces == [.feature(""), .literal("}")])
+        #expect(SiteRules.Template("").pieces.isEmpty && SiteRules.Template("").isEmpty)
+    }
+
     @Test(
         "what is not a story URL is refused, with the reason",
         arguments: [

@@ -61,6 +61,11 @@ public struct SiteRules: Sendable {
     private let byDomain: [String: [Int]]
     private let compiled: [NSRegularExpression?]
     private let groupNames: [[String]]
+    /// The same names as ICU knows them, and each rule's templates and overrides parsed: both
+    /// are needed for every URL resolved.
+    private let icuGroupNameLists: [[String]]
+    private let parsedTemplates: [[String: Template]]
+    private let parsedOverrides: [[String: Template]]
 
     /// The generated data, as committed.
     public static var bundledJSON: String { generatedJSON }
@@ -82,6 +87,9 @@ public struct SiteRules: Sendable {
         }
         self.byDomain = byDomain
         groupNames = rules.map { Self.groupNames(in: $0.pattern) }
+        icuGroupNameLists = groupNames.map { $0.map(Self.icuName) }
+        parsedTemplates = rules.map { $0.templates.mapValues(Template.init) }
+        parsedOverrides = rules.map { $0.overrides.mapValues(Template.init) }
         compiled = rules.map { try? NSRegularExpression(pattern: Self.icuGroupNames($0.pattern)) }
     }
 
@@ -118,18 +126,20 @@ public struct SiteRules: Sendable {
         else {
             return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first))
         }
-        let features = Features(url: fixed, match: match, groupNames: groupNames[index])
-        if let override = rule.overrides[features.key(includingNumbers: true)] {
-            let url = override.isEmpty ? fixed : Self.fill(override, with: features.value)
+        var features = Features(
+            url: fixed, match: match, groupNames: groupNames[index], icuGroupNames: icuGroupNameLists[index])
+        let keys = features.keys()
+        if let override = parsedOverrides[index][keys.withNumbers] {
+            let url = override.isEmpty ? fixed : features.fill(override)
             return .success(Story(site: rule.site, canonicalURL: url))
         }
-        guard let template = rule.templates[features.key(includingNumbers: false)] else {
+        guard let template = parsedTemplates[index][keys.named] else {
             // The pattern matched, but not the parts that name a story (AO3's optional groups
             // match any page of the site): FanFicFare refuses these.
             if !rule.templates.isEmpty { return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first)) }
             return .success(Story(site: rule.site, canonicalURL: fixed))
         }
-        return .success(Story(site: rule.site, canonicalURL: Self.fill(template, with: features.value)))
+        return .success(Story(site: rule.site, canonicalURL: features.fill(template)))
     }
 
     /// A page of a site FanFicFare knows that is not a story: a series, author or collection
@@ -168,26 +178,50 @@ public struct SiteRules: Sendable {
         let url: String
         let match: NSTextCheckingResult
         let groupNames: [String]
+        let icuGroupNames: [String]
+        /// The URL's parts, split the first time a template names one.
+        private var parts: URLParts??
+
+        init(url: String, match: NSTextCheckingResult, groupNames: [String], icuGroupNames: [String]) {
+            self.url = url
+            self.match = match
+            self.groupNames = groupNames
+            self.icuGroupNames = icuGroupNames
+        }
 
         private func text(_ range: NSRange) -> Substring? {
             guard let range = Range(range, in: url), !range.isEmpty else { return nil }
             return url[range]
         }
 
-        /// The sorted names of the groups that matched: named ones only, or with the numbered ones.
-        func key(includingNumbers: Bool) -> String {
-            var names = Set(groupNames.filter { text(match.range(withName: SiteRules.icuName($0))) != nil })
-            if includingNumbers, match.numberOfRanges > 1 {
+        /// The sorted names of the groups that matched: named ones only, and with the numbered ones.
+        func keys() -> (named: String, withNumbers: String) {
+            var named = Set<String>()
+            for (name, icuName) in zip(groupNames, icuGroupNames) where text(match.range(withName: icuName)) != nil {
+                named.insert(name)
+            }
+            var all = named
+            if match.numberOfRanges > 1 {
                 for number in 1..<match.numberOfRanges where text(match.range(at: number)) != nil {
-                    names.insert(String(number))
+                    all.insert(String(number))
                 }
             }
-            return names.sorted().joined(separator: ",")
+            return (named.sorted().joined(separator: ","), all.sorted().joined(separator: ","))
         }
 
-        func value(_ name: String) -> String? { feature(name).map(String.init) }
+        /// The template with each name replaced by its feature's value (empty when absent).
+        mutating func fill(_ template: Template) -> String {
+            var result = ""
+            for piece in template.pieces {
+                switch piece {
+                case .literal(let text): result += text
+                case .feature(let name): if let value = feature(name) { result += value }
+                }
+            }
+            return result
+        }
 
-        private func feature(_ name: String) -> Substring? {
+        private mutating func feature(_ name: String) -> Substring? {
             if let number = Int(name), String(number) == name {
                 return number >= 1 && number < match.numberOfRanges ? text(match.range(at: number)) : nil
             }
@@ -196,9 +230,11 @@ public struct SiteRules: Sendable {
                 return nonEmpty(url[end...])
             }
             if name.hasPrefix("@") || name.hasPrefix("?") {
-                return URLParts(url).flatMap { nonEmpty(Self.part(name, of: $0)) }
+                if parts == nil { parts = .some(URLParts(url)) }
+                return parts!.flatMap { nonEmpty(Self.part(name, of: $0)) }
             }
-            return groupNames.contains(name) ? text(match.range(withName: SiteRules.icuName(name))) : nil
+            guard let index = groupNames.firstIndex(of: name) else { return nil }
+            return text(match.range(withName: icuGroupNames[index]))
         }
 
         private func nonEmpty(_ value: Substring?) -> Substring? { value?.isEmpty == false ? value : nil }
@@ -224,6 +260,46 @@ public struct SiteRules: Sendable {
                 if pair[0] == wanted, pair.count == 2, !pair[1].isEmpty { return pair[1] }
             }
             return nil
+        }
+    }
+
+    /// A canonical URL template, parsed once: `{name}` is a feature's value (empty when absent),
+    /// `{{` and `}}` are literal braces.
+    struct Template {
+        enum Piece: Equatable {
+            case literal(String)
+            case feature(String)
+        }
+
+        let pieces: [Piece]
+        let isEmpty: Bool
+
+        init(_ template: String) {
+            isEmpty = template.isEmpty
+            var pieces: [Piece] = []
+            var literal = ""
+            var index = template.startIndex
+            while index < template.endIndex {
+                let character = template[index]
+                let next = template.index(after: index)
+                if character == "{", next < template.endIndex, template[next] == "{" {
+                    literal.append("{")
+                    index = template.index(after: next)
+                } else if character == "}", next < template.endIndex, template[next] == "}" {
+                    literal.append("}")
+                    index = template.index(after: next)
+                } else if character == "{", let close = template[next...].firstIndex(of: "}") {
+                    if !literal.isEmpty { pieces.append(.literal(literal)) }
+                    literal = ""
+                    pieces.append(.feature(String(template[next..<close])))
+                    index = template.index(after: close)
+                } else {
+                    literal.append(character)
+                    index = next
+                }
+            }
+            if !literal.isEmpty { pieces.append(.literal(literal)) }
+            self.pieces = pieces
         }
     }
 
@@ -321,29 +397,5 @@ public struct SiteRules: Sendable {
         groupName.matches(in: pattern, range: NSRange(pattern.startIndex..., in: pattern)).compactMap {
             Range($0.range(at: 1), in: pattern).map { String(pattern[$0]) }
         }
-    }
-
-    /// `{name}` becomes the feature's value (empty when absent); `{{` and `}}` are literal braces.
-    static func fill(_ template: String, with value: (String) -> String?) -> String {
-        var result = ""
-        var index = template.startIndex
-        while index < template.endIndex {
-            let character = template[index]
-            let next = template.index(after: index)
-            if character == "{", next < template.endIndex, template[next] == "{" {
-                result.append("{")
-                index = template.index(after: next)
-            } else if character == "}", next < template.endIndex, template[next] == "}" {
-                result.append("}")
-                index = template.index(after: next)
-            } else if character == "{", let close = template[next...].firstIndex(of: "}") {
-                result += value(String(template[next..<close])) ?? ""
-                index = template.index(after: close)
-            } else {
-                result.append(character)
-                index = next
-            }
-        }
-        return result
     }
 }
