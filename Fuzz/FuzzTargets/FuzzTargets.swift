@@ -17,6 +17,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     public func run(_ data: Data) {
         switch self {
         case .taskCodec:
+            // The plain path reads a task as JSONDecoder does, or leaves it to JSONDecoder.
+            precondition(WireCodec.plainPathAgrees(data), "the plain path reads a task otherwise than JSONDecoder")
             // A task that decodes encodes to a task that decodes to the same task.
             guard let task = try? WireCodec.decode(data) else { return }
             let again = try? WireCodec.decode(WireCodec.encode(task))

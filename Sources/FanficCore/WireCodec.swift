@@ -26,7 +26,12 @@ public enum WireCodec {
         -> TaskMessage
     {
         try limits.check(size: data.count)
-        let task: TaskMessage = try decodeVersioned(data)
+        let task: TaskMessage
+        if let plain = PlainTaskDecoder.decode(data) {
+            task = plain
+        } else {
+            task = try decodeVersioned(data)
+        }
         if task.url.count > limits.maxURLLength {
             throw MessageDecodingError(
                 .tooLarge,
@@ -36,6 +41,18 @@ public enum WireCodec {
         if task.site.isEmpty { throw MessageDecodingError(.invalidField, "'site' is empty") }
         if task.attempt < 0 { throw MessageDecodingError(.invalidField, "'attempt' is negative") }
         return task
+    }
+
+    /// A task as JSONDecoder reads it, without the plain path ``decode(_:limits:)`` takes first
+    /// (and without the limits): what that path must agree with, for the fuzzers and tests.
+    public static func decodeTaskWithJSONDecoder(_ data: Data) throws(MessageDecodingError) -> TaskMessage {
+        try decodeVersioned(data)
+    }
+
+    /// Whether the plain path reads these bytes, and if so as JSONDecoder does: for the fuzzers.
+    public static func plainPathAgrees(_ data: Data) -> Bool {
+        guard let plain = PlainTaskDecoder.decode(data) else { return true }
+        return (try? decodeTaskWithJSONDecoder(data)) == plain
     }
 
     /// JSON object with a supported `version`, then the typed fields.
