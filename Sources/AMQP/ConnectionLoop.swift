@@ -192,7 +192,7 @@ final class ConnectionLoop: @unchecked Sendable {
         // A run of publishes and acks leaves in as few packets as it fills, not a packet each
         // (on loopback every packet costs both sides a trip through the TCP stack). Anything that
         // waits for the broker's answer goes out uncorked, or the question would sit unsent.
-        let corking = connected ? Self.corked(whilePerforming: run.map(\.onlySends)) : []
+        let onlySends = run.lazy.map(\.onlySends)
         var corked = false
         defer { if corked { _ = setCork(false) } }
         for (index, command) in run.enumerated() {
@@ -200,19 +200,20 @@ final class ConnectionLoop: @unchecked Sendable {
                 command.fail(AMQPError(.connectionLost, broken!.message))
                 continue
             }
-            let wanted = corking.isEmpty ? false : corking[index]
+            let wanted = connected && Self.corked(at: index, of: onlySends)
             if wanted != corked { corked = setCork(wanted) && wanted }
             command.perform(self)
         }
     }
 
-    /// Whether the socket is corked while each command of a run is performed: inside every
-    /// stretch of two or more commands that only send; never for one that waits for an answer.
-    static func corked(whilePerforming onlySends: [Bool]) -> [Bool] {
-        onlySends.indices.map { index in
-            onlySends[index]
-                && ((index + 1 < onlySends.count && onlySends[index + 1]) || (index > 0 && onlySends[index - 1]))
-        }
+    /// Whether the socket is corked while the command at `index` of a run is performed: inside
+    /// every stretch of two or more commands that only send; never for one that waits for an answer.
+    static func corked(at index: Int, of onlySends: some RandomAccessCollection<Bool>) -> Bool {
+        let position = onlySends.index(onlySends.startIndex, offsetBy: index)
+        guard onlySends[position] else { return false }
+        let next = onlySends.index(after: position)
+        return (next < onlySends.endIndex && onlySends[next])
+            || (position > onlySends.startIndex && onlySends[onlySends.index(before: position)])
     }
 
     /// Holds back partial packets on the socket until uncorked (which sends what is held).

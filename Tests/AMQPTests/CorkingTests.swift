@@ -8,12 +8,15 @@ struct CorkingTests {
     func stretches() {
         let send = true
         let ask = false
+        func corked(whilePerforming run: [Bool]) -> [Bool] {
+            run.indices.map { ConnectionLoop.corked(at: $0, of: run) }
+        }
         #expect(
-            ConnectionLoop.corked(whilePerforming: [send, send, ask, send, send, send, ask, send])
+            corked(whilePerforming: [send, send, ask, send, send, send, ask, send])
                 == [true, true, false, true, true, true, false, false])
-        #expect(ConnectionLoop.corked(whilePerforming: [send]) == [false], "one send goes out at once")
-        #expect(ConnectionLoop.corked(whilePerforming: [ask, ask]) == [false, false])
-        #expect(ConnectionLoop.corked(whilePerforming: [ask, send, ask]) == [false, false, false])
-        #expect(ConnectionLoop.corked(whilePerforming: []) == [])
+        #expect(corked(whilePerforming: [send]) == [false], "one send goes out at once")
+        #expect(corked(whilePerforming: [ask, ask]) == [false, false])
+        #expect(corked(whilePerforming: [ask, send, ask]) == [false, false, false])
+        #expect(corked(whilePerforming: []) == [])
     }
 }
