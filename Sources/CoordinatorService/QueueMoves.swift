@@ -28,19 +28,15 @@ final class QueueMoves: Sendable {
         submitted: @escaping @Sendable () -> Void = {}
     ) async -> Bool {
         let queue = destination.queueName
-        var properties = Self.persistent(properties)
-        properties.headers[FanficTopology.siteHeader] = .string(site)
         defer { submitted() }
         do {
             try await ensureDeclared(destination)
             try await bus.publish(
-                body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true,
-                submitted: submitted)
+                body, exchange: FanficTopology.dispatch, routingKey: queue,
+                properties: Self.moved(properties, site: site), mandatory: true, submitted: submitted)
             return true
         } catch {
-            logger.warning(
-                "move not confirmed; the task goes back to ingress",
-                metadata: ["queue": "\(queue)", "error": "\(error)"])
+            noteUnconfirmed(queue, error)
             return false
         }
     }
@@ -55,19 +51,27 @@ final class QueueMoves: Sendable {
     ) -> Bool {
         let queue = destination.queueName
         guard declared.withLock({ $0.contains(queue) }) else { return false }
-        var properties = Self.persistent(properties)
-        properties.headers[FanficTopology.siteHeader] = .string(site)
         bus.publish(
-            body, exchange: FanficTopology.dispatch, routingKey: queue, properties: properties, mandatory: true
-        ) { [logger] error in
-            if let error {
-                logger.warning(
-                    "move not confirmed; the task goes back to ingress",
-                    metadata: ["queue": "\(queue)", "error": "\(error)"])
-            }
+            body, exchange: FanficTopology.dispatch, routingKey: queue, properties: Self.moved(properties, site: site),
+            mandatory: true
+        ) { error in
+            if let error { self.noteUnconfirmed(queue, error) }
             confirmed(error == nil)
         }
         return true
+    }
+
+    /// A moved task's properties: persistent, marked with the site the coordinator derived for
+    /// it (the worker checks it).
+    private static func moved(_ properties: AMQPMessageProperties, site: String) -> AMQPMessageProperties {
+        var properties = persistent(properties)
+        properties.headers[FanficTopology.siteHeader] = .string(site)
+        return properties
+    }
+
+    private func noteUnconfirmed(_ queue: String, _ error: any Error) {
+        logger.warning(
+            "move not confirmed; the task goes back to ingress", metadata: ["queue": "\(queue)", "error": "\(error)"])
     }
 
     /// Moves a site's backlog into a worker's queue, one task at a time, until it is empty, `limit`
