@@ -31,6 +31,8 @@ final class ConnectionLoop: @unchecked Sendable {
     private var connection: amqp_connection_state_t?
     /// Set when a command or frame handler found the connection dead.
     private var broken: AMQPError?
+    /// Whether TCP_CORK is set on the socket now (see ``runCommands(connected:)``).
+    private var socketCorked = false
     private var topology = AMQPTopology()
     private var channelEpochs: [UInt16: UInt64] = [:]
     private var epochCounter: UInt64 = 0
@@ -193,15 +195,13 @@ final class ConnectionLoop: @unchecked Sendable {
         // (on loopback every packet costs both sides a trip through the TCP stack). Anything that
         // waits for the broker's answer goes out uncorked, or the question would sit unsent.
         let onlySends = run.lazy.map(\.onlySends)
-        var corked = false
-        defer { if corked { _ = setCork(false) } }
+        defer { setCork(false) }
         for (index, command) in run.enumerated() {
             if broken != nil && command.needsConnection {
                 command.fail(AMQPError(.connectionLost, broken!.message))
                 continue
             }
-            let wanted = connected && Self.corked(at: index, of: onlySends)
-            if wanted != corked { corked = setCork(wanted) && wanted }
+            setCork(connected && Self.corked(at: index, of: onlySends))
             command.perform(self)
         }
     }
@@ -217,12 +217,22 @@ final class ConnectionLoop: @unchecked Sendable {
     }
 
     /// Holds back partial packets on the socket until uncorked (which sends what is held).
-    private func setCork(_ on: Bool) -> Bool {
-        guard let connection else { return false }
+    private func setCork(_ on: Bool) {
+        guard on != socketCorked, let connection else { return }
         let socket = amqp_get_sockfd(connection)
-        guard socket >= 0 else { return false }
+        guard socket >= 0 else { return }
         var value: Int32 = on ? 1 : 0
-        return setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0
+        if setsockopt(socket, Int32(IPPROTO_TCP), TCP_CORK, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 {
+            socketCorked = on
+        }
+    }
+
+    /// Called before every wait for the broker's answer, wherever it happens: a command that
+    /// only sends may still need one (the last ack on a cancelled consumer closes its channel;
+    /// a publish may reopen its channel), and a question held in a corked socket would wait
+    /// for the kernel's 200 ms cork timer before it leaves.
+    private func uncorkToAwaitReply() {
+        setCork(false)
     }
 
     /// Sleeps out a reconnect delay while still answering control commands and expiring
@@ -251,6 +261,7 @@ final class ConnectionLoop: @unchecked Sendable {
         }
         self.connection = connection
         broken = nil
+        socketCorked = false  // a new socket
         let arena = CArena()
         let socket: OpaquePointer?
         if let tls = configuration.tls {
@@ -334,6 +345,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func openPublishChannel() throws {
         guard let connection else { throw failure(.connectionLost, "no connection") }
+        uncorkToAwaitReply()
         amqp_channel_open(connection, Self.publishChannel)
         try checkChannelLevel(
             amqp_get_rpc_reply(connection), channel: Self.publishChannel, doing: "open publish channel")
@@ -345,6 +357,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
     private func openRPCChannel() throws {
         guard let connection else { throw failure(.connectionLost, "no connection") }
+        uncorkToAwaitReply()
         amqp_channel_open(connection, Self.rpcChannel)
         try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: "open channel")
         markOpened(Self.rpcChannel)
@@ -392,6 +405,7 @@ final class ConnectionLoop: @unchecked Sendable {
             runCommands(connected: true)
         }
         if let connection, broken == nil {
+            uncorkToAwaitReply()
             _ = amqp_connection_close(connection, AMQP_REPLY_SUCCESS)
         }
         let closed = AMQPError(.closed, "the connection was closed by its owner")
@@ -682,6 +696,7 @@ final class ConnectionLoop: @unchecked Sendable {
     /// refusal becomes an `AMQPError` and the channel is reopened).
     private func rpc<T>(_ what: String, _ call: (amqp_connection_state_t, CArena) -> T) throws -> T {
         guard let connection else { throw failure(.connectionLost, "no connection") }
+        uncorkToAwaitReply()
         let arena = CArena()
         let result = call(connection, arena)
         try checkChannelLevel(amqp_get_rpc_reply(connection), channel: Self.rpcChannel, doing: what)
@@ -785,6 +800,7 @@ final class ConnectionLoop: @unchecked Sendable {
         try run {
             guard let connection, let owner else { throw failure(.connectionLost, "no connection") }
             let arena = CArena()
+            uncorkToAwaitReply()
             let reply = amqp_basic_get(connection, Self.rpcChannel, arena.bytes(queue), 0)
             try checkChannelLevel(reply, channel: Self.rpcChannel, doing: "get from '\(queue)'")
             guard reply.reply.id == fanfic_amqp_basic_get_ok_method else { return nil }
@@ -854,6 +870,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 return nextChannel
             }()
         do {
+            uncorkToAwaitReply()
             amqp_channel_open(connection, channel)
             try checkChannelLevel(amqp_get_rpc_reply(connection), channel: channel, doing: "open channel")
             markOpened(channel)
@@ -889,6 +906,7 @@ final class ConnectionLoop: @unchecked Sendable {
         consumer.cancelling = true
         if let tag = consumer.consumerTag, let connection {
             let arena = CArena()
+            uncorkToAwaitReply()
             amqp_basic_cancel(connection, channel, arena.bytes(tag))
             do {
                 try run {
@@ -909,6 +927,7 @@ final class ConnectionLoop: @unchecked Sendable {
         consumer.channel = nil
         consumerByChannel[channel] = nil
         channelEpochs[channel] = nil
+        uncorkToAwaitReply()
         let reply = amqp_channel_close(connection, channel, AMQP_REPLY_SUCCESS)
         if reply.reply_type == AMQP_RESPONSE_NORMAL {
             freeChannels.append(channel)

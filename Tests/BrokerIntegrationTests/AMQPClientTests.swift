@@ -191,6 +191,35 @@ extension BrokerTests {
             }
         }
 
+        @Test("a consumer stopped with deliveries unsettled: their acks, sent in a burst, land and end its channel")
+        func acksAfterStoppingLand() async throws {
+            try await TestBroker.withConnection { connection, vhost in
+                let queue = "acks-after-stop"
+                _ = try? await connection.deleteQueue(queue)
+                try await connection.declareQueue(QueueSpec(name: queue))
+                let count = 200
+                for index in 0..<count {
+                    try await connection.publish(Data("\(index)".utf8), exchange: "", routingKey: queue)
+                }
+                let consumer = AMQPConnection(
+                    configuration: try TestBroker.configuration(virtualHost: vhost, name: "stopped-consumer"),
+                    logger: TestBroker.logger)
+                try await consumer.waitUntilConnected(timeout: .seconds(30))
+                var held: [AMQPDelivery] = []
+                for try await delivery in consumer.consume(queue: queue, prefetch: UInt16(count)) {
+                    held.append(delivery)
+                    if held.count == count { break }
+                }
+                // The subscription is cancelled; the acks go out together (a corked run of sends),
+                // and the last one closes the consumer's channel, which waits for the broker.
+                for delivery in held { delivery.ackWithoutWaiting() }
+                #expect(try await consumer.queueState(queue)?.consumerCount == 0, "the connection still answers")
+                await consumer.close()
+                #expect(try await connection.queueState(queue)?.messageCount == 0, "every ack reached the broker")
+                _ = try? await connection.deleteQueue(queue)
+            }
+        }
+
         @Test("a publish to a missing exchange fails, and the next publish works")
         func publishToMissingExchangeFailsAndChannelRecovers() async throws {
             try await TestBroker.withConnection { connection, _ in
