@@ -446,7 +446,10 @@ final class ConnectionLoop: @unchecked Sendable {
             } catch let error as AMQPError {
                 throw ConnectionFailure(error: error)
             }
-            amqp_maybe_release_buffers(connection)
+            // Frames rabbitmq-c queued while it waited for an RPC's answer pin their channels'
+            // memory, and the release walks that queue once per channel: with hundreds queued,
+            // releasing after every frame costs more than the frames. Released once it is empty.
+            if amqp_frames_enqueued(connection) == 0 { amqp_maybe_release_buffers(connection) }
             timeout = timeval(tv_sec: 0, tv_usec: 0)
         }
     }
