@@ -46,6 +46,35 @@ struct DispatchStateMachineTests {
         #expect(after.contains(.drainBacklog(site: "test1.com", into: "a")))
     }
 
+    @Test(
+        "a hello counting a task the last term already put back in ingress: the worker finishes what it holds, the site is released"
+    )
+    func staleHelloCount() {
+        // After a broker node loss, a worker's task in hand went back to its queue, the last
+        // term reclaimed that queue to ingress, and this term parked the task in the site's
+        // backlog; the worker's hello still counts it. The drain sends it again, the worker
+        // finishes it once and then reports it holds nothing.
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        let parked = machine.handle(.taskArrived(task(1)), at: .seconds(1))
+        for (move, _) in publishes(parked) { _ = machine.handle(.publishConfirmed(move), at: .seconds(1)) }
+        _ = machine.handle(.workerHello("a", site: "test1.com", unfinished: 1), at: .seconds(1))
+        // Discovery ends before any heartbeat could correct the hello (a fast discovery).
+        _ = machine.handle(.tick, at: .seconds(20))
+        let running = machine.handle(.backlogsDiscovered(["test1.com": 1]), at: .seconds(20))
+        #expect(running.contains(.drainBacklog(site: "test1.com", into: "a")))
+        _ = machine.handle(
+            .backlogTaskMoved(site: "test1.com", worker: "a", identity: task(1).identity), at: .seconds(20))
+        _ = machine.handle(.backlogDrained(site: "test1.com", worker: "a"), at: .seconds(20))
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(21))
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(22))
+        _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(23))
+        // Known bug (stop 40's note): the table still waits for a second `finished`, so the
+        // site is never released. Seen as a stall in ClusterTests once discovery is fast.
+        withKnownIssue("a count from a hello is never reconciled once the table runs") {
+            #expect(machine.assignments["a"] == nil, "the worker holds nothing; its site should be free")
+        }
+    }
+
     @Test("a free site goes to an idle worker; the next task of that site follows it")
     func assignment() {
         var machine = running()
