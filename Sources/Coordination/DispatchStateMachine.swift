@@ -665,6 +665,7 @@ public struct DispatchStateMachine: Sendable {
         // after a restart, or when a worker presumed dead comes back. Otherwise sent/finished rule.
         guard !known, let site, unfinished > 0 else {
             seen(id, now: now, into: &actions)
+            if known, forgetStaleCount(of: id, reported: unfinished) { releaseIfDone(now: now, into: &actions) }
             return
         }
         guard holders[site, default: []].count < configuration.cap(site) else {
@@ -679,6 +680,21 @@ public struct DispatchStateMachine: Sendable {
         workers[id]!.sent = unfinished
         holders[site, default: []].insert(id)
         // A backlog that site may have waits until this holder releases it, then drains.
+    }
+
+    /// Lowers the count of tasks a worker is known to hold only by number (its report when this
+    /// table took it in, a drained task that did not decode) to what it now reports. Every such
+    /// task it still holds was in its queue before that report, so the report counts it; the rest
+    /// are gone: taken by a reclaim another term began, or parked by the worker without a
+    /// `finished`. Tasks this table sent by identity are left alone: one may still be on its way
+    /// and not yet counted. True when the count went down.
+    private mutating func forgetStaleCount(of id: WorkerID, reported unfinished: Int) -> Bool {
+        guard var worker = workers[id] else { return false }
+        let anonymous = worker.sent - worker.finished - worker.outstanding.values.reduce(0, +)
+        guard anonymous > max(0, unfinished) else { return false }
+        worker.sent -= anonymous - max(0, unfinished)
+        workers[id] = worker
+        return true
     }
 
     /// Takes a known worker's report as its holding, while the table is being rebuilt.

@@ -41,6 +41,7 @@ struct DispatchSimulationTests {
         let faults = [
             "coordinator restart", "worker killed", "worker returned", "duplicate dropped", "publish failed",
             "reclaim", "reclaim before admission", "backlog drained", "presumed dead", "sweep check drained",
+            "report read stale", "connection lost mid-task",
         ]
         // Seeds in order until every fault has been seen (deterministic), at most 40.
         var total: [String: Int] = [:]
@@ -83,6 +84,10 @@ struct Simulation {
         /// Consumes only once the coordinator admitted it after its hello.
         var admitted = false
         var running: Message?
+        /// A task it goes on running after its connection was lost: the broker gave the task
+        /// back to its queue, and when the run ends the ack fails (nothing is reported; the copy
+        /// runs again). Until then it contacts the site, and its reports count the task.
+        var zombie: Message?
         var reclaimPending = false
     }
 
@@ -109,6 +114,12 @@ struct Simulation {
 
     // The workers.
     var workers: [WorkerID: SimWorker] = [:]
+    /// What each worker published on the control exchange and the coordinator has not read yet,
+    /// in order. A report is counted when it is made and read later, after moves made meanwhile:
+    /// a hello may count a task a reclaim has since taken, a heartbeat may not count a task sent
+    /// to it. Each step of time reads what was published before it (the lag stays under the
+    /// worker timeout).
+    var control: [WorkerID: [DispatchEvent]] = [:]
     var nextWorker = 1
 
     // Accounting.
@@ -122,7 +133,10 @@ struct Simulation {
     /// The last events and actions, shown when an invariant breaks.
     var trace: [String] = []
 
+    let seed: UInt64
+
     init(seed: UInt64) {
+        self.seed = seed
         rng = SplitMix64(seed: seed)
         var configuration = DispatchStateMachine.Configuration(workerTimeout: .seconds(20), sitePause: .seconds(1))
         configuration.siteTurn = seed % 2 == 1 ? 2 : 0
@@ -137,8 +151,10 @@ struct Simulation {
     // MARK: Steps
 
     mutating func randomStep() throws {
-        switch Int.random(in: 0..<100, using: &rng) {
+        switch Int.random(in: 0..<114, using: &rng) {
         case 0..<14: submit(duplicate: Int.random(in: 0..<5, using: &rng) == 0)
+        case 100..<112: try readControl()
+        case 112..<114: loseConnection()
         case 14..<30: try deliverFromIngress()
         case 30..<42: try settleOnePublish()
         case 42..<60: try workOnce()
@@ -162,6 +178,7 @@ struct Simulation {
             try workOnce()
             try drainOnce()
             try reclaimOnce()
+            try readControl()
             try advanceTime(by: .milliseconds(500))
             try checkInvariants()
         }
@@ -169,7 +186,10 @@ struct Simulation {
 
     mutating func submit(duplicate: Bool) {
         let identity: TaskIdentity
-        if duplicate, let existing = submittedInOrder.randomElement(using: &rng) {
+        // Not one whose `finished` is still unread: read before it, a resubmission would be dropped
+        // as a copy of the task just run (a known window, as long as a control message's trip).
+        let resubmittable = submittedInOrder.filter { !finishedUnread.contains($0) }
+        if duplicate, let existing = resubmittable.randomElement(using: &rng) {
             identity = existing
         } else {
             let site = sites.randomElement(using: &rng)!
@@ -208,12 +228,19 @@ struct Simulation {
 
     /// A random live worker finishes its task, or takes the next one (prefetch 1).
     mutating func workOnce() throws {
-        let candidates = workers.keys.sorted().filter { workers[$0]!.alive && workers[$0]!.admitted }
+        let candidates = workers.keys.sorted().filter {
+            workers[$0]!.alive && (workers[$0]!.admitted || workers[$0]!.zombie != nil)
+        }
         guard let id = candidates.randomElement(using: &rng) else { return }
-        if let message = workers[id]!.running {
+        if workers[id]!.zombie != nil {
+            // Its ack fails: no `finished`; the copy in its queue (or wherever a reclaim took it) runs again.
+            workers[id]!.zombie = nil
+        } else if !workers[id]!.admitted {
+            return
+        } else if let message = workers[id]!.running {
             workers[id]!.running = nil
             finished.insert(message.identity)
-            try send(.taskFinished(id, message.identity))
+            report(id, .taskFinished(id, message.identity))
         } else if !(queues[id] ?? []).isEmpty {
             workers[id]!.running = queues[id]!.removeFirst()
         }
@@ -246,10 +273,15 @@ struct Simulation {
 
     mutating func advanceTime(by step: Duration) throws {
         now += step
+        // What was published before this step is read by now, a dead worker's too.
+        for id in control.keys.sorted() {
+            for event in control[id] ?? [] { try send(event) }
+            control[id] = []
+        }
         for id in workers.keys.sorted() where workers[id]!.alive {
             if workers[id]!.admitted {
                 let (site, unfinished) = holding(id)
-                try send(.heartbeat(id, site: site, unfinished: unfinished))
+                report(id, .heartbeat(id, site: site, unfinished: unfinished))
             } else {
                 try sendHello(id)  // repeated until admitted (a hello can be lost with a coordinator)
             }
@@ -257,18 +289,55 @@ struct Simulation {
         try send(.tick)
     }
 
-    /// What a worker reports: the site of its running task or queue head, and how many are left.
+    var finishedUnread: Set<TaskIdentity> {
+        Set(
+            control.values.joined().compactMap {
+                if case .taskFinished(_, let identity) = $0 { identity } else { nil }
+            })
+    }
+
+    mutating func report(_ id: WorkerID, _ event: DispatchEvent) {
+        control[id, default: []].append(event)
+    }
+
+    /// The coordinator reads one worker's oldest control message.
+    mutating func readControl() throws {
+        guard let id = control.keys.sorted().filter({ !control[$0]!.isEmpty }).randomElement(using: &rng) else {
+            return
+        }
+        let event = control[id]!.removeFirst()
+        switch event {
+        case .workerHello(_, _, let unfinished), .heartbeat(_, _, let unfinished):
+            if unfinished != holding(id).1 { stats["report read stale", default: 0] += 1 }
+        default: break
+        }
+        try send(event)
+    }
+
+    /// The worker's connection drops mid-task: the broker gives the task back to the head of its
+    /// queue, the run goes on, and the worker says hello again.
+    mutating func loseConnection() {
+        let candidates = workers.keys.sorted().filter { workers[$0]!.alive && workers[$0]!.running != nil }
+        guard let id = candidates.randomElement(using: &rng), let running = workers[id]!.running else { return }
+        stats["connection lost mid-task", default: 0] += 1
+        queues[id, default: []].insert(running, at: 0)
+        workers[id]!.zombie = running
+        workers[id]!.running = nil
+        workers[id]!.admitted = false
+    }
+
+    /// What a worker reports: the site of the task it runs (one of a lost connection first) or
+    /// of its queue head, and how many are left, the one of a lost connection included.
     func holding(_ id: WorkerID) -> (String?, Int) {
         let worker = workers[id]!
         let queue = queues[id] ?? []
-        return (
-            worker.running?.identity.site ?? queue.first?.identity.site, queue.count + (worker.running == nil ? 0 : 1)
-        )
+        let site = worker.zombie?.identity.site ?? worker.running?.identity.site ?? queue.first?.identity.site
+        return (site, queue.count + (worker.running == nil ? 0 : 1) + (worker.zombie == nil ? 0 : 1))
     }
 
     mutating func sendHello(_ id: WorkerID) throws {
         let (site, unfinished) = holding(id)
-        try send(.workerHello(id, site: site, unfinished: unfinished))
+        report(id, .workerHello(id, site: site, unfinished: unfinished))
     }
 
     mutating func killWorker() {
@@ -277,6 +346,7 @@ struct Simulation {
         stats["worker killed", default: 0] += 1
         workers[id]!.alive = false
         workers[id]!.admitted = false
+        workers[id]!.zombie = nil
         // Its unacked delivery goes back to the head of its queue.
         if let running = workers[id]!.running {
             queues[id, default: []].insert(running, at: 0)
@@ -338,12 +408,17 @@ struct Simulation {
         if trace.count > 4000 { trace.removeFirst(1000) }
     }
 
+    /// The failure with the trace's last lines about `words` (`FANFIC_SIMULATION_TRACE=N`: the
+    /// last N lines, all of them).
     func failure(_ text: String, about words: [String] = []) -> SimulationFailure {
+        if let all = ProcessInfo.processInfo.environment["FANFIC_SIMULATION_TRACE"].flatMap(Int.init) {
+            return SimulationFailure(description: "seed \(seed), \(text)\n" + trace.suffix(all).joined(separator: "\n"))
+        }
         let lines = trace.suffix(3000).filter { line in
             words.isEmpty || words.contains { line.contains($0) } || line.contains("Hello") || line.contains("iscover")
                 || line.contains("admit") || line.contains("eclaim")
         }
-        return SimulationFailure(description: text + "\n" + lines.suffix(70).joined(separator: "\n"))
+        return SimulationFailure(description: "seed \(seed), \(text)\n" + lines.suffix(70).joined(separator: "\n"))
     }
 
     mutating func perform(_ action: DispatchAction) throws {
@@ -412,9 +487,11 @@ struct Simulation {
         }
     }
 
-    /// Whether a copy of the identity is in a queue, a backlog or running (a duplicate's original).
+    /// Whether a copy of the identity is in a queue, a backlog or running (a duplicate's original),
+    /// or ran and its `finished` is still on its way (to the coordinator, it is running).
     func isElsewhere(_ identity: TaskIdentity) -> Bool {
-        workers.values.contains { $0.running?.identity == identity }
+        finishedUnread.contains(identity)
+            || workers.values.contains { $0.running?.identity == identity }
             || queues.values.contains { $0.contains { $0.identity == identity } }
             || backlogs.values.contains { $0.contains { $0.identity == identity } }
             || unacked.values.contains { $0.identity == identity }
@@ -427,6 +504,7 @@ struct Simulation {
         var runners: [String: [WorkerID]] = [:]
         for (id, worker) in workers where worker.alive {
             if let site = worker.running?.identity.site { runners[site, default: []].append(id) }
+            if let site = worker.zombie?.identity.site { runners[site, default: []].append(id) }
         }
         for (site, ids) in runners where ids.count > configuration.cap(site) {
             throw failure("at \(now): \(ids.sorted()) all run tasks of \(site)", about: ids.map { "\"\($0)\"" })

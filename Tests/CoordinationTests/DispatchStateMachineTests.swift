@@ -68,11 +68,41 @@ struct DispatchStateMachineTests {
         _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(21))
         _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(22))
         _ = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(23))
-        // Known bug (stop 40's note): the table still waits for a second `finished`, so the
-        // site is never released. Seen as a stall in ClusterTests once discovery is fast.
-        withKnownIssue("a count from a hello is never reconciled once the table runs") {
-            #expect(machine.assignments["a"] == nil, "the worker holds nothing; its site should be free")
-        }
+        // The heartbeat bounds what the hello counted: the site is free (it stalled before).
+        #expect(machine.assignments["a"] == nil, "the worker holds nothing; its site should be free")
+    }
+
+    @Test("a report lowers a count from a report, never a task sent by identity that may still be on its way")
+    func reportBoundsOnlyCountedTasks() {
+        var machine = running(workers: ["b"])
+        _ = machine.handle(.workerHello("a", site: "test1.com", unfinished: 3), at: .seconds(21))
+        #expect(machine.assignments["a"] == "test1.com")
+        // Two of the three it counted are still there: it holds the site.
+        _ = machine.handle(.heartbeat("a", site: "test1.com", unfinished: 2), at: .seconds(22))
+        #expect(machine.assignments["a"] == "test1.com")
+        // A task sent now by identity: a heartbeat counted before it arrived says 1, not 2.
+        _ = machine.handle(.taskArrived(task(9)), at: .seconds(23))
+        _ = machine.handle(.heartbeat("a", site: "test1.com", unfinished: 1), at: .seconds(23))
+        _ = machine.handle(.taskFinished("a", task(1).identity), at: .seconds(24))
+        let beforeItArrived = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(24))
+        #expect(!beforeItArrived.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+        #expect(machine.assignments["a"] == "test1.com", "the task sent by identity is still this worker's")
+        let done = machine.handle(.taskFinished("a", task(9).identity), at: .seconds(25))
+        #expect(done.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
+    }
+
+    @Test("a drained task that did not decode, parked by the worker without a `finished`, does not hold the site")
+    func undecodableDrainedTask() {
+        var machine = DispatchStateMachine(configuration: configuration, now: .zero)
+        _ = machine.handle(.workerHello("a", site: nil, unfinished: 0), at: .seconds(1))
+        _ = machine.handle(.tick, at: .seconds(20))
+        let running = machine.handle(.backlogsDiscovered(["test1.com": 1]), at: .seconds(20))
+        #expect(running.contains(.drainBacklog(site: "test1.com", into: "a")))
+        _ = machine.handle(.backlogTaskMoved(site: "test1.com", worker: "a", identity: nil), at: .seconds(20))
+        _ = machine.handle(.backlogDrained(site: "test1.com", worker: "a"), at: .seconds(20))
+        #expect(machine.assignments["a"] == "test1.com")
+        let parked = machine.handle(.heartbeat("a", site: nil, unfinished: 0), at: .seconds(21))
+        #expect(parked.contains(.announce(.siteReleased(site: "test1.com", worker: "a"))))
     }
 
     @Test("a free site goes to an idle worker; the next task of that site follows it")
