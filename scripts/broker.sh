@@ -2,7 +2,7 @@
 # An isolated RabbitMQ node for tests and benchmarks, without systemd and without touching a
 # broker the machine may already run: its own node name, ports and data folder.
 #
-#   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS...
+#   scripts/broker.sh start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS...|log
 #
 # FANFIC_BROKER_DIR (default /tmp/fanfic-broker), FANFIC_BROKER_PORT (default 31500).
 set -euo pipefail
@@ -119,5 +119,6 @@ status) ctl -q status ;;
 url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
 tls-url) echo "amqps://guest:guest@localhost:$tls_port/%2F?cacertfile=$dir/tls/ca.pem" ;;
 ctl) shift; ctl "$@" ;;
-*) echo "usage: $0 start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS..." >&2; exit 2 ;;
+log) cat "$dir/log/$RABBITMQ_NODENAME.log" ;;
+*) echo "usage: $0 start|stop|shutdown|restart|stop-app|start-app|status|url|tls-url|ctl ARGS...|log" >&2; exit 2 ;;
 esac

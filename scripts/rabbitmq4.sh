@@ -6,6 +6,7 @@
 #   scripts/rabbitmq4.sh image          install docker.io and debootstrap, start dockerd, build the image
 #   scripts/rabbitmq4.sh start|stop     run (or remove) the test node on 127.0.0.1:$FANFIC_BROKER_PORT
 #   scripts/rabbitmq4.sh ctl ARGS...    rabbitmqctl inside it
+#   scripts/rabbitmq4.sh log            the node's log (warnings and errors)
 #
 # scripts/broker.sh hands over to this when FANFIC_BROKER_FLAVOR=rabbitmq4.
 set -euo pipefail
@@ -110,5 +111,6 @@ start-app) ctl -q start_app && ctl -q await_startup --timeout 90 ;;
 status) ctl -q status ;;
 url) echo "amqp://guest:guest@127.0.0.1:$port/%2F" ;;
 ctl) shift; ctl "$@" ;;
+log) docker logs "$name" 2>&1 ;;
 *) echo "usage: $0 image|engine|start|stop|restart|stop-app|start-app|status|url|ctl ARGS..." >&2; exit 2 ;;
 esac

@@ -54,6 +54,14 @@ struct RoutingBenchmark: AsyncParsableCommand {
         for site in siteNames { _ = try await connection.purgeQueueIfExists(FanficTopology.backlogQueue(site: site)) }
         _ = try await connection.purgeQueue(FanficTopology.ingress)
 
+        // The coordinator, as users run it.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("routing-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let configPath = directory.appendingPathComponent("config.toml").path
+        try "[broker]\nurl = \"\(url)\"\n[worker]\nheartbeat = 1\n[coordinator]\nworker_timeout = 2\n".write(
+            toFile: configPath, atomically: true, encoding: .utf8)
+
         // Raw broker: the tasks into fanfic.ingress, persistent and confirmed.
         let bodies = (0..<tasks).map { index in
             WireCodec.encode(
@@ -97,17 +105,15 @@ struct RoutingBenchmark: AsyncParsableCommand {
             event: routedEvent)
         for site in siteNames { _ = try await connection.purgeQueue(FanficTopology.backlogQueue(site: site)) }
 
+        // An installation that has run before (every start but its first): the coordinator under
+        // test starts once on the empty ingress, finds the backlogs above (and writes its index
+        // of them, if it keeps one), then stops.
+        try await startOnce(configPath: configPath, log: directory.path + "/log", on: connection)
+
         let fill = try await Self.publishAll(count: bodies.count, window: window, on: connection) { index in
             (bodies[index], FanficTopology.ingress, FanficTopology.taskRoutingKey)
         }
 
-        // The coordinator, as users run it.
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("routing-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let configPath = directory.appendingPathComponent("config.toml").path
-        try "[broker]\nurl = \"\(url)\"\n[worker]\nheartbeat = 1\n[coordinator]\nworker_timeout = 2\n".write(
-            toFile: configPath, atomically: true, encoding: .utf8)
         // Never seen full (the coordinator took a task before the first look): timed from its start.
         let (spawned, machineAtSpawn) = (ContinuousClock.now, Self.machineBusySeconds())
         let pid = try spawn(
@@ -264,6 +270,44 @@ struct RoutingBenchmark: AsyncParsableCommand {
             return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
         }
         return nil
+    }
+
+    /// Starts the coordinator, waits until it is ready (its `coordinator.ready` event) and, if it
+    /// keeps a backlog index, until it has written it; then stops it.
+    private func startOnce(configPath: String, log: String, on connection: AMQPConnection) async throws {
+        let ready = "routing-bench.ready"
+        try await connection.declare(
+            AMQPTopology(
+                queues: [QueueSpec(name: ready, durable: false, exclusive: true)],
+                bindings: [
+                    BindingSpec(
+                        queue: ready, exchange: FanficTopology.events,
+                        routingKey: FanficEvent.Kind.coordinatorReady.rawValue)
+                ]))
+        let pid = try spawn([coordinator, "--config", configPath, "--log-level", "warning"], log: log)
+        defer {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+        }
+        let deadline = ContinuousClock.now + .seconds(120)
+        func waitFor(_ what: String, _ condition: () async throws -> Bool) async throws {
+            while try await !condition() {
+                guard ContinuousClock.now < deadline else {
+                    throw ValidationError("the coordinator's first start: no \(what)")
+                }
+                if waitpid(pid, nil, WNOHANG) == pid { throw ValidationError("the coordinator's first start exited") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        try await waitFor("ready event") { try await connection.queueState(ready)?.messageCount ?? 0 > 0 }
+        // The index queue is declared before the backlogs are asked about, so before ready.
+        if try await connection.queueState(FanficTopology.backlogIndex) != nil {
+            try await waitFor("backlog index") {
+                try await connection.queueState(FanficTopology.backlogIndex)?.messageCount ?? 0 > 0
+            }
+        }
+        _ = try await connection.deleteQueue(ready)
     }
 
     private func spawn(_ argv: [String], log: String) throws -> pid_t {

@@ -118,6 +118,8 @@ final class CoordinatorTerm: Sendable {
                     .control($0)
                 }
             }
+            // Known before the first move: a backlog it names needs no record.
+            group.addTask { _ = await self.moves.backlogIndex.loadOnce() }
             group.addTask {
                 // Every registered worker reporting ends the rebuild early (none: at once).
                 if let registered = await self.registry.registeredIDs() {
@@ -153,6 +155,7 @@ final class CoordinatorTerm: Sendable {
                 if let message = Self.message(of: input) { try? await message.reject(requeue: true) }
             }
             for delivery in state.deliveries.values { try? await delivery.message.reject(requeue: true) }
+            await moves.backlogIndex.giveBack()
             group.cancelAll()
         }
     }
@@ -408,11 +411,24 @@ final class CoordinatorTerm: Sendable {
                 self.feed.yield(.operationEnded(worker))
             }
         case .discoverBacklogs:
-            let sites = Set(settings.knownSites).union(state.ledger.sitesSeen).sorted()
+            // Only the backlogs the index names (and those this term declared): a question
+            // about a queue that does not exist is a channel error on the broker.
+            let known = Set(settings.knownSites)
             group.addTask {
-                let counts = await self.moves.backlogCounts(sites: sites)
-                let sweepCounts = await self.moves.backlogCounts(sites: sites, sweep: true)
-                self.feed.yield(.event(.backlogsDiscovered(counts, sweep: sweepCounts)))
+                let index = self.moves.backlogIndex
+                let reading = await index.loadOnce()
+                let own = index.declaredByThisTerm
+                let counts = await self.moves.backlogCounts(
+                    sites: reading.sitesToAsk(sweep: false, known: known).union(own.backlogs).sorted())
+                let sweepCounts = await self.moves.backlogCounts(
+                    sites: reading.sitesToAsk(sweep: true, known: known).union(own.sweepBacklogs).sorted(),
+                    sweep: true)
+                self.feed.yield(
+                    .event(
+                        .backlogsDiscovered(
+                            counts.filter { $0.value > 0 }, sweep: sweepCounts.filter { $0.value > 0 })))
+                await index.rewrite(
+                    BacklogIndex.Sites(backlogs: Set(counts.keys), sweepBacklogs: Set(sweepCounts.keys)))
             }
         case .admit(let worker):
             guard state.ledger.replyQueues[worker] != nil else {

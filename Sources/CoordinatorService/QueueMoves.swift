@@ -13,10 +13,13 @@ final class QueueMoves: Sendable {
     let logger: Logger
     /// Worker and backlog queues declared in this term (declared once, before the first publish).
     private let declared = Mutex<Set<String>>([])
+    /// The sites whose backlogs exist, recorded before a backlog is first declared.
+    let backlogIndex: BacklogIndex
 
     init(bus: any MessageBus, logger: Logger) {
         self.bus = bus
         self.logger = logger
+        backlogIndex = BacklogIndex(bus: bus, logger: logger)
     }
 
     /// Publishes a task from ingress to its destination, marked with the site the coordinator
@@ -157,15 +160,16 @@ final class QueueMoves: Sendable {
     }
 
     /// Message counts of the sites' backlog queues (or sweep backlogs) that exist and are not empty.
+    /// The message counts of the sites' backlogs (or sweep backlogs) that exist, 0 for one that
+    /// could not be asked about (a failure only delays a backlog until its site's next task).
     func backlogCounts(sites: [String], sweep: Bool = false) async -> [String: Int] {
         var counts: [String: Int] = [:]
         for site in sites {
             let queue = sweep ? FanficTopology.sweepBacklogQueue(site: site) : FanficTopology.backlogQueue(site: site)
-            // A failure here only delays a backlog until its site's next task arrives.
-            if let state = try? await bus.queueState(queue),
-                state.messageCount > 0
-            {
-                counts[site] = Int(state.messageCount)
+            do {
+                if let state = try await bus.queueState(queue) { counts[site] = Int(state.messageCount) }
+            } catch {
+                counts[site] = 0
             }
         }
         return counts
@@ -226,12 +230,17 @@ final class QueueMoves: Sendable {
     private func ensureDeclared(_ destination: Destination) async throws {
         let name = destination.queueName
         if declared.withLock({ $0.contains(name) }) { return }
-        let topology =
-            switch destination {
-            case .worker(let id): FanficTopology.worker(id: id)
-            case .backlog(let site): FanficTopology.backlog(site: site)
-            case .sweepBacklog(let site): FanficTopology.sweepBacklog(site: site)
-            }
+        let topology: AMQPTopology
+        switch destination {
+        case .worker(let id):
+            topology = FanficTopology.worker(id: id)
+        case .backlog(let site):
+            try await backlogIndex.record(site)
+            topology = FanficTopology.backlog(site: site)
+        case .sweepBacklog(let site):
+            try await backlogIndex.record(site, sweep: true)
+            topology = FanficTopology.sweepBacklog(site: site)
+        }
         try await bus.declare(topology)
         declared.withLock { _ = $0.insert(name) }
     }

@@ -36,6 +36,11 @@ public enum FanficTopology {
     /// finds the queue of a worker that died while no coordinator was watching.
     public static let workers = "fanfic.workers"
 
+    /// The sites whose backlog queues exist: how a new coordinator knows which backlogs to ask
+    /// about (asking about a queue that does not exist is a channel error). Only the coordinator
+    /// declares and reads it.
+    public static let backlogIndex = "fanfic.backlogs"
+
     /// Fanout exchange where `fanfic status` asks every coordinator, active or standby, who it
     /// is and what its table holds (answer on the request's `reply_to`).
     public static let status = "fanfic.status"
@@ -120,7 +125,7 @@ public enum FanficTopology {
     //   gracefully cancels its subscription before it acks its last task, so nothing is returned
     //   and nothing counted; before RabbitMQ 4.3 a crash or kill returns the task in hand and
     //   counts, and 50 leaves room for that;
-    // - fanfic.failed and fanfic.workers: no limit that matters (one million): read by `get`, then
+    // - fanfic.failed, fanfic.workers and fanfic.backlogs: no limit that matters (one million): read by `get`, then
     //   acked or put back at the tail, never returned, so nothing counts; they are the last stop;
     // - retry queues: no consumers (their messages expire to fanfic.ingress); the default, stated;
     // - fanfic.control and reply queues: 20, then dropped: a control message states what its
@@ -225,6 +230,12 @@ public enum FanficTopology {
     /// `fanfic.dispatch` by its name.
     public static func backlog(site: String) -> AMQPTopology {
         dispatched(QueueSpec.quorum(backlogQueue(site: site)).taskQueue())
+    }
+
+    /// The index of backlog sites (``backlogIndex``): durable, read by `get` and rewritten, never
+    /// returned (so no delivery limit that matters); bound to `fanfic.dispatch` by its name.
+    public static func backlogIndexQueue() -> AMQPTopology {
+        dispatched(QueueSpec.quorum(backlogIndex).deliveryLimit(keptDeliveryLimit))
     }
 
     /// A site's sweep backlog: like its backlog, drained only when the site has nothing else to do.

@@ -52,6 +52,8 @@ public final class InMemoryBroker: Sendable {
     struct State {
         var exchanges: [String: ExchangeSpec.Kind] = [:]
         var queues: [String: Queue] = [:]
+        /// Queries about queues that do not exist: on RabbitMQ, each is a channel error.
+        var missingQueueQueries = 0
         var bindings: [BindingSpec] = []
         var consumers: [UInt64: Consumer] = [:]
         var unsettled: [UInt64: Unsettled] = [:]
@@ -142,6 +144,10 @@ public final class InMemoryBroker: Sendable {
 
     /// Whether a queue exists.
     public func hasQueue(_ name: String) -> Bool { state.withLock { $0.queues[name] != nil } }
+
+    /// How many queries asked about a queue that did not exist (on RabbitMQ, each one closes the
+    /// asker's channel and puts an error line in the broker's log).
+    public var missingQueueQueries: Int { state.withLock { $0.missingQueueQueries } }
 
     /// Dead-letters every message of a queue to its target, as its TTL would.
     public func expire(queue: String) throws {
@@ -317,7 +323,10 @@ public final class InMemoryBroker: Sendable {
 
     func queueState(_ name: String) -> QueueState? {
         state.withLock { state in
-            guard let queue = state.queues[name] else { return nil }
+            guard let queue = state.queues[name] else {
+                state.missingQueueQueries += 1
+                return nil
+            }
             let consumers = state.consumers.values.filter {
                 $0.queue == name && state.connections[$0.connection]?.connected == true
             }
