@@ -94,6 +94,8 @@ public struct DispatchStateMachine: Sendable {
 
         var isIdle: Bool { site == nil }
         var hasWorkLeft: Bool { draining || sent > finished }
+        /// Unfinished tasks known only by count, not by identity.
+        var anonymous: Int { sent - finished - outstanding.values.reduce(0, +) }
 
         /// Whether a `finished` for `identity` can be this worker's: a task this table sent it, or
         /// one of the tasks it is only known to hold by count (its report when the table was
@@ -101,7 +103,6 @@ public struct DispatchStateMachine: Sendable {
         /// stale, and must neither release its site early nor free another worker's identity.
         func mayHaveFinished(_ identity: TaskIdentity) -> Bool {
             if outstanding[identity] != nil { return true }
-            let anonymous = sent - finished - outstanding.values.reduce(0, +)
             return anonymous > 0 && identity.site == site
         }
     }
@@ -689,11 +690,9 @@ public struct DispatchStateMachine: Sendable {
     /// `finished`. Tasks this table sent by identity are left alone: one may still be on its way
     /// and not yet counted. True when the count went down.
     private mutating func forgetStaleCount(of id: WorkerID, reported unfinished: Int) -> Bool {
-        guard var worker = workers[id] else { return false }
-        let anonymous = worker.sent - worker.finished - worker.outstanding.values.reduce(0, +)
-        guard anonymous > max(0, unfinished) else { return false }
-        worker.sent -= anonymous - max(0, unfinished)
-        workers[id] = worker
+        let reported = max(0, unfinished)
+        guard let anonymous = workers[id]?.anonymous, anonymous > reported else { return false }
+        workers[id]!.sent -= anonymous - reported
         return true
     }
 

@@ -15,8 +15,9 @@ import Synchronization
 /// Each message is `{"backlogs": [...], "sweep_backlogs": [...], "complete": true|false}`, the
 /// sites of each kind of queue. Before a term first declares a site's backlog (or sweep
 /// backlog), it records it (`complete: false`); each discovery asks about the queues the index
-/// names, then rewrites it as one complete entry and removes what it read. Without a complete entry (an installation from before the index, or the queue lost),
-/// discovery asks about every site the rules know, as it always did, and so writes the first one.
+/// names, then rewrites it as one complete entry and removes what it read. Without a complete
+/// entry (an installation from before the index, or the queue lost), discovery asks about every
+/// site the rules know, as it always did, and so writes the first one.
 final class BacklogIndex: Sendable {
     struct Entry: Codable, Equatable, Sendable {
         var backlogs: [String] = []

@@ -159,7 +159,6 @@ final class QueueMoves: Sendable {
         return false
     }
 
-    /// Message counts of the sites' backlog queues (or sweep backlogs) that exist and are not empty.
     /// The message counts of the sites' backlogs (or sweep backlogs) that exist, 0 for one that
     /// could not be asked about (a failure only delays a backlog until its site's next task).
     func backlogCounts(sites: [String], sweep: Bool = false) async -> [String: Int] {

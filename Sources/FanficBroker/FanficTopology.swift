@@ -125,8 +125,9 @@ public enum FanficTopology {
     //   gracefully cancels its subscription before it acks its last task, so nothing is returned
     //   and nothing counted; before RabbitMQ 4.3 a crash or kill returns the task in hand and
     //   counts, and 50 leaves room for that;
-    // - fanfic.failed, fanfic.workers and fanfic.backlogs: no limit that matters (one million): read by `get`, then
-    //   acked or put back at the tail, never returned, so nothing counts; they are the last stop;
+    // - fanfic.failed, fanfic.workers and fanfic.backlogs: no limit that matters (one million):
+    //   read by `get`, then acked or put back at the tail, never returned, so nothing counts; they
+    //   are the last stop;
     // - retry queues: no consumers (their messages expire to fanfic.ingress); the default, stated;
     // - fanfic.control and reply queues: 20, then dropped: a control message states what its
     //   worker says again at its next beat (and heartbeats expire); none is worth parking;
