@@ -102,9 +102,20 @@ public final class AMQPConnection: Sendable {
     // MARK: Topology
 
     /// Declares exchanges, queues and bindings; with `remember`, declares them again after
-    /// every reconnect, before consumers resume.
+    /// every reconnect, before consumers resume. Their methods go out without waiting for each
+    /// answer, together with those of the declarations other tasks make at the same time: one
+    /// round trip for all (a refusal fails only the declaration it belongs to).
     public func declare(_ topology: AMQPTopology, remember: Bool = true) async throws {
-        try await perform { try $0.declare(topology, remember: remember) }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let declaration = Declaration(topology: topology, remember: remember) { error in
+                if let error { continuation.resume(throwing: error) } else { continuation.resume() }
+            }
+            inbox.submit(
+                Command(
+                    deadline: .now + configuration.commandTimeout, needsConnection: true,
+                    perform: { $0.declareTogether([declaration]) }, fail: { continuation.resume(throwing: $0) },
+                    declaration: declaration))
+        }
     }
 
     /// Declares one queue and reports its message and consumer counts.

@@ -21,6 +21,9 @@ import Logging
 final class ConnectionLoop: @unchecked Sendable {
     static let publishChannel: UInt16 = 1
     static let rpcChannel: UInt16 = 2
+    /// At most this many declaration methods unanswered: their answers never fill the socket
+    /// buffers, which would stall a broker that waits for us to read before it reads on.
+    static let pipelineWindow = 128
 
     let configuration: AMQPConfiguration
     let logger: Logger
@@ -196,14 +199,40 @@ final class ConnectionLoop: @unchecked Sendable {
         // waits for the broker's answer goes out uncorked, or the question would sit unsent.
         let onlySends = run.lazy.map(\.onlySends)
         defer { setCork(false) }
-        for (index, command) in run.enumerated() {
+        // Declarations (a coordinator's first moves into many new queues) share one round trip:
+        // each goes out with the later ones of the run, ahead of the publishes and acks between
+        // them (those never change what a declaration finds), never ahead of anything else.
+        var declared = [Bool](repeating: false, count: run.count)
+        var kinds: [(declaration: Bool, onlySends: Bool)]?
+        for (index, command) in run.enumerated() where !declared[index] {
             if broken != nil && command.needsConnection {
                 command.fail(AMQPError(.connectionLost, broken!.message))
+                continue
+            }
+            if command.declaration != nil {
+                if kinds == nil { kinds = run.map { ($0.declaration != nil, $0.onlySends) } }
+                let together = Self.declaredTogether(from: index, of: kinds!)
+                for later in together { declared[later] = true }
+                declareTogether(together.compactMap { run[$0].declaration })
                 continue
             }
             setCork(connected && Self.corked(at: index, of: onlySends))
             command.perform(self)
         }
+    }
+
+    /// The declarations of a run that go out with the one at `index`: it and every later one up
+    /// to the first command that is neither a declaration nor only sends (a publish, an ack).
+    static func declaredTogether(from index: Int, of commands: [(declaration: Bool, onlySends: Bool)]) -> [Int] {
+        var together: [Int] = []
+        for later in index..<commands.count {
+            if commands[later].declaration {
+                together.append(later)
+            } else if !commands[later].onlySends {
+                break
+            }
+        }
+        return together
     }
 
     /// Whether the socket is corked while the command at `index` of a run is performed: inside
@@ -299,7 +328,7 @@ final class ConnectionLoop: @unchecked Sendable {
 
         try openPublishChannel()
         try openRPCChannel()
-        try declareNow(topology)
+        if let refusal = try pipelined(TopologyMethod.declaring(topology)).refusal { throw refusal }
         for consumer in consumers.values.sorted(by: { $0.id < $1.id }) {
             try subscribeOrFinish(consumer)
         }
@@ -684,15 +713,104 @@ final class ConnectionLoop: @unchecked Sendable {
         }
     }
 
-    func declare(_ topology: AMQPTopology, remember: Bool) throws {
-        try run { try declareNow(topology) }
-        if remember { self.topology = self.topology.merging(topology) }
+    /// Declares each topology (remembering those that ask to be) and tells each how it ended.
+    /// Their methods go out at once and their answers are read after: one round trip for all
+    /// of them. The broker stops at a method it refuses (it closes the channel and ignores what
+    /// follows); that declaration hears the refusal, and the ones after it go out again.
+    func declareTogether(_ declarations: [Declaration]) {
+        var pending = declarations[...]
+        while !pending.isEmpty {
+            guard isConnected else {
+                let error = AMQPError(.connectionLost, broken?.message ?? "not connected to the broker")
+                for declaration in pending { declaration.finish(error) }
+                return
+            }
+            let methods = pending.map { TopologyMethod.declaring($0.topology) }
+            let outcome: (answered: Int, refusal: AMQPError?)
+            do {
+                outcome = try pipelined(methods.flatMap { $0 })
+            } catch let failure as ConnectionFailure {
+                broken = failure.error
+                outcome = (0, AMQPError(.connectionLost, failure.error.message, replyCode: failure.error.replyCode))
+            } catch {
+                outcome = (0, AMQPError(.library, "\(error)"))
+            }
+            var answered = outcome.answered
+            for (declaration, count) in zip(pending, methods.map(\.count)) {
+                if answered < count, let refusal = outcome.refusal {
+                    pending.removeFirst()
+                    declaration.finish(refusal)
+                    break
+                }
+                answered -= count
+                pending.removeFirst()
+                if declaration.remember { topology = topology.merging(declaration.topology) }
+                declaration.finish(nil)
+            }
+            // A lost connection fails the rest at the top of the loop.
+        }
     }
 
-    private func declareNow(_ topology: AMQPTopology) throws {
-        for exchange in topology.exchanges { try declareExchange(exchange) }
-        for queue in topology.queues { _ = try declareQueueNow(queue, passive: false) }
-        for binding in topology.bindings { try bindNow(binding) }
+    /// Sends `methods` on the RPC channel without waiting for each answer (at most
+    /// ``pipelineWindow`` unanswered), and reads the answers in order, handling the frames of
+    /// other channels (deliveries, confirms) that arrive between them. Returns how many were
+    /// answered and, when the broker refused the next one, its refusal (the channel is reopened);
+    /// throws when the connection is unusable.
+    private func pipelined(_ methods: [TopologyMethod]) throws -> (answered: Int, refusal: AMQPError?) {
+        guard let connection else { throw failure(.connectionLost, "no connection") }
+        var sent = 0
+        var answered = 0
+        var deadline = ContinuousClock.now + configuration.rpcTimeout
+        while answered < methods.count {
+            if sent < methods.count && sent - answered < Self.pipelineWindow {
+                setCork(true)
+                while sent < methods.count && sent - answered < Self.pipelineWindow {
+                    let status = methods[sent].send(on: connection, channel: Self.rpcChannel)
+                    guard status == AMQP_STATUS_OK.rawValue else {
+                        throw failure(.connectionLost, "\(methods[sent].what): \(Self.errorText(status))")
+                    }
+                    sent += 1
+                }
+                uncorkToAwaitReply()
+            }
+            let left = deadline - .now
+            guard left > .zero else {
+                throw failure(
+                    .connectionLost, "\(methods[answered].what): no answer within \(configuration.rpcTimeout)")
+            }
+            var timeout = timeval(left)
+            var frame = amqp_frame_t()
+            let status = amqp_simple_wait_frame_noblock(connection, &frame, &timeout)
+            if status == AMQP_STATUS_TIMEOUT.rawValue { continue }
+            guard status == AMQP_STATUS_OK.rawValue else { throw failure(.connectionLost, Self.errorText(status)) }
+            if frame.channel == Self.rpcChannel && frame.frame_type == UInt8(AMQP_FRAME_METHOD) {
+                let method = frame.payload.method
+                if method.id == methods[answered].replyID {
+                    answered += 1
+                    deadline = ContinuousClock.now + configuration.rpcTimeout
+                } else if method.id == fanfic_amqp_channel_close_method {
+                    // The broker ignores what was sent after the refused method, until the close-ok.
+                    let close = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+                    let refusal = AMQPError(
+                        .channelClosed, "\(methods[answered].what): \(String(amqpBytes: close.reply_text))",
+                        replyCode: close.reply_code)
+                    sendChannelCloseOK(Self.rpcChannel)
+                    try reopenAfterClose(channel: Self.rpcChannel, error: refusal)
+                    return (answered, refusal)
+                } else {
+                    throw failure(.connectionLost, "\(methods[answered].what): unexpected reply \(method.id)")
+                }
+            } else {
+                do {
+                    try handle(frame)
+                } catch let error as AMQPError {
+                    throw ConnectionFailure(error: error)
+                }
+                if let broken { throw ConnectionFailure(error: broken) }
+            }
+            if amqp_frames_enqueued(connection) == 0 { amqp_maybe_release_buffers(connection) }
+        }
+        return (answered, nil)
     }
 
     /// One synchronous method on the RPC channel: call it, then check its reply (a channel-level

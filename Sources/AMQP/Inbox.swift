@@ -16,6 +16,9 @@ struct Command: Sendable {
     /// It only writes frames (a publish, an ack) and never waits for the broker's answer: a run of
     /// these may leave in shared packets.
     var onlySends = false
+    /// A declaration: run beside the declarations queued next to it (see
+    /// `ConnectionLoop.declareTogether(_:)`) rather than through `perform`.
+    var declaration: Declaration?
 }
 
 /// The one place where callers' threads meet the connection thread: a locked command queue

@@ -50,5 +50,11 @@ static const amqp_method_number_t fanfic_amqp_basic_return_method = AMQP_BASIC_R
 static const amqp_method_number_t fanfic_amqp_basic_cancel_method = AMQP_BASIC_CANCEL_METHOD;
 static const amqp_method_number_t fanfic_amqp_basic_get_ok_method = AMQP_BASIC_GET_OK_METHOD;
 static const amqp_method_number_t fanfic_amqp_basic_get_empty_method = AMQP_BASIC_GET_EMPTY_METHOD;
+static const amqp_method_number_t fanfic_amqp_exchange_declare_method = AMQP_EXCHANGE_DECLARE_METHOD;
+static const amqp_method_number_t fanfic_amqp_exchange_declare_ok_method = AMQP_EXCHANGE_DECLARE_OK_METHOD;
+static const amqp_method_number_t fanfic_amqp_queue_declare_method = AMQP_QUEUE_DECLARE_METHOD;
+static const amqp_method_number_t fanfic_amqp_queue_declare_ok_method = AMQP_QUEUE_DECLARE_OK_METHOD;
+static const amqp_method_number_t fanfic_amqp_queue_bind_method = AMQP_QUEUE_BIND_METHOD;
+static const amqp_method_number_t fanfic_amqp_queue_bind_ok_method = AMQP_QUEUE_BIND_OK_METHOD;
 
 #endif

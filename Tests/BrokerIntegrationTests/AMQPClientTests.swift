@@ -266,6 +266,105 @@ extension BrokerTests {
             }
         }
 
+        @Test(
+            "a topology refused in its middle names what was refused, keeps what came before, and the client carries on"
+        )
+        func topologyRefusedInTheMiddle() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                try await connection.declareQueue(QueueSpec(name: "middle-ttl").messageTTL(milliseconds: 1000))
+                let error = await #expect(throws: AMQPError.self) {
+                    try await connection.declare(
+                        AMQPTopology(queues: [
+                            QueueSpec(name: "middle-before"),
+                            QueueSpec(name: "middle-ttl").messageTTL(milliseconds: 2000),
+                            QueueSpec(name: "middle-after"),
+                        ]))
+                }
+                #expect(error?.replyCode == 406)
+                #expect(error?.message.contains("declare queue 'middle-ttl'") == true)
+                #expect(try await connection.queueState("middle-before") != nil)
+                try await connection.declare(AMQPTopology(queues: [QueueSpec(name: "middle-after")]))
+                #expect(try await connection.queueState("middle-after") != nil)
+            }
+        }
+
+        @Test("a topology of more methods than go out unanswered at once is declared whole")
+        func topologyLargerThanTheWindow() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                let names = (0..<150).map { "window-\($0)" }
+                try await connection.declare(
+                    AMQPTopology(
+                        queues: names.map { QueueSpec(name: $0) },
+                        bindings: names.map { BindingSpec(queue: $0, exchange: "amq.direct", routingKey: $0) }))
+                for name in names { #expect(try await connection.queueState(name) != nil) }
+                try await connection.publish(
+                    Data("b".utf8), exchange: "amq.direct", routingKey: "window-149", mandatory: true)
+                #expect(try await connection.queueState("window-149")?.messageCount == 1, "the last binding was made")
+            }
+        }
+
+        @Test(
+            "declarations made at once are each answered, a refused one alone fails, and deliveries and confirms among their answers are kept"
+        )
+        func declarationsTogether() async throws {
+            try await TestBroker.withConnection { connection, _ in
+                let flowing = "together-flow"
+                try await connection.declareQueue(QueueSpec(name: flowing))
+                try await connection.declareQueue(QueueSpec(name: "together-9").messageTTL(milliseconds: 1000))
+                let messages = 300
+                let received = Task {
+                    var count = 0
+                    for try await delivery in connection.consume(queue: flowing, prefetch: 50) {
+                        delivery.ackWithoutWaiting()
+                        count += 1
+                        if count == messages { break }
+                    }
+                    return count
+                }
+                // Confirms and deliveries arrive while the declarations wait for their answers.
+                let (outcomes, outcome) = AsyncStream.makeStream(of: AMQPError?.self)
+                for index in 0..<messages {
+                    connection.publish(Data("\(index)".utf8), exchange: "", routingKey: flowing, mandatory: true) {
+                        outcome.yield($0)
+                    }
+                }
+                let refusals = await withTaskGroup(of: (Int, AMQPError?).self) { group in
+                    for index in 0..<30 {
+                        group.addTask {
+                            var queue = QueueSpec(name: "together-\(index)")
+                            if index == 9 { queue = queue.messageTTL(milliseconds: 2000) }
+                            let binding = BindingSpec(queue: queue.name, exchange: "amq.direct", routingKey: queue.name)
+                            do {
+                                try await connection.declare(AMQPTopology(queues: [queue], bindings: [binding]))
+                                return (index, nil)
+                            } catch {
+                                return (index, error as? AMQPError ?? AMQPError(.library, "\(error)"))
+                            }
+                        }
+                    }
+                    var refusals: [Int: AMQPError] = [:]
+                    for await (index, error) in group { refusals[index] = error }
+                    return refusals
+                }
+                #expect(refusals.keys.sorted() == [9], "\(refusals)")
+                #expect(refusals[9]?.replyCode == 406)
+                #expect(refusals[9]?.message.contains("together-9") == true)
+                for index in 0..<30 where index != 9 {
+                    #expect(try await connection.queueState("together-\(index)") != nil)
+                }
+                try await connection.publish(
+                    Data("b".utf8), exchange: "amq.direct", routingKey: "together-29", mandatory: true)
+                #expect(try await connection.queueState("together-29")?.messageCount == 1, "the binding was made")
+                var confirmed = 0
+                for await result in outcomes {
+                    #expect(result == nil)
+                    confirmed += 1
+                    if confirmed == messages { break }
+                }
+                #expect(try await received.value == messages)
+            }
+        }
+
         @Test("basic.get fetches one message with its headers and the count left")
         func basicGetFetchesMessages() async throws {
             try await TestBroker.withConnection { connection, _ in
