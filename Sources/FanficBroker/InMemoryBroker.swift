@@ -54,6 +54,8 @@ public final class InMemoryBroker: Sendable {
         var queues: [String: Queue] = [:]
         /// Queries about queues that do not exist: on RabbitMQ, each is a channel error.
         var missingQueueQueries = 0
+        /// Questions about these queues that are to fail, and how many more times.
+        var failingQuestions: [String: Int] = [:]
         var bindings: [BindingSpec] = []
         var consumers: [UInt64: Consumer] = [:]
         var unsettled: [UInt64: Unsettled] = [:]
@@ -148,6 +150,17 @@ public final class InMemoryBroker: Sendable {
     /// How many queries asked about a queue that did not exist (on RabbitMQ, each one closes the
     /// asker's channel and puts an error line in the broker's log).
     public var missingQueueQueries: Int { state.withLock { $0.missingQueueQueries } }
+
+    /// The next `times` questions about `queue` (passive declarations) fail, as one that times
+    /// out on a busy broker does; the queue itself is unchanged.
+    public func failQuestions(about queue: String, times: Int = 1) {
+        state.withLock { $0.failingQuestions[queue] = times }
+    }
+
+    /// How many of the failures ``failQuestions(about:times:)`` asked for are still to come.
+    public func questionFailuresLeft(about queue: String) -> Int {
+        state.withLock { $0.failingQuestions[queue] ?? 0 }
+    }
 
     /// Dead-letters every message of a queue to its target, as its TTL would.
     public func expire(queue: String) throws {
@@ -321,8 +334,12 @@ public final class InMemoryBroker: Sendable {
         }
     }
 
-    func queueState(_ name: String) -> QueueState? {
-        state.withLock { state in
+    func queueState(_ name: String) throws -> QueueState? {
+        try state.withLock { state in
+            if let left = state.failingQuestions[name], left > 0 {
+                state.failingQuestions[name] = left - 1
+                throw AMQPError(.connectionLost, "no answer about '\(name)' (a failure the test asked for)")
+            }
             guard let queue = state.queues[name] else {
                 state.missingQueueQueries += 1
                 return nil

@@ -105,7 +105,7 @@ public final class InMemoryBus: MessageBus {
 
     public func queueState(_ name: String) async throws -> QueueState? {
         try requireConnection()
-        return broker.queueState(name)
+        return try broker.queueState(name)
     }
 
     public func exchangeExists(_ name: String) async throws -> Bool {

@@ -51,6 +51,43 @@ struct BacklogIndexTests {
         }
     }
 
+    @Test("a backlog the broker could not be asked about at a start stays in the index, and the next term finds it")
+    func unansweredQuestionKeepsTheBacklogIndexed() async throws {
+        let fleet = Fleet()
+        let backlog = FanficTopology.backlogQueue(site: "test2.com")
+        let (first, firstBus, firstRun) = fleet.startCoordinator("c1")
+        let task = try await fleet.submit("http://test2.com?sid=1", site: "test2.com")
+        try await waitUntil("the task waits in test2.com's backlog and the index names it") {
+            fleet.queue(backlog).map(\.url) == [task.url] && first.board.current.phase == .running
+                && index(fleet).contains { $0?.backlogs.contains("test2.com") == true }
+        }
+        firstRun.cancel()
+        await firstRun.value
+        firstBus.disconnect()
+
+        // c2's question about the backlog gets no answer: it counts as empty for now (its site's
+        // next task finds it), and must not fall out of the index.
+        fleet.broker.failQuestions(about: backlog)
+        let (second, secondBus, secondRun) = fleet.startCoordinator("c2")
+        try await waitUntil("c2 asked, and rewrote the index") {
+            second.board.current.phase == .running && fleet.broker.questionFailuresLeft(about: backlog) == 0
+                && index(fleet) == [BacklogIndex.Entry(backlogs: ["test2.com"], complete: true)]
+        }
+        secondRun.cancel()
+        await secondRun.value
+        secondBus.disconnect()
+
+        let (_, _, thirdRun) = fleet.startCoordinator("c3")
+        defer { thirdRun.cancel() }
+        let worker = fleet.worker("w1")
+        try await worker.join()
+        let beating = worker.keepBeating()
+        defer { beating.cancel() }
+        try await waitUntil("c3 found the backlog through the index and drained it into w1") {
+            fleet.queue(worker.queue).map(\.url) == [task.url]
+        }
+    }
+
     @Test("without a complete entry (an installation from before the index) a term asks about every known site once")
     func incompleteIndexFallsBackToKnownSites() async throws {
         let fleet = Fleet()
