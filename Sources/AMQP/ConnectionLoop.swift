@@ -202,9 +202,9 @@ final class ConnectionLoop: @unchecked Sendable {
         // Declarations (a coordinator's first moves into many new queues) share one round trip:
         // each goes out with the later ones of the run, ahead of the publishes and acks between
         // them (those never change what a declaration finds), never ahead of anything else.
-        var declared = [Bool](repeating: false, count: run.count)
+        var declared: Set<Int> = []  // empty (no allocation) in the usual run without one
         var kinds: [(declaration: Bool, onlySends: Bool)]?
-        for (index, command) in run.enumerated() where !declared[index] {
+        for (index, command) in run.enumerated() where !declared.contains(index) {
             if broken != nil && command.needsConnection {
                 command.fail(AMQPError(.connectionLost, broken!.message))
                 continue
@@ -212,7 +212,7 @@ final class ConnectionLoop: @unchecked Sendable {
             if command.declaration != nil {
                 if kinds == nil { kinds = run.map { ($0.declaration != nil, $0.onlySends) } }
                 let together = Self.declaredTogether(from: index, of: kinds!)
-                for later in together { declared[later] = true }
+                declared.formUnion(together)
                 declareTogether(together.compactMap { run[$0].declaration })
                 continue
             }
