@@ -102,7 +102,7 @@ struct CoordinatorRoleTests {
 
     @Test("a worker that falls silent is presumed dead: its queue goes back to ingress and on to a live worker")
     func silentWorker() async throws {
-        let fleet = Fleet()
+        let fleet = Fleet(workerTimeout: .seconds(2))  // the timeout is what it tests
         let (_, _, run) = fleet.startCoordinator()
         defer { run.cancel() }
         let silent = fleet.worker("silent")
@@ -192,7 +192,7 @@ struct CoordinatorRoleTests {
 
     @Test("a worker presumed dead stays out until it says hello: its heartbeats get it no work, status drops it")
     func deadStaysDead() async throws {
-        let fleet = Fleet()
+        let fleet = Fleet(workerTimeout: .seconds(2))  // the timeout is what it tests
         let (coordinator, _, run) = fleet.startCoordinator()
         defer { run.cancel() }
         let w1 = fleet.worker("w1")

@@ -23,8 +23,11 @@ final class Fleet: Sendable {
 
     let limits: FanficConfiguration.Limits
 
+    /// `workerTimeout`: 5 s unless a test is about the timeout. With 1 s, a worker whose
+    /// heartbeats a test stopped (or that CPU-bound tests starved of the 2 cores' threads for a
+    /// second) was presumed dead before the test's next step, and its wait timed out.
     init(
-        workerTimeout: Duration = .seconds(1), workerUsers: Set<String> = [],
+        workerTimeout: Duration = .seconds(5), workerUsers: Set<String> = [],
         limits: FanficConfiguration.Limits = FanficConfiguration.Limits()
     ) {
         client = InMemoryBus(broker: broker, user: "fanfic-cli")
