@@ -678,13 +678,19 @@ final class ConnectionLoop: @unchecked Sendable {
     private func checkChannelLevel(_ reply: amqp_rpc_reply_t, channel: UInt16, doing what: String) throws {
         if reply.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && reply.reply.id == fanfic_amqp_channel_close_method {
             let close = reply.reply.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
-            let error = AMQPError(
-                .channelClosed, "\(what): \(String(amqpBytes: close.reply_text))", replyCode: close.reply_code)
-            sendChannelCloseOK(channel)
-            try reopenAfterClose(channel: channel, error: error)
-            throw error
+            throw try refusal(close, channel: channel, doing: what)
         }
         try checkConnectionLevel(reply, doing: what)
+    }
+
+    /// The broker closed `channel`, refusing `what`: answers the close, reopens the channel, and
+    /// returns the refusal for the caller.
+    private func refusal(_ close: amqp_channel_close_t, channel: UInt16, doing what: String) throws -> AMQPError {
+        let error = AMQPError(
+            .channelClosed, "\(what): \(String(amqpBytes: close.reply_text))", replyCode: close.reply_code)
+        sendChannelCloseOK(channel)
+        try reopenAfterClose(channel: channel, error: error)
+        return error
     }
 
     private func checkStatus(_ status: Int32, _ what: String) throws {
@@ -791,12 +797,7 @@ final class ConnectionLoop: @unchecked Sendable {
                 } else if method.id == fanfic_amqp_channel_close_method {
                     // The broker ignores what was sent after the refused method, until the close-ok.
                     let close = method.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
-                    let refusal = AMQPError(
-                        .channelClosed, "\(methods[answered].what): \(String(amqpBytes: close.reply_text))",
-                        replyCode: close.reply_code)
-                    sendChannelCloseOK(Self.rpcChannel)
-                    try reopenAfterClose(channel: Self.rpcChannel, error: refusal)
-                    return (answered, refusal)
+                    return (answered, try refusal(close, channel: Self.rpcChannel, doing: methods[answered].what))
                 } else {
                     throw failure(.connectionLost, "\(methods[answered].what): unexpected reply \(method.id)")
                 }
