@@ -350,7 +350,9 @@ public struct SiteRules: Sendable {
         var fixed =
             visibleASCII(url.utf8.first) && visibleASCII(url.utf8.last)
             ? url : url.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !fixed.isEmpty, !fixed.utf8.contains(UInt8(ascii: " ")) else { return nil }
+        // No URL holds a space or a control character; one inside would also make the fragment
+        // pattern below stop at it (ICU ends a line at \u{0B}), so a second fix-up would cut more.
+        guard !fixed.isEmpty, !fixed.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return nil }
         // The regular expressions change nothing in a well-formed URL (the usual case): skip them.
         if !Self.hasPlainScheme(fixed) { fixed = replace(mangledScheme, in: fixed, with: "http$1://") }
         if fixed.hasPrefix("//") { fixed = "http:" + url }
