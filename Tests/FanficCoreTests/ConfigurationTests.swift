@@ -189,6 +189,16 @@ struct ConfigurationTests {
         #expect(found.first?.expected.contains("worker.heartbeat") == true)
     }
 
+    @Test("every role retries a lost broker well within the worker timeout, and at most every 15 s")
+    func reconnectCeiling() {
+        var coordinator = FanficConfiguration().coordinator
+        #expect(coordinator.reconnectCeiling == 20.0 / 3, "the default worker_timeout, 20 s")
+        coordinator.workerTimeout = 3
+        #expect(coordinator.reconnectCeiling == 1)
+        coordinator.workerTimeout = 600
+        #expect(coordinator.reconnectCeiling == 15)
+    }
+
     @Test("every problem is reported at once")
     func allIssues() {
         #expect(issues("[run]\nworkers = 0\n[worker]\nheartbeat = 0\n[calibre]\nupdate_method = \"x\"\n").count == 3)

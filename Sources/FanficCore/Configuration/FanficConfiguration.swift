@@ -211,6 +211,13 @@ public struct FanficConfiguration: Sendable, Hashable {
         /// so empty) is deleted and it leaves the registry.
         public var forgetWorkersAfter = 86_400
 
+        /// The longest wait, in seconds, between two tries to reach a broker that went away, for
+        /// every role: a third of `worker_timeout`, at most 15. After a broker restart the
+        /// coordinator gives registered workers `worker_timeout` to report before it presumes them
+        /// dead and hands their sites to others; a worker still running a story must be back well
+        /// within that, or two workers would run one site.
+        public var reconnectCeiling: Double { min(15, Double(workerTimeout) / 3) }
+
         /// `site_caps` as a table; the configuration check has made sure every entry parses.
         public var siteCapTable: [String: Int] {
             var table: [String: Int] = [:]
