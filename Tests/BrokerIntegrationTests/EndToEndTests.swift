@@ -168,6 +168,27 @@ extension BrokerTests {
                 #expect(
                     overlaps.isEmpty, "two workers on one site at once: \(overlaps.prefix(3))",
                     sourceLocation: sourceLocation)
+                if !overlaps.isEmpty || !extra.isEmpty || bookURLs.count != Set(bookURLs).count {
+                    Issue.record("what the roles logged: \(decisions())", sourceLocation: sourceLocation)
+                }
+            }
+
+            /// The coordinators' log lines about sites and workers, and the workers' about their
+            /// connection: why a site went where it went (a failure in CI leaves nothing else to read).
+            func decisions() -> String {
+                let coordinatorWords = [
+                    "site ", "worker", "presumed", "reclaim", "connect", "active", "rebuil", "table",
+                ]
+                let workerWords = ["connect", "admit", "lost", "redeliver"]
+                let names =
+                    ["coordinator-a", "coordinator-b", "coordinator-a2"].map { ($0, coordinatorWords) }
+                    + ["w1", "w2", "w3"].map { ($0, workerWords) }
+                return names.map { name, words in
+                    let lines = roles.logText(name).split(separator: "\n").filter { line in
+                        words.contains { line.contains($0) }
+                    }
+                    return lines.isEmpty ? "" : "\n\(name):\n" + lines.suffix(60).joined(separator: "\n")
+                }.joined()
             }
 
             struct Interval: CustomStringConvertible {
