@@ -24,7 +24,14 @@ struct RoutingBenchmark: AsyncParsableCommand {
         commandName: "routing-bench", abstract: "Measure the coordinator's routing rate and memory.")
 
     @Option(help: "Broker URL, with a virtual host of its own (the benchmark empties its queues).")
-    var url: String
+    var url: String?
+
+    @Flag(
+        help: """
+            Only time the site rules on the tasks' URLs, in this process (no broker): the part of \
+            routing that derives each task's site and canonical URL.
+            """)
+    var resolveOnly = false
 
     @Option(help: "The coordinator executable.")
     var coordinator = ".build/release/coordinator"
@@ -39,6 +46,8 @@ struct RoutingBenchmark: AsyncParsableCommand {
     var window = 64
 
     func run() async throws {
+        if resolveOnly { return Self.timeResolving(tasks: tasks, sites: sites) }
+        guard let url else { throw ValidationError("--url is needed (or --resolve-only)") }
         var logger = Logger(label: "routing-bench")
         logger.logLevel = .warning
         var configuration = try AMQPConfiguration(url: url)
@@ -339,6 +348,29 @@ extension AMQPConnection {
 }
 
 extension RoutingBenchmark {
+    /// Resolves the tasks' URLs through the site rules, five rounds after a warm-up one, and
+    /// prints the best and median nanoseconds per URL as one JSON object.
+    static func timeResolving(tasks: Int, sites: Int) {
+        let templates = storyURLTemplates(count: sites)
+        let urls = (0..<tasks).map { templates[$0 % templates.count].url($0 + 1) }
+        let clock = ContinuousClock()
+        var accepted = 0
+        var rounds: [Double] = []
+        for round in 0..<6 {
+            let elapsed = clock.measure {
+                for url in urls { if case .success = SiteRules.bundled.resolve(url) { accepted += 1 } }
+            }
+            if round > 0 { rounds.append(elapsed.seconds * 1e9 / Double(urls.count)) }
+        }
+        rounds.sort()
+        let line: [String: Any] = [
+            "urls": urls.count, "sites": templates.count, "accepted": accepted / 6,
+            "resolve_ns_best": Int(rounds[0]), "resolve_ns_median": Int(rounds[rounds.count / 2]),
+        ]
+        let data = (try? JSONSerialization.data(withJSONObject: line, options: .sortedKeys)) ?? Data()
+        FileHandle.standardOutput.write(data + Data("\n".utf8))
+    }
+
     /// Up to `count` sites whose example URL takes another story number.
     static func storyURLTemplates(count: Int) -> [(site: String, url: @Sendable (Int) -> String)] {
         var templates: [(site: String, url: @Sendable (Int) -> String)] = []

@@ -102,6 +102,12 @@ struct SiteRulesTests {
         #expect(SiteRules.Template("").pieces.isEmpty && SiteRules.Template("").isEmpty)
     }
 
+    @Test("every adapter's pattern compiles, with few enough groups for the bit sets of what matched")
+    func everyPatternCompiles() {
+        let refused = rules.rules.indices.filter { rules.compiled[$0] == nil }.map { rules.rules[$0].site }
+        #expect(refused.isEmpty, "patterns not used: \(refused)")
+    }
+
     @Test(
         "what is not a story URL is refused, with the reason",
         arguments: [

@@ -59,13 +59,19 @@ public struct SiteRules: Sendable {
     public let fanficfareVersion: String
     public let rules: [Rule]
     private let byDomain: [String: [Int]]
-    private let compiled: [NSRegularExpression?]
+    /// Each rule's pattern as ICU takes it; nil for one that does not compile or has more groups
+    /// than ``MatchedGroups`` holds.
+    let compiled: [NSRegularExpression?]
     private let groupNames: [[String]]
     /// The same names as ICU knows them, and each rule's templates and overrides parsed: both
     /// are needed for every URL resolved.
     private let icuGroupNameLists: [[String]]
-    private let parsedTemplates: [[String: Template]]
-    private let parsedOverrides: [[String: Template]]
+    /// Each rule's templates by the named groups that matched, and its overrides by the named
+    /// and numbered groups that matched, as bit sets (see ``MatchedGroups``): the lookup runs for
+    /// every task the coordinator routes, and sets of strings sorted and joined cost more than
+    /// the regular expression.
+    private let templatesByGroups: [[UInt64: Template]]
+    private let overridesByGroups: [[MatchedGroups: Template]]
 
     /// The generated data, as committed.
     public static var bundledJSON: String { generatedJSON }
@@ -88,9 +94,57 @@ public struct SiteRules: Sendable {
         self.byDomain = byDomain
         groupNames = rules.map { Self.groupNames(in: $0.pattern) }
         icuGroupNameLists = groupNames.map { $0.map(Self.icuName) }
-        parsedTemplates = rules.map { $0.templates.mapValues(Template.init) }
-        parsedOverrides = rules.map { $0.overrides.mapValues(Template.init) }
-        compiled = rules.map { try? NSRegularExpression(pattern: Self.icuGroupNames($0.pattern)) }
+        let names = groupNames
+        let rules = file.sites
+        templatesByGroups = rules.indices.map { index in
+            Self.byGroups(rules[index].templates, names: names[index]).reduce(into: [:]) { table, entry in
+                if entry.groups.numbered == 0 { table[entry.groups.named] = entry.template }
+            }
+        }
+        overridesByGroups = rules.indices.map { index in
+            Self.byGroups(rules[index].overrides, names: names[index]).reduce(into: [:]) { table, entry in
+                table[entry.groups] = entry.template
+            }
+        }
+        compiled = rules.indices.map { index in
+            // Groups past the bit sets' 63 are not expected of any adapter; SiteRulesTests
+            // checks the bundled ones, and a rule past it matches nothing rather than wrongly.
+            guard let regex = try? NSRegularExpression(pattern: Self.icuGroupNames(rules[index].pattern)),
+                regex.numberOfCaptureGroups <= MatchedGroups.limit, names[index].count <= MatchedGroups.limit
+            else { return nil }
+            return regex
+        }
+    }
+
+    /// The groups that matched, as bit sets: bit `i` of `named` for the rule's `i`th named group,
+    /// bit `n` of `numbered` for group number `n` (a named group is numbered too).
+    struct MatchedGroups: Hashable {
+        var named: UInt64 = 0
+        var numbered: UInt64 = 0
+        static let limit = 63
+    }
+
+    /// A rule's templates keyed as the generator writes them (the sorted names and numbers of
+    /// the groups that matched, joined by commas), keyed by bit sets instead; a key naming a
+    /// group the pattern does not have could never be looked up, and is left out.
+    private static func byGroups(
+        _ templates: [String: String], names: [String]
+    ) -> [(groups: MatchedGroups, template: Template)] {
+        templates.compactMap { key, template in
+            var groups = MatchedGroups()
+            for item in key.split(separator: ",") {
+                if let number = Int(item), String(number) == item {
+                    guard number >= 1, number <= MatchedGroups.limit else { return nil }
+                    groups.numbered |= 1 << UInt64(number)
+                } else {
+                    guard let index = names.firstIndex(of: String(item)), index < MatchedGroups.limit else {
+                        return nil
+                    }
+                    groups.named |= 1 << UInt64(index)
+                }
+            }
+            return (groups, Template(template))
+        }
     }
 
     /// The story a URL names, or why it is not one.
@@ -130,12 +184,13 @@ public struct SiteRules: Sendable {
         }
         var features = Features(
             url: fixed, match: match, groupNames: groupNames[index], icuGroupNames: icuGroupNameLists[index])
-        let keys = features.keys()
-        if let override = parsedOverrides[index][keys.withNumbers] {
+        var matched = features.matchedGroups()
+        if let override = overridesByGroups[index][matched] {
             let url = override.isEmpty ? fixed : features.fill(override)
             return .success(Story(site: rule.site, canonicalURL: url))
         }
-        guard let template = parsedTemplates[index][keys.named] else {
+        matched.numbered = 0
+        guard let template = templatesByGroups[index][matched.named] else {
             // The pattern matched, but not the parts that name a story (AO3's optional groups
             // match any page of the site): FanFicFare refuses these.
             if !rule.templates.isEmpty { return .failure(.notAStoryURL(site: rule.site, example: rule.examples.first)) }
@@ -196,19 +251,18 @@ public struct SiteRules: Sendable {
             return url[range]
         }
 
-        /// The sorted names of the groups that matched: named ones only, and with the numbered ones.
-        func keys() -> (named: String, withNumbers: String) {
-            var named = Set<String>()
-            for (name, icuName) in zip(groupNames, icuGroupNames) where text(match.range(withName: icuName)) != nil {
-                named.insert(name)
+        /// The groups that matched something (an empty match is no match), named and numbered.
+        func matchedGroups() -> MatchedGroups {
+            var groups = MatchedGroups()
+            for (index, icuName) in icuGroupNames.enumerated() where text(match.range(withName: icuName)) != nil {
+                groups.named |= 1 << UInt64(index)
             }
-            var all = named
             if match.numberOfRanges > 1 {
                 for number in 1..<match.numberOfRanges where text(match.range(at: number)) != nil {
-                    all.insert(String(number))
+                    groups.numbered |= 1 << UInt64(number)
                 }
             }
-            return (named.sorted().joined(separator: ","), all.sorted().joined(separator: ","))
+            return groups
         }
 
         /// The template with each name replaced by its feature's value (empty when absent).
@@ -256,10 +310,21 @@ public struct SiteRules: Sendable {
                 return index < segments.count ? segments[index] : nil
             }
             guard name.hasPrefix("?"), !parts.query.isEmpty else { return nil }
-            let wanted = name.dropFirst()
-            for parameter in parts.query.dropFirst().split(separator: "&", omittingEmptySubsequences: false) {
-                let pair = parameter.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                if pair[0] == wanted, pair.count == 2, !pair[1].isEmpty { return pair[1] }
+            // `name=value` pairs between `&`s, scanned in place (no arrays: this runs per task routed),
+            // byte for byte: FanFicFare compares code points, not canonically equivalent characters.
+            let wanted = name.utf8.dropFirst()
+            let query = parts.query
+            var start = query.utf8.index(after: query.startIndex)
+            while start <= query.endIndex {
+                let end = query.utf8[start...].firstIndex(of: UInt8(ascii: "&")) ?? query.endIndex
+                let parameter = query.utf8[start..<end]
+                if let equals = parameter.firstIndex(of: UInt8(ascii: "=")),
+                    parameter[..<equals].elementsEqual(wanted), parameter.index(after: equals) < end
+                {
+                    return query[parameter.index(after: equals)..<end]
+                }
+                guard end < query.endIndex else { break }
+                start = query.utf8.index(after: end)
             }
             return nil
         }
@@ -315,27 +380,30 @@ public struct SiteRules: Sendable {
         let query: Substring
 
         init?(_ url: String) {
-            // Over scalars, as the expression matches: a combining mark after a `/` leaves it a `/`.
-            let scalars = url.unicodeScalars
+            // Over scalars, as the expression matches: a combining mark after a `/` leaves it a
+            // `/`. Searched as UTF-8 bytes, which is the same: an ASCII byte is always a scalar
+            // of its own, so every index found is a scalar boundary.
+            let bytes = url.utf8
             let schemeLength: Int
-            if url.utf8.starts(with: "http://".utf8) {
+            if bytes.starts(with: "http://".utf8) {
                 schemeLength = 4
-            } else if url.utf8.starts(with: "https://".utf8) {
+            } else if bytes.starts(with: "https://".utf8) {
                 schemeLength = 5
             } else {
                 return nil
             }
-            let schemeEnd = scalars.index(scalars.startIndex, offsetBy: schemeLength)
-            let hostStart = scalars.index(schemeEnd, offsetBy: 3)
-            let hostEnd = scalars[hostStart...].firstIndex { "/?#".unicodeScalars.contains($0) } ?? scalars.endIndex
-            let pathEnd = scalars[hostEnd...].firstIndex { $0 == "?" || $0 == "#" } ?? scalars.endIndex
+            let (slash, question, hash) = (UInt8(ascii: "/"), UInt8(ascii: "?"), UInt8(ascii: "#"))
+            let schemeEnd = bytes.index(bytes.startIndex, offsetBy: schemeLength)
+            let hostStart = bytes.index(schemeEnd, offsetBy: 3)
+            let hostEnd =
+                bytes[hostStart...].firstIndex { $0 == slash || $0 == question || $0 == hash } ?? bytes.endIndex
+            let pathEnd = bytes[hostEnd...].firstIndex { $0 == question || $0 == hash } ?? bytes.endIndex
             let queryEnd =
-                scalars[pathEnd...].first == "?"
-                ? scalars[pathEnd...].firstIndex(of: "#") ?? scalars.endIndex : pathEnd
-            scheme = Substring(scalars[..<schemeEnd])
-            host = Substring(scalars[hostStart..<hostEnd])
-            path = Substring(scalars[hostEnd..<pathEnd])
-            query = Substring(scalars[pathEnd..<queryEnd])
+                bytes[pathEnd...].first == question ? bytes[pathEnd...].firstIndex(of: hash) ?? bytes.endIndex : pathEnd
+            scheme = url[..<schemeEnd]
+            host = url[hostStart..<hostEnd]
+            path = url[hostEnd..<pathEnd]
+            query = url[pathEnd..<queryEnd]
         }
     }
 
