@@ -59,9 +59,6 @@ public final class InMemoryBroker: Sendable {
         var bindings: [BindingSpec] = []
         var consumers: [UInt64: Consumer] = [:]
         var unsettled: [UInt64: Unsettled] = [:]
-        /// What lost connections held that the broker has not given back yet (see
-        /// ``InMemoryBroker/disconnect(_:brokerNotices:)``): settled by nobody.
-        var lingering: [Unsettled] = []
         var connections: [UInt64: Connection] = [:]
         var permissions: [String: Permissions] = [:]
         var nextID: UInt64 = 1
@@ -358,22 +355,15 @@ public final class InMemoryBroker: Sendable {
     /// The connection drops, as when the network or the broker goes: its unsettled messages go
     /// back to their queues, its exclusive queues are deleted, its subscriptions pause (or end
     /// with `.connectionLost` when they do not resume).
-    /// `brokerNotices` false: the client saw its connection drop, the broker not yet (a silent
-    /// network path: it waits for missed heartbeats), so what the connection held stays taken
-    /// until ``noticeLoss(of:)``.
-    func disconnect(_ connection: UInt64, brokerNotices: Bool = true) {
+    func disconnect(_ connection: UInt64) {
         let (handovers, ended) = state.withLock {
             state -> ([Handover], [AsyncThrowingStream<BusMessage, any Error>.Continuation]) in
             state.connections[connection]?.connected = false
             for (tag, taken) in state.unsettled where taken.connection == connection {
                 state.unsettled[tag] = nil
-                if brokerNotices {
-                    var again = taken.message
-                    again.redelivered = true
-                    state.queues[taken.queue]?.messages.insert(again, at: 0)
-                } else {
-                    state.lingering.append(taken)
-                }
+                var again = taken.message
+                again.redelivered = true
+                state.queues[taken.queue]?.messages.insert(again, at: 0)
             }
             var ended: [AsyncThrowingStream<BusMessage, any Error>.Continuation] = []
             for (id, consumer) in state.consumers where consumer.connection == connection {
@@ -391,20 +381,6 @@ public final class InMemoryBroker: Sendable {
         }
         for continuation in ended {
             continuation.finish(throwing: AMQPError(.connectionLost, "the connection to the in-memory broker is lost"))
-        }
-        Self.hand(handovers)
-    }
-
-    /// The broker notices a connection lost earlier: what it held goes back to its queues.
-    func noticeLoss(of connection: UInt64) {
-        let handovers = state.withLock { state in
-            for taken in state.lingering.reversed() where taken.connection == connection {
-                var again = taken.message
-                again.redelivered = true
-                state.queues[taken.queue]?.messages.insert(again, at: 0)
-            }
-            state.lingering.removeAll { $0.connection == connection }
-            return self.dispatch(in: &state)
         }
         Self.hand(handovers)
     }

@@ -39,12 +39,8 @@ public final class InMemoryBus: MessageBus {
         broker.state.withLock { $0.connections[id]?.failingPublishes = count }
     }
 
-    /// The connection drops (see ``InMemoryBroker``); ``reconnect()`` brings it back. With
-    /// `brokerNotices` false the broker keeps what it held as taken until ``brokerNoticesLoss()``.
-    public func disconnect(brokerNotices: Bool = true) { broker.disconnect(id, brokerNotices: brokerNotices) }
-
-    /// The broker notices the loss ``disconnect(brokerNotices:)`` hid from it.
-    public func brokerNoticesLoss() { broker.noticeLoss(of: id) }
+    /// The connection drops (see ``InMemoryBroker``); ``reconnect()`` brings it back.
+    public func disconnect() { broker.disconnect(id) }
 
     /// Connected again, under a new ``generation``.
     public func reconnect() { broker.reconnect(id) }

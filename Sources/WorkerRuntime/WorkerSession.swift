@@ -70,8 +70,6 @@ public final class WorkerSession: Service {
         var admitted = false
         /// The task being run: the story `fanfic status` shows.
         var running: TaskMessage?
-        /// Its delivery number (see ``held``).
-        var runningDelivery: Int?
         /// The site of the last task run (for the site pause).
         var lastSite: String?
         /// Tasks delivered on the current subscription and not settled, by delivery number, with
@@ -284,10 +282,7 @@ public final class WorkerSession: Service {
             return
         }
         let last = progress.withLock { progress in
-            defer {
-                progress.running = task
-                progress.runningDelivery = delivery
-            }
+            defer { progress.running = task }
             return progress.lastSite
         }
         let pause = settings.pause(for: task.site)
@@ -365,7 +360,6 @@ public final class WorkerSession: Service {
         await controlTurn.inTurn {
             progress.withLock {
                 $0.running = nil
-                $0.runningDelivery = nil
                 $0.held[delivery] = nil
                 $0.queueSite = task.site
             }
@@ -395,7 +389,6 @@ public final class WorkerSession: Service {
         await controlTurn.inTurn {
             progress.withLock {
                 $0.running = nil
-                $0.runningDelivery = nil
                 $0.held[delivery] = nil
                 if ran {
                     $0.lastSite = task.site
@@ -500,22 +493,15 @@ public final class WorkerSession: Service {
     private static let host = ProcessInfo.processInfo.hostName
 
     /// The site this worker's queue holds and how many of its tasks are not finished: those
-    /// waiting in the queue, those delivered and not settled (the one running, and the next
-    /// one the broker hands over as soon as the last is acked), and a task still running from a
-    /// connection that was lost. That one left ``Progress/held`` when the connection dropped,
-    /// but until the broker notices the loss it is in no queue's depth either: uncounted, a
-    /// coordinator rebuilding its table would take this worker for idle and could give its site
-    /// to another worker while the story still downloads here. Once the broker has given it back
-    /// it is counted twice until the run ends (its ack then fails, and it runs again from the
-    /// queue): too many holds the site a little longer, never lets a second worker at it.
+    /// waiting in the queue and those delivered and not settled (the one running, and the next
+    /// one the broker hands over as soon as the last is acked).
     private func backlogSummary() async -> (site: String?, unfinished: Int) {
         let queued = (try? await bus.queueState(queue)).flatMap { $0.map { Int($0.messageCount) } } ?? 0
-        let (heldSite, held, orphanSite, queueSite) = progress.withLock { progress in
-            let orphan = progress.runningDelivery.flatMap { progress.held[$0] == nil ? progress.running?.site : nil }
-            return (progress.held.min { $0.key < $1.key }?.value, progress.held.count, orphan, progress.queueSite)
+        let (heldSite, held, queueSite) = progress.withLock { progress in
+            (progress.held.min { $0.key < $1.key }?.value, progress.held.count, progress.queueSite)
         }
-        let unfinished = queued + held + (orphanSite == nil ? 0 : 1)
-        return (heldSite ?? orphanSite ?? (unfinished > 0 ? queueSite : nil), unfinished)
+        let unfinished = queued + held
+        return (heldSite ?? (unfinished > 0 ? queueSite : nil), unfinished)
     }
 
     private func publishControl(_ message: ControlMessage, expires: Bool) async {

@@ -32,40 +32,6 @@ struct WorkerSessionTests {
         }
     }
 
-    /// Holds its first run until ``release()``; every run stores the book.
-    final class HeldRunner: TaskRunner {
-        private let state = Mutex<(ran: [String], gate: CheckedContinuation<Void, Never>?, released: Bool)>(
-            ([], nil, false))
-        var ran: [String] { state.withLock { $0.ran } }
-
-        func release() {
-            let gate = state.withLock { state -> CheckedContinuation<Void, Never>? in
-                state.released = true
-                defer { state.gate = nil }
-                return state.gate
-            }
-            gate?.resume()
-        }
-
-        func run(_ task: TaskMessage, workerID: String, logger: Logger) async -> StoryOutcome {
-            let first = state.withLock { state -> Bool in
-                state.ran.append(task.url)
-                return state.ran.count == 1
-            }
-            if first {
-                await withCheckedContinuation { continuation in
-                    let go = state.withLock { state -> Bool in
-                        if state.released { return true }
-                        state.gate = continuation
-                        return false
-                    }
-                    if go { continuation.resume() }
-                }
-            }
-            return .stored(book: 1, detail: "new", notify: false, storyURL: task.url)
-        }
-    }
-
     final class Events: Sendable {
         let kinds = Mutex<[FanficEvent.Kind]>([])
         let all = Mutex<[FanficEvent]>([])
@@ -84,10 +50,10 @@ struct WorkerSessionTests {
 
     /// A session on its own connection; `settlerBus` lets a test make the settler's publishes fail.
     func start(
-        _ runner: any TaskRunner, bus: InMemoryBus? = nil, settlerBus: InMemoryBus? = nil, user: String = "guest",
+        _ runner: ScriptedRunner, settlerBus: InMemoryBus? = nil, user: String = "guest",
         adjust: (inout WorkerSession.Settings) -> Void = { _ in }
     ) -> Task<Void, Never> {
-        let bus = bus ?? InMemoryBus(broker: broker, user: user)
+        let bus = InMemoryBus(broker: broker, user: user)
         var settings = WorkerSession.Settings(id: "w1", configuration: FanficConfiguration())
         settings.heartbeat = .milliseconds(20)
         settings.sitePause = .zero
@@ -237,63 +203,6 @@ struct WorkerSessionTests {
         }
         #expect(runner.ran == [task.url, task.url])
         #expect(log.all.filter { $0.kind == .finished }.count == 1)
-    }
-
-    @Test(
-        "a task still running when the connection drops counts in every report until its run ends, before and after the broker gives it back"
-    )
-    func runningTaskOfALostConnectionCounts() async throws {
-        let task = TaskMessage(url: "http://test1.com?sid=4", site: "test1.com", submittedBy: "test")
-        try await put(WireCodec.encode(task))
-        let runner = HeldRunner()
-        let bus = InMemoryBus(broker: broker)
-        let session = start(runner, bus: bus)
-        defer {
-            runner.release()
-            session.cancel()
-        }
-        try await admit()
-        try await waitUntil("the task runs") { runner.ran == [task.url] }
-        try await read(ControlLog())  // what it said before the drop
-
-        // The worker sees its connection drop; the broker has not noticed yet (missed heartbeats
-        // take a while), so the task is in no queue's depth.
-        bus.disconnect(brokerNotices: false)
-        bus.reconnect()
-        let log = ControlLog()
-        try await waitUntil("a hello from the reconnected worker") {
-            try await read(log)
-            return log.all.contains { $0.kind == .hello }
-        }
-        #expect(broker.messages(in: queue).isEmpty)
-        bus.brokerNoticesLoss()
-        #expect(broker.messages(in: queue).count == 1, "the broker gave the task back")
-        let reportsBefore = log.all.count
-        try await waitUntil("a report after the broker gave the task back") {
-            try await read(log)
-            return log.all.count > reportsBefore
-        }
-
-        runner.release()
-        try await waitUntil("a hello after the run ended") {
-            try await read(log)
-            return log.all.dropFirst(reportsBefore).contains { $0.kind == .hello && $0.unfinished == 1 }
-        }
-        try await admit()
-        try await waitUntil("the task ran again from its queue and is reported finished") {
-            try await read(log)
-            return log.all.contains { $0.kind == .finished }
-        }
-        #expect(runner.ran == [task.url, task.url])
-        #expect(log.all.filter { $0.kind == .finished }.count == 1)
-        let reports = log.all.prefix { $0.kind != .finished }.filter { $0.kind == .hello || $0.kind == .heartbeat }
-        #expect(!reports.isEmpty)
-        for report in reports {
-            #expect(
-                report.site == "test1.com" && (report.unfinished ?? 0) >= 1,
-                "a report while the task ran or waited to run again: \(report.kind) \(report.site ?? "-") \(report.unfinished ?? -1)"
-            )
-        }
     }
 
     @Test("a task whose URL is not of the site it came as is handed back through a retry tier, never run")
