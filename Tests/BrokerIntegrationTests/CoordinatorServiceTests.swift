@@ -43,9 +43,18 @@ extension BrokerTests {
             } catch {
                 let missing = urls.subtracting(roles.finishedURLs()).sorted()
                 let log = String(roles.logText("coordinator-a").suffix(3000))
-                Issue.record(
-                    "not finished: \(missing.prefix(10)) (\(missing.count) of \(urls.count))\n\(log)",
-                    sourceLocation: sourceLocation)
+                // Whether the missing tasks ever started, and what the workers said of their
+                // connection and admission: a stall in CI leaves nothing else to read.
+                let started = roles.runs().filter { missing.contains($0.url) }
+                let workers = ["w1", "w2", "w3"].map { name in
+                    let lines = roles.logText(name).split(separator: "\n").filter { line in
+                        ["connect", "admit", "lost", "redeliver", "stale"].contains { line.contains($0) }
+                    }
+                    return lines.isEmpty ? "" : "\n\(name):\n" + lines.suffix(25).joined(separator: "\n")
+                }.joined()
+                let what =
+                    "not finished: \(missing.prefix(10)) (\(missing.count) of \(urls.count)); their runs: \(started)"
+                Issue.record("\(what)\n\(log)\(workers)", sourceLocation: sourceLocation)
                 throw error
             }
             let overlaps = roles.overlaps()
