@@ -301,13 +301,16 @@ public struct DispatchStateMachine: Sendable {
             if turnIsOver(id), !waitingSites.contains(site) { waitingSites.append(site) }
             releaseIfDone(now: now, into: &actions)
         case .backlogsDiscovered(let counts, let sweepCounts):
-            guard phase == .discovering else { break }
+            guard phase == .discovering || phase == .running else { break }
             for site in counts.filter({ $0.value > 0 }).keys.sorted() where !waitingSites.contains(site) {
                 waitingSites.append(site)
             }
             for site in sweepCounts.filter({ $0.value > 0 }).keys.sorted() where !sweepWaitingSites.contains(site) {
                 sweepWaitingSites.append(site)
             }
+            // Running: backlogs the discovery could not ask about at first, found later. They
+            // wait like any site's backlog (a holder takes them after its turn).
+            guard phase == .discovering else { break }
             phase = .running
             for id in deferredHellos.keys.sorted() {
                 let (site, unfinished) = deferredHellos[id]!

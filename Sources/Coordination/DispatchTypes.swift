@@ -68,7 +68,8 @@ public enum DispatchEvent: Hashable, Sendable {
     /// empty, moved its `upTo`, or was stopped.
     case backlogDrained(site: String, worker: WorkerID)
     /// After a restart: message counts of `fanfic.backlog.<site>` for the sites that have one,
-    /// and of `fanfic.backlog.<site>.sweep`.
+    /// and of `fanfic.backlog.<site>.sweep`. Again later, while running, for backlogs the broker
+    /// did not answer about at first.
     case backlogsDiscovered([String: Int], sweep: [String: Int] = [:])
     /// A worker holding `site` met a block there (throttled, challenged, down, unreachable): the
     /// site is paused for every worker. `retryAfter`: the delay the site asked for.

@@ -26,6 +26,9 @@ public struct Coordinator: Service {
         public var forgetWorkersAfter: TimeInterval = 86_400
         /// How often a standby tries to become active.
         public var standbyRetry: Duration = .seconds(1)
+        /// How long a term waits before asking again about a backlog the broker did not answer
+        /// about (doubling, up to a minute).
+        public var backlogRetry: Duration = .seconds(5)
         /// How long a term that ends waits for its moves in flight to settle.
         public var endingGrace: Duration = .seconds(10)
         /// Sites whose backlogs a new term looks for, besides those it sees.

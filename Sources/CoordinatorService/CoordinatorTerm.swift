@@ -418,9 +418,9 @@ final class CoordinatorTerm: Sendable {
                 let index = self.moves.backlogIndex
                 let reading = await index.loadOnce()
                 let own = index.declaredByThisTerm
-                let counts = await self.moves.backlogCounts(
+                let (counts, unanswered) = await self.moves.backlogCounts(
                     sites: reading.sitesToAsk(sweep: false, known: known).union(own.backlogs).sorted())
-                let sweepCounts = await self.moves.backlogCounts(
+                let (sweepCounts, sweepUnanswered) = await self.moves.backlogCounts(
                     sites: reading.sitesToAsk(sweep: true, known: known).union(own.sweepBacklogs).sorted(),
                     sweep: true)
                 self.feed.yield(
@@ -429,6 +429,7 @@ final class CoordinatorTerm: Sendable {
                             counts.filter { $0.value > 0 }, sweep: sweepCounts.filter { $0.value > 0 })))
                 await index.rewrite(
                     BacklogIndex.Sites(backlogs: Set(counts.keys), sweepBacklogs: Set(sweepCounts.keys)))
+                await self.askAgain(backlogs: unanswered, sweepBacklogs: sweepUnanswered)
             }
         case .admit(let worker):
             guard state.ledger.replyQueues[worker] != nil else {
@@ -468,6 +469,33 @@ final class CoordinatorTerm: Sendable {
         }
     }
 
+    /// Asks again about the backlogs the discovery got no answer about (a broker busy or between
+    /// nodes), until each is answered or the term ends, and reports those holding tasks: counted
+    /// as empty, they would wait until their site's next task, perhaps for good.
+    private func askAgain(backlogs: Set<String>, sweepBacklogs: Set<String>) async {
+        var (backlogs, sweepBacklogs) = (backlogs, sweepBacklogs)
+        guard !backlogs.isEmpty || !sweepBacklogs.isEmpty else { return }
+        logger.warning(
+            "backlogs the broker did not answer about; asking again",
+            metadata: ["backlogs": "\(backlogs.sorted())", "sweep_backlogs": "\(sweepBacklogs.sorted())"])
+        var delay = settings.backlogRetry
+        while !backlogs.isEmpty || !sweepBacklogs.isEmpty {
+            do { try await Task.sleep(for: delay) } catch { return }
+            delay = min(delay * 2, .seconds(60))
+            let (counts, unanswered) = await moves.backlogCounts(sites: backlogs.sorted())
+            let (sweepCounts, sweepUnanswered) = await moves.backlogCounts(sites: sweepBacklogs.sorted(), sweep: true)
+            let found = counts.filter { $0.value > 0 && !unanswered.contains($0.key) }
+            let sweepFound = sweepCounts.filter { $0.value > 0 && !sweepUnanswered.contains($0.key) }
+            if !found.isEmpty || !sweepFound.isEmpty {
+                logger.info(
+                    "backlogs found on asking again",
+                    metadata: ["backlogs": "\(found.keys.sorted())", "sweep_backlogs": "\(sweepFound.keys.sorted())"])
+                feed.yield(.event(.backlogsDiscovered(found, sweep: sweepFound)))
+            }
+            (backlogs, sweepBacklogs) = (unanswered, sweepUnanswered)
+        }
+    }
+
     /// An event per pause, and a notification at the first of an outage with the stories waiting:
     /// the reporting worker's queue plus the site's backlog.
     private func announcePause(
@@ -483,7 +511,7 @@ final class CoordinatorTerm: Sendable {
         // One notification per outage: its later, longer pauses are in events and `fanfic status`.
         guard pauses == 1 else { return }
         group.addTask {
-            let backlog = await self.moves.backlogCounts(sites: [site])[site] ?? 0
+            let backlog = await self.moves.backlogCounts(sites: [site]).counts[site] ?? 0
             let time = until.formatted(date: .omitted, time: .shortened)
             let stories = waiting + backlog
             await self.moves.notify(

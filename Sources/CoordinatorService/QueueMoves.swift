@@ -160,18 +160,20 @@ final class QueueMoves: Sendable {
     }
 
     /// The message counts of the sites' backlogs (or sweep backlogs) that exist, 0 for one that
-    /// could not be asked about (a failure only delays a backlog until its site's next task).
-    func backlogCounts(sites: [String], sweep: Bool = false) async -> [String: Int] {
+    /// could not be asked about; `unanswered` names those, to be asked again.
+    func backlogCounts(sites: [String], sweep: Bool = false) async -> (counts: [String: Int], unanswered: Set<String>) {
         var counts: [String: Int] = [:]
+        var unanswered: Set<String> = []
         for site in sites {
             let queue = sweep ? FanficTopology.sweepBacklogQueue(site: site) : FanficTopology.backlogQueue(site: site)
             do {
                 if let state = try await bus.queueState(queue) { counts[site] = Int(state.messageCount) }
             } catch {
                 counts[site] = 0
+                unanswered.insert(site)
             }
         }
-        return counts
+        return (counts, unanswered)
     }
 
     /// Tells a worker it may consume its queue: declares its queue and reply queue (a worker may

@@ -65,8 +65,8 @@ struct BacklogIndexTests {
         await firstRun.value
         firstBus.disconnect()
 
-        // c2's question about the backlog gets no answer: it counts as empty for now (its site's
-        // next task finds it), and must not fall out of the index.
+        // c2's question about the backlog gets no answer: it counts as empty for now (asked
+        // again later), and must not fall out of the index.
         fleet.broker.failQuestions(about: backlog)
         let (second, secondBus, secondRun) = fleet.startCoordinator("c2")
         try await waitUntil("c2 asked, and rewrote the index") {
@@ -86,6 +86,34 @@ struct BacklogIndexTests {
         try await waitUntil("c3 found the backlog through the index and drained it into w1") {
             fleet.queue(worker.queue).map(\.url) == [task.url]
         }
+    }
+
+    @Test("a backlog the broker did not answer about at the start is asked about again, and drained")
+    func unansweredBacklogIsAskedAgain() async throws {
+        let fleet = Fleet()
+        let backlog = FanficTopology.backlogQueue(site: "test2.com")
+        let (first, firstBus, firstRun) = fleet.startCoordinator("c1")
+        let task = try await fleet.submit("http://test2.com?sid=1", site: "test2.com")
+        try await waitUntil("the task waits in test2.com's backlog") {
+            fleet.queue(backlog).map(\.url) == [task.url] && first.board.current.phase == .running
+        }
+        firstRun.cancel()
+        await firstRun.value
+        firstBus.disconnect()
+
+        // The start's question and the first one asked again get no answer (a broker between
+        // nodes); no other task of test2.com comes, so only asking again finds the backlog.
+        fleet.broker.failQuestions(about: backlog, times: 2)
+        let (_, _, secondRun) = fleet.startCoordinator("c2")
+        defer { secondRun.cancel() }
+        let worker = fleet.worker("w1")
+        try await worker.join()
+        let beating = worker.keepBeating()
+        defer { beating.cancel() }
+        try await waitUntil("c2 asked again, found the backlog and drained it into w1") {
+            fleet.queue(worker.queue).map(\.url) == [task.url]
+        }
+        #expect(fleet.broker.questionFailuresLeft(about: backlog) == 0)
     }
 
     @Test("without a complete entry (an installation from before the index) a term asks about every known site once")

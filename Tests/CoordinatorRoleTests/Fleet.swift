@@ -43,6 +43,7 @@ final class Fleet: Sendable {
         settings.tickInterval = .milliseconds(10)
         settings.standbyRetry = .milliseconds(20)
         settings.endingGrace = .milliseconds(500)
+        settings.backlogRetry = .milliseconds(50)
         settings.workerUsers = workerUsers
         settings.limits = limits
         return settings
