@@ -32,7 +32,7 @@ public enum Bootstrap {
         do {
             var broker = try AMQPConfiguration(url: configuration.broker.url)
             broker.connectionName = "fanfic-\(role)@\(ProcessInfo.processInfo.hostName)"
-            broker.reconnectBackoff.maximum = .milliseconds(Int64(configuration.coordinator.reconnectCeiling * 1000))
+            broker.reconnectBackoff.maximum = .seconds(configuration.coordinator.reconnectCeiling)
             return broker
         } catch {
             FileHandle.standardError.write(

@@ -484,8 +484,9 @@ final class CoordinatorTerm: Sendable {
             delay = min(delay * 2, .seconds(60))
             let (counts, unanswered) = await moves.backlogCounts(sites: backlogs.sorted())
             let (sweepCounts, sweepUnanswered) = await moves.backlogCounts(sites: sweepBacklogs.sorted(), sweep: true)
-            let found = counts.filter { $0.value > 0 && !unanswered.contains($0.key) }
-            let sweepFound = sweepCounts.filter { $0.value > 0 && !sweepUnanswered.contains($0.key) }
+            // An unanswered backlog counts 0: only answers are found.
+            let found = counts.filter { $0.value > 0 }
+            let sweepFound = sweepCounts.filter { $0.value > 0 }
             if !found.isEmpty || !sweepFound.isEmpty {
                 logger.info(
                     "backlogs found on asking again",
