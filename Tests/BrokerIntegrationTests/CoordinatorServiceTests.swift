@@ -46,12 +46,8 @@ extension BrokerTests {
                 // Whether the missing tasks ever started, and what the workers said of their
                 // connection and admission: a stall in CI leaves nothing else to read.
                 let started = roles.runs().filter { missing.contains($0.url) }
-                let workers = ["w1", "w2", "w3"].map { name in
-                    let lines = roles.logText(name).split(separator: "\n").filter { line in
-                        ["connect", "admit", "lost", "redeliver", "stale"].contains { line.contains($0) }
-                    }
-                    return lines.isEmpty ? "" : "\n\(name):\n" + lines.suffix(25).joined(separator: "\n")
-                }.joined()
+                let workers = roles.logLines(
+                    of: ["w1", "w2", "w3"], containing: ["connect", "admit", "lost", "redeliver", "stale"], last: 25)
                 let what =
                     "not finished: \(missing.prefix(10)) (\(missing.count) of \(urls.count)); their runs: \(started)"
                 Issue.record("\(what)\n\(log)\(workers)", sourceLocation: sourceLocation)

@@ -179,16 +179,10 @@ extension BrokerTests {
                 let coordinatorWords = [
                     "site ", "worker", "presumed", "reclaim", "connect", "active", "rebuil", "table",
                 ]
-                let workerWords = ["connect", "admit", "lost", "redeliver"]
-                let names =
-                    ["coordinator-a", "coordinator-b", "coordinator-a2"].map { ($0, coordinatorWords) }
-                    + ["w1", "w2", "w3"].map { ($0, workerWords) }
-                return names.map { name, words in
-                    let lines = roles.logText(name).split(separator: "\n").filter { line in
-                        words.contains { line.contains($0) }
-                    }
-                    return lines.isEmpty ? "" : "\n\(name):\n" + lines.suffix(60).joined(separator: "\n")
-                }.joined()
+                return roles.logLines(
+                    of: ["coordinator-a", "coordinator-b", "coordinator-a2"], containing: coordinatorWords, last: 60)
+                    + roles.logLines(
+                        of: ["w1", "w2", "w3"], containing: ["connect", "admit", "lost", "redeliver"], last: 60)
             }
 
             struct Interval: CustomStringConvertible {

@@ -12,6 +12,22 @@ import Testing
 @Suite("The backlog index")
 struct BacklogIndexTests {
     /// The entries the index queue holds, oldest first (nil for one that is not an entry).
+    /// A first coordinator, c1, leaves a task of test2.com in its backlog, recorded in the
+    /// index, and stops.
+    private func leaveTaskInBacklog(_ fleet: Fleet) async throws -> TaskMessage {
+        let backlog = FanficTopology.backlogQueue(site: "test2.com")
+        let (first, firstBus, firstRun) = fleet.startCoordinator("c1")
+        let task = try await fleet.submit("http://test2.com?sid=1", site: "test2.com")
+        try await waitUntil("the task waits in test2.com's backlog and the index names it") {
+            fleet.queue(backlog).map(\.url) == [task.url] && first.board.current.phase == .running
+                && index(fleet).contains { $0?.backlogs.contains("test2.com") == true }
+        }
+        firstRun.cancel()
+        await firstRun.value
+        firstBus.disconnect()
+        return task
+    }
+
     private func index(_ fleet: Fleet) -> [BacklogIndex.Entry?] {
         fleet.broker.messages(in: FanficTopology.backlogIndex).map { BacklogIndex.entry($0.body) }
     }
@@ -55,15 +71,7 @@ struct BacklogIndexTests {
     func unansweredQuestionKeepsTheBacklogIndexed() async throws {
         let fleet = Fleet()
         let backlog = FanficTopology.backlogQueue(site: "test2.com")
-        let (first, firstBus, firstRun) = fleet.startCoordinator("c1")
-        let task = try await fleet.submit("http://test2.com?sid=1", site: "test2.com")
-        try await waitUntil("the task waits in test2.com's backlog and the index names it") {
-            fleet.queue(backlog).map(\.url) == [task.url] && first.board.current.phase == .running
-                && index(fleet).contains { $0?.backlogs.contains("test2.com") == true }
-        }
-        firstRun.cancel()
-        await firstRun.value
-        firstBus.disconnect()
+        let task = try await leaveTaskInBacklog(fleet)
 
         // c2's question about the backlog gets no answer: it counts as empty for now (asked
         // again later), and must not fall out of the index.
@@ -92,14 +100,7 @@ struct BacklogIndexTests {
     func unansweredBacklogIsAskedAgain() async throws {
         let fleet = Fleet()
         let backlog = FanficTopology.backlogQueue(site: "test2.com")
-        let (first, firstBus, firstRun) = fleet.startCoordinator("c1")
-        let task = try await fleet.submit("http://test2.com?sid=1", site: "test2.com")
-        try await waitUntil("the task waits in test2.com's backlog") {
-            fleet.queue(backlog).map(\.url) == [task.url] && first.board.current.phase == .running
-        }
-        firstRun.cancel()
-        await firstRun.value
-        firstBus.disconnect()
+        let task = try await leaveTaskInBacklog(fleet)
 
         // The start's question and the first one asked again get no answer (a broker between
         // nodes); no other task of test2.com comes, so only asking again finds the backlog.

@@ -110,6 +110,15 @@ final class RoleProcesses: @unchecked Sendable {
             + ((try? String(contentsOfFile: log(name) + ".err", encoding: .utf8)) ?? "")
     }
 
+    /// The last `limit` lines of each role's log that contain one of `words`, under the role's
+    /// name (roles with none are left out): what a failure message quotes of the roles.
+    func logLines(of names: [String], containing words: [String], last limit: Int) -> String {
+        names.map { name in
+            let lines = logText(name).split(separator: "\n").filter { line in words.contains { line.contains($0) } }
+            return lines.isEmpty ? "" : "\n\(name):\n" + lines.suffix(limit).joined(separator: "\n")
+        }.joined()
+    }
+
     /// kill -9, as a crash or an OOM kill would.
     func crash(_ name: String) {
         guard let pid = lock.withLock({ processes.removeValue(forKey: name) }) else { return }
